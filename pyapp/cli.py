@@ -1,0 +1,301 @@
+"""The ``passthrough`` command.
+
+Every subcommand finds its database the same way (see ``open_database``):
+
+1. ``--database-url URL``, else
+2. ``$PASSTHROUGH_DATABASE_URL``, else
+3. the embedded PostgreSQL 18 under ``--data-dir`` / ``$PASSTHROUGH_DATA_DIR`` /
+   ``./.passthrough`` (started for the duration of the command, stopped
+   cleanly afterwards unless another process is still using it).
+
+Exit status: 0 on success, 1 on a database or migration error, 2 on bad usage,
+130 when interrupted (except ``serve``, for which Ctrl-C/SIGTERM is the normal
+way to stop and exits 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyapp import __version__
+from pyapp.db import connect
+
+DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
+DEBUG_ENV = "PASSTHROUGH_DEBUG"
+
+
+class CommandError(Exception):
+    """An expected failure: printed as ``error: ...`` and exit status 1."""
+
+
+# --------------------------------------------------------------------------- database resolution
+
+
+@dataclass
+class Database:
+    url: str
+    source: str  # human-readable: where the URL came from
+    psql: str = "psql"  # psql executable to suggest
+
+    @property
+    def psql_command(self) -> str:
+        return f"{_shell_quote(self.psql)} {_shell_quote(self.url, prefer_double=True)}"
+
+
+@contextmanager
+def open_database(args: argparse.Namespace) -> Iterator[Database]:
+    """Resolve the database for any subcommand (the one place that decides)."""
+    url = args.database_url or os.environ.get(DATABASE_URL_ENV)
+    if url:
+        source = "--database-url" if args.database_url else f"${DATABASE_URL_ENV}"
+        yield Database(url=url, source=source)
+        return
+
+    from pyapp.embedded import PG_MAJOR, EmbeddedPostgres
+
+    pg = EmbeddedPostgres(args.data_dir)
+    _info(f"starting embedded PostgreSQL {PG_MAJOR} in {pg.pgdata} ...")
+    try:
+        pg.start()
+    except Exception as exc:
+        raise CommandError(f"could not start the embedded PostgreSQL in {pg.pgdata}: {exc}") from exc
+    try:
+        assert pg.url is not None
+        yield Database(url=pg.url, source=f"embedded PostgreSQL {PG_MAJOR} ({pg.pgdata})", psql=str(pg.psql_path))
+    finally:
+        with _signals_deferred():  # a second Ctrl-C must not leave the server half-stopped
+            pg.stop()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with open_database(args) as db:
+        if args.no_migrate:
+            _info("migrations: skipped (--no-migrate)")
+        else:
+            _report_migrations(_run_migrations(db.url))
+        print(f"database:     {db.source}", flush=True)
+        print(f"database URL: {db.url}", flush=True)
+        print(f"psql:         {db.psql_command}", flush=True)
+        try:
+            serve_forever(db.url, args.host, args.port)
+        except KeyboardInterrupt:
+            _info("shutting down")
+    return 0
+
+
+def serve_forever(url: str, host: str, port: int) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM raise KeyboardInterrupt).
+
+    THIS IS WHERE THE HTTP APP WILL BE STARTED (uvicorn on host:port, talking
+    to ``url``). For now it only keeps the process, and therefore an embedded
+    database, alive.
+    """
+    _info(f"HTTP API not implemented yet (will listen on http://{host}:{port}); press Ctrl-C to stop")
+    while True:
+        time.sleep(3600)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    with open_database(args) as db:
+        _info(f"database: {db.source}")
+        _report_migrations(_run_migrations(db.url))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pyapp import migrate
+
+    with open_database(args) as db:
+        _info(f"database: {db.source}")
+        with connect(db.url) as conn:
+            rows = migrate.status(conn)
+        _print_rows(rows, empty="no migrations known")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    return _call_switch(args, "enable")
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    return _call_switch(args, "disable")
+
+
+def _call_switch(args: argparse.Namespace, what: str) -> int:
+    import psycopg
+
+    with open_database(args) as db:
+        _info(f"database: {db.source}")
+        try:
+            with connect(db.url) as conn:  # commits on clean exit
+                result = conn.execute(f"SELECT passthrough.{what}()").fetchone()
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+            raise CommandError(f"{_pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
+        value = result[0] if result else None
+        done = "enabled" if what == "enable" else "disabled"
+        print(f"passthrough {done}" + (f": {value}" if value not in (None, "") else ""), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _run_migrations(url: str) -> list[str]:
+    from pyapp import migrate
+
+    with connect(url) as conn:  # commits on clean exit, rolls back on error
+        applied = migrate.migrate(conn)
+    return list(applied)
+
+
+def _report_migrations(applied: list[str]) -> None:
+    if applied:
+        _info(f"migrations: applied {len(applied)}: {', '.join(applied)}")
+    else:
+        _info("migrations: up to date")
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], *, empty: str) -> None:
+    if not rows:
+        print(empty, flush=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    Console(width=max(100, Console().width)).print(table)
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _shell_quote(text: str, *, prefer_double: bool = False) -> str:
+    if prefer_double and not any(ch in text for ch in '"$`\\!'):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
+def _pg_message(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return str(exc).strip()
+    text = primary
+    for label, attr in (("detail", "message_detail"), ("hint", "message_hint")):
+        value = getattr(diag, attr, None)
+        if value:
+            text += f"\n{label}: {value}"
+    return text
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM/SIGHUP for the duration (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        metavar="URL",
+        help=f"PostgreSQL URL (default: ${DATABASE_URL_ENV}; if unset, use the embedded PostgreSQL)",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="embedded PostgreSQL data dir (default: $PASSTHROUGH_DATA_DIR or ./.passthrough)",
+    )
+
+    parser = argparse.ArgumentParser(prog="passthrough", description="Passthrough audiences service.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="migrate, then serve until Ctrl-C")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP listen address (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP listen port (default: %(default)s)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("status", parents=[common], help="show migration status").set_defaults(func=cmd_status)
+    sub.add_parser("enable", parents=[common], help="SELECT passthrough.enable()").set_defaults(func=cmd_enable)
+    sub.add_parser("disable", parents=[common], help="SELECT passthrough.disable()").set_defaults(func=cmd_disable)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    installed: dict[int, Any] = {}
+    if __name__ == "__main__" or argv is None:  # only touch signal handlers when we own the process
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            installed[sig] = signal.signal(sig, _raise_keyboard_interrupt)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _info("interrupted")
+        return 130
+    except CommandError as exc:
+        _info(f"error: {exc}")
+        return 1
+    except Exception as exc:  # database errors, migration failures, ...
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        _info(f"error: {_describe(exc)}")
+        return 1
+    finally:
+        for sig, handler in installed.items():
+            signal.signal(sig, handler)
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        psycopg = None  # type: ignore[assignment]
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        return _pg_message(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+-- Operator settings: one row, typed columns.
+
+CREATE TABLE passthrough.settings (
+  singleton           boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+  passthrough_enabled boolean     NOT NULL DEFAULT false,
+  max_future_skew     interval    NOT NULL DEFAULT interval '1 day'
+                                  CHECK (max_future_skew >= interval '0'),
+  updated_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE passthrough.settings IS
+  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() '
+  'and passthrough.set_max_future_skew().';
+COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
+  'Whether passthrough events are accepted. False after install: an operator turns it on.';
+COMMENT ON COLUMN passthrough.settings.max_future_skew IS
+  'How far ahead of the server clock an event''s ts may be; later timestamps are refused.';
+
+INSERT INTO passthrough.settings DEFAULT VALUES;
+
+CREATE FUNCTION passthrough.enable() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE passthrough.settings SET passthrough_enabled = true, updated_at = now();
+$$;
+COMMENT ON FUNCTION passthrough.enable() IS
+  'Turns passthrough on: events are accepted from now on.';
+
+CREATE FUNCTION passthrough.disable() RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  UPDATE passthrough.settings SET passthrough_enabled = false, updated_at = now();
+$$;
+COMMENT ON FUNCTION passthrough.disable() IS
+  'Turns passthrough off: events are refused (SQLSTATE PT002) until passthrough.enable().';
+
+CREATE FUNCTION passthrough.is_enabled() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT passthrough_enabled FROM passthrough.settings;
+$$;
+COMMENT ON FUNCTION passthrough.is_enabled() IS 'Whether passthrough events are accepted now.';
+
+CREATE FUNCTION passthrough.set_max_future_skew(p_skew interval) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_skew IS NULL OR p_skew < interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = 'max_future_skew must be a non-negative interval',
+      DETAIL = format('got %s', coalesce(p_skew::text, 'NULL')),
+      HINT = 'For example: SELECT passthrough.set_max_future_skew(interval ''1 hour'').';
+  END IF;
+  UPDATE passthrough.settings SET max_future_skew = p_skew, updated_at = now();
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_max_future_skew(interval) IS
+  'Sets how far ahead of the server clock an event''s ts may be (default 1 day).';
+
+CREATE FUNCTION passthrough.get_settings()
+RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at FROM passthrough.settings s;
+$$;
+COMMENT ON FUNCTION passthrough.get_settings() IS 'The operator settings, as one row.';

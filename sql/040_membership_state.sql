@@ -1,0 +1,61 @@
+-- Membership state: one row per (identifier type, identifier, external audience), decided by event time.
+
+-- Small integer surrogates for the audience ids that events carry, so the hot keys stay narrow.
+-- A row appears the first time an event or a definition names the id; it is never deleted.
+CREATE TABLE passthrough.external_audiences (
+  id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  external_id text    COLLATE "C" NOT NULL UNIQUE
+                      CHECK (external_id <> '' AND length(external_id) <= 255),
+  first_seen  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE passthrough.external_audiences IS
+  'Every external audience id seen in an event or a definition, with its integer key.';
+
+CREATE TABLE passthrough.memberships (
+  identifier_type_id smallint    NOT NULL,
+  identifier         text        COLLATE "C" NOT NULL,
+  audience_key       integer     NOT NULL,
+  qualified          boolean     NOT NULL,
+  event_ts           timestamptz NOT NULL,
+  updated_at         timestamptz NOT NULL,
+  previous_qualified boolean,
+  PRIMARY KEY (identifier_type_id, identifier, audience_key)
+) WITH (fillfactor = 90);
+COMMENT ON TABLE passthrough.memberships IS
+  'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts '
+  '(disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
+COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that decided the state.';
+COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
+COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
+  'State before the last update (NULL for a new row). Lets one upsert report transitions: '
+  'RETURNING cannot see the old row before PostgreSQL 18.';
+
+-- Exact audience sizes without counting members: each batch appends the net change per audience and
+-- folds the rows it can lock into one, so the table stays a few rows per audience.
+CREATE TABLE passthrough.audience_size_deltas (
+  audience_key integer NOT NULL,
+  delta        bigint  NOT NULL
+);
+CREATE INDEX audience_size_deltas_audience_key ON passthrough.audience_size_deltas (audience_key);
+COMMENT ON TABLE passthrough.audience_size_deltas IS
+  'Net changes in qualified members per audience; the size is their sum. Written in the same '
+  'transaction as the membership change, so sizes are exact under concurrent writers.';
+
+CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(sum(delta), 0)::bigint
+  FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key;
+$$;
+COMMENT ON FUNCTION passthrough._audience_size(integer) IS
+  'Private: the exact number of currently qualified members of an audience.';
+
+-- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
+CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT timestamptz '1970-01-01 00:00:00+00'
+         + round(p_seconds * 1000000)::bigint * interval '1 microsecond';
+$$;
+COMMENT ON FUNCTION passthrough._ts_from_seconds(numeric) IS
+  'Private: seconds since the Unix epoch (decimal) to timestamptz, rounded to the microsecond.';

@@ -1,0 +1,227 @@
+-- Audience definitions (ODP "segments"): a name applications ask about, linked to the external
+-- audience id that events carry. Membership is keyed by the external id, so events may arrive
+-- before the definition and show up the moment it is created.
+
+CREATE TABLE passthrough.audiences (
+  id           integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name         text        COLLATE "C" NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_]{1,255}$'),
+  audience_key integer     NOT NULL UNIQUE REFERENCES passthrough.external_audiences (id),
+  description  text        CHECK (length(description) <= 4096),
+  metadata     jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+  revision     integer     NOT NULL DEFAULT 1 CHECK (revision >= 1),
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE passthrough.audiences IS
+  'Audience definitions. revision is 1 on create and grows by one on every change that alters the '
+  'definition; a no-op update leaves it alone.';
+
+-- One place for every rule a definition must meet; create, put and validate all call it.
+CREATE FUNCTION passthrough._check_audience(
+  p_name text, p_external_audience_id text, p_description text, p_metadata jsonb
+) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_owner text;
+BEGIN
+  IF p_name IS NULL OR p_name !~ '^[a-z0-9_]{1,255}$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = format('invalid audience name %s', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: name',
+      HINT = 'An audience name is 1 to 255 characters from a-z, 0-9 and _.';
+  END IF;
+  IF p_external_audience_id IS NULL OR p_external_audience_id = ''
+     OR length(p_external_audience_id) > 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = 'external_audience_id must be a non-empty string of at most 255 characters',
+      DETAIL = 'field: external_audience_id',
+      HINT = 'It is the audience_id that passthrough events for this audience carry.';
+  END IF;
+  IF length(p_description) > 4096 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = 'description must be at most 4096 characters',
+      DETAIL = format('field: description (%s characters)', length(p_description));
+  END IF;
+  IF p_metadata IS NULL OR jsonb_typeof(p_metadata) <> 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = 'metadata must be a JSON object',
+      DETAIL = format('field: metadata (got %s)', coalesce(jsonb_typeof(p_metadata), 'NULL')),
+      HINT = 'Use {} for no metadata.';
+  END IF;
+  IF octet_length(p_metadata::text) > 65536 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = 'metadata must be at most 64 KiB of JSON',
+      DETAIL = 'field: metadata';
+  END IF;
+  SELECT a.name INTO v_owner
+  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+  WHERE e.external_id = p_external_audience_id AND a.name <> p_name;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT004',
+      MESSAGE = format('external audience id %L is already linked to audience %L',
+                       p_external_audience_id, v_owner),
+      DETAIL = 'field: external_audience_id',
+      HINT = 'An external audience id belongs to one audience at a time; delete or relink the other first.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_audience(text, text, text, jsonb) IS
+  'Private: raises PT007 (invalid) or PT004 (external id taken) for a definition that may not be saved.';
+
+CREATE FUNCTION passthrough._audience_key(p_external_audience_id text) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_key integer;
+BEGIN
+  SELECT id INTO v_key FROM passthrough.external_audiences WHERE external_id = p_external_audience_id;
+  IF NOT FOUND THEN
+    INSERT INTO passthrough.external_audiences (external_id) VALUES (p_external_audience_id)
+    ON CONFLICT (external_id) DO NOTHING;
+    SELECT id INTO v_key FROM passthrough.external_audiences WHERE external_id = p_external_audience_id;
+  END IF;
+  RETURN v_key;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_key(text) IS
+  'Private: the integer key of an external audience id, created on first use.';
+
+-- p_mode: 'create' refuses an existing name, 'put' creates or updates.
+CREATE FUNCTION passthrough._save_audience(
+  p_mode text, p_name text, p_external_audience_id text, p_description text, p_metadata jsonb
+) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_key      integer;
+  v_revision integer;
+BEGIN
+  PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
+  v_key := passthrough._audience_key(p_external_audience_id);
+  IF p_mode = 'create' THEN
+    INSERT INTO passthrough.audiences (name, audience_key, description, metadata)
+    VALUES (p_name, v_key, p_description, p_metadata)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING revision INTO v_revision;
+    IF v_revision IS NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT005',
+        MESSAGE = format('audience %L already exists', p_name),
+        HINT = 'Use passthrough.put_audience (HTTP PUT) to update it.';
+    END IF;
+    RETURN v_revision;
+  END IF;
+  INSERT INTO passthrough.audiences AS a (name, audience_key, description, metadata)
+  VALUES (p_name, v_key, p_description, p_metadata)
+  ON CONFLICT (name) DO UPDATE
+    SET audience_key = EXCLUDED.audience_key, description = EXCLUDED.description,
+        metadata = EXCLUDED.metadata, revision = a.revision + 1, updated_at = now()
+    WHERE (a.audience_key, a.description, a.metadata)
+          IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata)
+  RETURNING revision INTO v_revision;
+  IF v_revision IS NULL THEN  -- nothing changed: the revision stays
+    SELECT revision INTO v_revision FROM passthrough.audiences WHERE name = p_name;
+  END IF;
+  RETURN v_revision;
+EXCEPTION WHEN unique_violation THEN
+  -- a concurrent save linked the same external id to another audience after our check
+  RAISE EXCEPTION USING ERRCODE = 'PT004',
+    MESSAGE = format('external audience id %L is already linked to another audience', p_external_audience_id),
+    DETAIL = 'field: external_audience_id',
+    HINT = 'An external audience id belongs to one audience at a time; delete or relink the other first.';
+END;
+$$;
+COMMENT ON FUNCTION passthrough._save_audience(text, text, text, text, jsonb) IS
+  'Private: the one writer of audience definitions, behind create_audience and put_audience.';
+
+CREATE FUNCTION passthrough.create_audience(
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT passthrough._save_audience('create', p_name, p_external_audience_id, p_description, p_metadata);
+$$;
+COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb) IS
+  'Creates an audience definition and returns its revision (1). PT005 if the name exists, '
+  'PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
+
+CREATE FUNCTION passthrough.put_audience(
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata);
+$$;
+COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb) IS
+  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a '
+  'field changed, unchanged for a no-op.';
+
+CREATE FUNCTION passthrough.validate_audience(
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+) RETURNS void
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
+$$;
+COMMENT ON FUNCTION passthrough.validate_audience(text, text, text, jsonb) IS
+  'Checks a definition as create/put would, without saving; raises the same errors.';
+
+CREATE FUNCTION passthrough.delete_audience(p_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  DELETE FROM passthrough.audiences WHERE name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL'));
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.delete_audience(text) IS
+  'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external '
+  'id: a definition linked to that id later shows it again.';
+
+CREATE FUNCTION passthrough.get_audience(p_name text)
+RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  RETURN QUERY
+    SELECT a.name::text, e.external_id::text, a.description, a.metadata, a.revision, true,
+           passthrough._audience_size(a.audience_key), a.created_at, a.updated_at
+    FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+    WHERE a.name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL'));
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.get_audience(text) IS
+  'One audience definition with its exact size (PT006 if missing). is_ready is always true for '
+  'passthrough audiences.';
+
+CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
+RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_first IS NULL OR p_first < 0 OR p_first > 1001 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('first must be between 0 and 1001, got %s', coalesce(p_first::text, 'NULL')),
+      HINT = 'Page through with p_after set to the last name of the previous page.';
+  END IF;
+  RETURN QUERY
+    SELECT a.name::text, e.external_id::text, a.description, a.metadata, a.revision, true,
+           passthrough._audience_size(a.audience_key), a.created_at, a.updated_at
+    FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+    WHERE p_after IS NULL OR a.name > p_after COLLATE "C"
+    ORDER BY a.name
+    LIMIT p_first;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.list_audiences(integer, text) IS
+  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can '
+  'ask for one more to learn whether another page follows) with names after p_after; exact sizes.';

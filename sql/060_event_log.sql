@@ -1,0 +1,29 @@
+-- The event log: every accepted passthrough event, append-only, grouped in batches.
+-- Point-in-time answers, history and the change feed are built on it, so it keeps event time,
+-- receive time (the batch's), source and batch. No btree: BRIN keeps appends cheap.
+
+CREATE TABLE passthrough.batches (
+  id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  received_at timestamptz NOT NULL DEFAULT now(),
+  source      text        NOT NULL,
+  event_count integer     NOT NULL
+);
+COMMENT ON TABLE passthrough.batches IS
+  'One row per applied batch: when it was received (transaction time) and from where.';
+COMMENT ON COLUMN passthrough.batches.source IS
+  'Who sent it: sql (a direct call), http, load, ... as the caller names it.';
+
+CREATE TABLE passthrough.events (
+  batch_id           bigint      NOT NULL,
+  event_ts           timestamptz NOT NULL,
+  identifier_type_id smallint    NOT NULL,
+  audience_key       integer     NOT NULL,
+  qualified          boolean     NOT NULL,
+  identifier         text        COLLATE "C" NOT NULL,
+  idempotence_id     text
+);
+CREATE INDEX events_batch_id_brin ON passthrough.events USING brin (batch_id);
+COMMENT ON TABLE passthrough.events IS
+  'Every accepted passthrough event, append-only. Duplicates are kept: the state does not depend on them.';
+COMMENT ON COLUMN passthrough.events.event_ts IS 'The event''s ts (server time when it had none).';
+COMMENT ON COLUMN passthrough.events.idempotence_id IS 'data.idempotence_id, as the Optimizely SDKs send it.';

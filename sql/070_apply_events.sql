@@ -1,0 +1,314 @@
+-- Applying passthrough events: validation rules, and the one set-based writer every path shares.
+--
+-- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the event
+-- with the greatest ts; on equal ts, disqualify wins. The state is therefore a function of the set of
+-- events: any order, duplication or split into batches gives the same result.
+
+CREATE TYPE passthrough.apply_result AS (
+  batch_id bigint,   -- the batch row written (NULL when nothing was stored)
+  accepted integer,  -- passthrough events stored
+  ignored  integer,  -- events of another type, acknowledged and not stored (when asked to skip them)
+  changed  integer   -- (identifier, audience) pairs whose qualified state changed
+);
+COMMENT ON TYPE passthrough.apply_result IS 'What applying a batch of events did.';
+
+-- The rules an event's values must meet, whatever transport brought them. Each problem is
+-- 'field: reason'. Presence is checked here (NULL means missing); a transport adds what only it can
+-- see (a JSON value of the wrong type). p_identifier_count is how many identifiers the event named.
+CREATE FUNCTION passthrough._event_problems(
+  p_type text, p_action text,
+  p_identifier_count integer, p_identifier_key text, p_identifier_high_confidence boolean,
+  p_identifier text, p_audience_id text, p_ts numeric, p_max_ts numeric, p_idempotence_id text
+) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT array_remove(ARRAY[
+    CASE WHEN p_type IS NULL THEN 'type: is required'
+         WHEN p_type <> 'passthrough' THEN format('type: must be "passthrough", got %s', to_json(left(p_type, 64)))
+    END,
+    CASE WHEN p_action IS NULL THEN 'action: is required'
+         WHEN p_action NOT IN ('qualify', 'disqualify')
+           THEN format('action: must be "qualify" or "disqualify", got %s', to_json(left(p_action, 64)))
+    END,
+    CASE WHEN p_identifier_count IS NULL
+           THEN 'identifiers: is required, as an object with one identifier, e.g. {"fs_user_id": "user-1"}'
+         WHEN p_identifier_count <> 1
+           THEN format('identifiers: must hold exactly one identifier, got %s', p_identifier_count)
+         WHEN p_identifier_high_confidence IS NULL
+           THEN format('identifiers: unknown identifier type %s (passthrough.list_identifier_types() lists them)',
+                       to_json(left(p_identifier_key, 64)))
+         WHEN NOT p_identifier_high_confidence
+           THEN format('identifiers: identifier type %s is not high-confidence; passthrough events need one that is',
+                       to_json(left(p_identifier_key, 64)))
+         WHEN p_identifier IS NULL OR p_identifier = ''
+           THEN format('identifiers.%s: must be a non-empty string', left(p_identifier_key, 64))
+         WHEN length(p_identifier) > 512
+           THEN format('identifiers.%s: must be at most 512 characters, got %s', left(p_identifier_key, 64),
+                       length(p_identifier))
+    END,
+    CASE WHEN p_audience_id IS NULL THEN 'data.audience_id: is required'
+         WHEN p_audience_id = '' THEN 'data.audience_id: must be a non-empty string'
+         WHEN length(p_audience_id) > 255
+           THEN format('data.audience_id: must be at most 255 characters, got %s', length(p_audience_id))
+    END,
+    CASE WHEN p_ts IS NULL THEN NULL
+         WHEN p_ts >= 100000000000
+           THEN format('data.ts: %s looks like milliseconds, send seconds since the Unix epoch (%s)',
+                       p_ts, round(p_ts / 1000, 3))
+         WHEN p_ts < 946684800
+           THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s', p_ts)
+         WHEN p_ts > p_max_ts
+           THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)', p_ts)
+    END,
+    CASE WHEN length(p_idempotence_id) > 255
+      THEN format('data.idempotence_id: must be at most 255 characters, got %s', length(p_idempotence_id))
+    END
+  ], NULL);
+$$;
+COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
+  'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
+
+-- The one writer of membership state. Callers pass validated events as parallel arrays; one
+-- statement logs them, keeps the newest event per pair, upserts it, and records size changes.
+CREATE FUNCTION passthrough._apply_valid_events(
+  p_source text,
+  p_identifier_type_ids smallint[], p_identifiers text[], p_audience_ids text[],
+  p_qualified boolean[], p_event_ts timestamptz[], p_idempotence_ids text[]
+) RETURNS passthrough.apply_result
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_result passthrough.apply_result;
+BEGIN
+  v_result := ROW(NULL, coalesce(cardinality(p_identifiers), 0), 0, 0);
+  IF v_result.accepted = 0 THEN
+    RETURN v_result;
+  END IF;
+
+  INSERT INTO passthrough.batches (source, event_count) VALUES (p_source, v_result.accepted)
+  RETURNING id INTO v_result.batch_id;
+
+  -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
+  INSERT INTO passthrough.external_audiences (external_id)
+  SELECT DISTINCT a FROM unnest(p_audience_ids) AS a
+  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = a)
+  ORDER BY 1
+  ON CONFLICT (external_id) DO NOTHING;
+
+  WITH incoming AS MATERIALIZED (
+    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem
+    FROM unnest(p_identifier_type_ids, p_identifiers, p_audience_ids, p_qualified, p_event_ts, p_idempotence_ids)
+         AS u(t, i, a, q, ts, idem)
+    JOIN passthrough.external_audiences e ON e.external_id = u.a
+  ), logged AS (
+    INSERT INTO passthrough.events
+      (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
+    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming
+  ), latest AS (
+    -- newest event per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming ORDER BY t, i, k, ts DESC, q
+  ), upserted AS (
+    -- rows go in key order so that concurrent batches lock shared pairs in the same order
+    INSERT INTO passthrough.memberships AS m
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at)
+    SELECT t, i, k, q, ts, now() FROM latest ORDER BY t, i, k
+    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
+      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified
+      WHERE EXCLUDED.event_ts > m.event_ts
+         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+    RETURNING audience_key, qualified, previous_qualified
+  ), net AS (
+    SELECT audience_key,
+           sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
+           count(*) FILTER (WHERE qualified <> coalesce(previous_qualified, false)) AS transitions
+    FROM upserted GROUP BY audience_key
+  ), folded AS (
+    -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
+    DELETE FROM passthrough.audience_size_deltas d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT s.ctid FROM passthrough.audience_size_deltas s
+      WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
+      FOR UPDATE SKIP LOCKED))
+    RETURNING d.audience_key, d.delta
+  ), stored AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT audience_key, sum(delta)
+    FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
+          UNION ALL
+          SELECT audience_key, delta FROM folded) AS x
+    GROUP BY audience_key
+    HAVING sum(delta) <> 0
+  )
+  SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
+
+  RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._apply_valid_events(text, smallint[], text[], text[], boolean[], timestamptz[], text[]) IS
+  'Private: stores validated events (parallel arrays) as one batch with last-writer-wins semantics.';
+
+CREATE FUNCTION passthrough._raise_if_disabled() RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF NOT (SELECT passthrough_enabled FROM passthrough.settings) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT002',
+      MESSAGE = 'passthrough is disabled',
+      DETAIL = 'Nothing was stored.',
+      HINT = 'An operator enables it with SELECT passthrough.enable(); or the command: passthrough enable';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._raise_if_disabled() IS 'Private: raises PT002 while passthrough is off.';
+
+-- Raises PT001 for a batch with invalid events. p_invalid: [{"event", "message", "problems"}].
+CREATE FUNCTION passthrough._raise_invalid_events(p_invalid jsonb, p_total integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = 'PT001',
+    MESSAGE = format('batch refused: %s of %s events invalid; event %s: %s',
+                     jsonb_array_length(p_invalid), p_total,
+                     p_invalid->0->>'event', p_invalid->0->>'message'),
+    DETAIL = p_invalid::text,
+    HINT = 'Nothing from this batch was stored. DETAIL lists every invalid event as JSON '
+           '[{"event": index, "message": ..., "problems": [...]}]; fix them and resend the batch.';
+END;
+$$;
+COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
+  'Private: raises PT001 with every invalid event listed as JSON in DETAIL.';
+
+CREATE FUNCTION passthrough.apply_events(
+  p_events jsonb, p_source text DEFAULT 'sql', p_skip_other_types boolean DEFAULT false
+) RETURNS passthrough.apply_result
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_now      timestamptz := now();
+  v_max_ts   numeric;
+  v_total    integer;
+  v_ignored  integer;
+  v_invalid  jsonb;
+  v_type_ids smallint[];
+  v_ids      text[];
+  v_auds     text[];
+  v_quals    boolean[];
+  v_ts       timestamptz[];
+  v_idems    text[];
+  v_result   passthrough.apply_result;
+BEGIN
+  IF p_events IS NULL OR jsonb_typeof(p_events) <> 'array' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT001',
+      MESSAGE = format('events must be a JSON array of event objects, got %s',
+                       coalesce(jsonb_typeof(p_events), 'NULL')),
+      DETAIL = '[]',
+      HINT = 'Send [{"type": "passthrough", "action": "qualify", "identifiers": {...}, "data": {...}}].';
+  END IF;
+  v_total := jsonb_array_length(p_events);
+  SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
+
+  WITH raw AS (
+    SELECT (x.o - 1)::integer AS pos, x.e,
+           jsonb_typeof(x.e) AS kind,
+           x.e->'identifiers' AS ids, x.e->'data' AS data
+    FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, o)
+  ), fields AS (
+    SELECT r.pos, r.kind,
+           (r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
+            AND r.e->>'type' <> 'passthrough') AS ignored,
+           r.e->'type' #>> '{}' AS type,
+           r.e->'action' #>> '{}' AS action,
+           CASE WHEN jsonb_typeof(r.ids) = 'object' THEN (SELECT count(*)::integer FROM jsonb_object_keys(r.ids)) END
+             AS id_count,
+           r.ids, r.data,
+           CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'audience_id' END AS audience_j,
+           CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'ts' END AS ts_j,
+           CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'idempotence_id' END AS idem_j
+    FROM raw r
+  ), keyed AS (
+    SELECT f.*, k.key, f.ids->k.key AS id_j
+    FROM fields f
+    LEFT JOIN LATERAL (
+      SELECT jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS key
+    ) k ON true
+  ), checked AS (
+    SELECT k.pos, k.ignored, t.id AS type_id,
+           k.id_j #>> '{}' AS identifier,
+           k.audience_j #>> '{}' AS audience_id,
+           k.action = 'qualify' AS qualified,
+           CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END AS ts,
+           CASE WHEN jsonb_typeof(k.idem_j) = 'string' THEN k.idem_j #>> '{}' END AS idempotence_id,
+           CASE WHEN k.kind <> 'object' THEN ARRAY[format('event: must be a JSON object, got %s', k.kind)]
+                ELSE array_remove(ARRAY[
+                  CASE WHEN k.data IS NOT NULL AND jsonb_typeof(k.data) NOT IN ('object', 'null')
+                    THEN format('data: must be an object, got %s', jsonb_typeof(k.data)) END,
+                  CASE WHEN jsonb_typeof(k.id_j) NOT IN ('string', 'null')
+                    THEN format('identifiers.%s: must be a string, got %s', left(k.key, 64), jsonb_typeof(k.id_j)) END,
+                  CASE WHEN jsonb_typeof(k.audience_j) NOT IN ('string', 'null')
+                    THEN format('data.audience_id: must be a string, got %s', jsonb_typeof(k.audience_j)) END,
+                  CASE WHEN jsonb_typeof(k.ts_j) NOT IN ('number', 'null')
+                    THEN format('data.ts: must be a number of seconds since the Unix epoch, got %s',
+                                jsonb_typeof(k.ts_j)) END,
+                  CASE WHEN jsonb_typeof(k.idem_j) NOT IN ('string', 'null')
+                    THEN format('data.idempotence_id: must be a string, got %s', jsonb_typeof(k.idem_j)) END
+                ], NULL)
+                || passthrough._event_problems(
+                     k.type, k.action, k.id_count, k.key, t.high_confidence,
+                     k.id_j #>> '{}', k.audience_j #>> '{}',
+                     CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END,
+                     v_max_ts,
+                     CASE WHEN jsonb_typeof(k.idem_j) = 'string' THEN k.idem_j #>> '{}' END)
+           END AS problems
+    FROM keyed k
+    LEFT JOIN passthrough.identifier_types t ON t.name = passthrough._normalize_identifier_type(k.key)
+  )
+  SELECT count(*) FILTER (WHERE c.ignored),
+         jsonb_agg(jsonb_build_object('event', c.pos, 'message', array_to_string(c.problems, '; '),
+                                      'problems', to_jsonb(c.problems)) ORDER BY c.pos)
+           FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0),
+         array_agg(c.type_id) FILTER (WHERE NOT c.ignored),
+         array_agg(c.identifier) FILTER (WHERE NOT c.ignored),
+         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored),
+         array_agg(c.qualified) FILTER (WHERE NOT c.ignored),
+         array_agg(CASE WHEN c.ts IS NULL THEN v_now ELSE passthrough._ts_from_seconds(c.ts) END)
+           FILTER (WHERE NOT c.ignored),
+         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored)
+  INTO v_ignored, v_invalid, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
+  FROM checked c;
+
+  IF v_total > v_ignored THEN
+    PERFORM passthrough._raise_if_disabled();
+  END IF;
+  IF v_invalid IS NOT NULL THEN
+    PERFORM passthrough._raise_invalid_events(v_invalid, v_total);
+  END IF;
+
+  v_result := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  v_result.ignored := v_ignored;
+  RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean) IS
+  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid '
+  'event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type '
+  'is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
+
+CREATE FUNCTION passthrough.apply_event(
+  p_identifier_type text, p_identifier text, p_audience_id text, p_action text,
+  p_ts numeric DEFAULT NULL, p_idempotence_id text DEFAULT NULL, p_source text DEFAULT 'sql'
+) RETURNS passthrough.apply_result
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT passthrough.apply_events(
+    jsonb_build_array(jsonb_build_object(
+      'type', 'passthrough',
+      'action', p_action,
+      'identifiers', CASE WHEN p_identifier_type IS NULL THEN NULL
+                          ELSE jsonb_build_object(p_identifier_type, p_identifier) END,
+      'data', jsonb_strip_nulls(jsonb_build_object(
+                'audience_id', p_audience_id, 'ts', p_ts, 'idempotence_id', p_idempotence_id)))),
+    p_source);
+$$;
+COMMENT ON FUNCTION passthrough.apply_event(text, text, text, text, numeric, text, text) IS
+  'Applies one passthrough event; the same rules and errors as passthrough.apply_events.';

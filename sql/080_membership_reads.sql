@@ -1,0 +1,61 @@
+-- Reading membership: which of these audiences is this customer in?
+
+CREATE FUNCTION passthrough._identifier_type_id_for_read(p_identifier_type text, p_identifier text)
+RETURNS smallint
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_id   smallint;
+  v_high boolean;
+BEGIN
+  SELECT id, high_confidence INTO v_id, v_high FROM passthrough.identifier_types
+  WHERE name = passthrough._normalize_identifier_type(p_identifier_type);
+  IF v_id IS NULL OR NOT v_high THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT003',
+      MESSAGE = format('invalid identifier: %s is not a high-confidence identifier type',
+                       coalesce(quote_literal(left(p_identifier_type, 64)), 'NULL')),
+      DETAIL = 'field: identifier_type',
+      HINT = 'SELECT * FROM passthrough.list_identifier_types() lists them.';
+  END IF;
+  IF p_identifier IS NULL OR p_identifier = '' OR length(p_identifier) > 512 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT003',
+      MESSAGE = 'invalid identifier: the identifier must be a non-empty string of at most 512 characters',
+      DETAIL = format('field: %s', passthrough._normalize_identifier_type(p_identifier_type));
+  END IF;
+  RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._identifier_type_id_for_read(text, text) IS
+  'Private: the id of a high-confidence identifier type, or PT003 naming what is wrong.';
+
+CREATE FUNCTION passthrough.customer_audiences(
+  p_identifier_type text, p_identifier text, p_subset text[] DEFAULT NULL
+) RETURNS TABLE (name text, state text, description text, is_ready boolean, revision integer, size bigint,
+                 external_audience_id text, event_ts timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+BEGIN
+  IF cardinality(p_subset) > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
+      DETAIL = 'field: subset';
+  END IF;
+  RETURN QUERY
+    SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
+           passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
+    FROM passthrough.memberships m
+    JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+    JOIN passthrough.external_audiences e ON e.id = m.audience_key
+    WHERE m.identifier_type_id = v_type_id
+      AND m.identifier = p_identifier
+      AND m.qualified
+      AND (p_subset IS NULL OR a.name = ANY (p_subset))
+    ORDER BY a.name;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for, with '
+  'state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an '
+  'empty identifier; an identifier with no memberships gives no rows.';

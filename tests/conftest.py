@@ -1,0 +1,147 @@
+"""The one way tests get PostgreSQL: a real server, chosen by tests/pgcluster.py.
+
+Selection (first match wins):
+  PASSTHROUGH_TEST_DSN=postgresql://...   an existing server (databases are created/dropped on it)
+  PASSTHROUGH_TEST_PG_BINDIR=/usr/lib/postgresql/15/bin   a throwaway cluster from those binaries
+  (neither)                               the embedded PostgreSQL 18 in a temp dir
+
+Fixtures:
+  pg_server_url      session   admin URL (the `postgres` database)
+  pg_version         session   server_version_num, e.g. 150018 or 180001
+  migrated_template  session   name of `passthrough_template`, migrated once with pyapp.migrate.migrate
+  db_url             function  URL of a new database copied from the template; dropped afterwards
+  conn               function  psycopg connection to db_url, autocommit=True
+  fresh_db_url       function  URL of a new EMPTY (unmigrated) database; dropped afterwards
+  make_database      function  factory: make_database(template=...) -> URL, all dropped afterwards
+  url_form           function  parametrized over the URL forms the server accepts
+                               ("given", "socket", "tcp"): that form's admin URL
+
+If the server cannot be started or reached, every test that needs it errors; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from pgcluster import PgServer, create_database, drop_database, start_test_server
+
+from pyapp.db import connect
+
+TEMPLATE_DB = "passthrough_template"
+
+_server_key = pytest.StashKey["PgServer | BaseException"]()
+
+
+def _get_server(config: pytest.Config) -> PgServer:
+    """Start the session's server on first use (normally from pytest_report_header)."""
+    found = config.stash.get(_server_key, None)
+    if found is None:
+        try:
+            found = start_test_server()
+        except Exception as exc:  # remembered, re-raised by every fixture that needs the server
+            found = exc
+        config.stash[_server_key] = found
+    if isinstance(found, BaseException):
+        raise found
+    return found
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    try:
+        server = _get_server(config)
+    except Exception as exc:
+        return [f"postgresql: FAILED TO START: {exc}"]
+    forms = ", ".join(sorted(server.forms)) or "given URL only"
+    return [f"postgresql: {server.header}", f"postgresql url forms: {forms}"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    found = config.stash.get(_server_key, None)
+    if isinstance(found, PgServer):
+        found.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "url_form" in metafunc.fixturenames:
+        try:
+            forms = ["given", *sorted(_get_server(metafunc.config).forms)]
+        except Exception:
+            forms = ["given"]  # the fixture will raise the start error
+        metafunc.parametrize("url_form", forms, indirect=True)
+
+
+# --------------------------------------------------------------------------- session fixtures
+
+
+@pytest.fixture(scope="session")
+def pg_server(pytestconfig: pytest.Config) -> PgServer:
+    return _get_server(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(pg_server: PgServer) -> str:
+    return pg_server.url
+
+
+@pytest.fixture(scope="session")
+def pg_version(pg_server_url: str) -> int:
+    with psycopg.connect(pg_server_url) as c:
+        return int(c.execute("SHOW server_version_num").fetchone()[0])
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server_url: str) -> Iterator[str]:
+    from pyapp import migrate
+
+    drop_database(pg_server_url, TEMPLATE_DB)  # leftover of an aborted run on a shared server
+    url = create_database(pg_server_url, TEMPLATE_DB, template="template0")
+    try:
+        with connect(url) as c:
+            migrate.migrate(c)
+        yield TEMPLATE_DB
+    finally:
+        drop_database(pg_server_url, TEMPLATE_DB)
+
+
+# --------------------------------------------------------------------------- per-test databases
+
+
+@pytest.fixture
+def make_database(pg_server_url: str) -> Iterator[Callable[..., str]]:
+    """Factory for throwaway databases: ``make_database(template="template0") -> url``."""
+    created: list[str] = []
+
+    def make(template: str = "template0", prefix: str = "test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex}"
+        created.append(name)
+        return create_database(pg_server_url, name, template=template)
+
+    yield make
+    for name in reversed(created):
+        drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def db_url(make_database: Callable[..., str], migrated_template: str) -> str:
+    return make_database(template=migrated_template)
+
+
+@pytest.fixture
+def fresh_db_url(make_database: Callable[..., str]) -> str:
+    return make_database(template="template0", prefix="test_fresh")
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def url_form(request: pytest.FixtureRequest, pg_server: PgServer) -> str:
+    if request.param == "given":
+        return pg_server.url
+    return pg_server.forms[request.param]
