@@ -3,5 +3,4 @@
 CREATE SCHEMA IF NOT EXISTS passthrough;
 
 COMMENT ON SCHEMA passthrough IS
-  'Passthrough audiences: membership pushed by an external CDP, decided by event time. '
-  'Callers use the functions and views documented in docs/dba.md; tables are private.';
+  'Passthrough audiences: membership pushed by an external CDP, decided by event time. Callers use the functions and views documented in docs/dba.md; tables are private.';

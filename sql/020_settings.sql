@@ -8,8 +8,7 @@ CREATE TABLE passthrough.settings (
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
-  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() '
-  'and passthrough.set_max_future_skew().';
+  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() and passthrough.set_max_future_skew().';
 COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
   'Whether passthrough events are accepted. False after install: an operator turns it on.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS

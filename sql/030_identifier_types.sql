@@ -57,8 +57,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.add_identifier_type(text, boolean) IS
-  'Adds an identifier type, or changes its confidence flag if it exists. Names are normalised '
-  '(lower case, - becomes _).';
+  'Adds an identifier type, or changes its confidence flag if it exists. Names are normalised (lower case, - becomes _).';
 
 CREATE FUNCTION passthrough.remove_identifier_type(p_name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -78,8 +77,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'PT009',
       MESSAGE = format('identifier type %L is in use', p_name),
       DETAIL = 'Membership state exists for identifiers of this type.',
-      HINT = 'To stop accepting it without losing data, mark it low-confidence: '
-             'SELECT passthrough.add_identifier_type(name, false).';
+      HINT = 'To stop accepting it without losing data, mark it low-confidence: SELECT passthrough.add_identifier_type(name, false).';
   END IF;
   DELETE FROM passthrough.identifier_types WHERE id = v_id;
   PERFORM passthrough._notify_identifier_types_changed();

@@ -22,13 +22,11 @@ CREATE TABLE passthrough.memberships (
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
-  'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts '
-  '(disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
+  'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts (disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
 COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that decided the state.';
 COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
-  'State before the last update (NULL for a new row). Lets one upsert report transitions: '
-  'RETURNING cannot see the old row before PostgreSQL 18.';
+  'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -38,8 +36,7 @@ CREATE TABLE passthrough.audience_size_deltas (
 );
 CREATE INDEX audience_size_deltas_audience_key ON passthrough.audience_size_deltas (audience_key);
 COMMENT ON TABLE passthrough.audience_size_deltas IS
-  'Net changes in qualified members per audience; the size is their sum. Written in the same '
-  'transaction as the membership change, so sizes are exact under concurrent writers.';
+  'Net changes in qualified members per audience; the size is their sum. Written in the same transaction as the membership change, so sizes are exact under concurrent writers.';
 
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
 LANGUAGE sql STABLE

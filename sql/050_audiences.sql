@@ -13,8 +13,7 @@ CREATE TABLE passthrough.audiences (
   updated_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.audiences IS
-  'Audience definitions. revision is 1 on create and grows by one on every change that alters the '
-  'definition; a no-op update leaves it alone.';
+  'Audience definitions. revision is 1 on create and grows by one on every change that alters the definition; a no-op update leaves it alone.';
 
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
@@ -142,8 +141,7 @@ AS $$
   SELECT passthrough._save_audience('create', p_name, p_external_audience_id, p_description, p_metadata);
 $$;
 COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb) IS
-  'Creates an audience definition and returns its revision (1). PT005 if the name exists, '
-  'PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
+  'Creates an audience definition and returns its revision (1). PT005 if the name exists, PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
 
 CREATE FUNCTION passthrough.put_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
@@ -153,8 +151,7 @@ AS $$
   SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata);
 $$;
 COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb) IS
-  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a '
-  'field changed, unchanged for a no-op.';
+  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
 
 CREATE FUNCTION passthrough.validate_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
@@ -178,8 +175,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.delete_audience(text) IS
-  'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external '
-  'id: a definition linked to that id later shows it again.';
+  'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external id: a definition linked to that id later shows it again.';
 
 CREATE FUNCTION passthrough.get_audience(p_name text)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
@@ -199,8 +195,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
-  'One audience definition with its exact size (PT006 if missing). is_ready is always true for '
-  'passthrough audiences.';
+  'One audience definition with its exact size (PT006 if missing). is_ready is always true for passthrough audiences.';
 
 CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
@@ -223,5 +218,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.list_audiences(integer, text) IS
-  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can '
-  'ask for one more to learn whether another page follows) with names after p_after; exact sizes.';
+  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can ask for one more to learn whether another page follows) with names after p_after; exact sizes.';

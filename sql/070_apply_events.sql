@@ -172,8 +172,7 @@ BEGIN
                      jsonb_array_length(p_invalid), p_total,
                      p_invalid->0->>'event', p_invalid->0->>'message'),
     DETAIL = p_invalid::text,
-    HINT = 'Nothing from this batch was stored. DETAIL lists every invalid event as JSON '
-           '[{"event": index, "message": ..., "problems": [...]}]; fix them and resend the batch.';
+    HINT = 'Nothing from this batch was stored. DETAIL lists every invalid event as JSON [{"event": index, "message": ..., "problems": [...]}]; fix them and resend the batch.';
 END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
@@ -290,9 +289,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean) IS
-  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid '
-  'event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type '
-  'is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
+  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
 
 CREATE FUNCTION passthrough.apply_event(
   p_identifier_type text, p_identifier text, p_audience_id text, p_action text,

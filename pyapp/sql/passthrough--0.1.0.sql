@@ -4,8 +4,7 @@
 CREATE SCHEMA IF NOT EXISTS passthrough;
 
 COMMENT ON SCHEMA passthrough IS
-  'Passthrough audiences: membership pushed by an external CDP, decided by event time. '
-  'Callers use the functions and views documented in docs/dba.md; tables are private.';
+  'Passthrough audiences: membership pushed by an external CDP, decided by event time. Callers use the functions and views documented in docs/dba.md; tables are private.';
 -- Operator settings: one row, typed columns.
 
 CREATE TABLE passthrough.settings (
@@ -16,8 +15,7 @@ CREATE TABLE passthrough.settings (
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
-  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() '
-  'and passthrough.set_max_future_skew().';
+  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() and passthrough.set_max_future_skew().';
 COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
   'Whether passthrough events are accepted. False after install: an operator turns it on.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
@@ -130,8 +128,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.add_identifier_type(text, boolean) IS
-  'Adds an identifier type, or changes its confidence flag if it exists. Names are normalised '
-  '(lower case, - becomes _).';
+  'Adds an identifier type, or changes its confidence flag if it exists. Names are normalised (lower case, - becomes _).';
 
 CREATE FUNCTION passthrough.remove_identifier_type(p_name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -151,8 +148,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'PT009',
       MESSAGE = format('identifier type %L is in use', p_name),
       DETAIL = 'Membership state exists for identifiers of this type.',
-      HINT = 'To stop accepting it without losing data, mark it low-confidence: '
-             'SELECT passthrough.add_identifier_type(name, false).';
+      HINT = 'To stop accepting it without losing data, mark it low-confidence: SELECT passthrough.add_identifier_type(name, false).';
   END IF;
   DELETE FROM passthrough.identifier_types WHERE id = v_id;
   PERFORM passthrough._notify_identifier_types_changed();
@@ -193,13 +189,11 @@ CREATE TABLE passthrough.memberships (
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
-  'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts '
-  '(disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
+  'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts (disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
 COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that decided the state.';
 COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
-  'State before the last update (NULL for a new row). Lets one upsert report transitions: '
-  'RETURNING cannot see the old row before PostgreSQL 18.';
+  'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -209,8 +203,7 @@ CREATE TABLE passthrough.audience_size_deltas (
 );
 CREATE INDEX audience_size_deltas_audience_key ON passthrough.audience_size_deltas (audience_key);
 COMMENT ON TABLE passthrough.audience_size_deltas IS
-  'Net changes in qualified members per audience; the size is their sum. Written in the same '
-  'transaction as the membership change, so sizes are exact under concurrent writers.';
+  'Net changes in qualified members per audience; the size is their sum. Written in the same transaction as the membership change, so sizes are exact under concurrent writers.';
 
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
 LANGUAGE sql STABLE
@@ -245,8 +238,7 @@ CREATE TABLE passthrough.audiences (
   updated_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.audiences IS
-  'Audience definitions. revision is 1 on create and grows by one on every change that alters the '
-  'definition; a no-op update leaves it alone.';
+  'Audience definitions. revision is 1 on create and grows by one on every change that alters the definition; a no-op update leaves it alone.';
 
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
@@ -374,8 +366,7 @@ AS $$
   SELECT passthrough._save_audience('create', p_name, p_external_audience_id, p_description, p_metadata);
 $$;
 COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb) IS
-  'Creates an audience definition and returns its revision (1). PT005 if the name exists, '
-  'PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
+  'Creates an audience definition and returns its revision (1). PT005 if the name exists, PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
 
 CREATE FUNCTION passthrough.put_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
@@ -385,8 +376,7 @@ AS $$
   SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata);
 $$;
 COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb) IS
-  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a '
-  'field changed, unchanged for a no-op.';
+  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
 
 CREATE FUNCTION passthrough.validate_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
@@ -410,8 +400,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.delete_audience(text) IS
-  'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external '
-  'id: a definition linked to that id later shows it again.';
+  'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external id: a definition linked to that id later shows it again.';
 
 CREATE FUNCTION passthrough.get_audience(p_name text)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
@@ -431,8 +420,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
-  'One audience definition with its exact size (PT006 if missing). is_ready is always true for '
-  'passthrough audiences.';
+  'One audience definition with its exact size (PT006 if missing). is_ready is always true for passthrough audiences.';
 
 CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
@@ -455,8 +443,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.list_audiences(integer, text) IS
-  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can '
-  'ask for one more to learn whether another page follows) with names after p_after; exact sizes.';
+  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can ask for one more to learn whether another page follows) with names after p_after; exact sizes.';
 -- The event log: every accepted passthrough event, append-only, grouped in batches.
 -- Point-in-time answers, history and the change feed are built on it, so it keeps event time,
 -- receive time (the batch's), source and batch. No btree: BRIN keeps appends cheap.
@@ -660,8 +647,7 @@ BEGIN
                      jsonb_array_length(p_invalid), p_total,
                      p_invalid->0->>'event', p_invalid->0->>'message'),
     DETAIL = p_invalid::text,
-    HINT = 'Nothing from this batch was stored. DETAIL lists every invalid event as JSON '
-           '[{"event": index, "message": ..., "problems": [...]}]; fix them and resend the batch.';
+    HINT = 'Nothing from this batch was stored. DETAIL lists every invalid event as JSON [{"event": index, "message": ..., "problems": [...]}]; fix them and resend the batch.';
 END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
@@ -778,9 +764,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean) IS
-  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid '
-  'event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type '
-  'is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
+  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
 
 CREATE FUNCTION passthrough.apply_event(
   p_identifier_type text, p_identifier text, p_audience_id text, p_action text,
@@ -858,9 +842,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for, with '
-  'state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an '
-  'empty identifier; an identifier with no memberships gives no rows.';
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for, with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
 -- Nothing is callable by PUBLIC: the roles step (docs/dba.md) grants what each role needs.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA passthrough FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA passthrough FROM PUBLIC;
