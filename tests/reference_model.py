@@ -1,13 +1,13 @@
 """A pure-Python statement of the membership semantics, for comparing against the SQL.
 
 The state of a (identifier type, identifier, audience) pair is decided by the event with the greatest
-ts; on equal ts disqualify wins. ts is kept in whole microseconds, as the database keeps it.
+ts; on equal ts disqualify wins. ts is kept in whole microseconds, as the database keeps it (halves round away from zero, like numeric round()).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Event:
 
     @property
     def ts_us(self) -> int:
-        return int((self.ts * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))
+        return int((self.ts * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP))
 
     def as_json(self) -> dict:
         return {
