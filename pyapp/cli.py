@@ -20,7 +20,6 @@ import os
 import shlex
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from typing import Any
 
 from pyapp import __version__
 from pyapp.db import connect
+from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
 DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -58,14 +58,14 @@ def open_database(args: argparse.Namespace) -> Iterator[Database]:
     """Resolve the database for any subcommand (the one place that decides)."""
     url = args.database_url or os.environ.get(DATABASE_URL_ENV)
     if url:
-        source = "--database-url" if args.database_url else f"${DATABASE_URL_ENV}"
-        yield Database(url=url, source=source)
+        origin = "--database-url" if args.database_url else f"${DATABASE_URL_ENV}"
+        yield Database(url=url, source=f"{_redact(url)} (from {origin})")
         return
 
     from pyapp.embedded import PG_MAJOR, EmbeddedPostgres
 
     pg = EmbeddedPostgres(args.data_dir)
-    _info(f"starting embedded PostgreSQL {PG_MAJOR} in {pg.pgdata} ...")
+    _info(f"embedded PostgreSQL {PG_MAJOR}: {pg.pgdata} (starting it unless already running)")
     try:
         pg.start()
     except Exception as exc:
@@ -75,7 +75,8 @@ def open_database(args: argparse.Namespace) -> Iterator[Database]:
         yield Database(url=pg.url, source=f"embedded PostgreSQL {PG_MAJOR} ({pg.pgdata})", psql=str(pg.psql_path))
     finally:
         with _signals_deferred():  # a second Ctrl-C must not leave the server half-stopped
-            pg.stop()
+            stopped = pg.stop()
+        _info("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL left running for other processes")
 
 
 # --------------------------------------------------------------------------- commands
@@ -91,22 +92,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"database URL: {db.url}", flush=True)
         print(f"psql:         {db.psql_command}", flush=True)
         try:
-            serve_forever(db.url, args.host, args.port)
+            serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes)
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
 
 
-def serve_forever(url: str, host: str, port: int) -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM raise KeyboardInterrupt).
+def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int) -> None:
+    """Serve the HTTP API (pyapp/web) with uvicorn on host:port until Ctrl-C / SIGTERM."""
+    import uvicorn
 
-    THIS IS WHERE THE HTTP APP WILL BE STARTED (uvicorn on host:port, talking
-    to ``url``). For now it only keeps the process, and therefore an embedded
-    database, alive.
-    """
-    _info(f"HTTP API not implemented yet (will listen on http://{host}:{port}); press Ctrl-C to stop")
-    while True:
-        time.sleep(3600)
+    from pyapp.web import ApiConfig, create_app
+
+    app = create_app(url, config=ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes))
+    _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json); press Ctrl-C to stop")
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")).run()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -179,10 +179,22 @@ def _print_rows(rows: Sequence[dict[str, Any]], *, empty: str) -> None:
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-    table = Table(*columns)
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console(width=max(100, Console().width)).print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def _info(message: str) -> None:
@@ -251,15 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common], help="migrate, then serve until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1", help="HTTP listen address (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="HTTP listen port (default: %(default)s)")
+    env = os.environ.get
+    serve.add_argument("--host", default=env("PASSTHROUGH_HOST", "127.0.0.1"),
+                       help="HTTP listen address (default: $PASSTHROUGH_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=env("PASSTHROUGH_PORT", "8080"),
+                       help="HTTP listen port (default: $PASSTHROUGH_PORT or 8080)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
+    serve.add_argument("--max-events", type=int, default=env("PASSTHROUGH_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)),
+                       help=f"events per POST /v3/events (default: $PASSTHROUGH_MAX_EVENTS or {DEFAULT_MAX_EVENTS})")
+    serve.add_argument("--max-body-bytes", type=int,
+                       default=env("PASSTHROUGH_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)),
+                       help="request body limit, before and after gzip decompression "
+                       f"(default: $PASSTHROUGH_MAX_BODY_BYTES or {DEFAULT_MAX_BODY_BYTES})")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("status", parents=[common], help="show migration status").set_defaults(func=cmd_status)
     sub.add_parser("enable", parents=[common], help="SELECT passthrough.enable()").set_defaults(func=cmd_enable)
     sub.add_parser("disable", parents=[common], help="SELECT passthrough.disable()").set_defaults(func=cmd_disable)
+    from pyapp import etl_cli  # the ETL commands: load, import
+
+    etl_cli.register(sub, common)
+    from pyapp import keys_cli  # keys create / list / revoke
+
+    keys_cli.register(sub, common)
     return parser
 
 

@@ -101,11 +101,53 @@ def _check_history(applied: dict[str, str], chain: list[Migration]) -> None:
             )
 
 
-def migrate(conn, migrations: list[Migration] | None = None) -> list[str]:
-    """Apply the pending packaged migrations; return the file names applied (empty when up to date)."""
-    chain = migrations if migrations is not None else packaged_migrations()
+def extension_version(conn) -> str | None:
+    """The version of Passthrough installed with CREATE EXTENSION, or None when it was not."""
     cursor = conn.cursor()
+    cursor.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'passthrough'")
+    row = cursor.fetchone()
+    conn.rollback()
+    return row[0] if row else None
+
+
+def _check_not_an_extension(conn, chain: list[Migration]) -> bool:
+    """True when CREATE EXTENSION installed the packaged version: the migrator has nothing to do."""
+    installed = extension_version(conn)
+    if installed is None:
+        return False
+    if installed != chain[-1].version:
+        raise MigrationError(
+            f"Passthrough is installed as an extension at version {installed}, and this package is "
+            f"{chain[-1].version}: upgrade it with ALTER EXTENSION passthrough UPDATE "
+            "(after `make install-extension`), not with the migrator"
+        )
+    return True
+
+
+def pending_migrations(
+    applied: dict[str, str], installed_extension_version: str | None, migrations: list[Migration] | None = None
+) -> list[str]:
+    """The packaged files a database still lacks, given its ledger (filename -> sha256) and the
+    passthrough extension version, if CREATE EXTENSION installed it. A file applied with other text counts
+    as lacking. For callers that read those two facts themselves (the async HTTP app)."""
+    chain = migrations if migrations is not None else packaged_migrations()
+    if installed_extension_version is not None:
+        installed = _version_key(installed_extension_version)
+        return [m.filename for m in chain if _version_key(m.version) > installed]
+    return [m.filename for m in chain if applied.get(m.filename) != m.sha256]
+
+
+def migrate(conn, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply the pending packaged migrations; return the file names applied (empty when up to date).
+
+    A database where CREATE EXTENSION installed the packaged version is up to date; one with an older
+    extension version is refused (extensions upgrade with ALTER EXTENSION ... UPDATE).
+    """
+    chain = migrations if migrations is not None else packaged_migrations()
     conn.commit()  # start from a clean transaction state
+    if _check_not_an_extension(conn, chain):
+        return []
+    cursor = conn.cursor()
     cursor.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     conn.commit()
     try:
@@ -136,8 +178,9 @@ def migrate(conn, migrations: list[Migration] | None = None) -> list[str]:
 
 
 def status(conn, migrations: list[Migration] | None = None) -> list[dict]:
-    """One entry per packaged migration: filename, version, and whether it is applied (and when)."""
+    """One entry per packaged migration: filename, version, whether it is applied, by what and when."""
     chain = migrations if migrations is not None else packaged_migrations()
+    installed_as_extension = extension_version(conn)
     cursor = conn.cursor()
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{LEDGER_SCHEMA}.applied",))
     rows = {}
@@ -148,11 +191,15 @@ def status(conn, migrations: list[Migration] | None = None) -> list[dict]:
     result = []
     for migration in chain:
         digest, applied_at = rows.get(migration.filename, (None, None))
+        by_extension = installed_as_extension is not None and _version_key(migration.version) <= _version_key(
+            installed_as_extension
+        )
         result.append(
             {
                 "filename": migration.filename,
                 "version": migration.version,
-                "applied": digest is not None,
+                "applied": digest is not None or by_extension,
+                "installed_by": "extension" if by_extension else ("migrator" if digest is not None else None),
                 "applied_at": applied_at,
                 "changed_since_applied": digest is not None and digest != migration.sha256,
             }

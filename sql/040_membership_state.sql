@@ -49,7 +49,9 @@ COMMENT ON FUNCTION passthrough._audience_size(integer) IS
 
 -- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
 CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- STABLE because timestamptz + interval is: a function is only inlined into the calling query when its
+-- body is no more volatile than its declaration (inlined: ~0.5 us a row; called: ~3 us).
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
   SELECT timestamptz '1970-01-01 00:00:00+00'
          + round(p_seconds * 1000000)::bigint * interval '1 microsecond';

@@ -20,7 +20,10 @@ CREATE FUNCTION passthrough._event_problems(
   p_identifier_count integer, p_identifier_key text, p_identifier_high_confidence boolean,
   p_identifier text, p_audience_id text, p_ts numeric, p_max_ts numeric, p_idempotence_id text
 ) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- STABLE, not IMMUTABLE: format() is stable, and only a function whose body is no more volatile than
+-- its declaration is inlined into the calling query. Inlined, checking a 100k-row bulk load costs
+-- about 0.1 s; called per row as a SQL function, about 9 s.
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
   SELECT array_remove(ARRAY[
     CASE WHEN p_type IS NULL THEN 'type: is required'

@@ -37,8 +37,7 @@ CREATE TABLE passthrough.load_rejects (
 );
 CREATE INDEX load_rejects_load_id ON passthrough.load_rejects (load_id);
 COMMENT ON TABLE passthrough.load_rejects IS
-  'Rows a bulk load refused when called with p_rejects => true, with the rules each broke. Read them '
-  'with passthrough.get_load_rejects(load_id); delete them with passthrough.purge_load_rejects().';
+  'Rows a bulk load refused when called with p_rejects => true, with the rules each broke. Read them with passthrough.get_load_rejects(load_id); delete them with passthrough.purge_load_rejects().';
 
 CREATE FUNCTION passthrough.begin_load() RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -61,16 +60,13 @@ BEGIN
     -- Only this session can see its temporary tables, so PUBLIC here means the caller.
     GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON pg_temp.passthrough_load TO PUBLIC;
   ELSE
-    TRUNCATE pg_temp.passthrough_load;
+    TRUNCATE pg_temp.passthrough_load RESTART IDENTITY;
   END IF;
   RETURN 'pg_temp.passthrough_load';
 END;
 $$;
 COMMENT ON FUNCTION passthrough.begin_load() IS
-  'Creates (or empties) this session''s staging table pg_temp.passthrough_load and returns its name. '
-  'COPY rows into it (columns: row_no, type, action, identifier_type, identifier, audience_id, ts as '
-  'seconds since the Unix epoch, idempotence_id; row_no defaults to arrival order), then call '
-  'passthrough.load_staged().';
+  'Creates (or empties) this session''s staging table pg_temp.passthrough_load and returns its name. COPY rows into it (columns: row_no, type, action, identifier_type, identifier, audience_id, ts as seconds since the Unix epoch, idempotence_id; row_no defaults to arrival order), then call passthrough.load_staged().';
 
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
@@ -102,60 +98,44 @@ BEGIN
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
 
-  -- One pass: every row's problems, the report, and the valid rows as the writer's arrays.
-  WITH checked AS (
-    SELECT s.row_no,
-           (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
+  -- One pass over the staged rows: their problems, and the valid ones as the writer's arrays.
+  -- MATERIALIZED: otherwise each FILTER below evaluates the rules again (2.5x slower).
+  WITH checked AS MATERIALIZED (
+    SELECT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
            t.id AS type_id, s.identifier, s.audience_id, s.action = 'qualify' AS qualified,
            CASE WHEN s.ts IS NULL THEN v_now ELSE passthrough._ts_from_seconds(s.ts) END AS event_ts,
            s.idempotence_id,
-           coalesce(s.transport_problems, '{}')
-           || passthrough._event_problems(
-                s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
-                s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id) AS problems
+           cardinality(coalesce(s.transport_problems, '{}')
+                       || passthrough._event_problems(
+                            s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
+                            s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0 AS valid
     FROM pg_temp.passthrough_load s
     LEFT JOIN passthrough.identifier_types t
       ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
   )
   SELECT count(*),
          count(*) FILTER (WHERE c.ignored),
-         count(*) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0),
-         (SELECT jsonb_agg(x.j ORDER BY x.row_no) FROM (
-            SELECT c2.row_no, jsonb_build_object('row', c2.row_no, 'message', array_to_string(c2.problems, '; '),
-                                                 'problems', to_jsonb(c2.problems)) AS j
-            FROM unnest(array_agg(c.row_no) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0),
-                        array_agg(array_to_string(c.problems, chr(31)))
-                          FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0))
-                 AS u(row_no, p)
-            CROSS JOIN LATERAL (SELECT u.row_no, string_to_array(u.p, chr(31)) AS problems) c2
-            ORDER BY c2.row_no LIMIT 100) x),
-         array_agg(c.type_id) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0),
-         array_agg(c.identifier) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0),
-         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0),
-         array_agg(c.qualified) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0),
-         array_agg(c.event_ts) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0),
-         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored AND cardinality(c.problems) = 0)
-  INTO v_total, v_result.ignored, v_bad, v_invalid, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
+         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid),
+         array_agg(c.type_id) FILTER (WHERE NOT c.ignored AND c.valid),
+         array_agg(c.identifier) FILTER (WHERE NOT c.ignored AND c.valid),
+         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored AND c.valid),
+         array_agg(c.qualified) FILTER (WHERE NOT c.ignored AND c.valid),
+         array_agg(c.event_ts) FILTER (WHERE NOT c.ignored AND c.valid),
+         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored AND c.valid)
+  INTO v_total, v_result.ignored, v_bad, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
   FROM checked c;
 
   IF v_total > v_result.ignored THEN
     PERFORM passthrough._raise_if_disabled();
   END IF;
 
-  IF v_bad > 0 AND NOT coalesce(p_rejects, false) THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT020',
-      MESSAGE = format('load refused: %s of %s rows invalid; row %s: %s',
-                       v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
-      DETAIL = v_invalid::text,
-      HINT = format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
-                    '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or call '
-                    'passthrough.load_staged(p_rejects => true) to store the valid rows and keep the invalid '
-                    'ones in passthrough.load_rejects.',
-                    CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END);
-  END IF;
-
   IF v_bad > 0 THEN
-    INSERT INTO passthrough.load_rejects
+    -- The rare path: name every invalid row and what is wrong with it.
+    IF to_regclass('pg_temp.passthrough_load_invalid') IS NULL THEN
+      CREATE TEMPORARY TABLE passthrough_load_invalid (LIKE passthrough.load_rejects INCLUDING DEFAULTS);
+    END IF;
+    TRUNCATE pg_temp.passthrough_load_invalid;
+    INSERT INTO pg_temp.passthrough_load_invalid
       (load_id, row_no, problems, type, action, identifier_type, identifier, audience_id, ts,
        idempotence_id, source)
     SELECT v_result.load_id, c.row_no, c.problems, c.type, c.action, c.identifier_type, c.identifier,
@@ -172,6 +152,25 @@ BEGIN
       WHERE NOT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
     ) c
     WHERE cardinality(c.problems) > 0;
+
+    IF NOT coalesce(p_rejects, false) THEN
+      SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
+                                          'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
+      INTO v_invalid
+      FROM (SELECT i.row_no, i.problems FROM pg_temp.passthrough_load_invalid i
+            ORDER BY i.row_no LIMIT 100) x;
+      RAISE EXCEPTION USING ERRCODE = 'PT020',
+        MESSAGE = format('load refused: %s of %s rows invalid; row %s: %s',
+                         v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
+        DETAIL = v_invalid::text,
+        HINT = format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
+                      '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or '
+                      'call passthrough.load_staged(p_rejects => true) to store the valid rows and keep '
+                      'the invalid ones in passthrough.load_rejects.',
+                      CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END);
+    END IF;
+    INSERT INTO passthrough.load_rejects SELECT * FROM pg_temp.passthrough_load_invalid;
+    TRUNCATE pg_temp.passthrough_load_invalid;
     v_result.rejected := v_bad;
   END IF;
 
@@ -179,17 +178,12 @@ BEGIN
   v_result.batch_id := v_applied.batch_id;
   v_result.accepted := v_applied.accepted;
   v_result.changed := v_applied.changed;
-  TRUNCATE pg_temp.passthrough_load;
+  TRUNCATE pg_temp.passthrough_load RESTART IDENTITY;
   RETURN v_result;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.load_staged(text, boolean, boolean) IS
-  'Validates the rows staged in pg_temp.passthrough_load (see passthrough.begin_load) with the rules of '
-  'passthrough.apply_events and applies them as one batch, event log included, then empties the staging '
-  'table. Invalid rows: PT020 lists them (up to 100, as JSON in DETAIL) and nothing is stored; with '
-  'p_rejects => true they go to passthrough.load_rejects with their problems and the rest is stored. '
-  'PT002 when passthrough is disabled, PT021 without a staging table. A row without ts takes the '
-  'transaction time. With p_skip_other_types, rows whose type is not "passthrough" are ignored.';
+  'Validates the rows staged in pg_temp.passthrough_load (see passthrough.begin_load) with the rules of passthrough.apply_events and applies them as one batch, event log included, then empties the staging table. Invalid rows: PT020 lists them (up to 100, as JSON in DETAIL) and nothing is stored; with p_rejects => true they go to passthrough.load_rejects with their problems and the rest is stored. PT002 when passthrough is disabled, PT021 without a staging table. A row without ts takes the transaction time. With p_skip_other_types, rows whose type is not "passthrough" are ignored.';
 
 CREATE FUNCTION passthrough.get_load_rejects(p_load_id bigint)
 RETURNS TABLE (row_no bigint, problems text[], type text, action text, identifier_type text,

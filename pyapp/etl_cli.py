@@ -1,0 +1,258 @@
+"""The ETL subcommands of ``passthrough``: ``load`` (bulk events) and ``import`` (audience snapshots).
+
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py); the work itself lives in
+pyapp/load.py and pyapp/snapshot.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from pyapp import load as loadlib
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+def _input_size(files: list[str]) -> int | None:
+    import os
+
+    total = 0
+    for name in files:
+        if name == "-":
+            return None
+        try:
+            total += os.path.getsize(name)
+        except OSError:
+            return None
+    return total
+
+
+def _progress(console: Console, quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]:>12,} rows  {task.fields[rate]:>9,.0f} rows/s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        refresh_per_second=8,
+    )
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from pyapp.cli import CommandError, open_database
+
+    for name in args.files:
+        if name != "-":
+            import os
+
+            if not os.path.isfile(name):
+                raise CommandError(f"{name}: no such file")
+    if args.files.count("-") > 1:
+        raise CommandError("- (stdin) may be given once")
+    console = _stderr_console()
+    with open_database(args) as db:
+        print(f"database: {db.source}", file=sys.stderr, flush=True)
+        total = _input_size(args.files)
+        with _progress(console, args.quiet) as progress:
+            task = progress.add_task("load", total=total, rows=0, rate=0.0)
+
+            def on_progress(summary: loadlib.LoadSummary, read: int) -> None:
+                progress.update(task, completed=read if total else None, rows=summary.rows, rate=summary.rate)
+
+            try:
+                summary = loadlib.load_files(
+                    db.url,
+                    args.files,
+                    writers=args.writers,
+                    batch_size=args.batch_size,
+                    fmt=args.format,
+                    source=args.source,
+                    rejects=args.rejects,
+                    skip_other_types=args.skip_other_types,
+                    on_progress=on_progress,
+                )
+            except loadlib.LoadFailed as exc:
+                progress.stop()
+                _print_summary(exc.summary, failed=True)
+                lines = [str(exc)]
+                if exc.invalid:
+                    lines.append("invalid rows (file:line: problems):")
+                    lines.extend(f"  {item}" for item in exc.invalid)
+                lines.append(
+                    f"{exc.summary.batches} batches ({exc.summary.accepted:,} events) were applied before the "
+                    "failure; fix the input and run the same load again (replaying events is harmless), "
+                    "or use --rejects to keep invalid rows aside and apply the rest"
+                )
+                raise CommandError("\n".join(lines)) from exc
+            except loadlib.InputError as exc:
+                raise CommandError(str(exc)) from exc
+            except OSError as exc:
+                raise CommandError(f"cannot read input: {exc}") from exc
+            if total:
+                progress.update(task, completed=total)
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: loadlib.LoadSummary, *, failed: bool = False) -> None:
+    title = "load stopped" if failed else "load done"
+    print(
+        f"{title}: {summary.rows:,} rows read from {summary.files} input(s) in {summary.seconds:.1f} s "
+        f"({summary.rate:,.0f} rows/s); {summary.accepted:,} events applied in {summary.batches} batches, "
+        f"{summary.changed:,} memberships changed, {summary.ignored:,} ignored, {summary.rejected:,} rejected",
+        flush=True,
+    )
+    if summary.reject_load_ids:
+        ids = ", ".join(map(str, summary.reject_load_ids))
+        print(f"rejected rows: SELECT * FROM passthrough.get_load_rejects(load_id) for load_id in {ids}",
+              flush=True)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import os
+    from decimal import Decimal, InvalidOperation
+
+    from pyapp import snapshot
+    from pyapp.cli import CommandError, open_database
+    from pyapp.db import connect
+
+    for name in args.files:
+        if not os.path.isfile(name):
+            raise CommandError(f"{name}: no such file")
+    if args.audience and len(args.files) != 1:
+        raise CommandError("--audience names the audience of one file; give one file")
+    try:
+        at = Decimal(args.at) if args.at is not None else None
+    except InvalidOperation:
+        raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
+    if not 0 <= args.max_disqualify_share <= 1:
+        raise CommandError("--max-disqualify-share must be between 0 and 1")
+    console = _stderr_console()
+    failures = 0
+    with open_database(args) as db:
+        print(f"database: {db.source}", file=sys.stderr, flush=True)
+        for name in args.files:
+            audience = args.audience or snapshot.audience_id_from_path(name)
+            total = _input_size([name])
+            with _progress(console, args.quiet) as progress:
+                task = progress.add_task(f"{audience}: read", total=total, rows=0, rate=0.0)
+                read = [0]
+
+                def on_read(n: int) -> None:
+                    read[0] += n
+                    progress.update(task, completed=read[0])
+
+                try:
+                    payload, count = snapshot.read_snapshot(name, on_read)
+                except loadlib.InputError as exc:
+                    raise CommandError(str(exc)) from exc
+                progress.update(task, description=f"{audience}: apply", rows=count)
+                conn = connect(db.url)
+                try:
+                    result = snapshot.import_rows(
+                        conn, payload, audience, at=at, max_disqualify_share=args.max_disqualify_share,
+                        force=args.force, dry_run=args.dry_run)
+                    diff = snapshot.snapshot_diff(conn, args.diff_limit) if args.dry_run else []
+                    if args.dry_run:
+                        conn.rollback()
+                    else:
+                        conn.commit()
+                except snapshot.SnapshotRefused as exc:
+                    conn.rollback()
+                    progress.stop()
+                    failures += 1
+                    _print_refusal(name, exc)
+                    continue
+                finally:
+                    conn.close()
+            _print_snapshot(name, audience, result, diff, args.diff_limit)
+    return 1 if failures else 0
+
+
+def _print_refusal(name: str, exc: Any) -> None:
+    lines = [f"error: {name}: {exc.message}"]
+    for item in exc.invalid:
+        lines.append(f"  {name}:{item['row']}: {item['message']}")
+    if exc.detail and not exc.invalid:
+        lines.append(f"detail: {exc.detail}")
+    if exc.hint:
+        lines.append(f"hint: {exc.hint}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _print_snapshot(name: str, audience: str, result: Any, diff: list[tuple], limit: int) -> None:
+    verb = "would change" if not result.applied else "imported"
+    print(
+        f"{name}: {verb} audience {audience} as of {result.snapshot_at.isoformat()}: "
+        f"{result.listed:,} listed; to qualify {result.to_qualify:,}, to disqualify {result.to_disqualify:,}, "
+        f"unchanged {result.unchanged:,}, kept (newer events) {result.kept_newer:,}; "
+        f"members before {result.members_before:,}"
+        + (f"; {result.changed:,} memberships changed (batch {result.batch_id})" if result.applied else " (dry run)"),
+        flush=True,
+    )
+    for change, id_type, identifier, current_ts, snapshot_ts in diff:
+        mark = {"qualify": "+", "disqualify": "-", "kept_newer": "="}.get(change, "?")
+        when = f"current {current_ts.isoformat()}" if current_ts else "new"
+        print(f"  {mark} {change:<10} {id_type}={identifier}  ({when}; snapshot {snapshot_ts.isoformat()})", flush=True)
+    shown = len(diff)
+    changes = result.to_qualify + result.to_disqualify + result.kept_newer
+    if diff is not None and not result.applied and shown < changes:
+        print(f"  ... {changes - shown:,} more (--diff-limit {limit})", flush=True)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the ETL subcommands to the ``passthrough`` parser."""
+    load = sub.add_parser(
+        "load",
+        parents=[common],
+        help="bulk-load passthrough events from files (NDJSON, JSON arrays, CSV; gzip; - for stdin)",
+        description="Bulk-load passthrough events. Every row is checked by the same rules as every other "
+        "path; a batch with invalid rows is refused whole (or, with --rejects, its invalid rows are kept "
+        "in passthrough.load_rejects and the rest applied). A failed load can be rerun from the start.",
+    )
+    load.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
+    load.add_argument("--format", choices=("auto", "ndjson", "json", "csv"), default="auto",
+                      help="input format (default: from the file name, else from the first line)")
+    load.add_argument("--writers", type=int, default=loadlib.DEFAULT_WRITERS,
+                      help="parallel writer connections (default: %(default)s)")
+    load.add_argument("--batch-size", type=int, default=loadlib.DEFAULT_BATCH_SIZE,
+                      help="rows per writer transaction (default: %(default)s)")
+    load.add_argument("--rejects", action="store_true",
+                      help="keep invalid rows in passthrough.load_rejects and apply the rest")
+    load.add_argument("--skip-other-types", action="store_true",
+                      help="ignore events whose type is not passthrough instead of refusing them")
+    load.add_argument("--source", default="load", help="source recorded on each batch (default: %(default)s)")
+    load.add_argument("--quiet", action="store_true", help="no progress bar")
+    load.set_defaults(func=cmd_load)
+
+    imp = sub.add_parser(
+        "import",
+        parents=[common],
+        help="import audience snapshots (<audience_id>.csv.gz): each replaces the audience's membership",
+        description="Import full membership lists, one audience per file, named <audience_id>.csv.gz (or .csv), "
+        "with the header type, action, audience_id, ts and one identifier column. Listed identifiers are "
+        "qualified; members not listed whose deciding event is older than the snapshot time are disqualified; "
+        "events newer than the snapshot time stand. Each file is applied atomically.",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="snapshot files (CSV, plain or gzip)")
+    imp.add_argument("--audience", help="the audience id, when the file name does not say it (one file only)")
+    imp.add_argument("--at", metavar="TS",
+                     help="snapshot time T in seconds since the Unix epoch (default: the newest ts in the file)")
+    imp.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+    imp.add_argument("--diff-limit", type=int, default=50, help="changes listed by --dry-run (default: %(default)s)")
+    imp.add_argument("--max-disqualify-share", type=float, default=0.5,
+                     help="refuse a snapshot that disqualifies more than this share of the members "
+                     "(default: %(default)s)")
+    imp.add_argument("--force", action="store_true", help="apply an empty or over-the-share snapshot anyway")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)

@@ -1,0 +1,77 @@
+"""The ``passthrough keys`` subcommands: create, list and revoke HTTP API keys.
+
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py). Each is one call of the
+SQL function of the same purpose (sql/085_api_keys.sql), which owns every rule about keys.
+
+``keys create`` prints the new key, and nothing else, on stdout (``KEY=$(passthrough keys create ...)``);
+it is the only time the key is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    (key,) = _call(args, "SELECT passthrough.create_api_key(%s, %s)", (args.name, args.scope))[0]
+    print(key, flush=True)
+    _info(f"created {args.scope} API key {args.name!r}; it is shown only this once: send it as the x-api-key header")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from pyapp.cli import _print_rows
+
+    found = _call(args, "SELECT name, scope, created_at, revoked_at FROM passthrough.list_api_keys()", ())
+    columns = ("name", "scope", "created_at", "revoked_at")
+    _print_rows([dict(zip(columns, row)) for row in found], empty="no API keys")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    _call(args, "SELECT passthrough.revoke_api_key(%s)", (args.name,))
+    print(f"revoked API key {args.name!r}", flush=True)
+    return 0
+
+
+def _call(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    from pyapp.cli import CommandError, _pg_message, open_database
+    from pyapp.db import connect
+
+    with open_database(args) as db:
+        _info(f"database: {db.source}")
+        try:
+            with connect(db.url) as conn:  # commits on clean exit
+                return conn.execute(sql, params).fetchall()
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+            raise CommandError(f"{_pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
+
+
+def _info(message: str) -> None:
+    from pyapp.cli import _info as info
+
+    info(message)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys = sub.add_parser("keys", help="create, list and revoke HTTP API keys")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    create = actions.add_parser(
+        "create", parents=[common], help="create a key and print it (only this once)",
+        description="public keys may send events and read GraphQL; private keys may also manage segments.",
+    )
+    create.add_argument("--name", required=True, help="a name to list and revoke it by")
+    create.add_argument("--scope", required=True, metavar="public|private", help="what the key may do")
+    create.set_defaults(func=cmd_keys_create)
+
+    actions.add_parser("list", parents=[common], help="list keys (never the keys themselves)").set_defaults(
+        func=cmd_keys_list
+    )
+
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key: refused from the next request on")
+    revoke.add_argument("name", help="the key's name")
+    revoke.set_defaults(func=cmd_keys_revoke)

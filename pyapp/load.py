@@ -1,0 +1,611 @@
+"""Bulk loading of passthrough events: files in, COPY out, SQL decides.
+
+The SQL side (sql/072_bulk_load.sql) owns every rule: ``passthrough.begin_load()`` gives the session a
+staging table, rows are COPYed into it, and ``passthrough.load_staged()`` validates them with the rules
+every transport shares and applies them through the one writer, event log included. This module only
+parses the transport (NDJSON, JSON arrays, CSV; plain or gzip; ``-`` for stdin), turns each record into
+a staging row (noting what only the transport can see, e.g. a JSON number where a string belongs), and
+runs several writer connections in parallel. Rows are routed to writers by a hash of the identifier, so
+two writers never touch the same (identifier, audience) pair and never wait for each other's row locks.
+
+A crashed load can simply be run again from the start: the state is a function of the set of events,
+so replayed events change nothing (the event log keeps the duplicates, as it does for any resend).
+
+``load_rows(conn, payload)`` works with psycopg and pg8000 connections alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import gzip
+import io
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import IO, Any
+
+import orjson
+
+__all__ = [
+    "COPY_COLUMNS",
+    "COPY_SQL",
+    "LoadRefused",
+    "LoadResult",
+    "LoadSummary",
+    "StagedRow",
+    "copy_rows",
+    "format_row",
+    "load_files",
+    "load_rows",
+    "read_records",
+    "route",
+]
+
+COPY_COLUMNS = (
+    "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
+    "identifier_count", "transport_problems",
+)
+COPY_SQL = f"COPY pg_temp.passthrough_load ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+DEFAULT_BATCH_SIZE = 50_000
+DEFAULT_WRITERS = 2
+
+# --------------------------------------------------------------------------- the SQL calls
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    load_id: int
+    batch_id: int | None
+    accepted: int
+    ignored: int
+    rejected: int
+    changed: int
+
+
+class LoadRefused(Exception):
+    """passthrough.load_staged refused the staged rows (SQLSTATE PT020): nothing of them was stored."""
+
+    def __init__(self, message: str, invalid: list[dict], hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.invalid = invalid  # [{"row": row_no, "message": ..., "problems": [...]}], at most 100
+        self.hint = hint
+
+
+def sql_error_fields(exc: BaseException) -> tuple[str | None, str, str | None, str | None]:
+    """(sqlstate, message, detail, hint) of a psycopg or pg8000 error."""
+    diag = getattr(exc, "diag", None)
+    if diag is not None:  # psycopg
+        return diag.sqlstate, diag.message_primary or str(exc), diag.message_detail, diag.message_hint
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}  # pg8000
+    return fields.get("C"), fields.get("M", str(exc)), fields.get("D"), fields.get("H")
+
+
+def _is_pg8000(conn: Any) -> bool:
+    return type(conn).__module__.startswith("pg8000")
+
+
+def copy_rows(conn: Any, payload: bytes) -> None:
+    """COPY ``payload`` (text-format rows of COPY_COLUMNS) into this session's staging table."""
+    cur = conn.cursor()
+    if _is_pg8000(conn):
+        cur.execute(COPY_SQL, stream=io.BytesIO(payload))
+    else:
+        with cur.copy(COPY_SQL) as copy:
+            copy.write(payload)
+
+
+def load_rows(
+    conn: Any, payload: bytes, *, source: str = "load", rejects: bool = False, skip_other_types: bool = False
+) -> LoadResult:
+    """Stage ``payload`` and apply it with passthrough.load_staged, in the connection's transaction.
+
+    The caller commits. Raises LoadRefused (PT020) when rows are invalid and ``rejects`` is false; other
+    database errors propagate as the driver raised them.
+    """
+    cur = conn.cursor()
+    cur.execute("SELECT passthrough.begin_load()")
+    cur.fetchall()
+    copy_rows(conn, payload)
+    try:
+        cur.execute(
+            "SELECT load_id, batch_id, accepted, ignored, rejected, changed"
+            " FROM passthrough.load_staged(%s, %s, %s)",
+            (source, rejects, skip_other_types),
+        )
+    except Exception as exc:
+        sqlstate, message, detail, hint = sql_error_fields(exc)
+        if sqlstate == "PT020":
+            raise LoadRefused(message, json.loads(detail or "[]"), hint) from exc
+        raise
+    return LoadResult(*(int(v) if v is not None else None for v in cur.fetchone()))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- staging rows
+
+
+@dataclass
+class StagedRow:
+    """One record as the staging table takes it. None is SQL NULL (missing)."""
+
+    type: str | None = None
+    action: str | None = None
+    identifier_type: str | None = None
+    identifier: str | None = None
+    audience_id: str | None = None
+    ts: str | None = None  # decimal text, seconds since the Unix epoch
+    idempotence_id: str | None = None
+    identifier_count: int | None = 1
+    problems: list[str] = field(default_factory=list)  # what only the transport can see
+
+
+def _esc(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _array_literal(items: list[str]) -> str:
+    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+
+
+_NULL = "\\N"
+
+
+def format_row(row_no: int, row: StagedRow) -> str:
+    """The COPY text line (with its newline) for one staging row."""
+    count = _NULL if row.identifier_count is None else row.identifier_count
+    problems = _esc(_array_literal(row.problems)) if row.problems else _NULL
+    return (
+        f"{row_no}\t{_esc(row.type)}\t{_esc(row.action)}\t{_esc(row.identifier_type)}\t{_esc(row.identifier)}\t"
+        f"{_esc(row.audience_id)}\t{_esc(row.ts)}\t{_esc(row.idempotence_id)}\t{count}\t{problems}\n"
+    )
+
+
+def route(identifier: str | None, writers: int) -> int:
+    """The writer for an identifier: the same identifier always goes to the same writer."""
+    if writers <= 1 or identifier is None:
+        return 0
+    return zlib.crc32(identifier.encode("utf-8", "surrogatepass")) % writers
+
+
+# --------------------------------------------------------------------------- transports
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _json_text(value: Any) -> str | None:
+    """What PostgreSQL's ``value #>> '{}'`` gives: a string as is, anything else as JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def event_to_row(event: Any) -> StagedRow:
+    """An ODP event object (as the SDKs send it) to a staging row."""
+    if not isinstance(event, dict):
+        return StagedRow(identifier_count=None, problems=[f"event: must be a JSON object, got {_json_kind(event)}"])
+    row = StagedRow(type=_json_text(event.get("type")), action=_json_text(event.get("action")))
+    problems = row.problems
+    data = event.get("data")
+    if data is not None and not isinstance(data, dict):
+        problems.append(f"data: must be an object, got {_json_kind(data)}")
+    ids = event.get("identifiers")
+    if isinstance(ids, dict):
+        row.identifier_count = len(ids)
+        if len(ids) == 1:
+            ((key, value),) = ids.items()
+            row.identifier_type = key
+            if value is not None and not isinstance(value, str):
+                problems.append(f"identifiers.{key[:64]}: must be a string, got {_json_kind(value)}")
+            row.identifier = _json_text(value)
+    else:
+        row.identifier_count = None
+    if isinstance(data, dict):
+        audience = data.get("audience_id")
+        if audience is not None and not isinstance(audience, str):
+            problems.append(f"data.audience_id: must be a string, got {_json_kind(audience)}")
+        row.audience_id = _json_text(audience)
+        ts = data.get("ts")
+        if ts is not None:
+            if _json_kind(ts) == "number":
+                row.ts = _number_text(ts)
+            else:
+                problems.append(f"data.ts: must be a number of seconds since the Unix epoch, got {_json_kind(ts)}")
+        idem = data.get("idempotence_id")
+        if idem is not None:
+            if isinstance(idem, str):
+                row.idempotence_id = idem
+            else:
+                problems.append(f"data.idempotence_id: must be a string, got {_json_kind(idem)}")
+    return row
+
+
+CSV_REQUIRED = ("type", "action", "audience_id", "ts")
+CSV_OPTIONAL = ("idempotence_id",)
+
+
+class InputError(ValueError):
+    """A file that cannot be read as any supported format (not a row-level problem)."""
+
+
+def csv_identifier_column(header: list[str], name: str) -> str:
+    """The one identifier column of an ODP-convention CSV header, or InputError."""
+    columns = [h.strip() for h in header]
+    missing = [c for c in CSV_REQUIRED if c not in columns]
+    if missing:
+        raise InputError(
+            f"{name}: the CSV header must name {', '.join(CSV_REQUIRED)} and one identifier column; "
+            f"missing {', '.join(missing)} (header: {', '.join(columns)})"
+        )
+    others = [c for c in columns if c not in CSV_REQUIRED + CSV_OPTIONAL]
+    if len(others) != 1:
+        raise InputError(
+            f"{name}: the CSV header must have exactly one identifier column (e.g. fs_user_id) besides "
+            f"{', '.join(CSV_REQUIRED)}; found {len(others)}: {', '.join(others) or 'none'}"
+        )
+    return others[0]
+
+
+def csv_ts(text: str | None, row: StagedRow) -> None:
+    if text is None or text.strip() == "":
+        return
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        row.problems.append(
+            f"data.ts: must be a number of seconds since the Unix epoch, got {json.dumps(text[:64])}")
+        return
+    row.ts = str(value)
+
+
+def csv_records(lines: Iterable[str], name: str) -> Iterator[tuple[int, StagedRow]]:
+    """(line number, row) for each record of an ODP-convention CSV."""
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    columns = [h.strip() for h in header]
+    id_column = csv_identifier_column(columns, name)
+    index = {c: i for i, c in enumerate(columns)}
+    i_type, i_action, i_aud, i_ts, i_id = (index[c] for c in ("type", "action", "audience_id", "ts", id_column))
+    i_idem = index.get("idempotence_id")
+    width = len(columns)
+    for record in reader:
+        if not record:
+            continue
+        line = reader.line_num
+        if len(record) != width:
+            row = StagedRow(problems=[f"csv: expected {width} fields, got {len(record)}"])
+            record = (record + [""] * width)[:width]
+        else:
+            row = StagedRow()
+        value = lambda i: record[i] if record[i] != "" else None  # noqa: E731  (an empty field is missing)
+        row.type, row.action, row.audience_id = value(i_type), value(i_action), value(i_aud)
+        row.identifier_type, row.identifier = id_column, value(i_id)
+        if i_idem is not None:
+            row.idempotence_id = value(i_idem)
+        csv_ts(record[i_ts], row)
+        yield line, row
+
+
+def ndjson_records(lines: Iterable[str]) -> Iterator[tuple[int, StagedRow]]:
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield line_no, StagedRow(identifier_count=None, problems=[f"event: not valid JSON ({exc})"])
+            continue
+        yield line_no, event_to_row(event)
+
+
+def json_array_records(text: str, name: str) -> Iterator[tuple[int, StagedRow]]:
+    try:
+        events = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{name}: not valid JSON: {exc}") from None
+    if not isinstance(events, list):
+        raise InputError(f"{name}: a JSON file must hold an array of events, got {_json_kind(events)}")
+    for index, event in enumerate(events, 1):
+        yield index, event_to_row(event)  # "line" is the element's position in the array, from 1
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from the underlying (possibly compressed) file, for the progress bar."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self._raw, self._on_read = raw, on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        if n:
+            self._on_read(n)
+        return n
+
+
+def _open_text(name: str, on_read: Callable[[int], None]) -> IO[str]:
+    raw: IO[bytes] = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+    counted = io.BufferedReader(_CountingReader(raw, on_read), buffer_size=1 << 20)
+    head = counted.peek(2)[:2]
+    stream: IO[bytes] = gzip.GzipFile(fileobj=counted) if head == b"\x1f\x8b" else counted  # type: ignore[assignment]
+    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+
+
+def detect_format(name: str, first: str) -> str:
+    base = name[:-3] if name.endswith(".gz") else name
+    for ext, kind in ((".ndjson", "ndjson"), (".jsonl", "ndjson"), (".json", "json"), (".csv", "csv")):
+        if base.endswith(ext):
+            return kind
+    stripped = first.lstrip()
+    if stripped.startswith("["):
+        return "json"
+    if stripped.startswith("{"):
+        return "ndjson"
+    return "csv"
+
+
+def read_records(name: str, fmt: str = "auto", on_read: Callable[[int], None] = lambda n: None
+                 ) -> Iterator[tuple[int, StagedRow]]:
+    """(line number, staging row) for each record of one input (a path, or ``-`` for stdin)."""
+    display = "<stdin>" if name == "-" else name
+    text = _open_text(name, on_read)
+    try:
+        first = text.readline()
+        kind = detect_format(name, first) if fmt == "auto" else fmt
+        rest = _chain_first(first, text)
+        if kind == "ndjson":
+            yield from ndjson_records(rest)
+        elif kind == "json":
+            yield from json_array_records("".join(rest), display)
+        elif kind == "csv":
+            yield from csv_records(rest, display)
+        else:
+            raise InputError(f"unknown format {kind!r}; expected auto, ndjson, json or csv")
+    finally:
+        if name != "-":
+            text.close()
+
+
+def _chain_first(first: str, rest: Iterable[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
+
+
+# --------------------------------------------------------------------------- parallel load
+
+
+@dataclass
+class LoadSummary:
+    files: int = 0
+    rows: int = 0
+    accepted: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    changed: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    reject_load_ids: list[int] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class LoadFailed(Exception):
+    """A writer failed; ``summary`` says what was committed before (a rerun from the start is safe)."""
+
+    def __init__(self, message: str, summary: LoadSummary, invalid: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.invalid = invalid or []
+
+
+class _RowLocator:
+    """Maps a global row_no back to (input name, line): row_no = base of the input + line."""
+
+    def __init__(self) -> None:
+        self._bases: list[int] = []
+        self._names: list[str] = []
+
+    def add(self, base: int, name: str) -> None:
+        self._bases.append(base)
+        self._names.append(name)
+
+    def describe(self, row_no: int) -> str:
+        i = bisect.bisect_left(self._bases, row_no) - 1
+        if i < 0:
+            return f"row {row_no}"
+        name = self._names[i]
+        return f"{name}:{row_no - self._bases[i]}"
+
+
+def load_files(
+    url: str,
+    files: list[str],
+    *,
+    writers: int = DEFAULT_WRITERS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    fmt: str = "auto",
+    source: str = "load",
+    rejects: bool = False,
+    skip_other_types: bool = False,
+    driver: str = "psycopg",
+    on_progress: Callable[[LoadSummary, int], None] | None = None,
+) -> LoadSummary:
+    """Load ``files`` into the database at ``url`` with ``writers`` parallel connections.
+
+    Each writer applies its batches in its own transactions; a batch is all or nothing. On the first
+    refused batch (or any other writer error) everything stops and LoadFailed says what was already
+    committed; rerunning the same load is safe. ``on_progress(summary, bytes_read)`` is called from the
+    reading thread now and then.
+    """
+    from pyapp.db import connect
+
+    writers = max(1, writers)
+    summary = LoadSummary(files=len(files))
+    lock = threading.Lock()
+    failure: list[BaseException] = []
+    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=2) for _ in range(writers)]
+    locator = _RowLocator()
+    bytes_read = [0]
+
+    def writer(index: int) -> None:
+        conn = None
+        try:
+            conn = connect(url, driver=driver)
+            while True:
+                payload = queues[index].get()
+                if payload is None or failure:
+                    break
+                try:
+                    result = load_rows(conn, payload, source=source, rejects=rejects,
+                                       skip_other_types=skip_other_types)
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+                with lock:
+                    summary.accepted += result.accepted
+                    summary.ignored += result.ignored
+                    summary.rejected += result.rejected
+                    summary.changed += result.changed
+                    summary.batches += 1
+                    if result.rejected:
+                        summary.reject_load_ids.append(result.load_id)
+        except BaseException as exc:  # noqa: BLE001  (reported by the reading thread)
+            with lock:
+                failure.append(exc)
+        finally:
+            if conn is not None:
+                conn.close()
+            while True:  # unblock the reader if it is waiting on a full queue
+                try:
+                    queues[index].get_nowait()
+                except queue.Empty:
+                    break
+
+    threads = [threading.Thread(target=writer, args=(i,), name=f"load-writer-{i}", daemon=True)
+               for i in range(writers)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+
+    buffers: list[list[str]] = [[] for _ in range(writers)]
+
+    def flush(index: int) -> None:
+        payload = "".join(buffers[index]).encode("utf-8", "surrogatepass")
+        buffers[index] = []
+        while not failure:
+            try:
+                queues[index].put(payload, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def on_read(n: int) -> None:
+        bytes_read[0] += n
+
+    row_no = 0
+    last_report = 0.0
+    try:
+        for name in files:
+            display = "<stdin>" if name == "-" else name
+            base = row_no  # row_no = base + line: the line number itself for the first input
+            locator.add(base, display)
+            last_line = 0
+            for line, row in read_records(name, fmt, on_read):
+                if failure:
+                    break
+                last_line = line
+                target = route(row.identifier, writers)
+                buf = buffers[target]
+                buf.append(format_row(base + line, row))
+                summary.rows += 1
+                if len(buf) >= batch_size:
+                    flush(target)
+                if on_progress is not None and (summary.rows & 4095) == 0:
+                    now = time.monotonic()
+                    if now - last_report > 0.1:
+                        last_report = now
+                        summary.seconds = now - started
+                        on_progress(summary, bytes_read[0])
+            row_no = base + last_line
+            if failure:
+                break
+        for index in range(writers):
+            if buffers[index] and not failure:
+                flush(index)
+    finally:
+        for q in queues:
+            while True:
+                try:
+                    q.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    if failure:
+                        try:
+                            q.get_nowait()
+                        except queue.Empty:
+                            pass
+        for thread in threads:
+            thread.join()
+        summary.seconds = time.monotonic() - started
+        if on_progress is not None:
+            on_progress(summary, bytes_read[0])
+
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, LoadRefused):
+            invalid = [f"{locator.describe(int(item['row']))}: {item['message']}" for item in exc.invalid]
+            raise LoadFailed(exc.message, summary, invalid) from exc
+        sqlstate, message, detail, hint = sql_error_fields(exc)
+        text = message if sqlstate else f"{type(exc).__name__}: {exc}"
+        if detail and sqlstate:
+            text += f"\ndetail: {detail}"
+        if hint and sqlstate:
+            text += f"\nhint: {hint}"
+        raise LoadFailed(text, summary) from exc
+    return summary

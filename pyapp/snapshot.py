@@ -1,0 +1,113 @@
+"""Snapshot import: a full membership list for one audience replaces the previous one.
+
+The ODP convention: one gzip CSV per audience named ``<audience_id>.csv.gz`` with the header
+``type, action, audience_id, ts`` plus exactly one high-confidence identifier column. Every rule lives
+in SQL (sql/074_snapshots.sql: ``passthrough.import_snapshot``); this module reads the file, stages its
+rows with COPY (the bulk loader's staging table) and calls the function, in one transaction.
+
+``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pyapp.load import copy_rows, format_row, read_records, sql_error_fields
+
+__all__ = ["SnapshotRefused", "SnapshotResult", "audience_id_from_path", "import_rows", "read_snapshot", "snapshot_diff"]
+
+DEFAULT_MAX_DISQUALIFY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    snapshot_at: datetime
+    listed: int
+    to_qualify: int
+    to_disqualify: int
+    unchanged: int
+    kept_newer: int
+    members_before: int
+    applied: bool
+    batch_id: int | None
+    changed: int
+
+
+class SnapshotRefused(Exception):
+    """import_snapshot refused the snapshot; nothing changed. ``sqlstate`` says why (PT020/PT022/PT023)."""
+
+    def __init__(self, sqlstate: str, message: str, detail: str | None, hint: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate, self.message, self.detail, self.hint = sqlstate, message, detail, hint
+
+    @property
+    def invalid(self) -> list[dict]:
+        if self.sqlstate != "PT020" or not self.detail:
+            return []
+        return json.loads(self.detail)
+
+
+def audience_id_from_path(path: str) -> str:
+    """``exports/aud-1.csv.gz`` -> ``aud-1``."""
+    name = os.path.basename(path)
+    for suffix in (".csv.gz", ".csv", ".gz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None) -> tuple[bytes, int]:
+    """The staging payload of an ODP-convention snapshot file (CSV, plain or gzip), and its row count."""
+    lines = []
+    for line, row in read_records(path, "csv", on_read):
+        lines.append(format_row(line, row))
+    return "".join(lines).encode("utf-8", "surrogatepass"), len(lines)
+
+
+def import_rows(
+    conn: Any,
+    payload: bytes,
+    audience_id: str,
+    *,
+    at: Decimal | None = None,
+    max_disqualify_share: float = DEFAULT_MAX_DISQUALIFY_SHARE,
+    force: bool = False,
+    dry_run: bool = False,
+    source: str = "snapshot",
+) -> SnapshotResult:
+    """Stage ``payload`` and call passthrough.import_snapshot in the connection's transaction.
+
+    The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.
+    """
+    cur = conn.cursor()
+    cur.execute("SELECT passthrough.begin_load()")
+    cur.fetchall()
+    copy_rows(conn, payload)
+    try:
+        cur.execute(
+            "SELECT snapshot_at, listed, to_qualify, to_disqualify, unchanged, kept_newer, members_before,"
+            " applied, batch_id, changed"
+            " FROM passthrough.import_snapshot(%s, %s::numeric, %s::numeric, %s, %s, %s)",
+            (audience_id, None if at is None else str(at), str(max_disqualify_share), force, dry_run, source),
+        )
+    except Exception as exc:
+        sqlstate, message, detail, hint = sql_error_fields(exc)
+        if sqlstate in ("PT020", "PT022", "PT023"):
+            raise SnapshotRefused(sqlstate, message, detail, hint) from exc
+        raise
+    at_, *counts, applied, batch_id, changed = cur.fetchone()
+    return SnapshotResult(at_, *(int(c) for c in counts), applied, batch_id, int(changed))
+
+
+def snapshot_diff(conn: Any, limit: int = 1000) -> list[tuple]:
+    """(change, identifier_type, identifier, current_ts, snapshot_ts) of the last import or dry run."""
+    cur = conn.cursor()
+    cur.execute("SELECT change, identifier_type, identifier, current_ts, snapshot_ts"
+                " FROM passthrough.snapshot_diff(%s)", (limit,))
+    return [tuple(r) for r in cur.fetchall()]

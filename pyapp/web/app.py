@@ -1,0 +1,125 @@
+"""The Starlette application: routes, error handling and the connection pool's lifespan.
+
+``create_app(database_url)`` builds the app; ``passthrough serve`` runs it with uvicorn. The REST
+routes are listed in ``api_routes()``, the one place to add endpoints; the GraphQL facade
+(pyapp/web/graphql.py) brings its own routes and lifecycle, and tests may pass ``extra_routes``.
+Describe every route in ``openapi.py`` too: tests/test_http_openapi.py and test_http_auth.py hold
+each route to its documented methods, statuses and scope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from pyapp import errors
+from pyapp.migrate import packaged_migrations
+from pyapp.web import events, health, openapi, segments
+from pyapp.web.config import ApiConfig
+from pyapp.web.database import make_pool
+from pyapp.web.graphql import GraphQLFacade
+from pyapp.web.responses import ApiError, error_response
+
+log = logging.getLogger("passthrough.http")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every route of the HTTP API. Add new endpoints here (and to openapi.py)."""
+    return [
+        _route("/healthz", GET=health.healthz),
+        _route("/readyz", GET=health.readyz),
+        _route("/openapi.json", GET=openapi.openapi_json),
+        _route("/v3/events", POST=events.post_events),
+        _route("/v3/segments", GET=segments.list_segments),
+        # before /v3/segments/{segment_id}, which would also match "name:validate"
+        _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment),
+        _route(
+            "/v3/segments/{segment_id}",
+            GET=segments.get_segment,
+            POST=segments.create_segment,
+            PUT=segments.put_segment,
+            DELETE=segments.delete_segment,
+        ),
+    ]
+
+
+def create_app(
+    database_url: str, *, config: ApiConfig | None = None, extra_routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The HTTP API talking to ``database_url``; the pool opens when the app starts (lifespan)."""
+    config = config or ApiConfig()
+    graphql = GraphQLFacade()  # POST/GET /v3/graphql; its schema follows the identifier types
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = make_pool(database_url, config)
+        # wait=False: the app starts even when the database is down; /readyz says so, requests get 503
+        await pool.open(wait=False)
+        app.state.pool = pool
+        await graphql.start(pool)
+        try:
+            yield
+        finally:
+            await graphql.close()
+            await pool.close()
+
+    app = Starlette(
+        routes=[*api_routes(), *graphql.routes, *extra_routes],
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            psycopg.Error: _database_error,
+            HTTPException: _http_exception,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.config = config
+    app.state.graphql = graphql
+    app.state.migrations = packaged_migrations()  # read once: /readyz compares the database with them
+    return app
+
+
+def _route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path, dispatching on the method, so that a wrong method gets 405 with the right Allow."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.report)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    report = errors.report(exc)
+    if report.status >= 500:
+        log.warning("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return error_response(report)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: f"no endpoint at {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return error_response(errors.ErrorReport(exc.status_code, code, message), headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error_response(errors.ErrorReport(500, "internal_error", errors.INTERNAL_MESSAGE))

@@ -1,0 +1,29 @@
+"""Settings of the HTTP API, fixed when the app is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MAX_EVENTS = 500  # ODP's limit per request
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 500 events of the largest valid size fit with room to spare
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    max_events: int = DEFAULT_MAX_EVENTS
+    # The most bytes a request body may have, as sent and again after gzip decompression.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    # How long a request waits for a database connection before it is answered 503.
+    pool_timeout: float = 5.0
+    application_name: str = "passthrough-http"
+
+    def __post_init__(self) -> None:
+        for name in ("max_events", "max_body_bytes", "pool_max_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.pool_min_size <= self.pool_max_size:
+            raise ValueError("pool_min_size must be between 0 and pool_max_size")
+        if self.pool_timeout <= 0:
+            raise ValueError("pool_timeout must be positive")

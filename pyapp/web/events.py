@@ -1,0 +1,49 @@
+"""POST /v3/events: ODP events in, 202 once the batch is committed.
+
+The body is one event object or a JSON array of them. The HTTP layer only enforces transport
+limits (content type, size, number of events); every rule about the events themselves is applied
+by ``passthrough.apply_events``, which refuses the whole batch (PT001, listing every invalid event)
+or stores all of it. Events of another type (the Optimizely SDKs send
+``{"type": "fullstack", "action": "identified"}``) are acknowledged, not stored, and counted as ignored.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from pyapp.web.auth import Scope, require_scope
+from pyapp.web.body import JsonBody, read_json_body
+from pyapp.web.config import ApiConfig
+from pyapp.web.database import connection
+from pyapp.web.responses import ApiError, JSONResponse, accepted_response
+
+EVENT_SOURCE = "http"  # passthrough.batches.source
+
+
+async def post_events(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PUBLIC)
+    config: ApiConfig = request.app.state.config
+    events_json = _events_array_text(await read_json_body(request, max_bytes=config.max_body_bytes), config.max_events)
+    async with connection(request) as conn:
+        async with conn.transaction():
+            cursor = await conn.execute(
+                "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)",
+                (events_json, EVENT_SOURCE),
+            )
+            accepted, ignored, changed = await cursor.fetchone()
+    # The transaction block has exited without an error: the batch is committed.
+    return accepted_response(accepted=accepted, ignored=ignored, changed=changed)
+
+
+def _events_array_text(body: JsonBody, max_events: int) -> str:
+    """The body as the JSON array text apply_events takes; a lone object becomes a batch of one."""
+    if isinstance(body.value, dict):
+        return f"[{body.text}]"
+    if isinstance(body.value, list) and len(body.value) > max_events:
+        raise ApiError(
+            413,
+            "too_many_events",
+            f"a request may carry at most {max_events} events, this one has {len(body.value)}; "
+            "split it into several requests",
+        )
+    return body.text  # anything else is refused by apply_events, with its reason

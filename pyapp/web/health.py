@@ -1,0 +1,42 @@
+"""GET /healthz (the process is up) and GET /readyz (the database is reachable and migrated).
+
+Both are public: they reveal nothing but whether the service can work, which load balancers and
+orchestrators must be able to ask without a key.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from pyapp.migrate import LEDGER_SCHEMA, pending_migrations
+from pyapp.web.database import connection
+from pyapp.web.responses import ApiError, JSONResponse
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    async with connection(request) as conn:
+        cursor = await conn.execute(
+            "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'passthrough'),"
+            " to_regclass(%s) IS NOT NULL",
+            (f"{LEDGER_SCHEMA}.applied",),
+        )
+        extension_version, has_ledger = await cursor.fetchone()
+        applied: dict[str, str] = {}
+        if has_ledger:
+            cursor = await conn.execute(f"SELECT filename, sha256 FROM {LEDGER_SCHEMA}.applied")
+            applied = dict(await cursor.fetchall())
+        pending = pending_migrations(applied, extension_version, request.app.state.migrations)
+        if pending:
+            raise ApiError(
+                503,
+                "not_migrated",
+                f"the database does not have these migrations as packaged: {', '.join(pending)}; "
+                "run `passthrough migrate` (or start the server without --no-migrate)",
+            )
+        cursor = await conn.execute("SELECT passthrough.is_enabled()")
+        enabled = (await cursor.fetchone())[0]
+    return JSONResponse({"status": "ready", "passthrough_enabled": enabled})

@@ -1,0 +1,182 @@
+"""/v3/segments: audience definitions (ODP calls them segments), private keys only.
+
+A passthrough segment's definition is ``{"external": {"external_audience_id": "..."}}``. This module
+reads that shape out of the request body (unknown definition kinds and fields are refused, naming
+the field) and hands the values to the SQL functions, which own every rule about them: segment ids
+(``[a-z0-9_]+``), lengths, conflicts, revisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg.types.json import Jsonb
+from starlette.requests import Request
+
+from pyapp.web.auth import Scope, require_scope
+from pyapp.web.body import json_type, read_json_body
+from pyapp.web.config import ApiConfig
+from pyapp.web.database import connection
+from pyapp.web.responses import ApiError, JSONResponse, iso_utc
+
+EXTERNAL_KIND = "external"
+BODY_FIELDS = ("definition", "description", "metadata", "revision")  # revision is read-only, ignored
+EXTERNAL_FIELDS = ("external_audience_id",)
+LIST_PAGE_SIZE = 1000  # passthrough.list_audiences allows up to 1001
+CREATE_SQL = "SELECT passthrough.create_audience(%s, %s, %s, %s)"
+PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s)"
+VALIDATE_SQL = "SELECT passthrough.validate_audience(%s, %s, %s, %s)"
+
+
+@dataclass(frozen=True)
+class SegmentInput:
+    external_audience_id: str | None
+    description: str | None
+    metadata: Any
+
+    def sql_args(self, segment_id: str) -> tuple[Any, ...]:
+        return (segment_id, self.external_audience_id, self.description, Jsonb(self.metadata, dumps=_dumps))
+
+
+async def list_segments(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    segment_ids: list[str] = []
+    async with connection(request) as conn:
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
+            after = None
+            while True:
+                cursor = await conn.execute(
+                    "SELECT name FROM passthrough.list_audiences(%s, %s)", (LIST_PAGE_SIZE, after)
+                )
+                page = [row[0] for row in await cursor.fetchall()]
+                segment_ids.extend(page)
+                if len(page) < LIST_PAGE_SIZE:
+                    break
+                after = page[-1]
+    return JSONResponse({"segment_ids": segment_ids})
+
+
+async def get_segment(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    async with connection(request) as conn:
+        cursor = await conn.execute(
+            "SELECT name, external_audience_id, description, metadata, revision, is_ready, size, created_at,"
+            " updated_at FROM passthrough.get_audience(%s)",
+            (_segment_id(request),),
+        )
+        name, external_id, description, metadata, revision, is_ready, size, created_at, updated_at = (
+            await cursor.fetchone()
+        )
+    return JSONResponse(
+        {
+            "segment_id": name,
+            "revision": revision,
+            "description": description,
+            "metadata": metadata,
+            "definition": {EXTERNAL_KIND: {"external_audience_id": external_id}},
+            "is_ready": is_ready,
+            "size": size,
+            "created_at": iso_utc(created_at),
+            "updated_at": iso_utc(updated_at),
+        }
+    )
+
+
+async def create_segment(request: Request) -> JSONResponse:
+    return await _save(request, CREATE_SQL)
+
+
+async def put_segment(request: Request) -> JSONResponse:
+    return await _save(request, PUT_SQL)
+
+
+async def delete_segment(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    segment_id = _segment_id(request)
+    async with connection(request) as conn:
+        await conn.execute("SELECT passthrough.delete_audience(%s)", (segment_id,))
+    return JSONResponse({"segment_id": segment_id, "deleted": True})
+
+
+async def validate_segment(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    segment = await _read_segment(request)
+    async with connection(request) as conn:
+        await conn.execute(VALIDATE_SQL, segment.sql_args(_segment_id(request)))
+    return JSONResponse({"segment_id": _segment_id(request), "valid": True})
+
+
+async def _save(request: Request, save_sql: str) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    segment = await _read_segment(request)
+    async with connection(request) as conn:
+        cursor = await conn.execute(save_sql, segment.sql_args(_segment_id(request)))
+        (revision,) = await cursor.fetchone()
+    return JSONResponse({"revision": revision})
+
+
+def _segment_id(request: Request) -> str:
+    return request.path_params["segment_id"]
+
+
+async def _read_segment(request: Request) -> SegmentInput:
+    config: ApiConfig = request.app.state.config
+    body = (await read_json_body(request, max_bytes=config.max_body_bytes)).value
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_audience", f"the body must be a JSON object, got {json_type(body)}")
+    _refuse_unknown_fields(body, BODY_FIELDS, prefix="")
+    description = body.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _invalid_field("description", f"must be a string or null, got {json_type(description)}")
+    return SegmentInput(
+        external_audience_id=_external_audience_id(body.get("definition")),
+        description=description,
+        metadata=body.get("metadata", {}),
+    )
+
+
+def _external_audience_id(definition: Any) -> str | None:
+    """The external audience id of {"external": {"external_audience_id": ...}}; None when absent."""
+    if definition is None:
+        return None
+    if not isinstance(definition, dict):
+        raise _invalid_field(
+            "definition",
+            f'must be an object like {{"external": {{"external_audience_id": "..."}}}}, got {json_type(definition)}',
+        )
+    for kind in definition:
+        if kind != EXTERNAL_KIND:
+            raise _invalid_field(
+                f"definition.{kind}",
+                f"unknown definition kind {kind!r}: passthrough segments are defined as "
+                '{"external": {"external_audience_id": "..."}}',
+            )
+    external = definition.get(EXTERNAL_KIND)
+    if external is None:
+        return None
+    if not isinstance(external, dict):
+        raise _invalid_field("definition.external", f"must be an object, got {json_type(external)}")
+    _refuse_unknown_fields(external, EXTERNAL_FIELDS, prefix="definition.external.")
+    external_id = external.get("external_audience_id")
+    if external_id is not None and not isinstance(external_id, str):
+        raise _invalid_field(
+            "definition.external.external_audience_id", f"must be a string, got {json_type(external_id)}"
+        )
+    return external_id
+
+
+def _refuse_unknown_fields(obj: dict[str, Any], allowed: tuple[str, ...], *, prefix: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise _invalid_field(f"{prefix}{key}", f"unknown field; allowed: {', '.join(allowed)}")
+
+
+def _invalid_field(field: str, problem: str) -> ApiError:
+    return ApiError(400, "invalid_audience", f"{field}: {problem}", field=field)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")

@@ -1,0 +1,113 @@
+"""API keys over HTTP: every route's scope, 401/403, revocation, and auth before anything else."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from http_helpers import event, json_headers, make_client
+from starlette.routing import Mount, Route
+
+from pyapp.web import ApiConfig, create_app
+from pyapp.web.openapi import DOCUMENT
+
+pytest_plugins = ["http_fixtures"]
+
+# Public on purpose: probes and the API description must work without a key (see pyapp/web/health.py),
+# and the GraphiQL page is static HTML (the queries it sends need a key).
+PUBLIC_OPERATIONS = {("/healthz", "GET"), ("/readyz", "GET"), ("/openapi.json", "GET"), ("/v3/graphql", "GET")}
+
+
+def app_operations() -> list[tuple[str, str]]:
+    """(path template, method) for every route the app serves, HEAD aside."""
+    operations = []
+    for route in create_app("postgresql://unused@/none").routes:
+        if isinstance(route, Route):
+            operations += [(route.path, method) for method in sorted(route.methods or ()) if method != "HEAD"]
+        elif isinstance(route, Mount):  # an ASGI app mounted whole: its methods are the documented ones
+            documented = DOCUMENT["paths"].get(route.path, {})
+            assert documented, f"mounted {route.path} is not in the OpenAPI document"
+            operations += [(route.path, method.upper()) for method in documented]
+        else:
+            raise AssertionError(f"unexpected route type {route!r}")
+    return operations
+
+
+OPERATIONS = app_operations()
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def required_scope(path: str, method: str) -> str | None:
+    operation = DOCUMENT["paths"][path][method.lower()]
+    if operation["security"] == []:
+        return None
+    return operation["x-required-scope"]
+
+
+def error_code(response) -> str:
+    """detail.code of the HTTP API's errors, or extensions.code of GraphQL's, lower case."""
+    body = response.json()
+    return body["detail"]["code"] if "detail" in body else body["errors"][0]["extensions"]["code"].lower()
+
+
+def test_the_public_routes_are_exactly_the_probes_the_document_and_graphiql():
+    public = {(path, method) for path, method in OPERATIONS if required_scope(path, method) is None}
+    assert public == PUBLIC_OPERATIONS
+    assert {required_scope(p, m) for p, m in OPERATIONS if (p, m) not in PUBLIC_OPERATIONS} == {"public", "private"}
+
+
+@pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
+def test_every_route_enforces_its_documented_scope(client, public_key, private_key, path, method):
+    url, scope = concrete(path), required_scope(path, method)
+
+    def status(headers):
+        return client.request(method, url, headers=headers).status_code
+
+    if scope is None:
+        assert status({}) not in (401, 403)
+        return
+    missing = client.request(method, url)
+    assert missing.status_code == 401 and error_code(missing) == "missing_api_key"
+    unknown = client.request(method, url, headers={"x-api-key": "pt_private_" + "0" * 64})
+    assert unknown.status_code == 401 and error_code(unknown) == "invalid_api_key"
+    with_public = client.request(method, url, headers={"x-api-key": public_key})
+    if scope == "private":
+        assert with_public.status_code == 403 and error_code(with_public) == "insufficient_scope"
+        assert "needs a private API key" in with_public.json()["detail"]["message"]
+    else:
+        assert with_public.status_code not in (401, 403)
+    assert status({"x-api-key": private_key}) not in (401, 403)
+
+
+def test_a_private_key_may_send_events(client, enabled, private_key):
+    assert client.post("/v3/events", headers=json_headers(private_key), json=[event()]).status_code == 202
+
+
+def test_a_revoked_key_is_refused_from_the_next_request(client, db, make_key):
+    key = make_key("admin", "private")
+    assert client.get("/v3/segments", headers={"x-api-key": key}).status_code == 200
+    db.execute("SELECT passthrough.revoke_api_key('admin')")
+    response = client.get("/v3/segments", headers={"x-api-key": key})
+    assert response.status_code == 401 and response.json()["detail"]["code"] == "invalid_api_key"
+
+
+def test_the_header_name_is_case_insensitive_and_the_key_is_not(client, private_key):
+    assert client.get("/v3/segments", headers={"X-API-Key": private_key}).status_code == 200
+    assert client.get("/v3/segments", headers={"x-api-key": private_key.upper()}).status_code == 401
+    assert client.get("/v3/segments", headers={"x-api-key": f" {private_key}x"}).status_code == 401
+
+
+def test_authentication_comes_before_reading_the_body(client, enabled):
+    response = client.post("/v3/events", headers={"content-type": "text/plain"}, content=b"{not json")
+    assert response.status_code == 401
+
+
+def test_a_missing_key_is_401_even_when_the_database_is_down(tmp_path):
+    down = f"postgresql://postgres@/postgres?host={tmp_path}"
+    with make_client(down, ApiConfig(pool_max_size=1, pool_timeout=0.3)) as client:
+        assert client.get("/v3/segments").status_code == 401
+        with_key = client.get("/v3/segments", headers={"x-api-key": "pt_private_" + "0" * 64})
+        assert with_key.status_code == 503  # a key cannot be checked without the database

@@ -1,0 +1,198 @@
+"""``passthrough load``: formats, gzip, stdin, parallel writers, refusal report, rejects, replay."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from pyapp import cli
+from pyapp.load import load_files
+from reference_model import Event, MembershipModel, dumps
+from sqlhelpers import rows, scalar
+from test_apply_events_properties import sql_sizes, sql_state
+
+BASE = Decimal(1_700_000_000)
+
+
+def make_events(n: int, seed: int = 7) -> list[Event]:
+    rng = random.Random(seed)
+    events = []
+    for _ in range(n):
+        ts = BASE + Decimal(rng.randrange(0, 50_000_000)) / 1_000_000
+        events.append(Event(rng.choice(["fs_user_id", "vuid"]), f"u{rng.randrange(60)}", f"aud-{rng.randrange(5)}",
+                            rng.random() < 0.6, ts))
+    return events + rng.sample(events, n // 10)  # duplicates
+
+
+def model_of(events) -> MembershipModel:
+    model = MembershipModel()
+    model.apply(events)
+    return model
+
+
+def write_ndjson(path: Path, events) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for e in events:
+            f.write(dumps(e.as_json()) + "\n")
+    return path
+
+
+def write_json(path: Path, events) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        f.write(dumps([e.as_json() for e in events]))
+    return path
+
+
+def write_csv(path: Path, events, identifier_type: str) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["type", "action", "audience_id", "ts", identifier_type])
+        for e in events:
+            assert e.identifier_type == identifier_type
+            w.writerow(["passthrough", "qualify" if e.qualified else "disqualify", e.audience_id, str(e.ts), e.identifier])
+    return path
+
+
+def run(db_url: str, *args: str) -> int:
+    return cli.main(["load", "--database-url", db_url, "--quiet", *args])
+
+
+@pytest.fixture
+def enabled(conn):
+    conn.execute("SELECT passthrough.enable()")
+    return conn
+
+
+def assert_model_state(conn, events) -> None:
+    model = model_of(events)
+    assert sql_state(conn) == model.state
+    assert sql_sizes(conn) == model.sizes()
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_ndjson_json_and_csv_files(enabled, db_url, tmp_path, capsys, gz):
+    events = make_events(600)
+    ext = ".gz" if gz else ""
+    fs = [e for e in events if e.identifier_type == "fs_user_id"]
+    vu = [e for e in events if e.identifier_type == "vuid"]
+    third = len(events) // 3
+    files = [
+        write_ndjson(tmp_path / f"a.ndjson{ext}", events[:third]),
+        write_json(tmp_path / f"b.json{ext}", events[third:2 * third]),
+        write_csv(tmp_path / f"c.csv{ext}", [e for e in events[2 * third:] if e.identifier_type == "fs_user_id"],
+                  "fs_user_id"),
+        write_csv(tmp_path / f"d.csv{ext}", [e for e in events[2 * third:] if e.identifier_type == "vuid"], "vuid"),
+    ]
+    assert fs and vu
+    assert run(db_url, *map(str, files)) == 0
+    out = capsys.readouterr().out
+    assert f"load done: {len(events):,} rows read from 4 input(s)" in out
+    assert_model_state(enabled, events)
+
+
+def test_format_is_sniffed_without_an_extension(enabled, db_url, tmp_path):
+    events = make_events(50)
+    a = write_ndjson(tmp_path / "a.gz", events[:20])  # gzip, then NDJSON by its first line
+    b = write_json(tmp_path / "b.data", events[20:])
+    assert run(db_url, str(a), str(b)) == 0
+    assert_model_state(enabled, events)
+
+
+def test_stdin(enabled, db_url, monkeypatch):
+    events = make_events(200)
+    body = "".join(dumps(e.as_json()) + "\n" for e in events).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gzip.compress(body))))
+    assert run(db_url, "-") == 0
+    assert_model_state(enabled, events)
+
+
+@pytest.mark.parametrize("writers", [1, 3])
+def test_parallel_writers_reach_the_model_state(enabled, db_url, tmp_path, writers):
+    events = make_events(3000, seed=writers)
+    path = write_ndjson(tmp_path / "e.ndjson", events)
+    summary = load_files(db_url, [str(path)], writers=writers, batch_size=200)
+    assert summary.rows == summary.accepted == len(events)
+    assert summary.batches >= len(events) // 200
+    assert_model_state(enabled, events)
+    # every batch was written by one writer: the identifiers of two writers never mix in a batch
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.batches") == summary.batches
+
+
+def test_refused_batch_names_file_and_line_and_replay_converges(enabled, db_url, tmp_path, capsys):
+    """A load that dies midway (here: a bad row) and is rerun from the start reaches the model state."""
+    events = make_events(1000, seed=3)
+    path = tmp_path / "e.ndjson"
+    lines = [dumps(e.as_json()) for e in events]
+    bad = lines[:700] + ['{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "x"}}'] + lines[700:]
+    path.write_text("\n".join(bad) + "\n")
+    assert run(db_url, "--writers", "2", "--batch-size", "100", str(path)) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:701: data.audience_id: is required" in err
+    assert "run the same load again" in err
+    partial = scalar(enabled, "SELECT count(*) FROM passthrough.events")
+    assert 0 < partial < len(events)  # batches before the failure were committed
+
+    path.write_text("\n".join(lines) + "\n")  # fixed input, loaded again from the start
+    assert run(db_url, "--writers", "2", "--batch-size", "100", str(path)) == 0
+    assert_model_state(enabled, events)
+
+
+def test_replay_of_a_prefix_then_everything_converges(enabled, db_url, tmp_path):
+    events = make_events(800, seed=11)
+    prefix = write_ndjson(tmp_path / "prefix.ndjson", events[:333])  # the crash: only a prefix got in
+    full = write_ndjson(tmp_path / "full.ndjson", events)
+    assert run(db_url, str(prefix)) == 0
+    assert run(db_url, "--writers", "3", str(full)) == 0
+    assert run(db_url, str(full)) == 0  # and once more: nothing changes
+    assert_model_state(enabled, events)
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.events") == 333 + 2 * len(events)
+
+
+def test_rejects_option(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "e.ndjson"
+    good = {"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u1"},
+            "data": {"audience_id": "a", "ts": 1_700_000_000}}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "maybe"}) + "\nnot json\n")
+    assert run(db_url, "--rejects", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "1 events applied" in out and "2 rejected" in out and "get_load_rejects" in out
+    kept = rows(enabled, "SELECT row_no, problems[1] FROM passthrough.load_rejects ORDER BY row_no")
+    assert kept[0] == (2, 'action: must be "qualify" or "disqualify", got "maybe"')
+    assert kept[1][0] == 3 and kept[1][1].startswith("event: not valid JSON")
+
+
+def test_csv_header_must_have_one_identifier_column(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "x.csv"
+    path.write_text("type,action,audience_id,ts,fs_user_id,vuid\n")
+    assert run(db_url, str(path)) == 1
+    assert "exactly one identifier column" in capsys.readouterr().err
+    path.write_text("type,action,ts,fs_user_id\n")
+    assert run(db_url, str(path)) == 1
+    assert "missing audience_id" in capsys.readouterr().err
+
+
+def test_csv_values_are_checked_by_the_same_rules(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "x.csv"
+    path.write_text("type,action,audience_id,ts,fs_user_id\npassthrough,qualify,a,1700000000,u1\n"
+                    "passthrough,qualify,a,soon,u2\npassthrough,qualify,,1700000000,u3\n")
+    assert run(db_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert f'{path}:3: data.ts: must be a number of seconds since the Unix epoch, got "soon"' in err
+    assert f"{path}:4: data.audience_id: is required" in err
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.memberships") == 0
+
+
+def test_missing_file_is_a_usage_error(db_url, capsys):
+    assert run(db_url, "/nonexistent/file.ndjson") == 1
+    assert "no such file" in capsys.readouterr().err

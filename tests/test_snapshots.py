@@ -1,0 +1,293 @@
+"""Snapshot import: replace semantics, newer events kept, guards, dry-run diff, atomicity, CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyapp import cli
+from pyapp.db import connect
+from pyapp.load import StagedRow, format_row
+from pyapp.snapshot import SnapshotRefused, import_rows, snapshot_diff
+from reference_model import Event, MembershipModel, dumps
+from sqlhelpers import reset_data, rows, scalar
+from test_apply_events_properties import sql_sizes, sql_state
+
+BASE = Decimal(1_700_000_000)
+AUD = "aud-a"
+
+
+def snapshot_payload(members, audience=AUD, identifier_type="fs_user_id", action="qualify") -> bytes:
+    """members: [(identifier, ts or None)]."""
+    return "".join(
+        format_row(n, StagedRow(type="passthrough", action=action, identifier_type=identifier_type,
+                                identifier=identifier, audience_id=audience,
+                                ts=None if ts is None else str(ts)))
+        for n, (identifier, ts) in enumerate(members, 2)  # row numbers as CSV lines: the header is line 1
+    ).encode()
+
+
+def apply(conn, events) -> None:
+    conn.execute("SELECT passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in events]),))
+
+
+def members(conn, audience=AUD) -> dict[str, tuple[bool, Decimal]]:
+    return {
+        i: (q, ts)
+        for i, q, ts in rows(
+            conn,
+            "SELECT m.identifier, m.qualified, extract(epoch FROM m.event_ts) FROM passthrough.memberships m"
+            " JOIN passthrough.external_audiences x ON x.id = m.audience_key WHERE x.external_id = %s",
+            (audience,),
+        )
+    }
+
+
+@pytest.fixture
+def enabled(conn):
+    conn.execute("SELECT passthrough.enable()")
+    return conn
+
+
+def ev(identifier, qualified, ts, audience=AUD):
+    return Event("fs_user_id", identifier, audience, qualified, BASE + ts)
+
+
+def test_snapshot_replaces_the_membership_and_keeps_newer_events(enabled):
+    apply(enabled, [
+        ev("old-member", True, 10),        # not listed, older than T: disqualified at T
+        ev("newer-member", True, 150),     # not listed, qualified after T: stays
+        ev("listed-member", True, 20),     # listed: stays, ts moves to the row's
+        ev("was-out", False, 30),          # listed, disqualified before: qualified
+        ev("out-later", False, 200),       # listed with ts 90, disqualified later: stays out
+        ev("other-audience", True, 10, audience="aud-b"),
+    ])
+    payload = snapshot_payload([("listed-member", BASE + 90), ("was-out", BASE + 80), ("out-later", BASE + 90),
+                                ("new-member", BASE + 100)])
+    result = import_rows(enabled, payload, AUD)
+    assert result.snapshot_at.timestamp() == BASE + 100  # T defaults to the newest ts in the snapshot
+    assert (result.listed, result.to_qualify, result.to_disqualify, result.unchanged, result.kept_newer,
+            result.members_before) == (4, 2, 1, 1, 2, 3)
+    assert result.applied and result.changed == 3
+    assert members(enabled) == {
+        "old-member": (False, BASE + 100),
+        "newer-member": (True, BASE + 150),
+        "listed-member": (True, BASE + 90),
+        "was-out": (True, BASE + 80),
+        "out-later": (False, BASE + 200),
+        "new-member": (True, BASE + 100),
+    }
+    assert members(enabled, "aud-b") == {"other-audience": (True, BASE + 10)}
+    size = scalar(enabled, "SELECT passthrough._audience_size(id) FROM passthrough.external_audiences"
+                           " WHERE external_id = %s", (AUD,))
+    assert size == 4
+    # the import is logged as one batch of events through the one writer
+    assert rows(enabled, "SELECT source, event_count FROM passthrough.batches ORDER BY id DESC LIMIT 1") == [
+        ("snapshot", 5)]
+
+
+def test_explicit_time_and_rows_without_ts(enabled):
+    apply(enabled, [ev("a", True, 10), ev("b", True, 60)])
+    result = import_rows(enabled, snapshot_payload([("c", None)]), AUD, at=BASE + 50, max_disqualify_share=1)
+    assert (result.to_qualify, result.to_disqualify, result.kept_newer) == (1, 1, 1)
+    assert members(enabled) == {"a": (False, BASE + 50), "b": (True, BASE + 60), "c": (True, BASE + 50)}
+
+
+# --------------------------------------------------------------------------- the semantics, as a property
+
+
+def expected_after_snapshot(prior, listed, at) -> MembershipModel:
+    """The model: the snapshot is a qualify event per listed identifier and a disqualify event at T for
+    each member whose deciding event is older than T and who is not listed."""
+    model = MembershipModel()
+    model.apply(prior)
+    at_us = Event("fs_user_id", "x", AUD, True, at).ts_us
+    drops = [
+        Event(t, i, a, False, at)
+        for (t, i, a), (ts_us, qualified) in model.state.items()
+        if a == AUD and qualified and ts_us < at_us and i not in listed
+    ]
+    model.apply([Event("fs_user_id", i, AUD, True, ts) for i, ts in listed.items()] + drops)
+    return model
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    prior=st.lists(st.builds(ev, st.sampled_from(["u1", "u2", "u3", "u4", "u5"]), st.booleans(),
+                             st.integers(0, 20), st.sampled_from([AUD, "aud-b"])), max_size=25),
+    listed=st.dictionaries(st.sampled_from(["u1", "u2", "u3", "u4", "u6"]), st.integers(0, 20), min_size=1),
+    at_offset=st.integers(0, 5),
+)
+def test_snapshot_matches_the_model(enabled, prior, listed, at_offset):
+    reset_data(enabled)
+    if prior:
+        apply(enabled, prior)
+    listed_ts = {i: BASE + ts for i, ts in listed.items()}
+    at = max(listed_ts.values()) + at_offset
+    import_rows(enabled, snapshot_payload(list(listed_ts.items())), AUD, at=at, force=True)
+    model = expected_after_snapshot(prior, listed_ts, at)
+    assert sql_state(enabled) == model.state
+    assert sql_sizes(enabled) == model.sizes()
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def test_empty_snapshot_is_refused_unless_forced(enabled):
+    apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, b"", AUD)
+    assert caught.value.sqlstate == "PT022"
+    assert "empty" in caught.value.message and "--force" in caught.value.hint
+    assert members(enabled) == {"a": (True, BASE + 10), "b": (True, BASE + 10)}
+    result = import_rows(enabled, b"", AUD, force=True)
+    assert (result.to_disqualify, result.changed) == (2, 2)
+    assert {q for q, _ in members(enabled).values()} == {False}
+
+
+def test_disqualifying_more_than_the_share_is_refused_unless_forced(enabled):
+    apply(enabled, [ev(f"m{i}", True, 10) for i in range(10)])
+    keep3 = snapshot_payload([(f"m{i}", BASE + 20) for i in range(3)])  # drops 7 of 10
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, keep3, AUD)
+    assert caught.value.sqlstate == "PT023"
+    assert "would disqualify 7 of 10 members (70.0%), more than the allowed 50.0%" in caught.value.message
+    assert caught.value.detail == "to qualify: 0, to disqualify: 7, unchanged: 3"
+    assert sum(q for q, _ in members(enabled).values()) == 10
+    assert import_rows(enabled, keep3, AUD, max_disqualify_share=0.8).to_disqualify == 7
+    assert sum(q for q, _ in members(enabled).values()) == 3
+
+
+def test_force_overrides_the_share(enabled):
+    apply(enabled, [ev(f"m{i}", True, 10) for i in range(4)])
+    result = import_rows(enabled, snapshot_payload([("m0", BASE + 20)]), AUD, force=True)
+    assert (result.to_disqualify, result.unchanged) == (3, 1)
+
+
+def test_invalid_rows_refuse_the_whole_snapshot(enabled):
+    apply(enabled, [ev("a", True, 10)])
+    payload = (snapshot_payload([("b", BASE + 20)])
+               + snapshot_payload([("c", BASE + 20)], audience="aud-other")
+               + snapshot_payload([("d", BASE + 20)], action="disqualify")
+               + snapshot_payload([("e", BASE * 1000)]))
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, payload, AUD)
+    assert caught.value.sqlstate == "PT020"
+    messages = [item["message"] for item in caught.value.invalid]
+    assert messages[0] == 'data.audience_id: this is a snapshot of "aud-a", got "aud-other"'
+    assert messages[1].startswith("action: a snapshot lists the qualified members")
+    assert "looks like milliseconds" in messages[2]
+    assert members(enabled) == {"a": (True, BASE + 10)}
+
+
+# --------------------------------------------------------------------------- dry run and atomicity
+
+
+def test_dry_run_reports_the_diff_and_changes_nothing(enabled):
+    apply(enabled, [ev("stay", True, 10), ev("go", True, 10), ev("go2", True, 10), ev("late", True, 90)])
+    before = members(enabled)
+    result = import_rows(enabled, snapshot_payload([("stay", BASE + 50), ("new", BASE + 50)]), AUD,
+                         dry_run=True, force=True)
+    assert not result.applied and result.batch_id is None
+    assert (result.to_qualify, result.to_disqualify, result.unchanged, result.kept_newer) == (1, 2, 1, 1)
+    assert [(c, i) for c, _, i, _, _ in snapshot_diff(enabled)] == [
+        ("disqualify", "go"), ("disqualify", "go2"), ("kept_newer", "late"), ("qualify", "new")]
+    assert members(enabled) == before
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.batches") == 1
+
+
+def test_a_concurrent_reader_sees_the_old_or_the_new_membership(db_url, enabled):
+    apply(enabled, [ev(f"old{i}", True, 10) for i in range(5)])
+    old = {f"old{i}" for i in range(5)}
+    new = {f"new{i}" for i in range(5)}
+
+    def qualified(c):
+        return {i for (i,) in c.execute(
+            "SELECT identifier FROM passthrough.memberships WHERE qualified ORDER BY 1").fetchall()}
+
+    with connect(db_url) as writer, connect(db_url, autocommit=True) as reader:
+        import_rows(writer, snapshot_payload([(i, BASE + 20) for i in sorted(new)]), AUD, force=True)
+        assert qualified(reader) == old  # not committed yet: all old
+        size = "SELECT passthrough._audience_size(id) FROM passthrough.external_audiences WHERE external_id = %s"
+        assert reader.execute(size, (AUD,)).fetchone()[0] == 5
+        writer.commit()
+        assert qualified(reader) == new  # committed: all new, at once
+        assert reader.execute(size, (AUD,)).fetchone()[0] == 5
+
+
+def test_a_failure_midway_leaves_the_old_membership(db_url, enabled):
+    apply(enabled, [ev("a", True, 10)])
+    with connect(db_url) as c:
+        import_rows(c, snapshot_payload([("b", BASE + 20)]), AUD, force=True)
+        with pytest.raises(Exception):
+            c.execute("SELECT passthrough.no_such_function()")  # the transaction fails after the import
+        c.rollback()
+    assert members(enabled) == {"a": (True, BASE + 10)}
+
+
+def test_pg8000(db_url, enabled):
+    apply(enabled, [ev("a", True, 10)])
+    c = connect(db_url, driver="pg8000")
+    try:
+        result = import_rows(c, snapshot_payload([("b", BASE + 20)]), AUD, force=True)
+        c.commit()
+        with pytest.raises(SnapshotRefused):
+            import_rows(c, b"", AUD)
+        c.rollback()
+    finally:
+        c.close()
+    assert result.to_disqualify == 1
+    assert members(enabled) == {"a": (False, BASE + 20), "b": (True, BASE + 20)}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def write_snapshot(path: Path, members_, identifier_type="fs_user_id", audience=None) -> Path:
+    audience = audience or path.name.split(".")[0]
+    with gzip.open(path, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["type", "action", "audience_id", "ts", identifier_type])
+        for identifier, ts in members_:
+            w.writerow(["passthrough", "qualify", audience, ts, identifier])
+    return path
+
+
+def run(db_url, *args) -> int:
+    return cli.main(["import", "--database-url", db_url, "--quiet", *args])
+
+
+def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
+    apply(enabled, [ev(f"m{i}", True, 10) for i in range(4)])
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20), ("x", BASE + 20)])
+
+    assert run(db_url, "--dry-run", str(path)) == 1  # 3 of 4 would go: refused even as a dry run
+    err = capsys.readouterr().err
+    assert "would disqualify 3 of 4 members" in err and "--force" in err
+
+    assert run(db_url, "--dry-run", "--force", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "would change audience aud-a" in out and "to qualify 1, to disqualify 3, unchanged 1" in out
+    assert "- disqualify fs_user_id=m1" in out and "+ qualify    fs_user_id=x" in out
+    assert sum(q for q, _ in members(enabled).values()) == 4
+
+    assert run(db_url, "--max-disqualify-share", "0.75", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "imported audience aud-a" in out and "4 memberships changed" in out
+    assert {i for i, (q, _) in members(enabled).items() if q} == {"m0", "x"}
+
+
+def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "aud-z.csv"
+    path.write_text("type,action,audience_id,ts,vuid\npassthrough,qualify,aud-z,1700000000,v1\n"
+                    "passthrough,qualify,aud-y,1700000000,v2\n")
+    assert run(db_url, str(path)) == 1
+    err = capsys.readouterr().err
+    assert f'{path}:3: data.audience_id: this is a snapshot of "aud-z", got "aud-y"' in err
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.memberships") == 0
