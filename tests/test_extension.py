@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from http_helpers import TEST_CONFIG, make_client
 from psycopg import sql
 
 from pyapp import migrate

@@ -414,17 +414,22 @@ $$;
 COMMENT ON FUNCTION passthrough.delete_audience(text) IS
   'Deletes an audience definition (PT006 if missing). Membership state is kept, keyed by the external id: a definition linked to that id later shows it again.';
 
+-- What get_audience and list_audiences return for each audience.
+CREATE VIEW passthrough._audience_details AS
+  SELECT a.name::text AS name, e.external_id::text AS external_audience_id, a.description, a.metadata,
+         a.revision, true AS is_ready, passthrough._audience_size(a.audience_key) AS size,
+         a.created_at, a.updated_at
+  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key;
+COMMENT ON VIEW passthrough._audience_details IS
+  'Private: one row per audience definition with its external id and exact size (is_ready is always true).';
+
 CREATE FUNCTION passthrough.get_audience(p_name text)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
                is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  RETURN QUERY
-    SELECT a.name::text, e.external_id::text, a.description, a.metadata, a.revision, true,
-           passthrough._audience_size(a.audience_key), a.created_at, a.updated_at
-    FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
-    WHERE a.name = p_name;
+  RETURN QUERY SELECT * FROM passthrough._audience_details d WHERE d.name = p_name;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'PT006',
       MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL'));
@@ -446,11 +451,9 @@ BEGIN
       HINT = 'Page through with p_after set to the last name of the previous page.';
   END IF;
   RETURN QUERY
-    SELECT a.name::text, e.external_id::text, a.description, a.metadata, a.revision, true,
-           passthrough._audience_size(a.audience_key), a.created_at, a.updated_at
-    FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
-    WHERE p_after IS NULL OR a.name > p_after COLLATE "C"
-    ORDER BY a.name
+    SELECT * FROM passthrough._audience_details d
+    WHERE p_after IS NULL OR d.name > p_after COLLATE "C"
+    ORDER BY d.name
     LIMIT p_first;
 END;
 $$;
