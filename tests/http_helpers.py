@@ -26,23 +26,6 @@ from pyapp.web.openapi import DOCUMENT
 
 TEST_CONFIG = ApiConfig(pool_min_size=1, pool_max_size=4, pool_timeout=2.0)
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-TS = 1_700_000_000
-
-
-def event(**overrides: Any) -> dict[str, Any]:
-    """A valid passthrough event; overrides replace top-level keys, data_* keys replace data keys."""
-    base: dict[str, Any] = {
-        "type": "passthrough",
-        "action": "qualify",
-        "identifiers": {"fs_user_id": "user-1"},
-        "data": {"audience_id": "aud-1", "ts": TS},
-    }
-    for key, value in overrides.items():
-        if key.startswith("data_"):
-            base["data"][key[5:]] = value
-        else:
-            base[key] = value
-    return base
 
 
 def json_headers(key: str | None = None, **extra: str) -> dict[str, str]:
@@ -54,14 +37,6 @@ def json_headers(key: str | None = None, **extra: str) -> dict[str, str]:
 
 def gzipped(value: Any) -> bytes:
     return gzip.compress(orjson.dumps(value))
-
-
-def stored_counts(conn: psycopg.Connection) -> tuple[int, int, int]:
-    """(membership rows, logged events, batches)."""
-    return conn.execute(
-        "SELECT (SELECT count(*) FROM passthrough.memberships), (SELECT count(*) FROM passthrough.events),"
-        " (SELECT count(*) FROM passthrough.batches)"
-    ).fetchone()
 
 
 def create_key(conn: psycopg.Connection, name: str, scope: str) -> str:

@@ -1,4 +1,4 @@
-"""Small helpers the SQL tests share: run a call and capture the PostgreSQL error it raises."""
+"""Helpers the tests share: a valid event to vary, running SQL and capturing the error it raises."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-__all__ = ["Jsonb", "SqlError", "expect_error", "rows", "scalar", "reset_data"]
+__all__ = ["TS", "Jsonb", "SqlError", "event", "expect_error", "rows", "scalar", "reset_data", "stored_counts"]
+
+TS = 1_700_000_000
 
 
 @dataclass
@@ -49,3 +51,27 @@ def reset_data(conn) -> None:
         "TRUNCATE passthrough.memberships, passthrough.events, passthrough.batches, "
         "passthrough.audience_size_deltas, passthrough.audiences, passthrough.external_audiences"
     )
+
+
+def event(**overrides):
+    """A valid passthrough event; overrides replace top-level keys, data_* keys replace data keys."""
+    base = {
+        "type": "passthrough",
+        "action": "qualify",
+        "identifiers": {"fs_user_id": "user-1"},
+        "data": {"audience_id": "aud-1", "ts": TS},
+    }
+    for key, value in overrides.items():
+        if key.startswith("data_"):
+            base["data"][key[5:]] = value
+        else:
+            base[key] = value
+    return base
+
+
+def stored_counts(conn) -> tuple[int, int, int]:
+    """(membership rows, logged events, batches)."""
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM passthrough.memberships), (SELECT count(*) FROM passthrough.events),"
+        " (SELECT count(*) FROM passthrough.batches)"
+    ).fetchone()

@@ -7,39 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from sqlhelpers import Jsonb, expect_error, rows, scalar
-
-TS = 1_700_000_000
-
-
-def event(**overrides):
-    """A valid passthrough event; overrides replace top-level keys, data_* keys replace data keys."""
-    base = {
-        "type": "passthrough",
-        "action": "qualify",
-        "identifiers": {"fs_user_id": "user-1"},
-        "data": {"audience_id": "aud-1", "ts": TS},
-    }
-    for key, value in overrides.items():
-        if key.startswith("data_"):
-            base["data"][key[5:]] = value
-        else:
-            base[key] = value
-    return base
-
+from sqlhelpers import TS, Jsonb, event, expect_error, rows, scalar, stored_counts
 
 def apply(conn, events, *extra):
     placeholders = "".join(", %s" for _ in extra)
     return conn.execute(
         f"SELECT * FROM passthrough.apply_events(%s{placeholders})", (Jsonb(events), *extra)
-    ).fetchone()
-
-
-def stored_counts(conn):
-    """(membership rows, logged events, batches)."""
-    return conn.execute(
-        "SELECT (SELECT count(*) FROM passthrough.memberships), (SELECT count(*) FROM passthrough.events),"
-        " (SELECT count(*) FROM passthrough.batches)"
     ).fetchone()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from http_helpers import event, json_headers, make_client
+from http_helpers import json_headers, make_client
+from sqlhelpers import event
 from starlette.routing import Mount, Route
 
 from pyapp.web import ApiConfig, create_app

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
-from http_helpers import TIMESTAMP, event, gzipped, json_headers, stored_counts
+from http_helpers import TIMESTAMP, gzipped, json_headers
+from sqlhelpers import event, stored_counts
 
 from pyapp.db import connect
 from pyapp.web import ApiConfig

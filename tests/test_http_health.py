@@ -11,7 +11,8 @@ import time
 
 import httpx
 import pytest
-from http_helpers import TEST_CONFIG, event, json_headers, make_client
+from http_helpers import TEST_CONFIG, json_headers, make_client
+from sqlhelpers import event
 
 from pyapp.web import ApiConfig
 from pyapp.web.openapi import DOCUMENT

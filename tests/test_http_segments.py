@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from http_helpers import TIMESTAMP, event, json_headers
+from http_helpers import TIMESTAMP, json_headers
+from sqlhelpers import event
 
 pytest_plugins = ["http_fixtures"]
 
