@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     from pyapp import keys_cli  # keys create / list / revoke
 
     keys_cli.register(sub, common)
+    from pyapp import changes_cli  # changes [--follow]
+
+    changes_cli.register(sub, common)
+    from pyapp import roles_cli  # roles create
+
+    roles_cli.register(sub, common)
     return parser
 
 

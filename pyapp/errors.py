@@ -67,6 +67,7 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT021", "no_staging_table", 400),
     DomainError("PT022", "empty_snapshot", 422),
     DomainError("PT023", "snapshot_disqualifies_too_many", 422),
+    DomainError("PT030", "invalid_cursor", 400),
 )
 
 # PostgreSQL's own errors that mean "retry later": the request may succeed as sent.

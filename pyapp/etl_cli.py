@@ -156,7 +156,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                     payload, count = snapshot.read_snapshot(name, on_read)
                 except loadlib.InputError as exc:
                     raise CommandError(str(exc)) from exc
-                progress.update(task, description=f"{audience}: apply", rows=count)
+                elapsed = progress.tasks[0].elapsed or 0.0
+                progress.update(task, description=f"{audience}: apply", rows=count,
+                                rate=count / elapsed if elapsed else 0.0)
                 conn = connect(db.url)
                 try:
                     result = snapshot.import_rows(

@@ -120,7 +120,14 @@ BEGIN
           updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING audience_key, qualified, previous_qualified
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, event_ts
+  ), feed AS (
+    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord)
+    INSERT INTO passthrough.membership_changes
+      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, event_ts, identifier)
+    SELECT (SELECT pg_current_xact_id()), v_result.batch_id, row_number() OVER (),
+           identifier_type_id, audience_key, qualified, event_ts, identifier
+    FROM upserted WHERE qualified <> coalesce(previous_qualified, false)
   ), net AS (
     SELECT audience_key,
            sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
@@ -144,6 +151,9 @@ BEGIN
     HAVING sum(delta) <> 0
   )
   SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
+  IF v_result.changed > 0 THEN
+    PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
+  END IF;
 
   RETURN v_result;
 END;
@@ -273,7 +283,9 @@ BEGIN
          array_agg(c.identifier) FILTER (WHERE NOT c.ignored),
          array_agg(c.audience_id) FILTER (WHERE NOT c.ignored),
          array_agg(c.qualified) FILTER (WHERE NOT c.ignored),
-         array_agg(CASE WHEN c.ts IS NULL THEN v_now ELSE passthrough._ts_from_seconds(c.ts) END)
+         -- an invalid ts may lie outside timestamptz's range: only a valid event's is converted
+         array_agg(CASE WHEN c.ts IS NULL THEN v_now
+                        WHEN cardinality(c.problems) = 0 THEN passthrough._ts_from_seconds(c.ts) END)
            FILTER (WHERE NOT c.ignored),
          array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored)
   INTO v_ignored, v_invalid, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems

@@ -38,7 +38,7 @@ DECLARE
   v_bad     bigint;
   v_invalid jsonb;
 BEGIN
-  IF to_regclass('pg_temp.passthrough_load') IS NULL THEN
+  IF passthrough._session_table('passthrough_load') IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT021',
       MESSAGE = 'no staging table in this session',
       HINT = 'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.';
@@ -58,7 +58,7 @@ BEGIN
       HINT = 'The snapshot time is seconds since the Unix epoch, like an event''s ts.';
   END IF;
 
-  IF to_regclass('pg_temp.passthrough_snapshot_rows') IS NULL THEN
+  IF passthrough._session_table('passthrough_snapshot_rows') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_snapshot_rows (
       row_no bigint, type_id smallint, identifier text COLLATE "C", ts numeric, problems text[]);
   END IF;
@@ -106,7 +106,7 @@ BEGIN
                ELSE v_now END;
   SELECT id INTO v_key FROM passthrough.external_audiences WHERE external_id = p_audience_id;
 
-  IF to_regclass('pg_temp.passthrough_snapshot_diff') IS NULL THEN
+  IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_snapshot_diff (
       change text, listed boolean, type_id smallint, identifier text COLLATE "C", current_ts timestamptz,
       snapshot_ts timestamptz);
@@ -232,7 +232,7 @@ RETURNS TABLE (change text, identifier_type text, identifier text, current_ts ti
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF to_regclass('pg_temp.passthrough_snapshot_diff') IS NULL THEN
+  IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT021',
       MESSAGE = 'no snapshot diff in this session',
       HINT = 'Call passthrough.import_snapshot(..., p_dry_run => true) first.';

@@ -25,6 +25,7 @@ DATA_TABLES = (
     "passthrough.events",
     "passthrough.batches",
     "passthrough.audience_size_deltas",
+    "passthrough.membership_changes",
     "passthrough.audiences",
     "passthrough.external_audiences",
     "passthrough.api_keys",

@@ -46,10 +46,11 @@ def scalar(conn, sql: str, params=()):
 
 
 def reset_data(conn) -> None:
-    """Empty every data table (definitions, state, log) but keep settings and identifier types."""
+    """Empty every data table (definitions, state, log, change feed) but keep settings and identifier types."""
     conn.execute(
         "TRUNCATE passthrough.memberships, passthrough.events, passthrough.batches, "
-        "passthrough.audience_size_deltas, passthrough.audiences, passthrough.external_audiences"
+        "passthrough.audience_size_deltas, passthrough.audiences, passthrough.external_audiences, "
+        "passthrough.membership_changes"
     )
 
 

@@ -185,7 +185,8 @@ def test_customer_has_one_nullable_string_argument_per_high_confidence_identifie
     assert field_args(data, "customer") == {t: string for t in ("customer_id", "email", "fs_user_id", "vuid")}
     # nullable list of nullable strings, as the SDKs declare $audiences: [String]
     assert field_args(data, "audiences", type_="Customer") == {
-        "subset": {"kind": "LIST", "name": None, "ofType": {"kind": "SCALAR", "name": "String"}}
+        "subset": {"kind": "LIST", "name": None, "ofType": {"kind": "SCALAR", "name": "String"}},
+        "at": {"kind": "SCALAR", "name": "Float", "ofType": None},  # membership as of a past instant
     }
     assert field_args(data, "audiences") == {
         "first": {"kind": "SCALAR", "name": "Int", "ofType": None},

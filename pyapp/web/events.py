@@ -9,12 +9,13 @@ or stores all of it. Events of another type (the Optimizely SDKs send
 
 from __future__ import annotations
 
+from psycopg import AsyncConnection
 from starlette.requests import Request
 
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import JsonBody, read_json_body
 from pyapp.web.config import ApiConfig
-from pyapp.web.database import connection
+from pyapp.web.database import run_transaction
 from pyapp.web.responses import ApiError, JSONResponse, accepted_response
 
 EVENT_SOURCE = "http"  # passthrough.batches.source
@@ -24,14 +25,17 @@ async def post_events(request: Request) -> JSONResponse:
     await require_scope(request, Scope.PUBLIC)
     config: ApiConfig = request.app.state.config
     events_json = _events_array_text(await read_json_body(request, max_bytes=config.max_body_bytes), config.max_events)
-    async with connection(request) as conn:
-        async with conn.transaction():
-            cursor = await conn.execute(
-                "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)",
-                (events_json, EVENT_SOURCE),
-            )
-            accepted, ignored, changed = await cursor.fetchone()
-    # The transaction block has exited without an error: the batch is committed.
+
+    async def apply(conn: AsyncConnection) -> tuple[int, int, int]:
+        cursor = await conn.execute(
+            "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)",
+            (events_json, EVENT_SOURCE),
+        )
+        return await cursor.fetchone()
+
+    # deadlocks and serialization failures are retried a bounded number of times (pyapp/web/database.py)
+    accepted, ignored, changed = await run_transaction(request, apply)
+    # run_transaction has returned without an error: the batch is committed.
     return accepted_response(accepted=accepted, ignored=ignored, changed=changed)
 
 

@@ -5,8 +5,10 @@ Schema (built with Strawberry from the database)::
     type Query {
       customer(fs_user_id: String, vuid: String, ...one per high-confidence identifier type): Customer
       audiences(first: Int, after: String): AudienceConnection!
+      size_history(audience: String!, from: Float!, to: Float!, bucket: String = "hour"): [SizeBucket!]!
     }
-    type Customer { audiences(subset: [String]): AudienceConnection! }
+    type Customer { audiences(subset: [String], at: Float): AudienceConnection! }
+    type SizeBucket { start: Float!  end: Float!  size_at_start: Int!  entered: Int!  exited: Int!  size_at_end: Int! }
     type AudienceConnection { edges: [AudienceEdge!]!  pageInfo: PageInfo! }
     type AudienceEdge { node: Audience!  cursor: String! }
     type Audience { name: String!  state: String  description: String  is_ready: Boolean!  revision: Int!  size: Int! }
@@ -16,7 +18,8 @@ Arguments are nullable (``String``, ``[String]``) because the Optimizely SDKs de
 that way. ``customer`` takes exactly one non-null identifier argument. ``Customer.audiences`` is
 non-null, so an error reading it (say an invalid identifier) makes ``customer`` null, as ODP
 answers. Resolvers hold no membership rule: ``Customer.audiences`` is one call of
-``passthrough.customer_audiences`` and ``Query.audiences`` one call of ``passthrough.list_audiences``;
+``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one call of
+``passthrough.list_audiences`` and ``size_history`` one of ``passthrough.audience_size_history``;
 every error SQL raises is mapped by ``pyapp.errors``.
 
 The ``customer`` arguments follow ``passthrough.list_identifier_types()``: the schema is built when
@@ -39,6 +42,8 @@ import base64
 import binascii
 import inspect
 import logging
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +83,14 @@ REQUEST_ERROR = "RequestError"  # refused before any GraphQL work: auth, body, s
 CUSTOMER_SQL = (
     "SELECT name, state, description, is_ready, revision, size "
     "FROM passthrough.customer_audiences(%s, %s, %s::text[])"
+)
+CUSTOMER_AT_SQL = (  # membership as of a past instant, from the event log (sql/078_membership_history.sql)
+    "SELECT name, state, description, is_ready, revision, size "
+    "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], %s, %s)"
+)
+SIZE_HISTORY_SQL = (
+    "SELECT bucket_start, bucket_end, size_at_start, entered, exited, size_at_end "
+    "FROM passthrough.audience_size_history(%s, %s, %s, %s)"
 )
 LIST_SQL = "SELECT name, description, is_ready, revision, size FROM passthrough.list_audiences(%s, %s)"
 IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() WHERE high_confidence ORDER BY name"
@@ -223,19 +236,75 @@ async def _fetch(info: strawberry.Info, sql: str, params: tuple[Any, ...]) -> li
         raise _database_error(exc) from exc
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(seconds: float, field_name: str) -> datetime:
+    """Seconds since the Unix epoch (a GraphQL Float) as a timestamp, to the microsecond, as ts is read."""
+    try:
+        micros = (Decimal(repr(seconds)) * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP)
+        return _EPOCH + timedelta(microseconds=int(micros))
+    except (ArithmeticError, OverflowError, ValueError):
+        raise _domain_error("PT010", f"{field_name} must be seconds since the Unix epoch, got {seconds}") from None
+
+
+def _seconds(moment: datetime) -> float:
+    return (moment - _EPOCH) / timedelta(seconds=1)
+
+
+def _selects(fields: Sequence[Any], name: str) -> bool:
+    """Whether the selection (fragments included) asks for a field called ``name`` at any depth."""
+    return any(getattr(f, "name", None) == name or _selects(getattr(f, "selections", ()), name) for f in fields)
+
+
+@strawberry.type(description="An audience's members over one bucket of time (start, end], exact, from the event log.")
+class SizeBucket:
+    start: float = strawberry.field(description="Seconds since the Unix epoch (UTC hour or day boundary).")
+    end: float
+    size_at_start: int = strawberry.field(description="Members at start.")
+    entered: int = strawberry.field(description="Entries after start, up to and including end.")
+    exited: int = strawberry.field(description="Exits after start, up to and including end.")
+    size_at_end: int = strawberry.field(description="Members at end: size_at_start + entered - exited.")
+
+
+async def _size_history(
+    info: strawberry.Info,
+    audience: str,
+    from_: Annotated[float, strawberry.argument(name="from")],
+    to: float,
+    bucket: str | None = "hour",
+) -> list[SizeBucket]:
+    rows = await _fetch(
+        info, SIZE_HISTORY_SQL, (audience, _instant(from_, "from"), _instant(to, "to"), bucket or "hour")
+    )
+    return [
+        SizeBucket(start=_seconds(b), end=_seconds(e), size_at_start=s0, entered=i, exited=o, size_at_end=s1)
+        for b, e, s0, i, o, s1 in rows
+    ]
+
+
 @strawberry.type(description="A customer, named by exactly one identifier.")
 class Customer:
     identifier_type: strawberry.Private[str]
     identifier: strawberry.Private[str]
 
     @strawberry.field(
-        description="The audiences of subset (all when null) the customer is qualified for; at most 1000 names."
+        description="The audiences of subset (all when null) the customer is qualified for; at most 1000 names. "
+        "With at (seconds since the Unix epoch): as of that instant, from the event log, sizes included."
     )
     async def audiences(
-        self, info: strawberry.Info, subset: list[str | None] | None = strawberry.UNSET
+        self,
+        info: strawberry.Info,
+        subset: list[str | None] | None = strawberry.UNSET,
+        at: float | None = strawberry.UNSET,
     ) -> AudienceConnection:
         subset = None if subset is strawberry.UNSET else subset
-        rows = await _fetch(info, CUSTOMER_SQL, (self.identifier_type, self.identifier, subset))
+        if at is None or at is strawberry.UNSET:
+            rows = await _fetch(info, CUSTOMER_SQL, (self.identifier_type, self.identifier, subset))
+        else:  # a size as of a past instant reads the audience's log: only when asked for
+            with_sizes = _selects(info.selected_fields, "size")
+            params = (self.identifier_type, self.identifier, subset, _instant(at, "at"), with_sizes)
+            rows = await _fetch(info, CUSTOMER_AT_SQL, params)
         return _connection(
             [Audience(name=n, state=s, description=d, is_ready=r, revision=v, size=z) for n, s, d, r, v, z in rows],
             has_next_page=False,
@@ -306,6 +375,11 @@ def build_schema(identifier_types: Sequence[str]) -> strawberry.Schema:
             "audiences": strawberry.field(
                 resolver=_list_audiences,
                 description="Every audience in name order; first at most 1000 (default 100), after an endCursor.",
+            ),
+            "size_history": strawberry.field(
+                resolver=_size_history,
+                description="An audience's exact size over time: hour or day buckets (UTC) from the one holding "
+                "from to the one holding to (seconds since the Unix epoch), at most 1000.",
             ),
         },
     )

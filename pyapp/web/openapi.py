@@ -95,6 +95,31 @@ decompression. Events whose `type` is not `passthrough` (such as the `fullstack`
 Optimizely SDKs send) are acknowledged and not stored, and counted in `ignored`. A batch with any invalid
 passthrough event is refused with 400, listing every invalid event in `detail.invalids`; nothing of it is stored."""
 
+CHANGES_DESCRIPTION = """\
+Every change of membership state, `entered` or `exited`, in feed order. Resume from the `next` of the
+previous answer (or the `cursor` of the last change you processed): you never miss a change and never see one
+twice, even when the transactions that made them commit in another order than they started. A change
+becomes readable once every transaction older than it has finished, so a transaction left open anywhere on
+the server holds the feed back until it ends. `event_ts` is the deciding event's time, `received_at` when its
+batch was received. Without `after` the feed starts from the beginning."""
+
+CHANGES_PARAMETERS = [
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "A cursor this endpoint returned (`next`, or a change's `cursor`); none for the start.",
+        "schema": {"type": "string", "examples": ["7423-12-3"]},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "At most this many changes, 1 to 10000 (default 1000).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+    },
+]
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
         "get": _operation(
@@ -134,6 +159,22 @@ PATHS: dict[str, dict[str, Any]] = {
                 "403": _error("Passthrough is disabled: an operator enables it with `passthrough enable`."),
                 "413": _error(
                     f"More events than the limit ({DEFAULT_MAX_EVENTS} by default), or a body over the size limit."
+                ),
+            },
+        )
+    },
+    "/v3/changes": {
+        "get": _operation(
+            "getChanges",
+            "The change feed: who entered and who left which audience, in order, from a cursor.",
+            description=CHANGES_DESCRIPTION,
+            scope="private",
+            parameters=CHANGES_PARAMETERS,
+            responses={
+                "200": _ok("The next changes after the cursor, and the cursor to resume from.", "Changes"),
+                "400": _error(
+                    "`after` is not a cursor the feed handed out (`invalid_cursor`), or `limit` is not an integer "
+                    "from 1 to 10000 (`invalid_argument`)."
                 ),
             },
         )
@@ -347,6 +388,34 @@ SCHEMAS: dict[str, Any] = {
             "size": {"type": "integer", "description": "Members qualified now (exact)."},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
+        },
+    },
+    "Changes": {
+        "type": "object",
+        "required": ["changes", "next"],
+        "properties": {
+            "changes": {"type": "array", "items": _ref("Change")},
+            "next": {
+                "type": ["string", "null"],
+                "description": "The cursor to pass as `after` next time: the last change's, or `after` itself "
+                "when there was none (null when neither).",
+            },
+        },
+    },
+    "Change": {
+        "type": "object",
+        "required": ["cursor", "change", "identifier_type", "identifier", "audience_id", "event_ts"],
+        "properties": {
+            "cursor": {"type": "string", "description": "Resume after this change with `after=<cursor>`."},
+            "change": {"type": "string", "enum": ["entered", "exited"]},
+            "identifier_type": {"type": "string"},
+            "identifier": {"type": "string"},
+            "audience_id": {"type": "string", "description": "The external audience id."},
+            "audience": {"type": ["string", "null"], "description": "The segment name, null when none is defined."},
+            "event_ts": {**TIMESTAMP, "description": "The deciding event's time (UTC, with a Z)."},
+            "received_at": {**TIMESTAMP, "type": ["string", "null"], "description": "When its batch was received."},
+            "source": {"type": ["string", "null"], "description": "Where its batch came from: http, sql, load, ..."},
+            "batch_id": {"type": "integer"},
         },
     },
     "SegmentIds": {

@@ -1,0 +1,204 @@
+-- Membership over time, from the event log: the state as of any instant, one pair's history, and an
+-- audience's size over time. The rules are the live ones (docs/semantics.md) applied to the events
+-- whose ts is at or before the instant: the greatest ts decides, and on equal ts disqualify wins.
+-- "As of t" is event time as the log knows it now: an event that arrives late still counts at its ts.
+
+-- Per-customer questions read the customer's events, not the whole log. This btree is the one index the
+-- log has besides its BRIN, and it is paid for on every insert (docs/benchmarks.md measures it).
+CREATE INDEX events_identifier ON passthrough.events (identifier_type_id, identifier);
+
+-- The audience key behind a defined audience name, or PT006.
+CREATE FUNCTION passthrough._audience_key_for_read(p_name text) RETURNS integer
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_key integer;
+BEGIN
+  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: audience';
+  END IF;
+  RETURN v_key;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_key_for_read(text) IS
+  'Private: the audience key of a defined audience, or PT006 naming it.';
+
+CREATE FUNCTION passthrough._check_instant(p_at timestamptz, p_field text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_at IS NULL OR NOT isfinite(p_at) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('%s must be a finite point in time, got %s', p_field, coalesce(p_at::text, 'NULL')),
+      DETAIL = format('field: %s', p_field);
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_instant(timestamptz, text) IS 'Private: PT010 unless p_at is a finite timestamp.';
+
+-- The number of members of an audience at p_at, from the log: pairs whose newest event at or before
+-- p_at (disqualify winning a tie) is a qualify. Reads every logged event of the audience.
+CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at timestamptz) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT count(*) FROM (
+    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified
+    FROM passthrough.events e
+    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+    ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
+  ) s WHERE s.qualified;
+$$;
+COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
+  'Private: the exact number of members of an audience at p_at, computed from the event log.';
+
+CREATE FUNCTION passthrough.customer_audiences_at(
+  p_identifier_type text, p_identifier text, p_subset text[], p_at timestamptz, p_with_sizes boolean DEFAULT true
+) RETURNS TABLE (name text, state text, description text, is_ready boolean, revision integer, size bigint,
+                 external_audience_id text, event_ts timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+BEGIN
+  IF cardinality(p_subset) > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
+      DETAIL = 'field: subset';
+  END IF;
+  PERFORM passthrough._check_instant(p_at, 'at');
+  RETURN QUERY
+    SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
+           CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
+           x.external_id::text, s.event_ts
+    FROM (
+      SELECT DISTINCT ON (e.audience_key) e.audience_key, e.qualified, e.event_ts
+      FROM passthrough.events e
+      WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
+      ORDER BY e.audience_key, e.event_ts DESC, e.qualified
+    ) s
+    JOIN passthrough.audiences a ON a.audience_key = s.audience_key
+    JOIN passthrough.external_audiences x ON x.id = s.audience_key
+    WHERE s.qualified
+      AND (p_subset IS NULL OR a.name = ANY (p_subset))
+    ORDER BY a.name;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.customer_audiences_at(text, text, text[], timestamptz, boolean) IS
+  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument.';
+
+CREATE FUNCTION passthrough.membership_history(p_identifier_type text, p_identifier text, p_audience text)
+RETURNS TABLE (event_ts timestamptz, action text, qualified_after boolean, changed boolean,
+               received_at timestamptz, source text, batch_id bigint, idempotence_id text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+  v_key     integer := passthrough._audience_key_for_read(p_audience);
+BEGIN
+  RETURN QUERY
+    WITH logged AS (
+      SELECT e.event_ts AS ts, e.qualified AS q, e.batch_id AS b, e.idempotence_id AS idem
+      FROM passthrough.events e
+      WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.audience_key = v_key
+    ), per_ts AS (
+      -- the state after all events of one ts: disqualify wins a tie
+      SELECT l.ts, bool_and(l.q) AS q_after FROM logged l GROUP BY l.ts
+    ), steps AS (
+      SELECT p.ts, p.q_after,
+             p.q_after IS DISTINCT FROM coalesce(lag(p.q_after) OVER (ORDER BY p.ts), false) AS changed
+      FROM per_ts p
+    )
+    SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END, s.q_after, s.changed,
+           bt.received_at, bt.source, l.b, l.idem
+    FROM logged l
+    JOIN steps s ON s.ts = l.ts
+    LEFT JOIN passthrough.batches bt ON bt.id = l.b
+    ORDER BY l.ts, l.q, l.b;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.membership_history(text, text, text) IS
+  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id. PT003 for an invalid identifier, PT006 for an unknown audience.';
+
+CREATE FUNCTION passthrough.audience_size_at(p_audience text, p_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key integer := passthrough._audience_key_for_read(p_audience);
+BEGIN
+  PERFORM passthrough._check_instant(p_at, 'at');
+  RETURN passthrough._audience_size_at(v_key, p_at);
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_size_at(text, timestamptz) IS
+  'The exact number of members of a defined audience at p_at, by the events logged with ts at or before it. Reads the audience''s whole log. PT006 for an unknown audience, PT010 for an invalid time.';
+
+CREATE FUNCTION passthrough.audience_size_history(
+  p_audience text, p_from timestamptz, p_to timestamptz, p_bucket text DEFAULT 'hour'
+) RETURNS TABLE (bucket_start timestamptz, bucket_end timestamptz, size_at_start bigint, entered bigint,
+                 exited bigint, size_at_end bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key     integer := passthrough._audience_key_for_read(p_audience);
+  v_step    interval;
+  v_first   timestamptz;
+  v_buckets bigint;
+BEGIN
+  PERFORM passthrough._check_instant(p_from, 'from');
+  PERFORM passthrough._check_instant(p_to, 'to');
+  IF p_bucket IS NULL OR p_bucket NOT IN ('hour', 'day') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('bucket must be hour or day, got %s', coalesce(to_json(left(p_bucket, 64))::text, 'NULL')),
+      DETAIL = 'field: bucket';
+  END IF;
+  IF p_to <= p_from THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = 'to must be later than from', DETAIL = 'field: to';
+  END IF;
+  v_step := CASE p_bucket WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END;
+  v_first := date_trunc(p_bucket, p_from, 'UTC');
+  v_buckets := ceil(extract(epoch FROM p_to - v_first) / extract(epoch FROM v_step));
+  IF v_buckets > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('at most 1000 buckets per call, this window has %s', v_buckets),
+      DETAIL = 'field: to',
+      HINT = 'Ask for a shorter window, or for day buckets.';
+  END IF;
+  RETURN QUERY
+    WITH per_ts AS (
+      -- each pair's state after all its events of one ts (disqualify wins a tie), up to the window's end
+      SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, bool_and(e.qualified) AS q
+      FROM passthrough.events e
+      WHERE e.audience_key = v_key AND e.event_ts <= v_first + v_buckets * v_step
+      GROUP BY 1, 2, 3
+    ), moves AS (
+      SELECT p.ts, (p.q::integer - coalesce(lag(p.q) OVER (PARTITION BY p.t, p.i ORDER BY p.ts), false)::integer)
+               AS delta
+      FROM per_ts p
+    ), binned AS (
+      -- bucket n (from 1) holds the moves with ts in (start of n, end of n]; 0 and below: before the window
+      SELECT ceil(extract(epoch FROM m.ts - v_first) / extract(epoch FROM v_step))::bigint AS n,
+             count(*) FILTER (WHERE m.delta = 1) AS n_in, count(*) FILTER (WHERE m.delta = -1) AS n_out
+      FROM moves m WHERE m.delta <> 0 AND m.ts > v_first
+      GROUP BY 1
+    ), counted AS (
+      SELECT v_first + (g.n - 1) * v_step AS b_start, v_first + g.n * v_step AS b_end,
+             coalesce(x.n_in, 0) AS n_in, coalesce(x.n_out, 0) AS n_out
+      FROM generate_series(1::bigint, v_buckets) AS g(n) LEFT JOIN binned x ON x.n = g.n
+    ), base AS (
+      SELECT coalesce(sum(m.delta), 0)::bigint AS size FROM moves m WHERE m.ts <= v_first
+    )
+    SELECT c.b_start, c.b_end,
+           (bs.size + coalesce(sum(c.n_in - c.n_out) OVER w, 0) - (c.n_in - c.n_out))::bigint,
+           c.n_in, c.n_out,
+           (bs.size + sum(c.n_in - c.n_out) OVER w)::bigint
+    FROM counted c CROSS JOIN base bs
+    WINDOW w AS (ORDER BY c.b_start)
+    ORDER BY c.b_start;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timestamptz, text) IS
+  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited). PT006 for an unknown audience, PT010 for an invalid argument.';
