@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from pyapp.db import connect
 from pyapp.load import LoadRefused, StagedRow, event_to_row, format_row, load_rows
 from reference_model import Event, MembershipModel, dumps
-from sqlhelpers import Jsonb, expect_error, reset_data, rows, scalar
+from sqlhelpers import TS, Jsonb, event, expect_error, reset_data, rows, scalar, stored_counts
 from test_apply_events_properties import delivered, sql_sizes, sql_state
 
-TS = 1_700_000_000
 
 
 def payload_of(events) -> bytes:
@@ -28,28 +27,6 @@ def payload_of(events) -> bytes:
             event = json.loads(dumps(event.as_json()))
         lines.append(format_row(n, event_to_row(event)))
     return "".join(lines).encode()
-
-
-def counts(conn):
-    return conn.execute(
-        "SELECT (SELECT count(*) FROM passthrough.memberships), (SELECT count(*) FROM passthrough.events),"
-        " (SELECT count(*) FROM passthrough.batches)"
-    ).fetchone()
-
-
-def event(**overrides):
-    base = {
-        "type": "passthrough",
-        "action": "qualify",
-        "identifiers": {"fs_user_id": "user-1"},
-        "data": {"audience_id": "aud-1", "ts": TS},
-    }
-    for key, value in overrides.items():
-        if key.startswith("data_"):
-            base["data"][key[5:]] = value
-        else:
-            base[key] = value
-    return base
 
 
 @pytest.fixture
@@ -78,7 +55,7 @@ def test_bulk_state_matches_the_model_and_mixes_with_apply_events(enabled, case,
     assert sql_state(enabled) == model.state
     assert sql_sizes(enabled) == model.sizes()
     delivered_count = sum(map(len, batches))
-    assert counts(enabled)[1:] == (delivered_count, len(batches))
+    assert stored_counts(enabled)[1:] == (delivered_count, len(batches))
 
 
 def test_result_and_what_is_stored(enabled):
@@ -157,7 +134,7 @@ def test_bulk_reports_exactly_the_problems_apply_events_reports(enabled):
     by_bulk = {item["row"]: item["problems"] for item in caught.value.invalid}
     assert by_bulk == by_http
     assert len(by_bulk) == len(events) - 1  # only the last event is valid
-    assert counts(enabled) == (0, 0, 0)  # nothing stored
+    assert stored_counts(enabled) == (0, 0, 0)  # nothing stored
 
 
 def test_refusal_names_rows_and_stores_nothing(enabled):
@@ -169,7 +146,7 @@ def test_refusal_names_rows_and_stores_nothing(enabled):
     assert [item["row"] for item in error.invalid] == [2, 4]
     assert error.invalid[1]["message"] == "data.audience_id: is required"
     assert "p_rejects => true" in error.hint
-    assert counts(enabled) == (0, 0, 0)
+    assert stored_counts(enabled) == (0, 0, 0)
 
 
 def test_refusal_detail_lists_the_first_100(enabled):
@@ -192,7 +169,7 @@ def test_rejects_mode_applies_the_rest_and_keeps_the_invalid_rows(enabled):
         (2, ['action: must be "qualify" or "disqualify", got "nope"'], "nope", "bad", "etl"),
         (4, ["data.ts: must be a number of seconds since the Unix epoch, got string"], "qualify", "user-1", "etl"),
     ]
-    assert counts(enabled) == (2, 2, 1)
+    assert stored_counts(enabled) == (2, 2, 1)
     # another load has its own id; purging removes the kept rows
     again = load_rows(enabled, payload_of([event(data_audience_id="")]), rejects=True)
     assert again.load_id != result.load_id and (again.accepted, again.rejected, again.batch_id) == (0, 1, None)
@@ -212,7 +189,7 @@ def test_disabled_refuses_the_load(conn):
     with pytest.raises(Exception) as caught:
         load_rows(conn, payload_of([event()]))
     assert caught.value.diag.sqlstate == "PT002"
-    assert counts(conn) == (0, 0, 0)
+    assert stored_counts(conn) == (0, 0, 0)
 
 
 def test_load_staged_without_a_staging_table(enabled):
@@ -228,7 +205,7 @@ def test_a_refused_load_inside_a_transaction_leaves_nothing(db_url):
         with pytest.raises(LoadRefused):
             load_rows(c, payload_of([event(), event(action="x")]))
         c.rollback()
-        assert counts(c) == (0, 0, 0)
+        assert stored_counts(c) == (0, 0, 0)
 
 
 # --------------------------------------------------------------------------- pg8000
