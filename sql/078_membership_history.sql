@@ -63,11 +63,7 @@ AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
 BEGIN
-  IF cardinality(p_subset) > 1000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
-      DETAIL = 'field: subset';
-  END IF;
+  PERFORM passthrough._check_subset(p_subset);
   PERFORM passthrough._check_instant(p_at, 'at');
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,

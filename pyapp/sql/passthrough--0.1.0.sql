@@ -1452,11 +1452,7 @@ AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
 BEGIN
-  IF cardinality(p_subset) > 1000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
-      DETAIL = 'field: subset';
-  END IF;
+  PERFORM passthrough._check_subset(p_subset);
   PERFORM passthrough._check_instant(p_at, 'at');
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
@@ -1621,6 +1617,20 @@ $$;
 COMMENT ON FUNCTION passthrough._identifier_type_id_for_read(text, text) IS
   'Private: the id of a high-confidence identifier type, or PT003 naming what is wrong.';
 
+CREATE FUNCTION passthrough._check_subset(p_subset text[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF cardinality(p_subset) > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
+      DETAIL = 'field: subset';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_subset(text[]) IS
+  'Private: PT010 when a membership read names more than 1000 audiences.';
+
 CREATE FUNCTION passthrough.customer_audiences(
   p_identifier_type text, p_identifier text, p_subset text[] DEFAULT NULL
 ) RETURNS TABLE (name text, state text, description text, is_ready boolean, revision integer, size bigint,
@@ -1630,11 +1640,7 @@ AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
 BEGIN
-  IF cardinality(p_subset) > 1000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('subset may name at most 1000 audiences, got %s', cardinality(p_subset)),
-      DETAIL = 'field: subset';
-  END IF;
+  PERFORM passthrough._check_subset(p_subset);
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
