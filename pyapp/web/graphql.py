@@ -73,6 +73,7 @@ log = logging.getLogger("passthrough.graphql")
 GRAPHQL_PATH = "/v3/graphql"
 IDENTIFIER_TYPES_CHANNEL = "passthrough_identifier_types"
 LISTENER_APPLICATION_NAME = "passthrough-graphql-listener"  # in pg_stat_activity
+LISTENER_STOP_SECONDS = 0.5  # how long the listener may take to notice that the app is stopping
 
 # graphql-java's error classifications: the SDKs require extensions.classification on every error.
 INVALID_SYNTAX = "InvalidSyntax"
@@ -470,6 +471,7 @@ class GraphQLFacade:
         self._pool: AsyncConnectionPool | None = None
         self._reload_lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.routes = [Route(GRAPHQL_PATH, self.endpoint, methods=["GET", "POST"], name="graphql")]
 
     @property
@@ -487,16 +489,19 @@ class GraphQLFacade:
         """
         self._pool = pool
         if self._listener is None:
+            self._stopping = asyncio.Event()  # a restarted app may run on another event loop
             self._listener = asyncio.create_task(self._listen(), name="passthrough-graphql-identifier-types")
 
     async def close(self) -> None:
+        # The listener is asked to stop rather than cancelled: a task cancelled while psycopg waits in
+        # notifies() may wait for the server's answer to a cancel request that never comes.
         task, self._listener = self._listener, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            self._stopping.set()
+            done, _ = await asyncio.wait({task}, timeout=LISTENER_STOP_SECONDS * 3)
+            if not done:
+                log.warning("GraphQL identifier type listener did not stop; cancelling it")
+                task.cancel()
         self._state = None
         self._reload_lock = asyncio.Lock()  # a restarted app may run on another event loop
 
@@ -514,21 +519,26 @@ class GraphQLFacade:
     async def _listen(self) -> None:
         assert self._pool is not None
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
-                kwargs = {**self._pool.kwargs, "autocommit": True, "application_name": LISTENER_APPLICATION_NAME}
+                kwargs = {**self._pool.kwargs, "autocommit": True, "application_name": LISTENER_APPLICATION_NAME,
+                          "connect_timeout": 10}
                 conn = await psycopg.AsyncConnection.connect(self._pool.conninfo, **kwargs)
                 async with conn:
                     await conn.execute(f"LISTEN {IDENTIFIER_TYPES_CHANNEL}")
                     await self.reload()  # catch up with changes made while not listening
                     delay = 0.5
-                    async for _ in conn.notifies():
-                        await self.reload()
+                    while not self._stopping.is_set():  # wakes at least every LISTENER_STOP_SECONDS
+                        async for _ in conn.notifies(timeout=LISTENER_STOP_SECONDS):
+                            await self.reload()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database is unreachable: keep the schema we have, retry
                 log.warning("GraphQL identifier type listener failed; retrying in %.1fs", delay, exc_info=True)
-                await asyncio.sleep(delay)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass
                 delay = min(delay * 2, 30.0)
 
     async def _schema_state(self, request: Request) -> SchemaState:
