@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 CHANNEL = "passthrough_changes"

@@ -21,7 +21,6 @@ import csv
 import gzip
 import io
 import json
-import os
 import queue
 import sys
 import threading
@@ -34,6 +33,8 @@ from typing import IO, Any
 
 import orjson
 
+from pyapp.jsontypes import json_type
+
 __all__ = [
     "COPY_COLUMNS",
     "COPY_SQL",
@@ -44,6 +45,7 @@ __all__ = [
     "LoadSummary",
     "StagedRow",
     "copy_rows",
+    "stage",
     "event_to_row",
     "format_row",
     "load_files",
@@ -106,6 +108,15 @@ def copy_rows(conn: Any, payload: bytes) -> None:
             copy.write(payload)
 
 
+def stage(conn: Any, payload: bytes) -> Any:
+    """Fill this session's staging table (passthrough.begin_load) with ``payload``; returns a cursor."""
+    cur = conn.cursor()
+    cur.execute("SELECT passthrough.begin_load()")
+    cur.fetchall()
+    copy_rows(conn, payload)
+    return cur
+
+
 def load_rows(
     conn: Any, payload: bytes, *, source: str = "load", rejects: bool = False, skip_other_types: bool = False
 ) -> LoadResult:
@@ -114,10 +125,7 @@ def load_rows(
     The caller commits. Raises LoadRefused (PT020) when rows are invalid and ``rejects`` is false; other
     database errors propagate as the driver raised them.
     """
-    cur = conn.cursor()
-    cur.execute("SELECT passthrough.begin_load()")
-    cur.fetchall()
-    copy_rows(conn, payload)
+    cur = stage(conn, payload)
     try:
         cur.execute(
             "SELECT load_id, batch_id, accepted, ignored, rejected, changed"
@@ -185,20 +193,6 @@ def route(identifier: str | None, writers: int) -> int:
 # --------------------------------------------------------------------------- transports
 
 
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float, Decimal)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _json_text(value: Any) -> str | None:
     """What PostgreSQL's ``value #>> '{}'`` gives: a string as is, anything else as JSON text."""
     if value is None:
@@ -219,12 +213,12 @@ def _number_text(value: Any) -> str:
 def event_to_row(event: Any) -> StagedRow:
     """An ODP event object (as the SDKs send it) to a staging row."""
     if not isinstance(event, dict):
-        return StagedRow(identifier_count=None, problems=[f"event: must be a JSON object, got {_json_kind(event)}"])
+        return StagedRow(identifier_count=None, problems=[f"event: must be a JSON object, got {json_type(event)}"])
     row = StagedRow(type=_json_text(event.get("type")), action=_json_text(event.get("action")))
     problems = row.problems
     data = event.get("data")
     if data is not None and not isinstance(data, dict):
-        problems.append(f"data: must be an object, got {_json_kind(data)}")
+        problems.append(f"data: must be an object, got {json_type(data)}")
     ids = event.get("identifiers")
     if isinstance(ids, dict):
         row.identifier_count = len(ids)
@@ -232,27 +226,27 @@ def event_to_row(event: Any) -> StagedRow:
             ((key, value),) = ids.items()
             row.identifier_type = key
             if value is not None and not isinstance(value, str):
-                problems.append(f"identifiers.{key[:64]}: must be a string, got {_json_kind(value)}")
+                problems.append(f"identifiers.{key[:64]}: must be a string, got {json_type(value)}")
             row.identifier = _json_text(value)
     else:
         row.identifier_count = None
     if isinstance(data, dict):
         audience = data.get("audience_id")
         if audience is not None and not isinstance(audience, str):
-            problems.append(f"data.audience_id: must be a string, got {_json_kind(audience)}")
+            problems.append(f"data.audience_id: must be a string, got {json_type(audience)}")
         row.audience_id = _json_text(audience)
         ts = data.get("ts")
         if ts is not None:
-            if _json_kind(ts) == "number":
+            if json_type(ts) == "number":
                 row.ts = _number_text(ts)
             else:
-                problems.append(f"data.ts: must be a number of seconds since the Unix epoch, got {_json_kind(ts)}")
+                problems.append(f"data.ts: must be a number of seconds since the Unix epoch, got {json_type(ts)}")
         idem = data.get("idempotence_id")
         if idem is not None:
             if isinstance(idem, str):
                 row.idempotence_id = idem
             else:
-                problems.append(f"data.idempotence_id: must be a string, got {_json_kind(idem)}")
+                problems.append(f"data.idempotence_id: must be a string, got {json_type(idem)}")
     return row
 
 
@@ -345,7 +339,7 @@ def json_array_records(text: str, name: str) -> Iterator[tuple[int, StagedRow]]:
     except orjson.JSONDecodeError as exc:
         raise InputError(f"{name}: not valid JSON: {exc}") from None
     if not isinstance(events, list):
-        raise InputError(f"{name}: a JSON file must hold an array of events, got {_json_kind(events)}")
+        raise InputError(f"{name}: a JSON file must hold an array of events, got {json_type(events)}")
     for index, event in enumerate(events, 1):
         yield index, event_to_row(event)  # "line" is the element's position in the array, from 1
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pyapp.load import copy_rows, format_row, read_records, sql_error_fields
+from pyapp.load import format_row, read_records, sql_error_fields, stage
 
 __all__ = ["SnapshotRefused", "SnapshotResult", "audience_id_from_path", "import_rows", "read_snapshot", "snapshot_diff"]
 
@@ -85,10 +85,7 @@ def import_rows(
 
     The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.
     """
-    cur = conn.cursor()
-    cur.execute("SELECT passthrough.begin_load()")
-    cur.fetchall()
-    copy_rows(conn, payload)
+    cur = stage(conn, payload)
     try:
         cur.execute(
             "SELECT snapshot_at, listed, to_qualify, to_disqualify, unchanged, kept_newer, members_before,"

@@ -18,14 +18,13 @@ from sqlhelpers import TS, Jsonb, event, expect_error, reset_data, rows, scalar,
 from test_apply_events_properties import delivered, sql_sizes, sql_state
 
 
-
 def payload_of(events) -> bytes:
     """COPY payload for events given as JSON-like dicts (or reference-model Events)."""
     lines = []
-    for n, event in enumerate(events, 1):
-        if isinstance(event, Event):
-            event = json.loads(dumps(event.as_json()))
-        lines.append(format_row(n, event_to_row(event)))
+    for n, item in enumerate(events, 1):
+        if isinstance(item, Event):
+            item = json.loads(dumps(item.as_json()))
+        lines.append(format_row(n, event_to_row(item)))
     return "".join(lines).encode()
 
 

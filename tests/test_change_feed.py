@@ -13,7 +13,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -90,18 +90,3 @@ def _gunzip_at_most(data: bytes, max_bytes: int) -> bytes:
 
 def _too_large(what: str, max_bytes: int) -> ApiError:
     return ApiError(413, "body_too_large", f"request bodies may be at most {max_bytes} bytes; {what}")
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name of a parsed value, as error messages say it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"

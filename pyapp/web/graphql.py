@@ -61,7 +61,8 @@ from strawberry.schema.config import StrawberryConfig
 from pyapp import errors
 from pyapp.web import database
 from pyapp.web.auth import Scope, require_scope
-from pyapp.web.body import json_type, read_json_body
+from pyapp.jsontypes import json_type
+from pyapp.web.body import read_json_body
 from pyapp.web.graphql_ide import GRAPHIQL_HTML
 from pyapp.web.graphql_limits import GraphQLLimits, check_limits
 from pyapp.web.responses import RETRY_AFTER_SECONDS, ApiError, JSONResponse

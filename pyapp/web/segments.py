@@ -16,7 +16,8 @@ from psycopg.types.json import Jsonb
 from starlette.requests import Request
 
 from pyapp.web.auth import Scope, require_scope
-from pyapp.web.body import json_type, read_json_body
+from pyapp.jsontypes import json_type
+from pyapp.web.body import read_json_body
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import connection
 from pyapp.web.responses import ApiError, JSONResponse, iso_utc
