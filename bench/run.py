@@ -1,7 +1,13 @@
-"""``make bench``: every loading path measured in one run against a fresh database.
+"""``make bench``: every loading path, then point reads, measured in one run against a fresh database.
 
     python -m bench.run [--events 1000000] [--users 200000] [--audiences 50] [--batch-size 100000]
-                        [--naive-sample 20000] [--no-write]
+                        [--naive-sample 20000] [--http-sample 200000] [--http-clients 4]
+                        [--read-clients 4] [--read-warmup 3] [--read-seconds 10] [--no-write]
+
+After `passthrough load` has left the whole run's state in the database, the point reads define one audience
+per external id and ask "which of these 10 audiences is this customer in?" for random loaded users: raw SQL
+(`passthrough.customer_audiences`, prepared) and GraphQL (the SDK's query against `passthrough serve`), each from
+--read-clients connections for --read-seconds after --read-warmup, with queries/s and p50/p99 latency.
 
 The database is a fresh embedded PostgreSQL 18 in a temp dir (durable defaults: fsync on), or, when
 $PASSTHROUGH_DATABASE_URL is set, a new database created on that server (dropped afterwards). The
@@ -12,6 +18,7 @@ Every bulk path must reproduce the final state of bench/data.py's model exactly;
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import platform
 import re
@@ -22,12 +29,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from bench.data import generate, model_digest, sql_digest, ts_text
+from bench.data import generate, model_digest, model_state, sql_digest, ts_text
 from pyapp import migrate
 from pyapp.db import connect, with_database
 from pyapp.load import StagedRow, format_row, load_rows, route
@@ -120,11 +129,21 @@ class Database:
             self._cleanup()
             self._cleanup = None
 
+    # Configuration the run sets up once and keeps. Every other table of the schema is emptied between rows:
+    # what the writer appends to (memberships, size deltas, the event log and batches, the change feed, and
+    # whatever a later migration adds, e.g. an expiry work list), load rejects, and definitions. Each row then
+    # starts from the same empty state; before, the change feed kept every earlier row's changes, so each
+    # load wrote its feed into a bigger btree than the one before it.
+    KEEP_TABLES = ("settings", "identifier_types", "api_keys")
+
     def reset(self) -> None:
         with connect(self.url, autocommit=True) as c:
-            c.execute("TRUNCATE passthrough.memberships, passthrough.events, passthrough.batches,"
-                      " passthrough.audience_size_deltas, passthrough.audiences, passthrough.external_audiences"
-                      " RESTART IDENTITY")
+            tables = [t for (t,) in c.execute(
+                "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'passthrough' AND c.relkind IN ('r', 'p') AND c.relname <> ALL (%s)"
+                " ORDER BY 1", (list(self.KEEP_TABLES),)).fetchall()]
+            c.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
             c.execute("CHECKPOINT")
 
 
@@ -237,7 +256,48 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_events(db: Database, events, clients: int, batch: int = 500) -> float | None:
+@contextmanager
+def served(db: Database, log_dir: Path) -> Iterator[str]:
+    """A real `passthrough serve` (uvicorn) on a free port for the duration; yields its base URL. Its stderr goes
+    to a file (a pipe nobody reads would stall the server once full)."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("passthrough")
+    log_path = log_dir / f"serve-{port}.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(exe) if exe.exists() else "passthrough", "serve", "--database-url", db.url, "--no-migrate",
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            # /healthz, not /readyz: the database was migrated by this run; readyz would also compare it
+            # with pyapp/sql as it is now, which a concurrent `make sql` may have changed
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            try:
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if time.monotonic() > deadline or server.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-500:]
+                raise RuntimeError("passthrough serve did not start: " + (tail if server.poll() is not None
+                                                                         else "timeout"))
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500) -> float | None:
     """POST /v3/events with `batch`-event bodies from `clients` keep-alive connections to a real uvicorn
     server (`passthrough serve`). None when the HTTP API is not there."""
     try:
@@ -258,26 +318,7 @@ def http_events(db: Database, events, clients: int, batch: int = 500) -> float |
             {"type": "passthrough", "action": "qualify" if q else "disqualify", "identifiers": {"fs_user_id": ident},
              "data": {"audience_id": aud, "ts": float(ts_text(ts))}}
             for ident, aud, q, ts in events[i:i + batch]]))
-    port = _free_port()
-    exe = Path(sys.executable).with_name("passthrough")
-    server = subprocess.Popen(
-        [str(exe), "serve", "--database-url", db.url, "--no-migrate", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                # /healthz, not /readyz: the database was migrated by this run; readyz would also compare it
-                # with pyapp/sql as it is now, which a concurrent `make sql` may have changed
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("passthrough serve did not start: "
-                                   + (server.stderr.read()[-500:] if server.poll() is not None else "timeout"))
-            time.sleep(0.2)
+    with served(db, log_dir) as base:
         shares = [bodies[i::clients] for i in range(clients)]
 
         def worker(mine):
@@ -289,12 +330,207 @@ def http_events(db: Database, events, clients: int, batch: int = 500) -> float |
                         raise RuntimeError(f"POST /v3/events: {response.status_code} {response.text[:300]}")
 
         return parallel(worker, shares)
-    finally:
-        server.terminate()
+
+
+# --------------------------------------------------------------------------- point reads
+
+# The question both read rows ask: which of these 10 audiences is this customer in? READ_SQL is the statement
+# the GraphQL facade runs for it (pyapp/web/graphql.py CUSTOMER_SQL); SDK_QUERY is what the Optimizely Python,
+# Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
+READ_SQL = ("SELECT name, state, description, is_ready, revision, size "
+            "FROM passthrough.customer_audiences(%s, %s, %s::text[])")
+SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
+             "{audiences(subset: $audiences) {edges {node {name state}}}}}")
+READ_POOL = 20_000  # distinct requests prepared before the clock starts, cycled by the clients
+READ_CHECKS = 200  # requests whose answers are compared with the model before timing
+
+
+@dataclass
+class ReadRow:
+    path: str
+    clients: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    note: str = ""
+    measured: bool = True
+
+    @property
+    def rate(self) -> float:
+        return self.queries / self.seconds if self.seconds else 0.0
+
+
+def closed_loop(open_client, requests: list, clients: int, warmup: float, seconds: float
+                ) -> tuple[int, float, list[float]]:
+    """`clients` threads, each with its own connection (open_client() -> (ask, close)), ask back to back from
+    their share of `requests`, cycling. The first `warmup` seconds are not counted; then every request that
+    completes within the next `seconds` counts, with its latency. Returns (completed, window, latencies)."""
+    shares = [requests[i::clients] for i in range(clients)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    ready = threading.Barrier(clients + 1)
+    window: list[float] = []  # [measure_from, measure_to], set once every client is connected
+
+    def worker(n: int) -> None:
+        ask, close = open_client()
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            ready.wait()
+            ready.wait()  # the window is set
+            start, stop = window
+            mine, out, clock = shares[n], latencies[n], time.perf_counter
+            i = 0
+            while True:
+                t0 = clock()
+                if t0 >= stop:
+                    return
+                ask(mine[i % len(mine)])
+                t1 = clock()
+                if start <= t0 and t1 <= stop:
+                    out.append(t1 - t0)
+                i += 1
+        finally:
+            close()
+
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            worker(n)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            ready.abort()
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait()
+        now = time.perf_counter()
+        window.extend([now + warmup, now + warmup + seconds])
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    merged = sorted(x for out in latencies for x in out)
+    return len(merged), seconds, merged
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def read_row(path: str, clients: int, result: tuple[int, float, list[float]], note: str = "") -> ReadRow:
+    count, seconds, merged = result
+    return ReadRow(path, clients, count, seconds, percentile(merged, 50) * 1000, percentile(merged, 99) * 1000, note)
+
+
+def reads(db: Database, events, n_audiences: int, clients: int, warmup: float, seconds: float,
+          log_dir: Path) -> tuple[list[ReadRow], str]:
+    """Point reads of "which of these 10 audiences is this customer in?" against the loaded state: raw SQL over
+    psycopg (prepared, autocommit), then GraphQL through a real `passthrough serve`. Defines one audience per
+    external id first, as an operator would. Returns the rows and a line describing what was asked."""
+    import random
+
+    names = [f"aud_{i:03d}" for i in range(n_audiences)]
+    with connect(db.url) as c:
+        for name in names:
+            c.execute("SELECT passthrough.create_audience(%s, %s)", (name, name))
+        key = c.execute("SELECT passthrough.create_api_key(%s, 'public')", (f"bench-{uuid.uuid4().hex[:8]}",)
+                        ).fetchone()[0]
+        c.commit()
+    subset = names[:: max(1, len(names) // 10)][:10]
+    state = model_state(events)
+    identifiers = sorted({identifier for identifier, _, _, _ in events})
+    rng = random.Random(7)
+    users = [rng.choice(identifiers) for _ in range(READ_POOL)]
+
+    def expected(user: str) -> list[str]:
+        return [a for a in subset if state.get((user, a), (0, False))[1]]
+
+    members = sum(1 for u in users if expected(u))
+    described = (f"Reads: a fixed subset of {len(subset)} of the {n_audiences} audiences, users drawn at random from "
+                 f"the {len(identifiers):,} loaded identifiers ({members / len(users):.0%} of them in at least one "
+                 f"of the 10); {clients} client connections each, {warmup:g} s warm-up, then {seconds:g} s "
+                 f"measured; latency is per request, at the client.")
+
+    def sql_client():
+        conn = psycopg.connect(db.url, autocommit=True)
+        cur = conn.cursor()
+
+        def ask(user: str):
+            cur.execute(READ_SQL, ("fs_user_id", user, subset), prepare=True)
+            return cur.fetchall()
+
+        return ask, conn.close
+
+    ask, close = sql_client()
+    try:
+        for user in users[:READ_CHECKS]:
+            got = [r[0] for r in ask(user)]
+            if got != expected(user):
+                raise SystemExit(f"FAILED: customer_audiences for {user} answered {got}, the model says {expected(user)}")
+    finally:
+        close()
+    info(f"  raw SQL point reads, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
+    sql_row = read_row(f"raw SQL point reads (`customer_audiences`, prepared, psycopg), {clients} connections",
+                       clients, closed_loop(sql_client, users, clients, warmup, seconds),
+                       f"answers = model ({READ_CHECKS} checked)")
+    rows = [sql_row]
+
+    graphql_path = "GraphQL `customer` query (uvicorn, `passthrough serve`), the SDK's query and variables"
+    try:
+        import orjson
+
+        import pyapp.web.graphql  # noqa: F401
+    except ImportError as exc:
+        info(f"  GraphQL facade not available ({exc}); slot left empty")
+        rows.append(ReadRow(graphql_path, note="slot: GraphQL facade not available", measured=False))
+        return rows, described
+    bodies = [orjson.dumps({"query": SDK_QUERY, "variables": {"userId": u, "audiences": subset}}) for u in users]
+    headers = {"content-type": "application/json", "x-api-key": key}
+    try:
+        with served(db, log_dir) as base:
+            port = int(base.rsplit(":", 1)[1])
+
+            def graphql_client():
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+                def ask(body: bytes) -> bytes:
+                    conn.request("POST", "/v3/graphql", body=body, headers=headers)
+                    response = conn.getresponse()
+                    data = response.read()
+                    if response.status != 200 or b'"errors"' in data:
+                        raise RuntimeError(f"POST /v3/graphql: {response.status} {data[:300]!r}")
+                    return data
+
+                return ask, conn.close
+
+            ask, close = graphql_client()
+            try:
+                for user, body in zip(users[:READ_CHECKS], bodies):
+                    edges = orjson.loads(ask(body))["data"]["customer"]["audiences"]["edges"]
+                    got = [e["node"]["name"] for e in edges if e["node"]["state"] == "qualified"]
+                    if got != expected(user):
+                        raise SystemExit(f"FAILED: GraphQL for {user} answered {got}, the model says {expected(user)}")
+            finally:
+                close()
+            info(f"  GraphQL customer queries, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
+            row = read_row(f"{graphql_path}, {clients} keep-alive connections", clients,
+                           closed_loop(graphql_client, bodies, clients, warmup, seconds),
+                           f"answers = model ({READ_CHECKS} checked); server and clients share the CPUs")
+    except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
+        failed = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        info(f"  {failed}")
+        row = ReadRow(graphql_path, note=failed, measured=False)
+    rows.append(row)
+    return rows, described
 
 
 def write_ndjson(events, path: Path) -> None:
@@ -327,17 +563,48 @@ def table(rows: list[Row], raw2: float, naive_rate: float) -> str:
     return "\n".join(lines)
 
 
+def read_table(rows: list[ReadRow]) -> str:
+    lines = ["| read | clients | queries | seconds | queries/s | p50 ms | p99 ms | vs raw SQL | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    base = rows[0].rate if rows and rows[0].measured else 0.0
+    for r in rows:
+        if not r.measured:
+            lines.append(f"| {r.path} | - | - | - | - | - | - | - | {r.note} |")
+            continue
+        ratio = f"{r.rate / base:.1%}" if base else "-"
+        lines.append(f"| {r.path} | {r.clients} | {r.queries:,} | {r.seconds:.1f} | {r.rate:,.0f} | {r.p50_ms:.2f} | "
+                     f"{r.p99_ms:.2f} | {ratio} | {r.note} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.run")
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--users", type=int, default=200_000)
-    ap.add_argument("--audiences", type=int, default=50)
-    ap.add_argument("--batch-size", type=int, default=100_000)
-    ap.add_argument("--naive-sample", type=int, default=20_000)
-    ap.add_argument("--http-sample", type=int, default=200_000, help="events sent over HTTP")
-    ap.add_argument("--http-clients", type=int, default=4)
+    ap = argparse.ArgumentParser(
+        prog="bench.run", description="Every loading path, then point reads (raw SQL and GraphQL), in one run on a "
+        "fresh database. A quick smoke run: --events 20000 --users 4000 --naive-sample 2000 --http-sample 10000 "
+        "--read-seconds 2 --read-warmup 1 --no-write")
+    ap.add_argument("--events", type=int, default=1_000_000, help="events generated and loaded (default: %(default)s)")
+    ap.add_argument("--users", type=int, default=200_000, help="distinct fs_user_ids (default: %(default)s)")
+    ap.add_argument("--audiences", type=int, default=50, help="external audience ids, at least 10 "
+                    "(default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=100_000, help="rows per bulk-load transaction "
+                    "(default: %(default)s)")
+    ap.add_argument("--naive-sample", type=int, default=20_000, help="events the naive upsert row applies "
+                    "(default: %(default)s)")
+    ap.add_argument("--http-sample", type=int, default=200_000, help="events sent over HTTP (default: %(default)s)")
+    ap.add_argument("--http-clients", type=int, default=4, help="HTTP client connections for POST /v3/events "
+                    "(default: %(default)s)")
+    ap.add_argument("--read-clients", type=int, default=4, help="client connections for each point-read row "
+                    "(default: %(default)s)")
+    ap.add_argument("--read-warmup", type=float, default=3.0, help="seconds of reads before each read row's clock "
+                    "starts (default: %(default)s)")
+    ap.add_argument("--read-seconds", type=float, default=10.0, help="seconds each read row is measured "
+                    "(default: %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
+    if args.audiences < 10:
+        ap.error("--audiences must be at least 10: the reads ask about a 10-audience subset")
+    if args.read_clients < 1 or args.read_seconds <= 0 or args.read_warmup < 0:
+        ap.error("--read-clients must be >= 1, --read-seconds > 0 and --read-warmup >= 0")
 
     t0 = time.perf_counter()
     load_before = os.getloadavg()
@@ -379,10 +646,16 @@ def main(argv=None) -> int:
                 cli_load(db, ndjson, 2, args.batch_size))
         r.note = check_state(db, expected, r.path) + "; includes process start and parsing"
         rows.append(r)
+        # The database now holds the whole run's state (= model): the point reads ask about it.
+        info("point reads, 10-audience subset ...")
+        read_started = time.perf_counter()
+        read_rows, read_described = reads(db, events, args.audiences, args.read_clients, args.read_warmup,
+                                          args.read_seconds, tmp)
+        info(f"  point reads took {time.perf_counter() - read_started:.0f} s")
         sample = events[: args.http_sample]
         info(f"HTTP POST /v3/events, {len(sample):,} events in 500-event batches, {args.http_clients} clients ...")
         try:
-            seconds = http_events(db, sample, args.http_clients)
+            seconds = http_events(db, sample, args.http_clients, tmp)
             failed = "slot: HTTP API not available"
         except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
             seconds, failed = None, f"failed: {type(exc).__name__}: {str(exc)[:200]}"
@@ -394,10 +667,6 @@ def main(argv=None) -> int:
                     f"{args.http_clients} client connections", len(sample), seconds)
             r.note = check_state(db, model_digest(sample), r.path) + f"; first {len(sample):,} events"
             rows.append(r)
-        # SLOT: GraphQL `customer(fs_user_id) { audiences(subset: [10 names]) }` queries/s with p50/p99, beside
-        # raw SQL point reads of the same question (passthrough.customer_audiences). Not measured yet.
-        rows.append(Row("GraphQL customer queries (10-audience subset), p50/p99, vs raw SQL point reads", 0, 0,
-                        "slot: not measured yet", measured=False))
     finally:
         db.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -418,7 +687,7 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPUs, {platform.machine()}; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; whole run {total:.0f} s. All ratios come from this one run."
     )
-    report = f"{header}\n\n{result}\n\n{targets}\n"
+    report = f"{header}\n\n{result}\n\n{targets}\n\n{read_table(read_rows)}\n\n{read_described}\n"
     print(report)
     if not args.no_write and DOCS.exists():
         text = DOCS.read_text()
