@@ -29,7 +29,7 @@ from typing import Any
 
 from pyapp import __version__
 from pyapp.db import connect
-from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
+from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
 
 DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -92,19 +92,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"database URL: {db.url}", flush=True)
         print(f"psql:         {db.psql_command}", flush=True)
         try:
-            serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes)
+            serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
+                          max_snapshot_bytes=args.max_snapshot_bytes)
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
 
 
-def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int) -> None:
+def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
+                  max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES) -> None:
     """Serve the HTTP API (pyapp/web) with uvicorn on host:port until Ctrl-C / SIGTERM."""
     import uvicorn
 
     from pyapp.web import ApiConfig, create_app
 
-    app = create_app(url, config=ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes))
+    config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes)
+    app = create_app(url, config=config)
     _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json); press Ctrl-C to stop")
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")).run()
 
@@ -275,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("PASSTHROUGH_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)),
                        help="request body limit, before and after gzip decompression "
                        f"(default: $PASSTHROUGH_MAX_BODY_BYTES or {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--max-snapshot-bytes", type=int,
+                       default=env("PASSTHROUGH_MAX_SNAPSHOT_BYTES", str(DEFAULT_MAX_SNAPSHOT_BYTES)),
+                       help="snapshot upload limit (POST /v3/audiences/{id}/snapshot), before and after gzip "
+                       f"decompression (default: $PASSTHROUGH_MAX_SNAPSHOT_BYTES or {DEFAULT_MAX_SNAPSHOT_BYTES})")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)
@@ -293,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pyapp import roles_cli  # roles create
 
     roles_cli.register(sub, common)
+    from pyapp import upkeep_cli  # expire, prune
+
+    upkeep_cli.register(sub, common)
     return parser
 
 

@@ -5,12 +5,21 @@ CREATE TABLE passthrough.settings (
   passthrough_enabled boolean     NOT NULL DEFAULT false,
   max_future_skew     interval    NOT NULL DEFAULT interval '1 day'
                                   CHECK (max_future_skew >= interval '0'),
+  event_retention     interval    CHECK (event_retention > interval '0'),
+  history_horizon     timestamptz,
+  feed_pruned_through text,
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
   'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() and passthrough.set_max_future_skew().';
 COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
   'Whether passthrough events are accepted. False after install: an operator turns it on.';
+COMMENT ON COLUMN passthrough.settings.event_retention IS
+  'How long the event log and the change feed are kept (NULL: for ever); passthrough.prune_history() applies it (sql/079_retention.sql).';
+COMMENT ON COLUMN passthrough.settings.history_horizon IS
+  'The oldest instant point-in-time answers are exact for, once the event log has been pruned (NULL: all of it).';
+COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
+  'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
   'How far ahead of the server clock an event''s ts may be; later timestamps are refused.';
 
@@ -56,9 +65,11 @@ COMMENT ON FUNCTION passthrough.set_max_future_skew(interval) IS
   'Sets how far ahead of the server clock an event''s ts may be (default 1 day).';
 
 CREATE FUNCTION passthrough.get_settings()
-RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz)
+RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz,
+               event_retention interval, history_horizon timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at FROM passthrough.settings s;
+  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at, s.event_retention, s.history_horizon
+  FROM passthrough.settings s;
 $$;
 COMMENT ON FUNCTION passthrough.get_settings() IS 'The operator settings, as one row.';

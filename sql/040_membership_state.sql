@@ -19,6 +19,7 @@ CREATE TABLE passthrough.memberships (
   event_ts           timestamptz NOT NULL,
   updated_at         timestamptz NOT NULL,
   previous_qualified boolean,
+  previous_event_ts  timestamptz,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
@@ -27,6 +28,8 @@ COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that deci
 COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
   'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
+COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
+  'event_ts before the last update (NULL for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -38,14 +41,18 @@ CREATE INDEX audience_size_deltas_audience_key ON passthrough.audience_size_delt
 COMMENT ON TABLE passthrough.audience_size_deltas IS
   'Net changes in qualified members per audience; the size is their sum. Written in the same transaction as the membership change, so sizes are exact under concurrent writers.';
 
+-- plpgsql, so that it may name the expiry queue (sql/077_expiry.sql), created later.
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT coalesce(sum(delta), 0)::bigint
-  FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key;
+BEGIN
+  RETURN (SELECT coalesce(sum(delta), 0)::bigint
+          FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key)
+         - passthrough._expired_unswept(p_audience_key);
+END;
 $$;
 COMMENT ON FUNCTION passthrough._audience_size(integer) IS
-  'Private: the exact number of currently qualified members of an audience.';
+  'Private: the exact number of currently qualified members of an audience: the sum of its deltas, less the memberships that expired (TTL) and that the sweeper has not recorded yet.';
 
 -- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
 CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz

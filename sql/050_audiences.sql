@@ -9,11 +9,15 @@ CREATE TABLE passthrough.audiences (
   description  text        CHECK (length(description) <= 4096),
   metadata     jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
   revision     integer     NOT NULL DEFAULT 1 CHECK (revision >= 1),
+  ttl          interval    CHECK (ttl > interval '0' AND extract(day FROM ttl) = 0 AND extract(month FROM ttl) = 0
+                                  AND extract(year FROM ttl) = 0),  -- seconds only: no time zone or calendar
   created_at   timestamptz NOT NULL DEFAULT now(),
   updated_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.audiences IS
   'Audience definitions. revision is 1 on create and grows by one on every change that alters the definition; a no-op update leaves it alone.';
+COMMENT ON COLUMN passthrough.audiences.ttl IS
+  'Time to live of a membership (NULL: none): a qualify event older than this no longer counts. Set with passthrough.set_audience_ttl (sql/077_expiry.sql).';
 
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
@@ -94,10 +98,12 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   v_key      integer;
+  v_old_key  integer;
   v_revision integer;
 BEGIN
   PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
   v_key := passthrough._audience_key(p_external_audience_id);
+  SELECT audience_key INTO v_old_key FROM passthrough.audiences WHERE name = p_name;
   IF p_mode = 'create' THEN
     INSERT INTO passthrough.audiences (name, audience_key, description, metadata)
     VALUES (p_name, v_key, p_description, p_metadata)
@@ -120,6 +126,8 @@ BEGIN
   RETURNING revision INTO v_revision;
   IF v_revision IS NULL THEN  -- nothing changed: the revision stays
     SELECT revision INTO v_revision FROM passthrough.audiences WHERE name = p_name;
+  ELSIF v_old_key <> v_key THEN  -- relinked: a ttl now applies to the other id's members
+    PERFORM passthrough._requeue_expiries(v_key, v_old_key);
   END IF;
   RETURN v_revision;
 EXCEPTION WHEN unique_violation THEN
@@ -166,12 +174,15 @@ COMMENT ON FUNCTION passthrough.validate_audience(text, text, text, jsonb) IS
 CREATE FUNCTION passthrough.delete_audience(p_name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_key integer;
 BEGIN
-  DELETE FROM passthrough.audiences WHERE name = p_name;
+  DELETE FROM passthrough.audiences WHERE name = p_name RETURNING audience_key INTO v_key;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'PT006',
       MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL'));
   END IF;
+  DELETE FROM passthrough.membership_expiries WHERE audience_key = v_key;  -- no definition, no ttl
 END;
 $$;
 COMMENT ON FUNCTION passthrough.delete_audience(text) IS
@@ -181,14 +192,14 @@ COMMENT ON FUNCTION passthrough.delete_audience(text) IS
 CREATE VIEW passthrough._audience_details AS
   SELECT a.name::text AS name, e.external_id::text AS external_audience_id, a.description, a.metadata,
          a.revision, true AS is_ready, passthrough._audience_size(a.audience_key) AS size,
-         a.created_at, a.updated_at
+         a.created_at, a.updated_at, a.ttl
   FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key;
 COMMENT ON VIEW passthrough._audience_details IS
   'Private: one row per audience definition with its external id and exact size (is_ready is always true).';
 
 CREATE FUNCTION passthrough.get_audience(p_name text)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
-               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -200,11 +211,11 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
-  'One audience definition with its exact size (PT006 if missing). is_ready is always true for passthrough audiences.';
+  'One audience definition with its exact size and its membership ttl (NULL: none); PT006 if missing. is_ready is always true for passthrough audiences.';
 
 CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
-               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -117,22 +117,42 @@ BEGIN
     SELECT t, i, k, q, ts, now() FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified
+          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, event_ts
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
+              event_ts
+  ), moved AS (
+    -- expiry (sql/077_expiry.sql): a previous qualify older than the audience's ttl had already expired,
+    -- and the sweeper had not recorded it yet; this batch records it
+    SELECT u.*, x.ttl,
+           coalesce(u.previous_qualified, false)
+             AND (x.ttl IS NULL OR u.previous_event_ts + x.ttl > now()) AS was_in
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
   ), feed AS (
-    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord)
+    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord);
+    -- expiries come first, so a pair's expiry precedes its re-entry
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, event_ts, identifier)
+      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
     SELECT (SELECT pg_current_xact_id()), v_result.batch_id, row_number() OVER (),
-           identifier_type_id, audience_key, qualified, event_ts, identifier
-    FROM upserted WHERE qualified <> coalesce(previous_qualified, false)
+           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
+    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
+                 previous_event_ts + ttl AS event_ts, identifier
+          FROM moved WHERE previous_qualified AND NOT was_in
+          UNION ALL
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier
+          FROM moved WHERE qualified <> was_in) AS c
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier
+    FROM moved WHERE qualified AND ttl IS NOT NULL
   ), net AS (
     SELECT audience_key,
            sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
-           count(*) FILTER (WHERE qualified <> coalesce(previous_qualified, false)) AS transitions
-    FROM upserted GROUP BY audience_key
+           count(*) FILTER (WHERE qualified <> was_in)
+             + count(*) FILTER (WHERE previous_qualified AND NOT was_in) AS transitions
+    FROM moved GROUP BY audience_key
   ), folded AS (
     -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
     DELETE FROM passthrough.audience_size_deltas d

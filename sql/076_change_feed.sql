@@ -20,16 +20,18 @@ CREATE TABLE passthrough.membership_changes (
   identifier_type_id smallint    NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
+  expired            boolean     NOT NULL DEFAULT false,
   event_ts           timestamptz NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   -- xids only grow, so new keys land at the right edge of the index
   PRIMARY KEY (xid, batch_id, ord)
 );
 COMMENT ON TABLE passthrough.membership_changes IS
-  'Every state transition of a pair, appended by the one writer in the statement that made it: qualified true = entered, false = exited. Read it through passthrough.changes().';
+  'Every state transition of a pair, appended in the statement that made it (the one writer, or the expiry sweeper): qualified true = entered, false = exited, expired true = the membership''s ttl ran out. Read it through passthrough.changes().';
 COMMENT ON COLUMN passthrough.membership_changes.xid IS
   'The writing transaction (pg_current_xact_id()). With batch_id and ord, the feed''s cursor.';
-COMMENT ON COLUMN passthrough.membership_changes.event_ts IS 'ts of the event that made the change.';
+COMMENT ON COLUMN passthrough.membership_changes.event_ts IS
+  'ts of the event that made the change; for an expiry, when it expired (the qualify event''s ts + the ttl).';
 
 -- A cursor is '<xid>-<batch_id>-<ord>' (decimal); NULL or '' is the start of the feed.
 CREATE FUNCTION passthrough._parse_change_cursor(p_cursor text, OUT o_xid xid8, OUT o_batch_id bigint,
@@ -56,6 +58,26 @@ $$;
 COMMENT ON FUNCTION passthrough._parse_change_cursor(text) IS
   'Private: a change feed cursor ''<xid>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
 
+CREATE FUNCTION passthrough._check_cursor_retained(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_pruned text := (SELECT s.feed_pruned_through FROM passthrough.settings s);
+BEGIN
+  -- the start of the feed (0-0-0) always reads from the oldest change kept
+  IF p_xid <> '0'::xid8 AND v_pruned IS NOT NULL
+     AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord FROM passthrough._parse_change_cursor(v_pruned)) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT032',
+      MESSAGE = format('changes after cursor %s-%s-%s were pruned (the feed is kept through event_retention)',
+                       p_xid, p_batch_id, p_ord),
+      DETAIL = 'field: after',
+      HINT = 'This consumer fell behind the retention: rebuild its state from the current membership, then follow the feed from passthrough.current_change_cursor().';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
+  'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
+
 CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
                audience text, event_ts timestamptz, received_at timestamptz, source text, batch_id bigint)
@@ -67,6 +89,7 @@ DECLARE
   v_ord      integer;
 BEGIN
   SELECT o_xid, o_batch_id, o_ord INTO v_xid, v_batch_id, v_ord FROM passthrough._parse_change_cursor(p_after);
+  PERFORM passthrough._check_cursor_retained(v_xid, v_batch_id, v_ord);
   IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('limit must be between 1 and 10000, got %s', coalesce(p_limit::text, 'NULL')),
@@ -75,7 +98,7 @@ BEGIN
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
     SELECT format('%s-%s-%s', c.xid, c.batch_id, c.ord),
-           CASE WHEN c.qualified THEN 'entered' ELSE 'exited' END,
+           CASE WHEN c.qualified THEN 'entered' WHEN c.expired THEN 'expired' ELSE 'exited' END,
            t.name::text, c.identifier::text, e.external_id::text, a.name::text,
            c.event_ts, b.received_at, b.source, c.batch_id
     FROM passthrough.membership_changes c
@@ -90,7 +113,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.changes(text, integer) IS
-  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered or exited. Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT010 for a limit out of range.';
+  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
 
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

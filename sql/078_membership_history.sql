@@ -45,14 +45,16 @@ CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at times
 LANGUAGE sql STABLE
 AS $$
   SELECT count(*) FROM (
-    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified
+    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified, e.event_ts
     FROM passthrough.events e
     WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
     ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
-  ) s WHERE s.qualified;
+  ) s
+  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
+  WHERE s.qualified AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
-  'Private: the exact number of members of an audience at p_at, computed from the event log.';
+  'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
 
 CREATE FUNCTION passthrough.customer_audiences_at(
   p_identifier_type text, p_identifier text, p_subset text[], p_at timestamptz, p_with_sizes boolean DEFAULT true
@@ -65,6 +67,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_subset(p_subset);
   PERFORM passthrough._check_instant(p_at, 'at');
+  PERFORM passthrough._check_horizon(p_at, 'at');
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
@@ -78,12 +81,13 @@ BEGIN
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
     WHERE s.qualified
+      AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences_at(text, text, text[], timestamptz, boolean) IS
-  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument.';
+  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
 
 CREATE FUNCTION passthrough.membership_history(p_identifier_type text, p_identifier text, p_audience text)
 RETURNS TABLE (event_ts timestamptz, action text, qualified_after boolean, changed boolean,
@@ -93,6 +97,7 @@ AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
   v_key     integer := passthrough._audience_key_for_read(p_audience);
+  v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
 BEGIN
   RETURN QUERY
     WITH logged AS (
@@ -102,21 +107,35 @@ BEGIN
     ), per_ts AS (
       -- the state after all events of one ts: disqualify wins a tie
       SELECT l.ts, bool_and(l.q) AS q_after FROM logged l GROUP BY l.ts
+    ), around AS (
+      SELECT p.ts, p.q_after, lag(p.q_after) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts,
+             lead(p.ts) OVER w AS next_ts
+      FROM per_ts p WINDOW w AS (ORDER BY p.ts)
     ), steps AS (
-      SELECT p.ts, p.q_after,
-             p.q_after IS DISTINCT FROM coalesce(lag(p.q_after) OVER (ORDER BY p.ts), false) AS changed
-      FROM per_ts p
+      -- with a ttl, the state just before ts is the previous step's, unless it had expired by then
+      SELECT a.ts, a.q_after, a.next_ts,
+             a.q_after IS DISTINCT FROM (coalesce(a.prev_q, false)
+                                         AND (v_ttl IS NULL OR a.ts <= a.prev_ts + v_ttl)) AS changed
+      FROM around a
     )
-    SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END, s.q_after, s.changed,
-           bt.received_at, bt.source, l.b, l.idem
-    FROM logged l
-    JOIN steps s ON s.ts = l.ts
-    LEFT JOIN passthrough.batches bt ON bt.id = l.b
-    ORDER BY l.ts, l.q, l.b;
+    SELECT x.ts, x.action, x.q_after, x.changed, bt.received_at, bt.source, x.b, x.idem
+    FROM (
+      SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action, s.q_after, s.changed,
+             l.b, l.idem, l.q
+      FROM logged l JOIN steps s ON s.ts = l.ts
+      UNION ALL
+      -- expiries that happened: the qualify's ts + the ttl, before any newer event
+      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false
+      FROM steps s
+      WHERE v_ttl IS NOT NULL AND s.q_after AND s.ts + v_ttl <= now()
+        AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
+    ) x
+    LEFT JOIN passthrough.batches bt ON bt.id = x.b
+    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.membership_history(text, text, text) IS
-  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id. PT003 for an invalid identifier, PT006 for an unknown audience.';
+  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
 
 CREATE FUNCTION passthrough.audience_size_at(p_audience text, p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -125,11 +144,12 @@ DECLARE
   v_key integer := passthrough._audience_key_for_read(p_audience);
 BEGIN
   PERFORM passthrough._check_instant(p_at, 'at');
+  PERFORM passthrough._check_horizon(p_at, 'at');
   RETURN passthrough._audience_size_at(v_key, p_at);
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_at(text, timestamptz) IS
-  'The exact number of members of a defined audience at p_at, by the events logged with ts at or before it. Reads the audience''s whole log. PT006 for an unknown audience, PT010 for an invalid time.';
+  'The exact number of members of a defined audience at p_at, by the events logged with ts at or before it. Reads the audience''s whole log. PT006 for an unknown audience, PT010 for an invalid time, PT031 for one before the history horizon.';
 
 CREATE FUNCTION passthrough.audience_size_history(
   p_audience text, p_from timestamptz, p_to timestamptz, p_bucket text DEFAULT 'hour'
@@ -139,12 +159,14 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_key     integer := passthrough._audience_key_for_read(p_audience);
+  v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
   v_step    interval;
   v_first   timestamptz;
   v_buckets bigint;
 BEGIN
   PERFORM passthrough._check_instant(p_from, 'from');
   PERFORM passthrough._check_instant(p_to, 'to');
+  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
   IF p_bucket IS NULL OR p_bucket NOT IN ('hour', 'day') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('bucket must be hour or day, got %s', coalesce(to_json(left(p_bucket, 64))::text, 'NULL')),
@@ -170,10 +192,18 @@ BEGIN
       FROM passthrough.events e
       WHERE e.audience_key = v_key AND e.event_ts <= v_first + v_buckets * v_step
       GROUP BY 1, 2, 3
+    ), steps AS (
+      SELECT p.ts, p.q, lag(p.q) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts, lead(p.ts) OVER w AS next_ts
+      FROM per_ts p WINDOW w AS (PARTITION BY p.t, p.i ORDER BY p.ts)
     ), moves AS (
-      SELECT p.ts, (p.q::integer - coalesce(lag(p.q) OVER (PARTITION BY p.t, p.i ORDER BY p.ts), false)::integer)
-               AS delta
-      FROM per_ts p
+      -- with a ttl, the state just before ts is the previous step's unless it had expired by then,
+      -- and a qualify not followed by a newer event within the ttl leaves at ts + ttl
+      SELECT s.ts, s.q::integer - (coalesce(s.prev_q, false)
+                                   AND (v_ttl IS NULL OR s.ts <= s.prev_ts + v_ttl))::integer AS delta
+      FROM steps s
+      UNION ALL
+      SELECT s.ts + v_ttl, -1 FROM steps s
+      WHERE v_ttl IS NOT NULL AND s.q AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
     ), binned AS (
       -- bucket n (from 1) holds the moves with ts in (start of n, end of n]; 0 and below: before the window
       SELECT ceil(extract(epoch FROM m.ts - v_first) / extract(epoch FROM v_step))::bigint AS n,
@@ -197,4 +227,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timestamptz, text) IS
-  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited). PT006 for an unknown audience, PT010 for an invalid argument.';
+  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';

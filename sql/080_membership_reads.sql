@@ -61,9 +61,10 @@ BEGIN
     WHERE m.identifier_type_id = v_type_id
       AND m.identifier = p_identifier
       AND m.qualified
+      AND (a.ttl IS NULL OR m.event_ts > now() - a.ttl)  -- expiry is evaluated here (sql/077_expiry.sql)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for, with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';

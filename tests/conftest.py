@@ -8,7 +8,7 @@ Selection (first match wins):
 Fixtures:
   pg_server_url      session   admin URL (the `postgres` database)
   pg_version         session   server_version_num, e.g. 150018 or 180001
-  migrated_template  session   name of `passthrough_template`, migrated once with pyapp.migrate.migrate
+  migrated_template  session   name of `passthrough_template_<random>`, migrated once with pyapp.migrate.migrate
   db_url             function  URL of a new database copied from the template; dropped afterwards
   conn               function  psycopg connection to db_url, autocommit=True
   fresh_db_url       function  URL of a new EMPTY (unmigrated) database; dropped afterwards
@@ -32,7 +32,9 @@ from pgcluster import PgServer, PgStartError, create_database, drop_database, st
 
 from pyapp.db import connect
 
-TEMPLATE_DB = "passthrough_template"
+# One template per pytest session: sessions sharing a server (several checkouts, one embedded server)
+# must not migrate or drop each other's template.
+TEMPLATE_DB = f"passthrough_template_{uuid.uuid4().hex[:12]}"
 
 _server_key = pytest.StashKey["PgServer | BaseException"]()
 
@@ -109,7 +111,6 @@ def pg_version(pg_server_url: str) -> int:
 def migrated_template(pg_server_url: str) -> Iterator[str]:
     from pyapp import migrate
 
-    drop_database(pg_server_url, TEMPLATE_DB)  # leftover of an aborted run on a shared server
     url = create_database(pg_server_url, TEMPLATE_DB, template="template0")
     try:
         with connect(url) as c:

@@ -22,12 +22,21 @@ CREATE TABLE passthrough.settings (
   passthrough_enabled boolean     NOT NULL DEFAULT false,
   max_future_skew     interval    NOT NULL DEFAULT interval '1 day'
                                   CHECK (max_future_skew >= interval '0'),
+  event_retention     interval    CHECK (event_retention > interval '0'),
+  history_horizon     timestamptz,
+  feed_pruned_through text,
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
   'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() and passthrough.set_max_future_skew().';
 COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
   'Whether passthrough events are accepted. False after install: an operator turns it on.';
+COMMENT ON COLUMN passthrough.settings.event_retention IS
+  'How long the event log and the change feed are kept (NULL: for ever); passthrough.prune_history() applies it (sql/079_retention.sql).';
+COMMENT ON COLUMN passthrough.settings.history_horizon IS
+  'The oldest instant point-in-time answers are exact for, once the event log has been pruned (NULL: all of it).';
+COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
+  'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
   'How far ahead of the server clock an event''s ts may be; later timestamps are refused.';
 
@@ -73,10 +82,12 @@ COMMENT ON FUNCTION passthrough.set_max_future_skew(interval) IS
   'Sets how far ahead of the server clock an event''s ts may be (default 1 day).';
 
 CREATE FUNCTION passthrough.get_settings()
-RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz)
+RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz,
+               event_retention interval, history_horizon timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at FROM passthrough.settings s;
+  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at, s.event_retention, s.history_horizon
+  FROM passthrough.settings s;
 $$;
 COMMENT ON FUNCTION passthrough.get_settings() IS 'The operator settings, as one row.';
 -- Identifier types: the names a client may use for its one identifier (fs_user_id, vuid, ...).
@@ -196,6 +207,7 @@ CREATE TABLE passthrough.memberships (
   event_ts           timestamptz NOT NULL,
   updated_at         timestamptz NOT NULL,
   previous_qualified boolean,
+  previous_event_ts  timestamptz,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
@@ -204,6 +216,8 @@ COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that deci
 COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
   'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
+COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
+  'event_ts before the last update (NULL for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -215,14 +229,18 @@ CREATE INDEX audience_size_deltas_audience_key ON passthrough.audience_size_delt
 COMMENT ON TABLE passthrough.audience_size_deltas IS
   'Net changes in qualified members per audience; the size is their sum. Written in the same transaction as the membership change, so sizes are exact under concurrent writers.';
 
+-- plpgsql, so that it may name the expiry queue (sql/077_expiry.sql), created later.
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT coalesce(sum(delta), 0)::bigint
-  FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key;
+BEGIN
+  RETURN (SELECT coalesce(sum(delta), 0)::bigint
+          FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key)
+         - passthrough._expired_unswept(p_audience_key);
+END;
 $$;
 COMMENT ON FUNCTION passthrough._audience_size(integer) IS
-  'Private: the exact number of currently qualified members of an audience.';
+  'Private: the exact number of currently qualified members of an audience: the sum of its deltas, less the memberships that expired (TTL) and that the sweeper has not recorded yet.';
 
 -- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
 CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz
@@ -246,11 +264,15 @@ CREATE TABLE passthrough.audiences (
   description  text        CHECK (length(description) <= 4096),
   metadata     jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
   revision     integer     NOT NULL DEFAULT 1 CHECK (revision >= 1),
+  ttl          interval    CHECK (ttl > interval '0' AND extract(day FROM ttl) = 0 AND extract(month FROM ttl) = 0
+                                  AND extract(year FROM ttl) = 0),  -- seconds only: no time zone or calendar
   created_at   timestamptz NOT NULL DEFAULT now(),
   updated_at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.audiences IS
   'Audience definitions. revision is 1 on create and grows by one on every change that alters the definition; a no-op update leaves it alone.';
+COMMENT ON COLUMN passthrough.audiences.ttl IS
+  'Time to live of a membership (NULL: none): a qualify event older than this no longer counts. Set with passthrough.set_audience_ttl (sql/077_expiry.sql).';
 
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
@@ -331,10 +353,12 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   v_key      integer;
+  v_old_key  integer;
   v_revision integer;
 BEGIN
   PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
   v_key := passthrough._audience_key(p_external_audience_id);
+  SELECT audience_key INTO v_old_key FROM passthrough.audiences WHERE name = p_name;
   IF p_mode = 'create' THEN
     INSERT INTO passthrough.audiences (name, audience_key, description, metadata)
     VALUES (p_name, v_key, p_description, p_metadata)
@@ -357,6 +381,8 @@ BEGIN
   RETURNING revision INTO v_revision;
   IF v_revision IS NULL THEN  -- nothing changed: the revision stays
     SELECT revision INTO v_revision FROM passthrough.audiences WHERE name = p_name;
+  ELSIF v_old_key <> v_key THEN  -- relinked: a ttl now applies to the other id's members
+    PERFORM passthrough._requeue_expiries(v_key, v_old_key);
   END IF;
   RETURN v_revision;
 EXCEPTION WHEN unique_violation THEN
@@ -403,12 +429,15 @@ COMMENT ON FUNCTION passthrough.validate_audience(text, text, text, jsonb) IS
 CREATE FUNCTION passthrough.delete_audience(p_name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_key integer;
 BEGIN
-  DELETE FROM passthrough.audiences WHERE name = p_name;
+  DELETE FROM passthrough.audiences WHERE name = p_name RETURNING audience_key INTO v_key;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'PT006',
       MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL'));
   END IF;
+  DELETE FROM passthrough.membership_expiries WHERE audience_key = v_key;  -- no definition, no ttl
 END;
 $$;
 COMMENT ON FUNCTION passthrough.delete_audience(text) IS
@@ -418,14 +447,14 @@ COMMENT ON FUNCTION passthrough.delete_audience(text) IS
 CREATE VIEW passthrough._audience_details AS
   SELECT a.name::text AS name, e.external_id::text AS external_audience_id, a.description, a.metadata,
          a.revision, true AS is_ready, passthrough._audience_size(a.audience_key) AS size,
-         a.created_at, a.updated_at
+         a.created_at, a.updated_at, a.ttl
   FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key;
 COMMENT ON VIEW passthrough._audience_details IS
   'Private: one row per audience definition with its external id and exact size (is_ready is always true).';
 
 CREATE FUNCTION passthrough.get_audience(p_name text)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
-               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -437,11 +466,11 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
-  'One audience definition with its exact size (PT006 if missing). is_ready is always true for passthrough audiences.';
+  'One audience definition with its exact size and its membership ttl (NULL: none); PT006 if missing. is_ready is always true for passthrough audiences.';
 
 CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
-               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz)
+               is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -607,22 +636,42 @@ BEGIN
     SELECT t, i, k, q, ts, now() FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified
+          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, event_ts
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
+              event_ts
+  ), moved AS (
+    -- expiry (sql/077_expiry.sql): a previous qualify older than the audience's ttl had already expired,
+    -- and the sweeper had not recorded it yet; this batch records it
+    SELECT u.*, x.ttl,
+           coalesce(u.previous_qualified, false)
+             AND (x.ttl IS NULL OR u.previous_event_ts + x.ttl > now()) AS was_in
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
   ), feed AS (
-    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord)
+    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord);
+    -- expiries come first, so a pair's expiry precedes its re-entry
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, event_ts, identifier)
+      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
     SELECT (SELECT pg_current_xact_id()), v_result.batch_id, row_number() OVER (),
-           identifier_type_id, audience_key, qualified, event_ts, identifier
-    FROM upserted WHERE qualified <> coalesce(previous_qualified, false)
+           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
+    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
+                 previous_event_ts + ttl AS event_ts, identifier
+          FROM moved WHERE previous_qualified AND NOT was_in
+          UNION ALL
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier
+          FROM moved WHERE qualified <> was_in) AS c
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier
+    FROM moved WHERE qualified AND ttl IS NOT NULL
   ), net AS (
     SELECT audience_key,
            sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
-           count(*) FILTER (WHERE qualified <> coalesce(previous_qualified, false)) AS transitions
-    FROM upserted GROUP BY audience_key
+           count(*) FILTER (WHERE qualified <> was_in)
+             + count(*) FILTER (WHERE previous_qualified AND NOT was_in) AS transitions
+    FROM moved GROUP BY audience_key
   ), folded AS (
     -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
     DELETE FROM passthrough.audience_size_deltas d
@@ -1299,16 +1348,18 @@ CREATE TABLE passthrough.membership_changes (
   identifier_type_id smallint    NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
+  expired            boolean     NOT NULL DEFAULT false,
   event_ts           timestamptz NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   -- xids only grow, so new keys land at the right edge of the index
   PRIMARY KEY (xid, batch_id, ord)
 );
 COMMENT ON TABLE passthrough.membership_changes IS
-  'Every state transition of a pair, appended by the one writer in the statement that made it: qualified true = entered, false = exited. Read it through passthrough.changes().';
+  'Every state transition of a pair, appended in the statement that made it (the one writer, or the expiry sweeper): qualified true = entered, false = exited, expired true = the membership''s ttl ran out. Read it through passthrough.changes().';
 COMMENT ON COLUMN passthrough.membership_changes.xid IS
   'The writing transaction (pg_current_xact_id()). With batch_id and ord, the feed''s cursor.';
-COMMENT ON COLUMN passthrough.membership_changes.event_ts IS 'ts of the event that made the change.';
+COMMENT ON COLUMN passthrough.membership_changes.event_ts IS
+  'ts of the event that made the change; for an expiry, when it expired (the qualify event''s ts + the ttl).';
 
 -- A cursor is '<xid>-<batch_id>-<ord>' (decimal); NULL or '' is the start of the feed.
 CREATE FUNCTION passthrough._parse_change_cursor(p_cursor text, OUT o_xid xid8, OUT o_batch_id bigint,
@@ -1335,6 +1386,26 @@ $$;
 COMMENT ON FUNCTION passthrough._parse_change_cursor(text) IS
   'Private: a change feed cursor ''<xid>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
 
+CREATE FUNCTION passthrough._check_cursor_retained(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_pruned text := (SELECT s.feed_pruned_through FROM passthrough.settings s);
+BEGIN
+  -- the start of the feed (0-0-0) always reads from the oldest change kept
+  IF p_xid <> '0'::xid8 AND v_pruned IS NOT NULL
+     AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord FROM passthrough._parse_change_cursor(v_pruned)) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT032',
+      MESSAGE = format('changes after cursor %s-%s-%s were pruned (the feed is kept through event_retention)',
+                       p_xid, p_batch_id, p_ord),
+      DETAIL = 'field: after',
+      HINT = 'This consumer fell behind the retention: rebuild its state from the current membership, then follow the feed from passthrough.current_change_cursor().';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
+  'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
+
 CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
                audience text, event_ts timestamptz, received_at timestamptz, source text, batch_id bigint)
@@ -1346,6 +1417,7 @@ DECLARE
   v_ord      integer;
 BEGIN
   SELECT o_xid, o_batch_id, o_ord INTO v_xid, v_batch_id, v_ord FROM passthrough._parse_change_cursor(p_after);
+  PERFORM passthrough._check_cursor_retained(v_xid, v_batch_id, v_ord);
   IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('limit must be between 1 and 10000, got %s', coalesce(p_limit::text, 'NULL')),
@@ -1354,7 +1426,7 @@ BEGIN
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
     SELECT format('%s-%s-%s', c.xid, c.batch_id, c.ord),
-           CASE WHEN c.qualified THEN 'entered' ELSE 'exited' END,
+           CASE WHEN c.qualified THEN 'entered' WHEN c.expired THEN 'expired' ELSE 'exited' END,
            t.name::text, c.identifier::text, e.external_id::text, a.name::text,
            c.event_ts, b.received_at, b.source, c.batch_id
     FROM passthrough.membership_changes c
@@ -1369,7 +1441,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.changes(text, integer) IS
-  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered or exited. Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT010 for a limit out of range.';
+  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
 
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1387,6 +1459,184 @@ AS $$
 $$;
 COMMENT ON FUNCTION passthrough.changes_pending() IS
   'Whether committed changes wait to be readable in the feed because an older transaction is still open (followers then check again later instead of waiting for a notification).';
+-- Expiry: an audience may carry a ttl; a membership whose deciding qualify event is older than the ttl
+-- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
+-- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
+-- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
+-- expiry is not recorded yet records it itself (sql/070_apply_events.sql), so the feed misses none.
+
+-- The sweeper's work list: one row per qualify event that decided a membership of an audience with a ttl.
+-- A row is stale once a newer event decides the pair; the sweeper drops stale rows as it meets them.
+CREATE TABLE passthrough.membership_expiries (
+  audience_key       integer     NOT NULL,
+  event_ts           timestamptz NOT NULL,
+  identifier_type_id smallint    NOT NULL,
+  identifier         text        COLLATE "C" NOT NULL,
+  PRIMARY KEY (audience_key, event_ts, identifier_type_id, identifier)
+);
+COMMENT ON TABLE passthrough.membership_expiries IS
+  'Work list of the expiry sweeper: the qualify events (by pair and ts) of audiences with a ttl whose expiry is not recorded yet. Written by the one writer and by set_audience_ttl.';
+
+CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT count(*)
+  FROM passthrough.audiences a
+  JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+  JOIN passthrough.memberships m
+    ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+   AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+  WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
+    AND q.event_ts <= now() - a.ttl AND m.qualified;
+$$;
+COMMENT ON FUNCTION passthrough._expired_unswept(integer) IS
+  'Private: how many stored-as-qualified memberships of an audience have expired and are not recorded yet (the sweeper has not reached them); sizes subtract it.';
+
+CREATE FUNCTION passthrough._expire_due(p_audience_key integer, p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_work     tid[];
+  v_batch_id bigint;
+  v_count    integer;
+BEGIN
+  -- work-list rows no other sweeper holds; SKIP LOCKED never waits
+  SELECT array_agg(s.ctid) INTO v_work FROM (
+    SELECT q.ctid
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+      AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+    LIMIT p_limit
+    FOR UPDATE OF q SKIP LOCKED) s;
+  IF v_work IS NULL THEN
+    RETURN 0;
+  END IF;
+
+  INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  WITH due AS (
+    SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
+    FROM passthrough.membership_expiries q
+    JOIN passthrough.audiences a ON a.audience_key = q.audience_key
+    WHERE q.ctid = ANY (v_work) AND a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+  ), candidates AS (
+    SELECT d.q_ctid
+    FROM due d JOIN passthrough.memberships m
+      ON m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+     AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts
+    WHERE m.qualified
+  ), locked AS (
+    -- a membership a writer holds is skipped: that writer records the expiry if it renews the pair,
+    -- and its work-list row stays for the next sweep if it does not
+    SELECT m.ctid AS m_ctid, d.q_ctid, d.ttl
+    FROM passthrough.memberships m JOIN due d
+      ON m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+     AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts
+    WHERE m.qualified
+    ORDER BY m.identifier_type_id, m.identifier, m.audience_key
+    FOR UPDATE OF m SKIP LOCKED
+  ), flipped AS (
+    UPDATE passthrough.memberships m
+    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts
+    FROM locked l
+    WHERE m.ctid = l.m_ctid AND m.qualified
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at
+  ), dropped AS (
+    DELETE FROM passthrough.membership_expiries q
+    WHERE q.ctid = ANY (v_work)
+      AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
+  ), feed AS (
+    INSERT INTO passthrough.membership_changes
+      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT (SELECT pg_current_xact_id()), v_batch_id, row_number() OVER (ORDER BY f.expired_at),
+           f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
+    FROM flipped f
+  ), sizes AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT f.audience_key, -count(*) FROM flipped f GROUP BY f.audience_key
+  )
+  SELECT count(*)::integer INTO v_count FROM flipped;
+
+  IF v_count = 0 THEN
+    DELETE FROM passthrough.batches WHERE id = v_batch_id;
+  ELSE
+    PERFORM pg_notify('passthrough_changes', '');
+  END IF;
+  RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._expire_due(integer, integer) IS
+  'Private: records up to p_limit due expiries (of one audience, or all when NULL) as one batch with source ''expiry'': flips the state, appends ''expired'' changes at their real time, adjusts the sizes. Returns how many.';
+
+CREATE FUNCTION passthrough.expire_memberships(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: limit';
+  END IF;
+  RETURN passthrough._expire_due(NULL, p_limit);
+END;
+$$;
+COMMENT ON FUNCTION passthrough.expire_memberships(integer) IS
+  'The expiry sweeper: records up to p_limit memberships whose ttl ran out (state, sizes and an ''expired'' change in the feed at the real expiry time) and returns how many; call it until it returns less than p_limit. Reads are right without it; the feed shows an expiry once it ran. passthrough serve runs it every few seconds; elsewhere schedule it (e.g. pg_cron). Never waits for a writer. PT010 for a limit out of range.';
+
+CREATE FUNCTION passthrough._requeue_expiries(p_audience_key integer, p_old_audience_key integer)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  DELETE FROM passthrough.membership_expiries
+  WHERE audience_key IN (p_audience_key, p_old_audience_key);
+  INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+  SELECT m.audience_key, m.event_ts, m.identifier_type_id, m.identifier
+  FROM passthrough.memberships m
+  WHERE m.audience_key = p_audience_key AND m.qualified
+    AND EXISTS (SELECT 1 FROM passthrough.audiences a WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._requeue_expiries(integer, integer) IS
+  'Private: rebuilds the expiry work list of an audience key (empty unless a definition with a ttl links it) after its ttl or link changed; drops the rows of the key it was linked to before (p_old_audience_key).';
+
+CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key      integer;
+  v_revision integer;
+  v_ttl      interval;
+BEGIN
+  IF p_ttl <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('ttl must be a positive interval or NULL, got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'For example: SELECT passthrough.set_audience_ttl(''cart_abandoners'', interval ''7 days''); NULL removes it.';
+  END IF;
+  -- seconds only: a ttl of days or months would move with the session's time zone and calendar
+  v_ttl := make_interval(secs => extract(epoch FROM p_ttl));
+  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: name';
+  END IF;
+  -- expiries due under the old ttl are final: record them before it changes
+  WHILE passthrough._expire_due(v_key, 100000) > 0 LOOP
+  END LOOP;
+  UPDATE passthrough.audiences SET ttl = v_ttl, revision = revision + 1, updated_at = now()
+  WHERE name = p_name AND ttl IS DISTINCT FROM v_ttl
+  RETURNING revision INTO v_revision;
+  IF v_revision IS NULL THEN  -- unchanged
+    RETURN (SELECT revision FROM passthrough.audiences WHERE name = p_name);
+  END IF;
+  PERFORM passthrough._requeue_expiries(v_key, NULL);
+  RETURN v_revision;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
+  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. PT006 for an unknown audience, PT010 for a ttl that is not positive.';
 -- Membership over time, from the event log: the state as of any instant, one pair's history, and an
 -- audience's size over time. The rules are the live ones (docs/semantics.md) applied to the events
 -- whose ts is at or before the instant: the greatest ts decides, and on equal ts disqualify wins.
@@ -1434,14 +1684,16 @@ CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at times
 LANGUAGE sql STABLE
 AS $$
   SELECT count(*) FROM (
-    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified
+    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified, e.event_ts
     FROM passthrough.events e
     WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
     ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
-  ) s WHERE s.qualified;
+  ) s
+  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
+  WHERE s.qualified AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
-  'Private: the exact number of members of an audience at p_at, computed from the event log.';
+  'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
 
 CREATE FUNCTION passthrough.customer_audiences_at(
   p_identifier_type text, p_identifier text, p_subset text[], p_at timestamptz, p_with_sizes boolean DEFAULT true
@@ -1454,6 +1706,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_subset(p_subset);
   PERFORM passthrough._check_instant(p_at, 'at');
+  PERFORM passthrough._check_horizon(p_at, 'at');
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
@@ -1467,12 +1720,13 @@ BEGIN
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
     WHERE s.qualified
+      AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences_at(text, text, text[], timestamptz, boolean) IS
-  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument.';
+  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
 
 CREATE FUNCTION passthrough.membership_history(p_identifier_type text, p_identifier text, p_audience text)
 RETURNS TABLE (event_ts timestamptz, action text, qualified_after boolean, changed boolean,
@@ -1482,6 +1736,7 @@ AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
   v_key     integer := passthrough._audience_key_for_read(p_audience);
+  v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
 BEGIN
   RETURN QUERY
     WITH logged AS (
@@ -1491,21 +1746,35 @@ BEGIN
     ), per_ts AS (
       -- the state after all events of one ts: disqualify wins a tie
       SELECT l.ts, bool_and(l.q) AS q_after FROM logged l GROUP BY l.ts
+    ), around AS (
+      SELECT p.ts, p.q_after, lag(p.q_after) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts,
+             lead(p.ts) OVER w AS next_ts
+      FROM per_ts p WINDOW w AS (ORDER BY p.ts)
     ), steps AS (
-      SELECT p.ts, p.q_after,
-             p.q_after IS DISTINCT FROM coalesce(lag(p.q_after) OVER (ORDER BY p.ts), false) AS changed
-      FROM per_ts p
+      -- with a ttl, the state just before ts is the previous step's, unless it had expired by then
+      SELECT a.ts, a.q_after, a.next_ts,
+             a.q_after IS DISTINCT FROM (coalesce(a.prev_q, false)
+                                         AND (v_ttl IS NULL OR a.ts <= a.prev_ts + v_ttl)) AS changed
+      FROM around a
     )
-    SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END, s.q_after, s.changed,
-           bt.received_at, bt.source, l.b, l.idem
-    FROM logged l
-    JOIN steps s ON s.ts = l.ts
-    LEFT JOIN passthrough.batches bt ON bt.id = l.b
-    ORDER BY l.ts, l.q, l.b;
+    SELECT x.ts, x.action, x.q_after, x.changed, bt.received_at, bt.source, x.b, x.idem
+    FROM (
+      SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action, s.q_after, s.changed,
+             l.b, l.idem, l.q
+      FROM logged l JOIN steps s ON s.ts = l.ts
+      UNION ALL
+      -- expiries that happened: the qualify's ts + the ttl, before any newer event
+      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false
+      FROM steps s
+      WHERE v_ttl IS NOT NULL AND s.q_after AND s.ts + v_ttl <= now()
+        AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
+    ) x
+    LEFT JOIN passthrough.batches bt ON bt.id = x.b
+    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.membership_history(text, text, text) IS
-  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id. PT003 for an invalid identifier, PT006 for an unknown audience.';
+  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
 
 CREATE FUNCTION passthrough.audience_size_at(p_audience text, p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1514,11 +1783,12 @@ DECLARE
   v_key integer := passthrough._audience_key_for_read(p_audience);
 BEGIN
   PERFORM passthrough._check_instant(p_at, 'at');
+  PERFORM passthrough._check_horizon(p_at, 'at');
   RETURN passthrough._audience_size_at(v_key, p_at);
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_at(text, timestamptz) IS
-  'The exact number of members of a defined audience at p_at, by the events logged with ts at or before it. Reads the audience''s whole log. PT006 for an unknown audience, PT010 for an invalid time.';
+  'The exact number of members of a defined audience at p_at, by the events logged with ts at or before it. Reads the audience''s whole log. PT006 for an unknown audience, PT010 for an invalid time, PT031 for one before the history horizon.';
 
 CREATE FUNCTION passthrough.audience_size_history(
   p_audience text, p_from timestamptz, p_to timestamptz, p_bucket text DEFAULT 'hour'
@@ -1528,12 +1798,14 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_key     integer := passthrough._audience_key_for_read(p_audience);
+  v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
   v_step    interval;
   v_first   timestamptz;
   v_buckets bigint;
 BEGIN
   PERFORM passthrough._check_instant(p_from, 'from');
   PERFORM passthrough._check_instant(p_to, 'to');
+  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
   IF p_bucket IS NULL OR p_bucket NOT IN ('hour', 'day') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('bucket must be hour or day, got %s', coalesce(to_json(left(p_bucket, 64))::text, 'NULL')),
@@ -1559,10 +1831,18 @@ BEGIN
       FROM passthrough.events e
       WHERE e.audience_key = v_key AND e.event_ts <= v_first + v_buckets * v_step
       GROUP BY 1, 2, 3
+    ), steps AS (
+      SELECT p.ts, p.q, lag(p.q) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts, lead(p.ts) OVER w AS next_ts
+      FROM per_ts p WINDOW w AS (PARTITION BY p.t, p.i ORDER BY p.ts)
     ), moves AS (
-      SELECT p.ts, (p.q::integer - coalesce(lag(p.q) OVER (PARTITION BY p.t, p.i ORDER BY p.ts), false)::integer)
-               AS delta
-      FROM per_ts p
+      -- with a ttl, the state just before ts is the previous step's unless it had expired by then,
+      -- and a qualify not followed by a newer event within the ttl leaves at ts + ttl
+      SELECT s.ts, s.q::integer - (coalesce(s.prev_q, false)
+                                   AND (v_ttl IS NULL OR s.ts <= s.prev_ts + v_ttl))::integer AS delta
+      FROM steps s
+      UNION ALL
+      SELECT s.ts + v_ttl, -1 FROM steps s
+      WHERE v_ttl IS NOT NULL AND s.q AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
     ), binned AS (
       -- bucket n (from 1) holds the moves with ts in (start of n, end of n]; 0 and below: before the window
       SELECT ceil(extract(epoch FROM m.ts - v_first) / extract(epoch FROM v_step))::bigint AS n,
@@ -1586,7 +1866,106 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timestamptz, text) IS
-  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited). PT006 for an unknown audience, PT010 for an invalid argument.';
+  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';
+-- Retention: a setting bounds how long the event log and the change feed are kept. Pruning deletes in
+-- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
+-- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
+-- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
+
+CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_retention <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('event_retention must be a positive interval or NULL, got %s', p_retention),
+      DETAIL = 'field: event_retention',
+      HINT = 'For example: SELECT passthrough.set_event_retention(interval ''90 days''); NULL keeps everything.';
+  END IF;
+  UPDATE passthrough.settings SET event_retention = p_retention, updated_at = now();
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_event_retention(interval) IS
+  'Sets how long events and feed changes are kept (NULL, the default: for ever). Nothing is deleted until passthrough.prune_history() runs. PT010 for an interval that is not positive.';
+
+CREATE FUNCTION passthrough._check_horizon(p_at timestamptz, p_field text) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_horizon timestamptz := (SELECT s.history_horizon FROM passthrough.settings s);
+BEGIN
+  IF p_at < v_horizon THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT031',
+      MESSAGE = format('%s is before the history horizon %s: older events were pruned', p_field, v_horizon),
+      DETAIL = format('field: %s', p_field),
+      HINT = 'The event log is kept for passthrough.get_settings().event_retention; ask about a later time.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
+  'Private: PT031 when p_at is older than the pruned event log can answer for.';
+
+CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000) RETURNS TABLE (events bigint, changes bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_cutoff     timestamptz;
+  v_last_batch bigint;
+  v_cursor     text;
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: limit';
+  END IF;
+  SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
+  IF v_cutoff IS NULL THEN  -- no retention set: keep everything
+    events := 0; changes := 0;
+    RETURN NEXT;
+    RETURN;
+  END IF;
+  -- the horizon moves first, in the same transaction: no reader sees pruned answers as exact
+  UPDATE passthrough.settings SET history_horizon = greatest(history_horizon, v_cutoff);
+
+  -- an event older than the cutoff goes when an event of the same pair, also older than the cutoff,
+  -- decides over it (greater ts, or the same ts and a disqualify over a qualify)
+  WITH gone AS (
+    DELETE FROM passthrough.events d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT e.ctid FROM passthrough.events e
+      WHERE e.event_ts < v_cutoff
+        AND EXISTS (SELECT 1 FROM passthrough.events n
+                    WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
+                      AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
+                      AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
+      LIMIT p_limit))
+    RETURNING 1
+  )
+  SELECT count(*) INTO events FROM gone;
+
+  -- feed changes of batches received before the cutoff
+  SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;
+  WITH gone AS (
+    DELETE FROM passthrough.membership_changes d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT c.ctid FROM passthrough.membership_changes c WHERE c.batch_id <= v_last_batch LIMIT p_limit))
+    RETURNING d.xid, d.batch_id, d.ord
+  )
+  SELECT count(*),
+         (SELECT format('%s-%s-%s', x.xid, x.batch_id, x.ord) FROM gone x
+          ORDER BY x.xid DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
+  INTO changes, v_cursor FROM gone;
+  IF v_cursor IS NOT NULL THEN
+    UPDATE passthrough.settings s SET feed_pruned_through = v_cursor
+    WHERE s.feed_pruned_through IS NULL
+       OR (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+          < (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
+  END IF;
+  RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.prune_history(integer) IS
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact) and up to p_limit feed changes of batches received before it; returns how many of each. Call it until both are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
 -- Reading membership: which of these audiences is this customer in?
 
 CREATE FUNCTION passthrough._identifier_type_id_for_read(p_identifier_type text, p_identifier text)
@@ -1650,12 +2029,13 @@ BEGIN
     WHERE m.identifier_type_id = v_type_id
       AND m.identifier = p_identifier
       AND m.qualified
+      AND (a.ttl IS NULL OR m.event_ts > now() - a.ttl)  -- expiry is evaluated here (sql/077_expiry.sql)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for, with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
 -- API keys for the HTTP API. A key is a high-entropy random secret shown once when it is created;
 -- only its SHA-256 is stored, so the table (or a dump of it) cannot be used to call the API.
 --

@@ -1,0 +1,95 @@
+"""Background upkeep: the expiry sweeper and retention pruning, as calls of their SQL functions.
+
+Both rules live in SQL (sql/077_expiry.sql, sql/079_retention.sql); this module only calls
+``passthrough.expire_memberships`` and ``passthrough.prune_history`` in chunks, each chunk its own
+transaction, until a chunk comes back short. ``passthrough serve`` runs ``Upkeep`` in the background;
+``passthrough expire`` and ``passthrough prune`` run one round from the command line (or pg_cron calls
+the functions directly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("passthrough.upkeep")
+
+EXPIRE_CHUNK = 10_000
+PRUNE_CHUNK = 50_000
+
+
+def expire_all(conn: Any, chunk: int = EXPIRE_CHUNK) -> int:
+    """Record every due expiry (psycopg or pg8000 connection, autocommit or not); return how many."""
+    total = 0
+    while True:
+        n = _call(conn, "SELECT passthrough.expire_memberships(%s)", chunk)[0]
+        total += n
+        if n < chunk:
+            return total
+
+
+def prune_all(conn: Any, chunk: int = PRUNE_CHUNK) -> tuple[int, int]:
+    """Apply the retention setting in chunks; return (events, changes) deleted."""
+    events = changes = 0
+    while True:
+        e, c = _call(conn, "SELECT events, changes FROM passthrough.prune_history(%s)", chunk)
+        events, changes = events + e, changes + c
+        if e < chunk and c < chunk:
+            return events, changes
+
+
+def _call(conn: Any, sql: str, arg: int) -> tuple:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, (arg,))
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    if not getattr(conn, "autocommit", False):
+        conn.commit()  # each chunk is its own transaction: locks are held briefly
+    return tuple(row)
+
+
+class Upkeep:
+    """Runs the sweeper every ``expire_every`` seconds and pruning every ``prune_every`` seconds."""
+
+    def __init__(self, expire_every: float, prune_every: float) -> None:
+        self.expire_every = expire_every
+        self.prune_every = prune_every
+        self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self, pool: Any) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(pool), name="passthrough-upkeep")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._stopping.set()
+            await self._task
+            self._task = None
+
+    async def _run(self, pool: Any) -> None:
+        next_prune = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                async with pool.connection() as conn:  # autocommit: each call is its own transaction
+                    while not self._stopping.is_set():
+                        cur = await conn.execute("SELECT passthrough.expire_memberships(%s)", (EXPIRE_CHUNK,))
+                        if (await cur.fetchone())[0] < EXPIRE_CHUNK:
+                            break
+                    while time.monotonic() >= next_prune and not self._stopping.is_set():
+                        cur = await conn.execute(
+                            "SELECT events, changes FROM passthrough.prune_history(%s)", (PRUNE_CHUNK,)
+                        )
+                        e, c = await cur.fetchone()
+                        if e < PRUNE_CHUNK and c < PRUNE_CHUNK:
+                            next_prune = time.monotonic() + self.prune_every
+            except Exception as exc:  # the database may be down or not migrated yet: try again later
+                log.warning("upkeep: %s: %s", type(exc).__name__, exc)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.expire_every)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,178 @@
+-- Expiry: an audience may carry a ttl; a membership whose deciding qualify event is older than the ttl
+-- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
+-- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
+-- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
+-- expiry is not recorded yet records it itself (sql/070_apply_events.sql), so the feed misses none.
+
+-- The sweeper's work list: one row per qualify event that decided a membership of an audience with a ttl.
+-- A row is stale once a newer event decides the pair; the sweeper drops stale rows as it meets them.
+CREATE TABLE passthrough.membership_expiries (
+  audience_key       integer     NOT NULL,
+  event_ts           timestamptz NOT NULL,
+  identifier_type_id smallint    NOT NULL,
+  identifier         text        COLLATE "C" NOT NULL,
+  PRIMARY KEY (audience_key, event_ts, identifier_type_id, identifier)
+);
+COMMENT ON TABLE passthrough.membership_expiries IS
+  'Work list of the expiry sweeper: the qualify events (by pair and ts) of audiences with a ttl whose expiry is not recorded yet. Written by the one writer and by set_audience_ttl.';
+
+CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT count(*)
+  FROM passthrough.audiences a
+  JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+  JOIN passthrough.memberships m
+    ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+   AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+  WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
+    AND q.event_ts <= now() - a.ttl AND m.qualified;
+$$;
+COMMENT ON FUNCTION passthrough._expired_unswept(integer) IS
+  'Private: how many stored-as-qualified memberships of an audience have expired and are not recorded yet (the sweeper has not reached them); sizes subtract it.';
+
+CREATE FUNCTION passthrough._expire_due(p_audience_key integer, p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_work     tid[];
+  v_batch_id bigint;
+  v_count    integer;
+BEGIN
+  -- work-list rows no other sweeper holds; SKIP LOCKED never waits
+  SELECT array_agg(s.ctid) INTO v_work FROM (
+    SELECT q.ctid
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+      AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+    LIMIT p_limit
+    FOR UPDATE OF q SKIP LOCKED) s;
+  IF v_work IS NULL THEN
+    RETURN 0;
+  END IF;
+
+  INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  WITH due AS (
+    SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
+    FROM passthrough.membership_expiries q
+    JOIN passthrough.audiences a ON a.audience_key = q.audience_key
+    WHERE q.ctid = ANY (v_work) AND a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+  ), candidates AS (
+    SELECT d.q_ctid
+    FROM due d JOIN passthrough.memberships m
+      ON m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+     AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts
+    WHERE m.qualified
+  ), locked AS (
+    -- a membership a writer holds is skipped: that writer records the expiry if it renews the pair,
+    -- and its work-list row stays for the next sweep if it does not
+    SELECT m.ctid AS m_ctid, d.q_ctid, d.ttl
+    FROM passthrough.memberships m JOIN due d
+      ON m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+     AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts
+    WHERE m.qualified
+    ORDER BY m.identifier_type_id, m.identifier, m.audience_key
+    FOR UPDATE OF m SKIP LOCKED
+  ), flipped AS (
+    UPDATE passthrough.memberships m
+    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts
+    FROM locked l
+    WHERE m.ctid = l.m_ctid AND m.qualified
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at
+  ), dropped AS (
+    DELETE FROM passthrough.membership_expiries q
+    WHERE q.ctid = ANY (v_work)
+      AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
+  ), feed AS (
+    INSERT INTO passthrough.membership_changes
+      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT (SELECT pg_current_xact_id()), v_batch_id, row_number() OVER (ORDER BY f.expired_at),
+           f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
+    FROM flipped f
+  ), sizes AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT f.audience_key, -count(*) FROM flipped f GROUP BY f.audience_key
+  )
+  SELECT count(*)::integer INTO v_count FROM flipped;
+
+  IF v_count = 0 THEN
+    DELETE FROM passthrough.batches WHERE id = v_batch_id;
+  ELSE
+    PERFORM pg_notify('passthrough_changes', '');
+  END IF;
+  RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._expire_due(integer, integer) IS
+  'Private: records up to p_limit due expiries (of one audience, or all when NULL) as one batch with source ''expiry'': flips the state, appends ''expired'' changes at their real time, adjusts the sizes. Returns how many.';
+
+CREATE FUNCTION passthrough.expire_memberships(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: limit';
+  END IF;
+  RETURN passthrough._expire_due(NULL, p_limit);
+END;
+$$;
+COMMENT ON FUNCTION passthrough.expire_memberships(integer) IS
+  'The expiry sweeper: records up to p_limit memberships whose ttl ran out (state, sizes and an ''expired'' change in the feed at the real expiry time) and returns how many; call it until it returns less than p_limit. Reads are right without it; the feed shows an expiry once it ran. passthrough serve runs it every few seconds; elsewhere schedule it (e.g. pg_cron). Never waits for a writer. PT010 for a limit out of range.';
+
+CREATE FUNCTION passthrough._requeue_expiries(p_audience_key integer, p_old_audience_key integer)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  DELETE FROM passthrough.membership_expiries
+  WHERE audience_key IN (p_audience_key, p_old_audience_key);
+  INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+  SELECT m.audience_key, m.event_ts, m.identifier_type_id, m.identifier
+  FROM passthrough.memberships m
+  WHERE m.audience_key = p_audience_key AND m.qualified
+    AND EXISTS (SELECT 1 FROM passthrough.audiences a WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._requeue_expiries(integer, integer) IS
+  'Private: rebuilds the expiry work list of an audience key (empty unless a definition with a ttl links it) after its ttl or link changed; drops the rows of the key it was linked to before (p_old_audience_key).';
+
+CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key      integer;
+  v_revision integer;
+  v_ttl      interval;
+BEGIN
+  IF p_ttl <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('ttl must be a positive interval or NULL, got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'For example: SELECT passthrough.set_audience_ttl(''cart_abandoners'', interval ''7 days''); NULL removes it.';
+  END IF;
+  -- seconds only: a ttl of days or months would move with the session's time zone and calendar
+  v_ttl := make_interval(secs => extract(epoch FROM p_ttl));
+  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: name';
+  END IF;
+  -- expiries due under the old ttl are final: record them before it changes
+  WHILE passthrough._expire_due(v_key, 100000) > 0 LOOP
+  END LOOP;
+  UPDATE passthrough.audiences SET ttl = v_ttl, revision = revision + 1, updated_at = now()
+  WHERE name = p_name AND ttl IS DISTINCT FROM v_ttl
+  RETURNING revision INTO v_revision;
+  IF v_revision IS NULL THEN  -- unchanged
+    RETURN (SELECT revision FROM passthrough.audiences WHERE name = p_name);
+  END IF;
+  PERFORM passthrough._requeue_expiries(v_key, NULL);
+  RETURN v_revision;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
+  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. PT006 for an unknown audience, PT010 for a ttl that is not positive.';

@@ -1,0 +1,99 @@
+-- Retention: a setting bounds how long the event log and the change feed are kept. Pruning deletes in
+-- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
+-- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
+-- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
+
+CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_retention <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('event_retention must be a positive interval or NULL, got %s', p_retention),
+      DETAIL = 'field: event_retention',
+      HINT = 'For example: SELECT passthrough.set_event_retention(interval ''90 days''); NULL keeps everything.';
+  END IF;
+  UPDATE passthrough.settings SET event_retention = p_retention, updated_at = now();
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_event_retention(interval) IS
+  'Sets how long events and feed changes are kept (NULL, the default: for ever). Nothing is deleted until passthrough.prune_history() runs. PT010 for an interval that is not positive.';
+
+CREATE FUNCTION passthrough._check_horizon(p_at timestamptz, p_field text) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_horizon timestamptz := (SELECT s.history_horizon FROM passthrough.settings s);
+BEGIN
+  IF p_at < v_horizon THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT031',
+      MESSAGE = format('%s is before the history horizon %s: older events were pruned', p_field, v_horizon),
+      DETAIL = format('field: %s', p_field),
+      HINT = 'The event log is kept for passthrough.get_settings().event_retention; ask about a later time.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
+  'Private: PT031 when p_at is older than the pruned event log can answer for.';
+
+CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000) RETURNS TABLE (events bigint, changes bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_cutoff     timestamptz;
+  v_last_batch bigint;
+  v_cursor     text;
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: limit';
+  END IF;
+  SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
+  IF v_cutoff IS NULL THEN  -- no retention set: keep everything
+    events := 0; changes := 0;
+    RETURN NEXT;
+    RETURN;
+  END IF;
+  -- the horizon moves first, in the same transaction: no reader sees pruned answers as exact
+  UPDATE passthrough.settings SET history_horizon = greatest(history_horizon, v_cutoff);
+
+  -- an event older than the cutoff goes when an event of the same pair, also older than the cutoff,
+  -- decides over it (greater ts, or the same ts and a disqualify over a qualify)
+  WITH gone AS (
+    DELETE FROM passthrough.events d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT e.ctid FROM passthrough.events e
+      WHERE e.event_ts < v_cutoff
+        AND EXISTS (SELECT 1 FROM passthrough.events n
+                    WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
+                      AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
+                      AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
+      LIMIT p_limit))
+    RETURNING 1
+  )
+  SELECT count(*) INTO events FROM gone;
+
+  -- feed changes of batches received before the cutoff
+  SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;
+  WITH gone AS (
+    DELETE FROM passthrough.membership_changes d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT c.ctid FROM passthrough.membership_changes c WHERE c.batch_id <= v_last_batch LIMIT p_limit))
+    RETURNING d.xid, d.batch_id, d.ord
+  )
+  SELECT count(*),
+         (SELECT format('%s-%s-%s', x.xid, x.batch_id, x.ord) FROM gone x
+          ORDER BY x.xid DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
+  INTO changes, v_cursor FROM gone;
+  IF v_cursor IS NOT NULL THEN
+    UPDATE passthrough.settings s SET feed_pruned_through = v_cursor
+    WHERE s.feed_pruned_through IS NULL
+       OR (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+          < (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
+  END IF;
+  RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.prune_history(integer) IS
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact) and up to p_limit feed changes of batches received before it; returns how many of each. Call it until both are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
