@@ -17,6 +17,8 @@ AS $$
   VALUES ('writer', 'apply_event'), ('writer', 'apply_events'), ('writer', 'begin_load'),
          ('writer', 'load_staged'), ('writer', 'get_load_rejects'), ('writer', 'import_snapshot'),
          ('writer', 'snapshot_diff'), ('writer', 'is_enabled'),
+         -- the upkeep passthrough serve runs (pyapp/upkeep.py): what they do is fixed by the owner's settings
+         ('writer', 'expire_memberships'), ('writer', 'prune_history'),
          ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'),
          ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'get_settings');
 $$;
