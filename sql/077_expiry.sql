@@ -39,12 +39,29 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
 BEGIN
-  -- work-list rows no other sweeper holds; SKIP LOCKED never waits
-  SELECT array_agg(s.ctid) INTO v_work FROM (
+  -- due work-list rows made stale by a newer event: dropped, they decide nothing
+  DELETE FROM passthrough.membership_expiries d
+  WHERE d.ctid = ANY (ARRAY(
     SELECT q.ctid
     FROM passthrough.audiences a
     JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
     WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+      AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+      AND NOT EXISTS (SELECT 1 FROM passthrough.memberships m
+                      WHERE m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+                        AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts AND m.qualified)
+    LIMIT p_limit
+    FOR UPDATE OF q SKIP LOCKED));
+
+  -- due rows that still decide their membership, which no other sweeper holds; SKIP LOCKED never waits
+  SELECT array_agg(s.ctid) INTO v_work FROM (
+    SELECT q.ctid
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    JOIN passthrough.memberships m
+      ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+     AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+    WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl AND m.qualified
       AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
     LIMIT p_limit
     FOR UPDATE OF q SKIP LOCKED) s;

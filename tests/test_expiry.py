@@ -87,6 +87,25 @@ def test_a_renewal_before_the_sweep_records_the_expiry_itself(ttl_conn):
     assert scalar(c, "SELECT count(*) FROM passthrough.membership_expiries") == 1  # the renewal's only
 
 
+def test_a_late_renewal_from_before_the_expiry_extends_the_membership(ttl_conn):
+    c = ttl_conn
+    apply(c, "u", "qualify", -120)
+    apply(c, "u", "qualify", -90)  # arrives after -60 but renewed before then: in from -120 to -30
+    assert feed(c) == [("entered", "u", ts(-120))]
+    assert members(c, "u") == [] and size(c) == 0
+    assert sweep(c) == 1
+    assert feed(c)[-1] == ("expired", "u", ts(-30))
+    assert size(c) == 0
+
+
+def test_a_late_disqualify_from_before_the_expiry_is_an_exit(ttl_conn):
+    c = ttl_conn
+    apply(c, "u", "qualify", -120)
+    apply(c, "u", "disqualify", -70)
+    assert feed(c) == [("entered", "u", ts(-120)), ("exited", "u", ts(-70))]
+    assert sweep(c) == 0 and size(c) == 0
+
+
 def test_a_renewal_within_the_ttl_is_no_change(ttl_conn):
     c = ttl_conn
     apply(c, "u", "qualify", -50)

@@ -641,13 +641,15 @@ BEGIN
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
               event_ts
-  ), moved AS (
-    -- expiry (sql/077_expiry.sql): a previous qualify older than the audience's ttl had already expired,
-    -- and the sweeper had not recorded it yet; this batch records it
+  ), lapsing AS (
+    -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
+    -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
     SELECT u.*, x.ttl,
-           coalesce(u.previous_qualified, false)
-             AND (x.ttl IS NULL OR u.previous_event_ts + x.ttl > now()) AS was_in
+           coalesce(u.previous_qualified AND u.previous_event_ts + x.ttl <= u.event_ts, false) AS lapsed
     FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+  ), moved AS (
+    -- was_in: the state just before this event's ts
+    SELECT l.*, coalesce(l.previous_qualified, false) AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
     -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord);
     -- expiries come first, so a pair's expiry precedes its re-entry
@@ -657,7 +659,7 @@ BEGIN
            c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
     FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
                  previous_event_ts + ttl AS event_ts, identifier
-          FROM moved WHERE previous_qualified AND NOT was_in
+          FROM moved WHERE lapsed
           UNION ALL
           SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier
           FROM moved WHERE qualified <> was_in) AS c
@@ -670,7 +672,7 @@ BEGIN
     SELECT audience_key,
            sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
            count(*) FILTER (WHERE qualified <> was_in)
-             + count(*) FILTER (WHERE previous_qualified AND NOT was_in) AS transitions
+             + count(*) FILTER (WHERE lapsed) AS transitions
     FROM moved GROUP BY audience_key
   ), folded AS (
     -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
@@ -1500,12 +1502,29 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
 BEGIN
-  -- work-list rows no other sweeper holds; SKIP LOCKED never waits
-  SELECT array_agg(s.ctid) INTO v_work FROM (
+  -- due work-list rows made stale by a newer event: dropped, they decide nothing
+  DELETE FROM passthrough.membership_expiries d
+  WHERE d.ctid = ANY (ARRAY(
     SELECT q.ctid
     FROM passthrough.audiences a
     JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
     WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+      AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+      AND NOT EXISTS (SELECT 1 FROM passthrough.memberships m
+                      WHERE m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+                        AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts AND m.qualified)
+    LIMIT p_limit
+    FOR UPDATE OF q SKIP LOCKED));
+
+  -- due rows that still decide their membership, which no other sweeper holds; SKIP LOCKED never waits
+  SELECT array_agg(s.ctid) INTO v_work FROM (
+    SELECT q.ctid
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    JOIN passthrough.memberships m
+      ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+     AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+    WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl AND m.qualified
       AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
     LIMIT p_limit
     FOR UPDATE OF q SKIP LOCKED) s;
