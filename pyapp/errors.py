@@ -91,6 +91,10 @@ BAD_INPUT_SQLSTATES: dict[str, str] = {
     "22021": "character_not_in_repertoire",
 }
 
+# Errors whose DETAIL is JSON [{"event" | "row", "message", "problems"}]: the invalid events (PT001) or rows
+# (PT020, a refused snapshot or bulk load; "row" is the staged row_no, the line of an uploaded CSV).
+INVALIDS_IN_DETAIL = frozenset({"PT001", "PT020"})
+
 UNAVAILABLE_MESSAGE = "the database is unavailable or busy; nothing was stored, retry later"
 INTERNAL_MESSAGE = "internal error; nothing was stored"
 
@@ -107,7 +111,8 @@ class ErrorReport:
     sqlstate: str | None = None
     field: str | None = None
     hint: str | None = None
-    invalids: list[dict[str, Any]] | None = None  # PT001: every invalid event
+    # PT001: every invalid event ({"event": index, ...}); PT020: the first 100 invalid rows ({"row": row_no, ...})
+    invalids: list[dict[str, Any]] | None = None
 
     @property
     def retryable(self) -> bool:
@@ -164,7 +169,7 @@ def report(exc: BaseException) -> ErrorReport:
             sqlstate=sqlstate,
             field=_field(diag.message_detail),
             hint=diag.message_hint,
-            invalids=_invalids(diag.message_detail) if sqlstate == "PT001" else None,
+            invalids=_invalids(diag.message_detail) if sqlstate in INVALIDS_IN_DETAIL else None,
         )
     if sqlstate in BAD_INPUT_SQLSTATES:
         return ErrorReport(400, "invalid_input", diag.message_primary or "invalid input", sqlstate=sqlstate)
@@ -185,7 +190,8 @@ def _field(detail: str | None) -> str | None:
 
 
 def _invalids(detail: str | None) -> list[dict[str, Any]]:
-    """PT001's DETAIL: JSON [{"event", "message", "problems"}] (empty when the batch was not an array)."""
+    """PT001's or PT020's DETAIL: JSON [{"event" | "row", "message", "problems"}] (PT001's is empty when the
+    batch was not an array)."""
     try:
         parsed = json.loads(detail or "[]")
     except ValueError:

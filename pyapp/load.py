@@ -98,18 +98,25 @@ def _is_pg8000(conn: Any) -> bool:
     return type(conn).__module__.startswith("pg8000")
 
 
-def copy_rows(conn: Any, payload: bytes) -> None:
-    """COPY ``payload`` (text-format rows of COPY_COLUMNS) into this session's staging table."""
+def copy_rows(conn: Any, payload: bytes | Iterable[bytes]) -> None:
+    """COPY ``payload`` (text-format rows of COPY_COLUMNS) into this session's staging table.
+
+    ``payload`` is the rows, or an iterable of chunks of them (each any number of whole rows) that is
+    read as the COPY goes: a stream is never held in memory. An exception raised by the iterable
+    propagates (psycopg aborts the COPY first; a pg8000 connection is left unusable: close it)."""
     cur = conn.cursor()
+    whole = isinstance(payload, (bytes, bytearray))
     if _is_pg8000(conn):
-        cur.execute(COPY_SQL, stream=io.BytesIO(payload))
+        cur.execute(COPY_SQL, stream=io.BytesIO(payload) if whole else payload)
     else:
+        chunks = [payload] if whole else payload
         with cur.copy(COPY_SQL) as copy:
-            copy.write(payload)
+            for chunk in chunks:
+                copy.write(chunk)
 
 
-def stage(conn: Any, payload: bytes) -> Any:
-    """Fill this session's staging table (passthrough.begin_load) with ``payload``; returns a cursor."""
+def stage(conn: Any, payload: bytes | Iterable[bytes]) -> Any:
+    """Fill this session's staging table (passthrough.begin_load) with ``payload`` (see copy_rows); returns a cursor."""
     cur = conn.cursor()
     cur.execute("SELECT passthrough.begin_load()")
     cur.fetchall()

@@ -5,22 +5,27 @@ The ODP convention: one gzip CSV per audience named ``<audience_id>.csv.gz`` wit
 in SQL (sql/074_snapshots.sql: ``passthrough.import_snapshot``); this module reads the file, stages its
 rows with COPY (the bulk loader's staging table) and calls the function, in one transaction.
 
-``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike.
+``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike; the
+payload is the staged rows (``read_snapshot``) or a stream of them (``copy_chunks``: the HTTP endpoint,
+pyapp/web/snapshots.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pyapp.load import format_row, read_records, sql_error_fields, stage
+from pyapp.load import StagedRow, format_row, read_records, sql_error_fields, stage
 
-__all__ = ["SnapshotRefused", "SnapshotResult", "audience_id_from_path", "import_rows", "read_snapshot", "snapshot_diff"]
+__all__ = [
+    "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_chunks", "import_rows", "read_snapshot",
+    "snapshot_diff",
+]
 
 DEFAULT_MAX_DISQUALIFY_SHARE = 0.5
 
@@ -70,18 +75,35 @@ def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None) ->
     return "".join(lines).encode("utf-8", "surrogatepass"), len(lines)
 
 
+def copy_chunks(records: Iterable[tuple[int, StagedRow]], chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The staging payload of (line, row) records (``load.csv_records``) in chunks of about ``chunk_bytes``,
+    produced as the records are read: ``import_rows`` COPYs a stream without holding it in memory."""
+    lines: list[str] = []
+    size = 0
+    for line, row in records:
+        text = format_row(line, row)
+        lines.append(text)
+        size += len(text)
+        if size >= chunk_bytes:
+            yield "".join(lines).encode("utf-8", "surrogatepass")
+            lines, size = [], 0
+    if lines:
+        yield "".join(lines).encode("utf-8", "surrogatepass")
+
+
 def import_rows(
     conn: Any,
-    payload: bytes,
+    payload: bytes | Iterable[bytes],
     audience_id: str,
     *,
     at: Decimal | None = None,
-    max_disqualify_share: float = DEFAULT_MAX_DISQUALIFY_SHARE,
+    max_disqualify_share: float | Decimal = DEFAULT_MAX_DISQUALIFY_SHARE,
     force: bool = False,
     dry_run: bool = False,
     source: str = "snapshot",
 ) -> SnapshotResult:
-    """Stage ``payload`` and call passthrough.import_snapshot in the connection's transaction.
+    """Stage ``payload`` (bytes, or chunks as ``copy_chunks`` gives them) and call passthrough.import_snapshot
+    in the connection's transaction.
 
     The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.
     """

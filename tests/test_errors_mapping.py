@@ -91,6 +91,25 @@ def test_invalid_events_detail_becomes_invalids(conn):
     }
 
 
+def test_invalid_rows_detail_becomes_invalids(conn):
+    from pyapp.load import StagedRow, format_row
+    from pyapp.snapshot import SnapshotRefused, import_rows
+
+    payload = format_row(2, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                      identifier="u1", audience_id="other"))
+    conn.autocommit = False
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(conn, payload.encode(), "aud-1", dry_run=True)
+    conn.rollback()
+    report = errors.report(caught.value.__cause__)
+    assert (report.status, report.code, report.sqlstate) == (400, "invalid_rows", "PT020")
+    assert report.invalids == [{
+        "row": 2,
+        "message": 'data.audience_id: this is a snapshot of "aud-1", got "other"',
+        "problems": ['data.audience_id: this is a snapshot of "aud-1", got "other"'],
+    }]
+
+
 def transient_sqlstates_in_docs() -> set[str]:
     paragraph = DOCS[DOCS.index("Errors PostgreSQL itself raises") :].split("\n\n")[0]
     paragraph = paragraph[: paragraph.index("transient")]

@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
-from pyapp.web import changes, events, health, openapi, segments
+from pyapp.web import changes, events, health, openapi, segments, snapshots
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import make_pool
 from pyapp.web.graphql import GraphQLFacade
@@ -40,6 +40,7 @@ def api_routes() -> list[BaseRoute]:
         _route("/readyz", GET=health.readyz),
         _route("/openapi.json", GET=openapi.openapi_json),
         _route("/v3/events", POST=events.post_events),
+        _route("/v3/audiences/{audience_id}/snapshot", POST=snapshots.post_snapshot),
         _route("/v3/changes", GET=changes.get_changes),
         _route("/v3/segments", GET=segments.list_segments),
         # before /v3/segments/{segment_id}, which would also match "name:validate"
@@ -85,6 +86,7 @@ def create_app(
         },
     )
     app.state.config = config
+    app.state.database_url = database_url  # snapshot imports open a connection of their own (snapshots.py)
     app.state.graphql = graphql
     app.state.migrations = packaged_migrations()  # read once: /readyz compares the database with them
     return app

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_EVENTS = 500  # ODP's limit per request
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 500 events of the largest valid size fit with room to spare
+# A snapshot upload (POST /v3/audiences/{id}/snapshot) is a whole audience: about 50 bytes a member as CSV.
+DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,8 @@ class ApiConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     # The most bytes a request body may have, as sent and again after gzip decompression.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # The same for a snapshot upload, which is spooled to a temporary file, never held in memory.
+    max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
     pool_min_size: int = 1
     pool_max_size: int = 10
     # How long a request waits for a database connection before it is answered 503.
@@ -20,7 +24,7 @@ class ApiConfig:
     application_name: str = "passthrough-http"
 
     def __post_init__(self) -> None:
-        for name in ("max_events", "max_body_bytes", "pool_max_size"):
+        for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.pool_min_size <= self.pool_max_size:

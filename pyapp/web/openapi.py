@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from pyapp import __version__
 from pyapp.web.auth import API_KEY_HEADER
-from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
+from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
+from pyapp.web.snapshots import DEFAULT_DIFF_LIMIT, MAX_DIFF_LIMIT, SNAPSHOT_SOURCE
 
 JSON = "application/json"
 
@@ -40,12 +41,14 @@ def _operation(
     scope: str | None,
     responses: dict[str, Any],
     body: str | None = None,
+    request_body: dict[str, Any] | None = None,
     description: str | None = None,
     parameters: list[dict[str, Any]] | None = None,
     error_schema: str = "Error",
 ) -> dict[str, Any]:
     """One operation. ``scope`` None is public; "public"/"private" adds the key's 401 (and 403 for a
-    private operation) and the database's 503, answered with ``error_schema``."""
+    private operation, unless ``responses`` describes its own) and the database's 503, answered with
+    ``error_schema``. ``body`` names a JSON schema; ``request_body`` is any other requestBody object."""
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary}
     if description:
         op["description"] = description
@@ -53,6 +56,8 @@ def _operation(
         op["parameters"] = parameters
     if body:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    if request_body:
+        op["requestBody"] = request_body
     if scope is None:
         op["security"] = []
         op["responses"] = responses
@@ -65,7 +70,7 @@ def _operation(
     unavailable = _error(
         "The database is unavailable or busy (transient): retry later. Nothing was stored.", error_schema
     )
-    op["responses"] = {**responses, **secured, "503": unavailable}
+    op["responses"] = {**responses, **{k: v for k, v in secured.items() if k not in responses}, "503": unavailable}
     return op
 
 
@@ -120,6 +125,61 @@ CHANGES_PARAMETERS = [
     },
 ]
 
+SNAPSHOT_DESCRIPTION = f"""\
+Replaces the membership of one audience with a full list of its members at time T: the HTTP twin of
+`passthrough import`. `audience_id` is the external audience id (the one events carry in `data.audience_id`).
+The body is the ODP snapshot file: a CSV, gzip or plain, whose header names `type, action, audience_id, ts`
+and exactly one identifier column (e.g. `fs_user_id`), one row per member
+(`passthrough,qualify,<audience_id>,<ts or empty>,<identifier>`). Send it with `Content-Type: application/gzip`
+(gzip), `text/csv` or `application/octet-stream` (gzip when it starts with the gzip magic bytes, else plain);
+`Content-Encoding: gzip` is accepted too. At most {DEFAULT_MAX_SNAPSHOT_BYTES} bytes (by default,
+`--max-snapshot-bytes`) as sent and again decompressed; the upload is spooled to a temporary file, not held in
+memory.
+
+Listed identifiers are qualified (with their row's `ts`, else T); members not listed whose deciding event is
+older than T are disqualified as of T; events at or after T stand. T is `at`, else the newest `ts` in the
+file. It is one transaction, logged as one batch (source `{SNAPSHOT_SOURCE}`): readers see the old membership or
+the new one, and 200 comes only after the commit. A snapshot with an invalid row is refused whole (400,
+`detail.invalids` lists up to 100 rows by their line in the CSV, the header being line 1); an empty snapshot
+(a header and no rows), or one that would disqualify more than `max_disqualify_share` of the members, is
+refused with 422 unless `force=true`. With `dry_run=true` nothing is applied (the guards still apply) and the
+answer lists the changes it would make, up to `diff_limit`."""
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+SNAPSHOT_PARAMETERS = [
+    {
+        "name": "audience_id",
+        "in": "path",
+        "required": True,
+        "description": "The external audience id: every row's `audience_id` must be this.",
+        "schema": {"type": "string", "maxLength": 255, "examples": ["crm-vip"]},
+    },
+    _query("at", "The snapshot time T in seconds since the Unix epoch (`--at`); default: the newest `ts` in "
+           "the file, else now.", {"type": "number", "examples": [1735689600]}),
+    _query("dry_run", "Compute the changes and answer them in `diff`; apply nothing (`--dry-run`).",
+           {"type": "boolean", "default": False}),
+    _query("diff_limit", f"At most this many changes in a dry run's `diff` (`--diff-limit`), 0 to {MAX_DIFF_LIMIT}.",
+           {"type": "integer", "minimum": 0, "maximum": MAX_DIFF_LIMIT, "default": DEFAULT_DIFF_LIMIT}),
+    _query("max_disqualify_share", "Refuse (422) a snapshot that would disqualify more than this share of the "
+           "current members (`--max-disqualify-share`), 0 to 1.",
+           {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}),
+    _query("force", "Apply an empty snapshot, or one over `max_disqualify_share`, anyway (`--force`).",
+           {"type": "boolean", "default": False}),
+]
+
+SNAPSHOT_BODY = {
+    "required": True,
+    "description": "The snapshot CSV (header `type,action,audience_id,ts,<identifier type>`), gzip or plain.",
+    "content": {
+        media_type: {"schema": {"type": "string", "contentMediaType": media_type}}
+        for media_type in ("application/gzip", "text/csv", "application/octet-stream")
+    },
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
         "get": _operation(
@@ -159,6 +219,36 @@ PATHS: dict[str, dict[str, Any]] = {
                 "403": _error("Passthrough is disabled: an operator enables it with `passthrough enable`."),
                 "413": _error(
                     f"More events than the limit ({DEFAULT_MAX_EVENTS} by default), or a body over the size limit."
+                ),
+            },
+        )
+    },
+    "/v3/audiences/{audience_id}/snapshot": {
+        "post": _operation(
+            "importSnapshot",
+            "Replace one audience's membership with a full list of its members (an ODP snapshot file).",
+            description=SNAPSHOT_DESCRIPTION,
+            scope="private",
+            parameters=SNAPSHOT_PARAMETERS,
+            request_body=SNAPSHOT_BODY,
+            responses={
+                "200": _ok("Imported and committed, or (`dry_run`) what the import would do.", "SnapshotResult"),
+                "400": _error(
+                    "Nothing was changed. Invalid rows (`invalid_rows`: `detail.invalids` lists them by line), a "
+                    "header without exactly one identifier column besides type, action, audience_id and ts "
+                    "(`invalid_csv_header`), a body that is not UTF-8 CSV (`malformed_csv`) or not the gzip it "
+                    "claims to be (`malformed_gzip`), an empty body, a wrong Content-Type or Content-Encoding, or "
+                    "a query parameter that is unknown or invalid (`invalid_argument`, `detail.field` names it)."
+                ),
+                "403": _error(
+                    "The key is public and this operation needs a private key (`insufficient_scope`), or "
+                    "passthrough is disabled (`passthrough_disabled`; a dry run works regardless)."
+                ),
+                "413": _error("The body is larger than the limit, as sent or decompressed. Nothing was changed."),
+                "422": _error(
+                    "Refused by a guard, nothing changed: the snapshot is empty (`empty_snapshot`) or would "
+                    "disqualify more than `max_disqualify_share` of the members (`snapshot_disqualifies_too_many`). "
+                    "Check the export; `force=true` applies it anyway."
                 ),
             },
         )
@@ -300,12 +390,14 @@ SCHEMAS: dict[str, Any] = {
                     "hint": {"type": "string", "description": "What to do about it."},
                     "invalids": {
                         "type": "array",
-                        "description": "Every invalid event of a refused batch.",
+                        "description": "Every invalid event of a refused batch (`event`), or the first 100 invalid "
+                        "rows of a refused snapshot (`row`).",
                         "items": {
                             "type": "object",
-                            "required": ["event", "message"],
+                            "required": ["message"],
                             "properties": {
                                 "event": {"type": "integer", "description": "Index in the batch, from 0."},
+                                "row": {"type": "integer", "description": "Line in the CSV; the header is line 1."},
                                 "message": {"type": "string"},
                                 "problems": {"type": "array", "items": {"type": "string"}},
                             },
@@ -418,6 +510,45 @@ SCHEMAS: dict[str, Any] = {
             "batch_id": {"type": "integer"},
         },
     },
+    "SnapshotResult": {
+        "type": "object",
+        "required": ["audience_id", "applied", "snapshot_at", "listed", "to_qualify", "to_disqualify", "unchanged",
+                     "kept_newer", "members_before", "batch_id", "changed"],
+        "properties": {
+            "audience_id": {"type": "string"},
+            "applied": {"type": "boolean", "description": "False for a dry run."},
+            "snapshot_at": {**TIMESTAMP, "description": "T (UTC, with a Z)."},
+            "listed": {"type": "integer", "description": "Distinct identifiers in the snapshot."},
+            "to_qualify": {"type": "integer", "description": "Listed and not qualified now: they become members."},
+            "to_disqualify": {"type": "integer",
+                              "description": "Qualified by an event older than T and not listed: they leave."},
+            "unchanged": {"type": "integer", "description": "Listed and qualified now."},
+            "kept_newer": {"type": "integer",
+                           "description": "Where the snapshot disagrees with an event at or after T, which stands."},
+            "members_before": {"type": "integer", "description": "Qualified members before the import."},
+            "batch_id": {"type": ["integer", "null"], "description": "The batch holding the import's events."},
+            "changed": {"type": "integer", "description": "(identifier, audience) pairs whose state changed."},
+            "diff": {
+                "type": "array",
+                "description": "Dry run only: the changes, by change, identifier type and identifier, up to "
+                "`diff_limit` (unchanged members are left out).",
+                "items": _ref("SnapshotChange"),
+            },
+            "diff_truncated": {"type": "boolean", "description": "Dry run only: `diff` was cut at `diff_limit`."},
+        },
+    },
+    "SnapshotChange": {
+        "type": "object",
+        "required": ["change", "identifier_type", "identifier", "current_ts", "snapshot_ts"],
+        "properties": {
+            "change": {"type": "string", "enum": ["qualify", "disqualify", "kept_newer"]},
+            "identifier_type": {"type": "string"},
+            "identifier": {"type": "string"},
+            "current_ts": {**TIMESTAMP, "type": ["string", "null"],
+                           "description": "The deciding event's time now; null for an identifier not known yet."},
+            "snapshot_ts": {**TIMESTAMP, "description": "The time the snapshot gives it: its row's ts, else T."},
+        },
+    },
     "SegmentIds": {
         "type": "object",
         "required": ["segment_ids"],
@@ -485,7 +616,8 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "Passthrough",
         "version": __version__,
-        "description": "ODP-compatible events and segments endpoints backed by PostgreSQL. Authenticate with an "
+        "description": "ODP-compatible events and segments endpoints, and audience snapshot imports, backed by "
+        "PostgreSQL. Authenticate with an "
         f"API key in the `{API_KEY_HEADER}` header (`passthrough keys create --name NAME --scope public|private`): "
         "public keys may send events (and read GraphQL); private keys may do everything.",
     },

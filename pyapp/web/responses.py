@@ -8,7 +8,8 @@ ODP's::
                 "invalids": [{"event": 0, "message": "...", "problems": ["..."]}]}}
 
 ``detail.code`` and ``detail.message`` are always present; ``sqlstate`` (errors raised by SQL),
-``field``, ``hint`` and ``invalids`` (a refused batch of events) only when they apply.
+``field``, ``hint`` and ``invalids`` (a refused batch of events, or the rows of a refused snapshot:
+``{"row": <line>, "message": ..., "problems": [...]}``) only when they apply.
 """
 
 from __future__ import annotations

@@ -1,0 +1,355 @@
+"""POST /v3/audiences/{audience_id}/snapshot: a full membership list replaces one audience's (private keys).
+
+The HTTP twin of ``passthrough import`` (pyapp/etl_cli.py): the same file, the same options, the same code.
+The body is an ODP-convention snapshot: a CSV, gzip or plain, with the header ``type, action, audience_id,
+ts`` and exactly one identifier column; ``{audience_id}`` is the external audience id its rows name. The
+query parameters are the command's options: ``at`` (--at), ``dry_run`` (--dry-run), ``diff_limit``
+(--diff-limit), ``max_disqualify_share`` (--max-disqualify-share) and ``force`` (--force). The rows are read
+by pyapp/load.py's CSV reader, staged with ``load.stage()`` and applied by ``passthrough.import_snapshot``
+through pyapp/snapshot.py; every rule (what a valid row is, the snapshot time, the guards against an empty
+snapshot or one that disqualifies too many members) is SQL's, and its errors reach the client through
+pyapp/errors.py like every other endpoint's.
+
+How a body travels:
+
+1. As it arrives, into a temporary file (in TMPDIR), at most ``max_snapshot_bytes`` (413 beyond, before
+   reading anything when Content-Length says so). Nothing of it is held in memory but a chunk or two, and
+   a slow upload never holds a database transaction open (an open transaction would hold the change feed
+   back).
+2. Then, in a worker thread: the file is decoded (``Content-Encoding: gzip``, then gzip when the content
+   starts with the gzip magic bytes or ``Content-Type`` says ``application/gzip``; at most
+   ``max_snapshot_bytes`` decompressed, 413 beyond), its CSV header checked, and its rows COPYed into the
+   staging table as they are read, on a connection of its own; ``import_snapshot`` applies them (or, for a
+   dry run, computes the diff) and the transaction is committed (a dry run's rolled back) before the
+   answer is sent. A deadlock or serialization failure is retried from the file, as POST /v3/events does.
+
+A connection of its own, not the pool's: an import fills session temporary tables (the staging table and
+the snapshot's work tables, as large as the snapshot) that closing the connection drops, where a pooled
+session would keep them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import itertools
+import math
+import random
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from io import BufferedReader, RawIOBase, TextIOWrapper
+from typing import IO, Any
+
+import anyio.to_thread
+import psycopg
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+
+from pyapp import snapshot
+from pyapp.load import InputError, StagedRow, csv_records
+from pyapp.web.auth import Scope, require_scope
+from pyapp.web.body import content_encoding_is_gzip, stream_at_most, too_large
+from pyapp.web.config import ApiConfig
+from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
+from pyapp.web.responses import ApiError, JSONResponse, iso_utc
+
+SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
+DEFAULT_DIFF_LIMIT = 50  # as passthrough import --diff-limit
+MAX_DIFF_LIMIT = 1000
+GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MEDIA_TYPES = ("application/gzip", "application/x-gzip")  # gzip required
+DETECTED_MEDIA_TYPES = ("text/csv", "application/octet-stream")  # gzip when it starts with the magic bytes
+MEDIA_TYPES = (*DETECTED_MEDIA_TYPES, *GZIP_MEDIA_TYPES)
+SPOOL_WRITE_BYTES = 1 << 20  # received chunks are written to the temporary file about this much at a time
+SNAPSHOT_NAME = "the snapshot"  # what errors about the CSV call it
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """The query parameters: passthrough import's options."""
+
+    at: Decimal | None = None
+    dry_run: bool = False
+    diff_limit: int = DEFAULT_DIFF_LIMIT
+    max_disqualify_share: Decimal = Decimal(str(snapshot.DEFAULT_MAX_DISQUALIFY_SHARE))
+    force: bool = False
+
+
+PARAMETERS = ("at", "dry_run", "diff_limit", "max_disqualify_share", "force")
+
+
+@dataclass(frozen=True)
+class BodyEncoding:
+    content_encoding_gzip: bool  # Content-Encoding: gzip
+    gzip_required: bool  # Content-Type: application/gzip (else gzip only when the magic bytes say so)
+
+
+async def post_snapshot(request: Request) -> JSONResponse:
+    await require_scope(request, Scope.PRIVATE)
+    options = read_options(request.query_params)
+    encoding = body_encoding(request.headers)
+    config: ApiConfig = request.app.state.config
+    audience_id = request.path_params["audience_id"]
+    with tempfile.TemporaryFile(prefix="passthrough-snapshot-") as spool:
+        if await _receive(request, spool, config.max_snapshot_bytes) == 0:
+            raise ApiError(400, "empty_body", "the request body is empty; send the snapshot, a CSV with its header")
+        result, diff = await anyio.to_thread.run_sync(
+            partial(_import, request.app.state.database_url, config, spool, encoding, audience_id, options)
+        )
+    # _import has returned: the import is committed (a dry run rolled back).
+    return JSONResponse(_answer(audience_id, result, diff, options.diff_limit))
+
+
+# --------------------------------------------------------------------------- the request
+
+
+def read_options(query: QueryParams) -> ImportOptions:
+    """The query parameters as ImportOptions; 400 for an unknown, repeated or malformed one (a typo such as
+    ``dryrun=true`` must not import for real)."""
+    values: dict[str, str] = {}
+    for name, value in query.multi_items():
+        if name not in PARAMETERS:
+            raise ApiError(400, "invalid_argument",
+                           f"unknown query parameter {name!r}; expected {', '.join(PARAMETERS)}", field=name[:64])
+        if name in values:
+            raise ApiError(400, "invalid_argument", f"{name} is given more than once", field=name)
+        values[name] = value
+    options: dict[str, Any] = {}
+    for name in ("dry_run", "force"):
+        if name in values:
+            flag = BOOLEANS.get(values[name].strip().lower())
+            if flag is None:
+                raise _invalid(name, f"must be true or false, got {values[name][:64]!r}")
+            options[name] = flag
+    for name, what in (("at", "a number of seconds since the Unix epoch"), ("max_disqualify_share", "a number")):
+        if name in values:
+            options[name] = _number(name, values[name], what)
+    if "diff_limit" in values:
+        try:
+            options["diff_limit"] = int(values["diff_limit"])
+        except ValueError:
+            raise _invalid("diff_limit", f"must be an integer, got {values['diff_limit'][:64]!r}") from None
+        if not 0 <= options["diff_limit"] <= MAX_DIFF_LIMIT:
+            raise _invalid("diff_limit", f"must be from 0 to {MAX_DIFF_LIMIT}, got {options['diff_limit']}")
+    return ImportOptions(**options)
+
+
+def _number(name: str, text: str, what: str) -> Decimal:
+    """A finite decimal number; its range is the database's to check (PT010 names the parameter)."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite():
+        raise _invalid(name, f"must be {what}, got {text[:64]!r}")
+    return value
+
+
+def _invalid(name: str, reason: str) -> ApiError:
+    return ApiError(400, "invalid_argument", f"{name}: {reason}", field=name)
+
+
+def body_encoding(headers: Headers) -> BodyEncoding:
+    content_type = headers.get("content-type")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in MEDIA_TYPES:
+        got = f"got {content_type!r}" if content_type else "none was given"
+        raise ApiError(
+            400, "unsupported_media_type",
+            f"Content-Type must be text/csv (plain or gzip), application/gzip or application/octet-stream; {got}",
+        )
+    return BodyEncoding(content_encoding_is_gzip(headers.get("content-encoding")), media_type in GZIP_MEDIA_TYPES)
+
+
+async def _receive(request: Request, spool: IO[bytes], max_bytes: int) -> int:
+    """Write the body to ``spool`` as it arrives (413 past ``max_bytes``); returns its size."""
+    pending: list[bytes] = []
+    pending_size = size = 0
+    async for chunk in stream_at_most(request, max_bytes):
+        pending.append(chunk)
+        pending_size += len(chunk)
+        size += len(chunk)
+        if pending_size >= SPOOL_WRITE_BYTES:
+            await anyio.to_thread.run_sync(spool.write, b"".join(pending))
+            pending, pending_size = [], 0
+    if pending:
+        await anyio.to_thread.run_sync(spool.write, b"".join(pending))
+    return size
+
+
+# --------------------------------------------------------------------------- decoding (in the worker thread)
+
+
+@contextmanager
+def _gzip_errors() -> Iterator[None]:
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ApiError(400, "malformed_gzip", f"the request body is not valid gzip: {exc}") from None
+
+
+class _CsvBytes(RawIOBase):
+    """Reads ``source`` (decompressing): a gzip error is 400, more than ``max_bytes`` in all 413, and bytes
+    that are not UTF-8 are 400 naming their line (TextIOWrapper would only say which chunk)."""
+
+    def __init__(self, source: IO[bytes], max_bytes: int) -> None:
+        self._source, self._max_bytes = source, max_bytes
+        self._size = self._lines = 0
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        with _gzip_errors():
+            data = self._source.read(len(buffer))
+        n = len(data)
+        self._size += n
+        if self._size > self._max_bytes:
+            raise too_large("the decompressed snapshot is larger than that", self._max_bytes)
+        try:
+            self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:  # exc.object: the bytes of an unfinished character, then data
+            start = max(0, exc.start - (len(exc.object) - n))
+            line = self._lines + data.count(b"\n", 0, start) + 1
+            raise ApiError(400, "malformed_csv", f"the snapshot is not UTF-8 text: line {line} holds the bytes "
+                           f"{exc.object[exc.start:exc.end].hex(' ')} ({exc.reason})") from None
+        self._lines += data.count(b"\n")
+        buffer[:n] = data
+        return n
+
+
+def _content(spool: IO[bytes], encoding: BodyEncoding) -> IO[bytes]:
+    """The body from its start, without its Content-Encoding."""
+    spool.seek(0)
+    return gzip.GzipFile(fileobj=spool, mode="rb") if encoding.content_encoding_gzip else spool
+
+
+def _csv_text(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) -> IO[str]:
+    """The snapshot's CSV text: gunzipped once for Content-Encoding: gzip and once more when the content
+    is gzip (by its magic bytes; Content-Type application/gzip requires them)."""
+    with _gzip_errors():
+        head = _content(spool, encoding).read(2)
+    gzipped = head == GZIP_MAGIC
+    if encoding.gzip_required and not gzipped:
+        raise ApiError(400, "malformed_gzip", "Content-Type is application/gzip but the content is not gzip "
+                       "(it does not start with the gzip magic bytes 1f 8b)")
+    content = _content(spool, encoding)
+    if gzipped:
+        content = gzip.GzipFile(fileobj=content, mode="rb")
+    return TextIOWrapper(BufferedReader(_CsvBytes(content, max_bytes), 1 << 16), encoding="utf-8", newline="")
+
+
+def _records(text: IO[str]) -> Iterator[tuple[int, StagedRow]]:
+    """load.csv_records, with a header it refuses or a CSV it cannot read as 400s."""
+    line = 0  # the line of the last record read
+    try:
+        for line, row in csv_records(text, SNAPSHOT_NAME):
+            yield line, row
+    except InputError as exc:
+        raise ApiError(400, "invalid_csv_header", str(exc), field="header") from None
+    except csv.Error as exc:
+        where = f"after line {line}" if line else "in its header"
+        raise ApiError(400, "malformed_csv", f"the snapshot is not a readable CSV {where}: {exc}") from None
+
+
+def _staging_chunks(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) -> Iterator[bytes]:
+    """The staging payload, read from the spool as it is COPYed. The header (and the gzip framing) are
+    checked here, before a connection is opened."""
+    text = _csv_text(spool, encoding, max_bytes)
+    if not text.buffer.peek(1):  # type: ignore[attr-defined]
+        raise ApiError(400, "empty_body", "the snapshot is empty; send a CSV with its header line")
+    records = _records(text)
+    first = next(records, None)  # reads the header: a bad one is refused now
+    return snapshot.copy_chunks(records if first is None else itertools.chain([first], records))
+
+
+# --------------------------------------------------------------------------- the import (in the worker thread)
+
+
+def _import(
+    database_url: str, config: ApiConfig, spool: IO[bytes], encoding: BodyEncoding, audience_id: str,
+    options: ImportOptions,
+) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+    """Stage and import the spooled snapshot in one transaction, retrying deadlocks and serialization
+    failures; returns the result and, for a dry run, up to diff_limit + 1 rows of the diff."""
+    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+        chunks = _staging_chunks(spool, encoding, config.max_snapshot_bytes)
+        try:
+            return _import_once(database_url, config, chunks, audience_id, options)
+        except psycopg.Error as exc:
+            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
+                raise
+        time.sleep(random.uniform(0.005, 0.02 * attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _import_once(
+    database_url: str, config: ApiConfig, chunks: Iterator[bytes], audience_id: str, options: ImportOptions
+) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+    conn = psycopg.connect(
+        database_url,
+        autocommit=False,
+        application_name=config.application_name,
+        connect_timeout=max(2, math.ceil(config.pool_timeout)),  # libpq's minimum is 2 s
+    )
+    try:
+        try:
+            result = snapshot.import_rows(
+                conn, chunks, audience_id, at=options.at, max_disqualify_share=options.max_disqualify_share,
+                force=options.force, dry_run=options.dry_run, source=SNAPSHOT_SOURCE,
+            )
+        except snapshot.SnapshotRefused as exc:
+            # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT022/PT023 422
+            raise exc.__cause__ from None  # type: ignore[misc]
+        if options.dry_run:
+            diff = snapshot.snapshot_diff(conn, options.diff_limit + 1)  # one more: was the list cut?
+            conn.rollback()
+            return result, diff
+        conn.commit()
+        return result, None
+    finally:
+        conn.close()  # rolls back whatever was not committed; drops the session's temporary tables
+
+
+# --------------------------------------------------------------------------- the answer
+
+
+def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple] | None, limit: int) -> dict:
+    body: dict[str, Any] = {
+        "audience_id": audience_id,
+        "applied": result.applied,
+        "snapshot_at": iso_utc(result.snapshot_at),
+        "listed": result.listed,
+        "to_qualify": result.to_qualify,
+        "to_disqualify": result.to_disqualify,
+        "unchanged": result.unchanged,
+        "kept_newer": result.kept_newer,
+        "members_before": result.members_before,
+        "batch_id": result.batch_id,
+        "changed": result.changed,
+    }
+    if diff is not None:
+        body["diff"] = [_diff_item(*row) for row in diff[:limit]]
+        body["diff_truncated"] = len(diff) > limit
+    return body
+
+
+def _diff_item(change: str, identifier_type: str, identifier: str, current_ts: datetime | None,
+               snapshot_ts: datetime) -> dict[str, Any]:
+    return {
+        "change": change,
+        "identifier_type": identifier_type,
+        "identifier": identifier,
+        "current_ts": iso_utc(current_ts) if current_ts is not None else None,
+        "snapshot_ts": iso_utc(snapshot_ts),
+    }
