@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
+from pyapp.upkeep import Upkeep
 from pyapp.web import changes, events, health, openapi, segments, snapshots
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import make_pool
@@ -61,6 +62,7 @@ def create_app(
     """The HTTP API talking to ``database_url``; the pool opens when the app starts (lifespan)."""
     config = config or ApiConfig()
     graphql = GraphQLFacade()  # POST/GET /v3/graphql; its schema follows the identifier types
+    upkeep = Upkeep(config.expire_every, config.prune_every)  # expiry sweeper, retention pruning
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,9 +71,11 @@ def create_app(
         await pool.open(wait=False)
         app.state.pool = pool
         await graphql.start(pool)
+        await upkeep.start(pool)
         try:
             yield
         finally:
+            await upkeep.close()
             await graphql.close()
             await pool.close()
 

@@ -22,6 +22,9 @@ class ApiConfig:
     # How long a request waits for a database connection before it is answered 503.
     pool_timeout: float = 5.0
     application_name: str = "passthrough-http"
+    # Background upkeep (pyapp/upkeep.py): the expiry sweeper and retention pruning, in seconds.
+    expire_every: float = 5.0
+    prune_every: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
@@ -29,5 +32,7 @@ class ApiConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.pool_min_size <= self.pool_max_size:
             raise ValueError("pool_min_size must be between 0 and pool_max_size")
+        if self.expire_every <= 0 or self.prune_every <= 0:
+            raise ValueError("expire_every and prune_every must be positive")
         if self.pool_timeout <= 0:
             raise ValueError("pool_timeout must be positive")
