@@ -160,36 +160,21 @@ CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURN
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_key      integer;
-  v_revision integer;
-  v_ttl      interval;
+  v_external_id text;
+  v_description text;
+  v_metadata    jsonb;
 BEGIN
-  IF p_ttl <= interval '0' THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('ttl must be a positive interval or NULL, got %s', p_ttl),
-      DETAIL = 'field: ttl',
-      HINT = 'For example: SELECT passthrough.set_audience_ttl(''cart_abandoners'', interval ''7 days''); NULL removes it.';
-  END IF;
-  -- seconds only: a ttl of days or months would move with the session's time zone and calendar
-  v_ttl := make_interval(secs => extract(epoch FROM p_ttl));
-  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  SELECT e.external_id, a.description, a.metadata INTO v_external_id, v_description, v_metadata
+  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+  WHERE a.name = p_name
+  FOR UPDATE OF a;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'PT006',
       MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
       DETAIL = 'field: name';
   END IF;
-  -- expiries due under the old ttl are final: record them before it changes
-  WHILE passthrough._expire_due(v_key, 100000) > 0 LOOP
-  END LOOP;
-  UPDATE passthrough.audiences SET ttl = v_ttl, revision = revision + 1, updated_at = now()
-  WHERE name = p_name AND ttl IS DISTINCT FROM v_ttl
-  RETURNING revision INTO v_revision;
-  IF v_revision IS NULL THEN  -- unchanged
-    RETURN (SELECT revision FROM passthrough.audiences WHERE name = p_name);
-  END IF;
-  PERFORM passthrough._requeue_expiries(v_key, NULL);
-  RETURN v_revision;
+  RETURN passthrough._save_audience('put', p_name, v_external_id, v_description, v_metadata, p_ttl);
 END;
 $$;
 COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
-  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. PT006 for an unknown audience, PT010 for a ttl that is not positive.';
+  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. The same as put_audience with the other fields unchanged. PT006 for an unknown audience, PT007 for a ttl that is not positive.';

@@ -185,9 +185,9 @@ def test_point_in_time_history_and_size_history_apply_the_ttl(ttl_conn):
 
 def test_set_audience_ttl_validates_and_normalises(conn):
     conn.execute("SELECT passthrough.create_audience('seg_a', 'aud-a')")
-    err = expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_a', interval '-1 minute')", sqlstate="PT010")
+    err = expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_a', interval '-1 minute')", sqlstate="PT007")
     assert "ttl" in err.message and err.detail == "field: ttl"
-    expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_a', interval '0')", sqlstate="PT010")
+    expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_a', interval '0')", sqlstate="PT007")
     expect_error(conn, "SELECT passthrough.set_audience_ttl('nope', interval '1 hour')", sqlstate="PT006")
     assert scalar(conn, "SELECT passthrough.set_audience_ttl('seg_a', interval '1 day')") == 2
     assert scalar(conn, "SELECT ttl FROM passthrough.get_audience('seg_a')") == timedelta(days=1)
@@ -231,7 +231,7 @@ def test_relinking_and_deleting_move_the_work_list(ttl_conn):
     c = ttl_conn
     apply(c, "u", "qualify", -120, audience="aud-b")
     assert sweep(c) == 0 and size(c) == 0  # aud-b has no definition, so no ttl
-    c.execute("SELECT passthrough.put_audience('seg_a', 'aud-b')")
+    c.execute("SELECT passthrough.put_audience('seg_a', 'aud-b', p_ttl => interval '1 hour')")
     assert size(c) == 0 and members(c, "u") == []
     assert sweep(c) == 1
     c.execute("SELECT passthrough.delete_audience('seg_a')")

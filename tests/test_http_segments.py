@@ -220,3 +220,25 @@ def test_a_nul_character_is_400_not_500(admin, db):
     assert admin.post("/v3/segments/seg_a", json=body("crm\u0000x")).status_code == 400
     assert admin.put("/v3/segments/seg_a", json=body(metadata={"k": "\u0000"})).status_code == 400
     assert db.execute("SELECT count(*) FROM passthrough.audiences").fetchone()[0] == 0
+
+
+def test_a_segment_may_carry_a_membership_ttl(admin, db):
+    assert admin.post("/v3/segments/seg_a", json=body(ttl_seconds=3600)).json() == {"revision": 1}
+    assert admin.get("/v3/segments/seg_a").json()["ttl_seconds"] == 3600
+    assert db.execute("SELECT ttl::text FROM passthrough.audiences").fetchone() == ("01:00:00",)
+    assert admin.put("/v3/segments/seg_a", json=body(ttl_seconds=3600)).json() == {"revision": 1}  # no-op
+    assert admin.put("/v3/segments/seg_a", json=body()).json() == {"revision": 2}  # PUT replaces: no ttl
+    assert admin.get("/v3/segments/seg_a").json()["ttl_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    ("ttl", "status", "code", "field"),
+    [("1h", 400, "invalid_audience", "ttl_seconds"), (1.5, 400, "invalid_audience", "ttl_seconds"),
+     (True, 400, "invalid_audience", "ttl_seconds"), (10**12, 400, "invalid_audience", "ttl_seconds"),
+     (0, 400, "invalid_audience", "ttl"), (-5, 400, "invalid_audience", "ttl")],
+)
+def test_an_invalid_ttl_is_refused_naming_the_field(admin, db, ttl, status, code, field):
+    response = admin.post("/v3/segments/seg_a", json=body(ttl_seconds=ttl))
+    assert response.status_code == status
+    assert (response.json()["detail"]["code"], response.json()["detail"]["field"]) == (code, field)
+    assert db.execute("SELECT count(*) FROM passthrough.audiences").fetchone() == (0,)

@@ -276,7 +276,7 @@ COMMENT ON COLUMN passthrough.audiences.ttl IS
 
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
-  p_name text, p_external_audience_id text, p_description text, p_metadata jsonb
+  p_name text, p_external_audience_id text, p_description text, p_metadata jsonb, p_ttl interval
 ) RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -307,6 +307,12 @@ BEGIN
       DETAIL = format('field: metadata (got %s)', coalesce(jsonb_typeof(p_metadata), 'NULL')),
       HINT = 'Use {} for no metadata.';
   END IF;
+  IF p_ttl <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = format('ttl must be a positive interval or NULL, got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'For example interval ''30 days'' (HTTP: "ttl_seconds": 2592000); NULL: memberships do not expire.';
+  END IF;
   IF octet_length(p_metadata::text) > 65536 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT007',
       MESSAGE = 'metadata must be at most 64 KiB of JSON',
@@ -324,7 +330,7 @@ BEGIN
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._check_audience(text, text, text, jsonb) IS
+COMMENT ON FUNCTION passthrough._check_audience(text, text, text, jsonb, interval) IS
   'Private: raises PT007 (invalid) or PT004 (external id taken) for a definition that may not be saved.';
 
 CREATE FUNCTION passthrough._audience_key(p_external_audience_id text) RETURNS integer
@@ -347,21 +353,23 @@ COMMENT ON FUNCTION passthrough._audience_key(text) IS
 
 -- p_mode: 'create' refuses an existing name, 'put' creates or updates.
 CREATE FUNCTION passthrough._save_audience(
-  p_mode text, p_name text, p_external_audience_id text, p_description text, p_metadata jsonb
+  p_mode text, p_name text, p_external_audience_id text, p_description text, p_metadata jsonb, p_ttl interval
 ) RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
+  -- seconds only: a ttl of days or months would move with the session's time zone and calendar
+  v_ttl      interval := make_interval(secs => extract(epoch FROM p_ttl));
   v_key      integer;
-  v_old_key  integer;
+  v_old      passthrough.audiences;
   v_revision integer;
 BEGIN
-  PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
+  PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
   v_key := passthrough._audience_key(p_external_audience_id);
-  SELECT audience_key INTO v_old_key FROM passthrough.audiences WHERE name = p_name;
+  SELECT * INTO v_old FROM passthrough.audiences WHERE name = p_name FOR UPDATE;
   IF p_mode = 'create' THEN
-    INSERT INTO passthrough.audiences (name, audience_key, description, metadata)
-    VALUES (p_name, v_key, p_description, p_metadata)
+    INSERT INTO passthrough.audiences (name, audience_key, description, metadata, ttl)
+    VALUES (p_name, v_key, p_description, p_metadata, v_ttl)
     ON CONFLICT (name) DO NOTHING
     RETURNING revision INTO v_revision;
     IF v_revision IS NULL THEN
@@ -369,20 +377,27 @@ BEGIN
         MESSAGE = format('audience %L already exists', p_name),
         HINT = 'Use passthrough.put_audience (HTTP PUT) to update it.';
     END IF;
+    PERFORM passthrough._requeue_expiries(v_key, NULL);  -- events may have come before the definition
     RETURN v_revision;
   END IF;
-  INSERT INTO passthrough.audiences AS a (name, audience_key, description, metadata)
-  VALUES (p_name, v_key, p_description, p_metadata)
+  IF v_old.ttl IS NOT NULL AND (v_old.ttl IS DISTINCT FROM v_ttl OR v_old.audience_key <> v_key) THEN
+    -- expiries due under the old definition are final: record them before it changes (sql/077_expiry.sql)
+    WHILE passthrough._expire_due(v_old.audience_key, 100000) > 0 LOOP
+    END LOOP;
+  END IF;
+  INSERT INTO passthrough.audiences AS a (name, audience_key, description, metadata, ttl)
+  VALUES (p_name, v_key, p_description, p_metadata, v_ttl)
   ON CONFLICT (name) DO UPDATE
     SET audience_key = EXCLUDED.audience_key, description = EXCLUDED.description,
-        metadata = EXCLUDED.metadata, revision = a.revision + 1, updated_at = now()
-    WHERE (a.audience_key, a.description, a.metadata)
-          IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata)
+        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = now()
+    WHERE (a.audience_key, a.description, a.metadata, a.ttl)
+          IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata, EXCLUDED.ttl)
   RETURNING revision INTO v_revision;
   IF v_revision IS NULL THEN  -- nothing changed: the revision stays
-    SELECT revision INTO v_revision FROM passthrough.audiences WHERE name = p_name;
-  ELSIF v_old_key <> v_key THEN  -- relinked: a ttl now applies to the other id's members
-    PERFORM passthrough._requeue_expiries(v_key, v_old_key);
+    RETURN v_old.revision;
+  END IF;
+  IF v_old.audience_key IS NULL OR v_old.audience_key <> v_key OR v_old.ttl IS DISTINCT FROM v_ttl THEN
+    PERFORM passthrough._requeue_expiries(v_key, v_old.audience_key);
   END IF;
   RETURN v_revision;
 EXCEPTION WHEN unique_violation THEN
@@ -393,37 +408,40 @@ EXCEPTION WHEN unique_violation THEN
     HINT = 'An external audience id belongs to one audience at a time; delete or relink the other first.';
 END;
 $$;
-COMMENT ON FUNCTION passthrough._save_audience(text, text, text, text, jsonb) IS
-  'Private: the one writer of audience definitions, behind create_audience and put_audience.';
+COMMENT ON FUNCTION passthrough._save_audience(text, text, text, text, jsonb, interval) IS
+  'Private: the one writer of audience definitions, behind create_audience, put_audience and set_audience_ttl. A changed ttl or link first records the expiries due under the old definition, then rebuilds the expiry work list (sql/077_expiry.sql).';
 
 CREATE FUNCTION passthrough.create_audience(
-  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
+  p_ttl interval DEFAULT NULL
 ) RETURNS integer
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough._save_audience('create', p_name, p_external_audience_id, p_description, p_metadata);
+  SELECT passthrough._save_audience('create', p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
 $$;
-COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb) IS
-  'Creates an audience definition and returns its revision (1). PT005 if the name exists, PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
+COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb, interval) IS
+  'Creates an audience definition and returns its revision (1). p_ttl: how long a qualify event keeps a member (NULL: for ever; see set_audience_ttl). PT005 if the name exists, PT004 if the external id is linked to another audience, PT007 if a field is invalid.';
 
 CREATE FUNCTION passthrough.put_audience(
-  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
+  p_ttl interval DEFAULT NULL
 ) RETURNS integer
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata);
+  SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
 $$;
-COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb) IS
-  'Creates or updates an audience definition and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
+COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval) IS
+  'Creates or updates an audience definition (every field, p_ttl included: NULL removes a ttl) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
 
 CREATE FUNCTION passthrough.validate_audience(
-  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}'
+  p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
+  p_ttl interval DEFAULT NULL
 ) RETURNS void
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata);
+  SELECT passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
 $$;
-COMMENT ON FUNCTION passthrough.validate_audience(text, text, text, jsonb) IS
+COMMENT ON FUNCTION passthrough.validate_audience(text, text, text, jsonb, interval) IS
   'Checks a definition as create/put would, without saving; raises the same errors.';
 
 CREATE FUNCTION passthrough.delete_audience(p_name text) RETURNS void
@@ -1623,39 +1641,24 @@ CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURN
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_key      integer;
-  v_revision integer;
-  v_ttl      interval;
+  v_external_id text;
+  v_description text;
+  v_metadata    jsonb;
 BEGIN
-  IF p_ttl <= interval '0' THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('ttl must be a positive interval or NULL, got %s', p_ttl),
-      DETAIL = 'field: ttl',
-      HINT = 'For example: SELECT passthrough.set_audience_ttl(''cart_abandoners'', interval ''7 days''); NULL removes it.';
-  END IF;
-  -- seconds only: a ttl of days or months would move with the session's time zone and calendar
-  v_ttl := make_interval(secs => extract(epoch FROM p_ttl));
-  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  SELECT e.external_id, a.description, a.metadata INTO v_external_id, v_description, v_metadata
+  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+  WHERE a.name = p_name
+  FOR UPDATE OF a;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'PT006',
       MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
       DETAIL = 'field: name';
   END IF;
-  -- expiries due under the old ttl are final: record them before it changes
-  WHILE passthrough._expire_due(v_key, 100000) > 0 LOOP
-  END LOOP;
-  UPDATE passthrough.audiences SET ttl = v_ttl, revision = revision + 1, updated_at = now()
-  WHERE name = p_name AND ttl IS DISTINCT FROM v_ttl
-  RETURNING revision INTO v_revision;
-  IF v_revision IS NULL THEN  -- unchanged
-    RETURN (SELECT revision FROM passthrough.audiences WHERE name = p_name);
-  END IF;
-  PERFORM passthrough._requeue_expiries(v_key, NULL);
-  RETURN v_revision;
+  RETURN passthrough._save_audience('put', p_name, v_external_id, v_description, v_metadata, p_ttl);
 END;
 $$;
 COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
-  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. PT006 for an unknown audience, PT010 for a ttl that is not positive.';
+  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. The same as put_audience with the other fields unchanged. PT006 for an unknown audience, PT007 for a ttl that is not positive.';
 -- Membership over time, from the event log: the state as of any instant, one pair's history, and an
 -- audience's size over time. The rules are the live ones (docs/semantics.md) applied to the events
 -- whose ts is at or before the instant: the greatest ts decides, and on equal ts disqualify wins.

@@ -459,6 +459,12 @@ SCHEMAS: dict[str, Any] = {
             },
             "description": {"type": ["string", "null"], "maxLength": 4096},
             "metadata": {"type": "object", "description": "Free-form, at most 64 KiB. Default {}."},
+            "ttl_seconds": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "How long a qualify event keeps a member, in seconds; null or absent: for ever. "
+                "A member whose newest qualify is older no longer counts (and shows in /v3/changes as expired).",
+            },
             "revision": {"type": "integer", "readOnly": True, "description": "Ignored when sent."},
         },
     },
@@ -478,6 +484,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "is_ready": {"type": "boolean"},
             "size": {"type": "integer", "description": "Members qualified now (exact)."},
+            "ttl_seconds": {"type": ["integer", "null"], "description": "Membership time to live (null: none)."},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },

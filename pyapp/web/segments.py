@@ -1,6 +1,7 @@
 """/v3/segments: audience definitions (ODP calls them segments), private keys only.
 
-A passthrough segment's definition is ``{"external": {"external_audience_id": "..."}}``. This module
+A passthrough segment's definition is ``{"external": {"external_audience_id": "..."}}``, with an optional
+``ttl_seconds`` (membership expiry, sql/077_expiry.sql). This module
 reads that shape out of the request body (unknown definition kinds and fields are refused, naming
 the field) and hands the values to the SQL functions, which own every rule about them: segment ids
 (``[a-z0-9_]+``), lengths, conflicts, revisions.
@@ -9,6 +10,7 @@ the field) and hands the values to the SQL functions, which own every rule about
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,12 +25,12 @@ from pyapp.web.database import connection
 from pyapp.web.responses import ApiError, JSONResponse, iso_utc
 
 EXTERNAL_KIND = "external"
-BODY_FIELDS = ("definition", "description", "metadata", "revision")  # revision is read-only, ignored
+BODY_FIELDS = ("definition", "description", "metadata", "ttl_seconds", "revision")  # revision is read-only, ignored
 EXTERNAL_FIELDS = ("external_audience_id",)
 LIST_PAGE_SIZE = 1000  # passthrough.list_audiences allows up to 1001
-CREATE_SQL = "SELECT passthrough.create_audience(%s, %s, %s, %s)"
-PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s)"
-VALIDATE_SQL = "SELECT passthrough.validate_audience(%s, %s, %s, %s)"
+CREATE_SQL = "SELECT passthrough.create_audience(%s, %s, %s, %s, %s)"
+PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s, %s)"
+VALIDATE_SQL = "SELECT passthrough.validate_audience(%s, %s, %s, %s, %s)"
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,11 @@ class SegmentInput:
     external_audience_id: str | None
     description: str | None
     metadata: Any
+    ttl_seconds: int | None
 
     def sql_args(self, segment_id: str) -> tuple[Any, ...]:
-        return (segment_id, self.external_audience_id, self.description, Jsonb(self.metadata, dumps=_dumps))
+        ttl = None if self.ttl_seconds is None else timedelta(seconds=self.ttl_seconds)
+        return (segment_id, self.external_audience_id, self.description, Jsonb(self.metadata, dumps=_dumps), ttl)
 
 
 async def list_segments(request: Request) -> JSONResponse:
@@ -65,10 +69,10 @@ async def get_segment(request: Request) -> JSONResponse:
     async with connection(request) as conn:
         cursor = await conn.execute(
             "SELECT name, external_audience_id, description, metadata, revision, is_ready, size, created_at,"
-            " updated_at FROM passthrough.get_audience(%s)",
+            " updated_at, ttl FROM passthrough.get_audience(%s)",
             (_segment_id(request),),
         )
-        name, external_id, description, metadata, revision, is_ready, size, created_at, updated_at = (
+        name, external_id, description, metadata, revision, is_ready, size, created_at, updated_at, ttl = (
             await cursor.fetchone()
         )
     return JSONResponse(
@@ -80,6 +84,7 @@ async def get_segment(request: Request) -> JSONResponse:
             "definition": {EXTERNAL_KIND: {"external_audience_id": external_id}},
             "is_ready": is_ready,
             "size": size,
+            "ttl_seconds": None if ttl is None else int(ttl.total_seconds()),
             "created_at": iso_utc(created_at),
             "updated_at": iso_utc(updated_at),
         }
@@ -132,10 +137,16 @@ async def _read_segment(request: Request) -> SegmentInput:
     description = body.get("description")
     if description is not None and not isinstance(description, str):
         raise _invalid_field("description", f"must be a string or null, got {json_type(description)}")
+    ttl_seconds = body.get("ttl_seconds")
+    if ttl_seconds is not None and (not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool)):
+        raise _invalid_field("ttl_seconds", f"must be a whole number of seconds or null, got {json_type(ttl_seconds)}")
+    if ttl_seconds is not None and abs(ttl_seconds) > 9_999_999_999:
+        raise _invalid_field("ttl_seconds", "must be at most 9999999999 (about 317 years)")
     return SegmentInput(
         external_audience_id=_external_audience_id(body.get("definition")),
         description=description,
         metadata=body.get("metadata", {}),
+        ttl_seconds=ttl_seconds,
     )
 
 
