@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pyapp import upkeep_cli  # expire, prune
 
     upkeep_cli.register(sub, common)
+    from pyapp import webhooks_cli  # webhooks create / list / pause / resume / delete
+
+    webhooks_cli.register(sub, common)
     return parser
 
 

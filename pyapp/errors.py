@@ -70,6 +70,9 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT030", "invalid_cursor", 400),
     DomainError("PT031", "history_pruned", 410, "HISTORY_PRUNED"),
     DomainError("PT032", "cursor_pruned", 410),
+    DomainError("PT033", "webhook_exists", 409),
+    DomainError("PT034", "webhook_not_found", 404),
+    DomainError("PT035", "invalid_webhook", 400),
 )
 
 # PostgreSQL's own errors that mean "retry later": the request may succeed as sent.

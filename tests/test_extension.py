@@ -476,6 +476,8 @@ def populate(url: str) -> dict:
         q("SELECT * FROM passthrough.load_staged(p_source => 'load', p_rejects => true)")
         keys = {name: q("SELECT passthrough.create_api_key(%s, 'private')", name)[0][0] for name in KEY_NAMES}
         q("SELECT passthrough.revoke_api_key('old')")
+        q("SELECT passthrough.create_webhook('crm', 'https://crm.example.com/hook', ARRAY['buyers'], false)")
+        q("SELECT passthrough.set_audience_ttl('buyers', interval '36500 days')")  # membership_expiries rows
     return keys
 
 

@@ -28,6 +28,7 @@ from pyapp.web.config import ApiConfig
 from pyapp.web.database import make_pool
 from pyapp.web.graphql import GraphQLFacade
 from pyapp.web.responses import ApiError, error_response
+from pyapp.webhooks import Webhooks
 
 log = logging.getLogger("passthrough.http")
 
@@ -63,6 +64,7 @@ def create_app(
     config = config or ApiConfig()
     graphql = GraphQLFacade()  # POST/GET /v3/graphql; its schema follows the identifier types
     upkeep = Upkeep(config.expire_every, config.prune_every)  # expiry sweeper, retention pruning
+    webhooks = Webhooks(config.webhook_every, timeout=config.webhook_timeout)  # the change feed, POSTed
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,9 +74,11 @@ def create_app(
         app.state.pool = pool
         await graphql.start(pool)
         await upkeep.start(pool)
+        await webhooks.start(pool)
         try:
             yield
         finally:
+            await webhooks.close()
             await upkeep.close()
             await graphql.close()
             await pool.close()

@@ -8,6 +8,8 @@ yet). Every rule (the cursor's form, the limit's range, which changes are readab
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 
 from pyapp.web.auth import Scope, require_scope
@@ -21,6 +23,24 @@ CHANGES_SQL = (
 )
 
 
+def change_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    """One row of ``passthrough.changes`` (the columns of CHANGES_SQL, in order) as the API shows it; webhook
+    payloads (pyapp/webhooks.py) carry the same objects."""
+    c, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source, batch_id = row[:10]
+    return {
+        "cursor": c,
+        "change": change,
+        "identifier_type": identifier_type,
+        "identifier": identifier,
+        "audience_id": audience_id,
+        "audience": audience,
+        "event_ts": iso_utc(event_ts),
+        "received_at": iso_utc(received_at) if received_at is not None else None,
+        "source": source,
+        "batch_id": batch_id,
+    }
+
+
 async def get_changes(request: Request) -> JSONResponse:
     await require_scope(request, Scope.PRIVATE)
     after = request.query_params.get("after") or None
@@ -32,19 +52,5 @@ async def get_changes(request: Request) -> JSONResponse:
     async with connection(request) as conn:
         cursor = await conn.execute(CHANGES_SQL, (after, limit))
         rows = await cursor.fetchall()
-    changes = [
-        {
-            "cursor": c,
-            "change": change,
-            "identifier_type": identifier_type,
-            "identifier": identifier,
-            "audience_id": audience_id,
-            "audience": audience,
-            "event_ts": iso_utc(event_ts),
-            "received_at": iso_utc(received_at) if received_at is not None else None,
-            "source": source,
-            "batch_id": batch_id,
-        }
-        for c, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source, batch_id in rows
-    ]
+    changes = [change_json(row) for row in rows]
     return JSONResponse({"changes": changes, "next": changes[-1]["cursor"] if changes else after})

@@ -25,6 +25,10 @@ class ApiConfig:
     # Background upkeep (pyapp/upkeep.py): the expiry sweeper and retention pruning, in seconds.
     expire_every: float = 5.0
     prune_every: float = 3600.0
+    # Webhook delivery (pyapp/webhooks.py): how often due webhooks are checked without a NOTIFY, in seconds,
+    # and how long one POST may take.
+    webhook_every: float = 1.0
+    webhook_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
@@ -34,5 +38,7 @@ class ApiConfig:
             raise ValueError("pool_min_size must be between 0 and pool_max_size")
         if self.expire_every <= 0 or self.prune_every <= 0:
             raise ValueError("expire_every and prune_every must be positive")
+        if self.webhook_every <= 0 or self.webhook_timeout <= 0:
+            raise ValueError("webhook_every and webhook_timeout must be positive")
         if self.pool_timeout <= 0:
             raise ValueError("pool_timeout must be positive")
