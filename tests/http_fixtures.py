@@ -26,6 +26,8 @@ DATA_TABLES = (
     "passthrough.batches",
     "passthrough.audience_size_deltas",
     "passthrough.membership_changes",
+    "passthrough.membership_expiries",
+    "passthrough.webhooks",
     "passthrough.audiences",
     "passthrough.external_audiences",
     "passthrough.api_keys",
@@ -46,6 +48,8 @@ def db(http_database_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the module's database, emptied and with passthrough off."""
     with connect(http_database_url, autocommit=True) as conn:
         conn.execute("; ".join(f"DELETE FROM {table}" for table in DATA_TABLES))
+        conn.execute("UPDATE passthrough.settings SET event_retention = NULL, history_horizon = NULL, "
+                     "feed_pruned_through = NULL")  # what a test's retention pruned
         conn.execute("SELECT passthrough.disable()")
         yield conn
 

@@ -46,12 +46,15 @@ def scalar(conn, sql: str, params=()):
 
 
 def reset_data(conn) -> None:
-    """Empty every data table (definitions, state, log, change feed) but keep settings and identifier types."""
+    """Empty every data table (definitions, state, log, change feed, expiry work list, webhooks) and forget
+    what retention pruned; keep the other settings and the identifier types."""
     conn.execute(
         "TRUNCATE passthrough.memberships, passthrough.events, passthrough.batches, "
         "passthrough.audience_size_deltas, passthrough.audiences, passthrough.external_audiences, "
-        "passthrough.membership_changes"
+        "passthrough.membership_changes, passthrough.membership_expiries, passthrough.webhooks"
     )
+    conn.execute("UPDATE passthrough.settings SET event_retention = NULL, history_horizon = NULL, "
+                 "feed_pruned_through = NULL")
 
 
 def event(**overrides):

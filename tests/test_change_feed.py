@@ -275,6 +275,24 @@ def test_get_changes_refuses_bad_arguments(client, db, private_key, query, code)
     assert response.status_code == 400 and response.json()["detail"]["code"] == code
 
 
+def test_get_changes_shows_expiries_and_says_when_a_cursor_was_pruned(client, enabled, private_key):
+    enabled.execute("SELECT passthrough.create_audience('seg_a', 'aud-a', p_ttl => interval '1 hour')")
+    apply(enabled, "u1", "aud-a", "qualify", Decimal(round(time.time() - 7200)))
+    enabled.execute("SELECT passthrough.expire_memberships()")
+    headers = {"x-api-key": private_key}
+    changes = client.get("/v3/changes", headers=headers).json()["changes"]
+    assert [(c["change"], c["source"]) for c in changes] == [("entered", "sql"), ("expired", "expiry")]
+    # the entry's batch was received "two hours ago"; a 1 hour retention prunes it
+    enabled.execute("UPDATE passthrough.batches SET received_at = now() - interval '2 hours' WHERE id = %s",
+                    (changes[0]["batch_id"],))
+    enabled.execute("SELECT passthrough.set_event_retention(interval '1 hour')")
+    enabled.execute("SELECT * FROM passthrough.prune_history()")
+    enabled.execute("SELECT passthrough.set_event_retention(NULL)")
+    gone = client.get("/v3/changes", params={"after": "1-0-0"}, headers=headers)
+    assert gone.status_code == 410 and gone.json()["detail"]["code"] == "cursor_pruned"
+    assert client.get("/v3/changes", headers=headers).json()["changes"] == changes[1:]
+
+
 def test_get_changes_needs_a_private_key(client, db, public_key):
     assert client.get("/v3/changes", headers={"x-api-key": public_key}).status_code == 403
 

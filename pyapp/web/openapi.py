@@ -266,6 +266,10 @@ PATHS: dict[str, dict[str, Any]] = {
                     "`after` is not a cursor the feed handed out (`invalid_cursor`), or `limit` is not an integer "
                     "from 1 to 10000 (`invalid_argument`)."
                 ),
+                "410": _error(
+                    "`cursor_pruned`: changes after `after` were deleted by the retention (`prune_history`); "
+                    "resuming from it would miss some. Rebuild from the current state, then follow from now."
+                ),
             },
         )
     },
@@ -506,7 +510,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["cursor", "change", "identifier_type", "identifier", "audience_id", "event_ts"],
         "properties": {
             "cursor": {"type": "string", "description": "Resume after this change with `after=<cursor>`."},
-            "change": {"type": "string", "enum": ["entered", "exited"]},
+            "change": {"type": "string", "enum": ["entered", "exited", "expired"]},
             "identifier_type": {"type": "string"},
             "identifier": {"type": "string"},
             "audience_id": {"type": "string", "description": "The external audience id."},
