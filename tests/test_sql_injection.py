@@ -59,6 +59,8 @@ ALLOWED_DYNAMIC_SQL = {
     ("pyapp/web/graphql.py", "sql"): "_fetch(info, sql, params): callers pass the module constants *_SQL",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",
+    ("pyapp/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
+    ("pyapp/webhooks_cli.py", "sql"): "_call(args, sql, params): every caller passes a literal and parameters",
 }
 
 
