@@ -1,16 +1,30 @@
 """The app's connection pool: opened and closed by the app's lifespan, shared by every endpoint.
 
 Connections are in autocommit mode: a single statement is its own transaction, and writes that
-must be all-or-nothing use ``conn.transaction()`` explicitly.
+must be all-or-nothing in several statements use ``conn.transaction()`` explicitly.
+
+A connection broken by a database restart (or ``pg_terminate_backend``) must not fail a request
+(docs/reliability.md). Checking every connection at checkout would cost a round trip per checkout,
+so ``Pool`` checks only the connections that may be broken without anyone having noticed (one
+round trip, at checkout): those idle for ``IDLE_CHECK_SECONDS`` or more, and those last returned
+before a broken connection was seen anywhere, since a restart breaks them all at once. The first
+broken one seen also starts a check of every idle connection (``pool.check()``). What is left, a
+connection used less than ``IDLE_CHECK_SECONDS`` ago and broken since without anybody noticing, is
+caught by the request's first statement: the API-key lookup and every read run through
+``connection_after``/``read``, which replace a connection found broken and run the read again,
+once. A write is never run again after a broken connection: whether it was committed is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
+from contextlib import asynccontextmanager, suppress
+from time import monotonic
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -22,35 +36,117 @@ from pyapp.web.config import ApiConfig
 
 T = TypeVar("T")
 
+log = logging.getLogger("passthrough.pool")
+
 # A deadlock (40P01) or serialization failure (40001) rolls the whole transaction back, so running it again
 # is safe; it is retried this many times in all before the client gets 503 (docs/reliability.md).
 RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_TRANSACTION_ATTEMPTS = 4
 
+# A connection returned to the pool less than this long ago, and after the last broken connection
+# seen, is handed out without a check; any other one is checked first (one round trip).
+IDLE_CHECK_SECONDS = 1.0
 
-def make_pool(database_url: str, config: ApiConfig) -> AsyncConnectionPool:
+
+class Pool(AsyncConnectionPool):
+    """An ``AsyncConnectionPool`` that checks at checkout only the connections that may be broken (see
+    the module's docstring): it notes when each connection was last returned and when a broken
+    connection was last seen."""
+
+    def __init__(self, *args: Any, idle_check_seconds: float = IDLE_CHECK_SECONDS, **kwargs: Any) -> None:
+        self.idle_check_seconds = idle_check_seconds
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection, float] = weakref.WeakKeyDictionary()
+        self._broken_seen_at = float("-inf")
+        self._recovery: asyncio.Task[None] | None = None
+        super().__init__(*args, check=self._check_if_stale, **kwargs)
+
+    async def _check_if_stale(self, conn: psycopg.AsyncConnection) -> None:
+        returned_at = self._returned_at.get(conn)
+        if (
+            returned_at is not None
+            and returned_at > self._broken_seen_at
+            and monotonic() - returned_at < self.idle_check_seconds
+        ):
+            return
+        try:
+            await self.check_connection(conn)  # one round trip
+        except Exception:
+            self.note_broken()
+            raise
+
+    async def putconn(self, conn: psycopg.AsyncConnection) -> None:
+        if conn.broken:
+            self.note_broken()
+        else:
+            self._returned_at[conn] = monotonic()
+        await super().putconn(conn)
+
+    def note_fresh(self, conn: psycopg.AsyncConnection) -> None:
+        """A connection just made: it needs no check before its first use."""
+        self._returned_at[conn] = monotonic()
+
+    def note_broken(self) -> None:
+        """A connection was found broken: check every connection last used before now at its next
+        checkout, and check the idle ones now (in the background)."""
+        self._broken_seen_at = monotonic()
+        if not self.closed and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover(), name="passthrough-pool-check")
+
+    async def _recover(self) -> None:
+        try:
+            await self.check()  # pings each idle connection, replaces the broken ones
+        except Exception:  # the pool is closing, say: the checks at checkout still stand
+            log.debug("pool check after a broken connection failed", exc_info=True)
+
+    async def recovered(self) -> None:
+        """Wait for the check of the idle connections started by the last broken one seen, if it runs."""
+        task = self._recovery
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # a cancelled request does not cancel the check others wait for
+
+    async def close(self, timeout: float = 5.0) -> None:
+        task, self._recovery = self._recovery, None
+        if task is not None and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        await super().close(timeout)
+
+
+def make_pool(database_url: str, config: ApiConfig) -> Pool:
     """A pool that is not open yet; ``await pool.open()`` in the lifespan."""
-    return AsyncConnectionPool(
+    pool: Pool
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        set_json_loads(orjson.loads, conn)
+        pool.note_fresh(conn)
+
+    pool = Pool(
         database_url,
         min_size=config.pool_min_size,
         max_size=config.pool_max_size,
         timeout=config.pool_timeout,
         kwargs={"autocommit": True, "application_name": config.application_name},
-        configure=_configure,
-        # One round trip per checkout, so that connections broken by a database restart are
-        # replaced instead of failing a request each.
-        check=AsyncConnectionPool.check_connection,
+        configure=configure,
         name=config.application_name,
         open=False,
     )
-
-
-async def _configure(conn: psycopg.AsyncConnection) -> None:
-    set_json_loads(orjson.loads, conn)
+    return pool
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
+
+
+def is_broken(exc: BaseException, conn: psycopg.AsyncConnection) -> bool:
+    """Whether ``exc`` means that ``conn`` is dead (the server went away), rather than an error of the statement."""
+    return isinstance(exc, psycopg.OperationalError) and conn.broken
+
+
+async def after_broken(pool: AsyncConnectionPool) -> None:
+    """Before running a read again on another connection: let the pool replace its broken ones."""
+    if isinstance(pool, Pool):
+        await pool.recovered()
 
 
 @asynccontextmanager
@@ -60,10 +156,61 @@ async def connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection]
         yield conn
 
 
+@asynccontextmanager
+async def connection_after(
+    pool: AsyncConnectionPool, first: Callable[[psycopg.AsyncConnection], Awaitable[T]]
+) -> AsyncIterator[tuple[psycopg.AsyncConnection, T]]:
+    """A pooled connection on which ``first(conn)`` has run, and what it returned, for the block.
+
+    ``first`` must only read: if the connection turns out to be broken (the database restarted since
+    it was last used), it is replaced and ``first`` runs again, once, on another connection. The
+    block itself is not run again.
+    """
+    for attempt in (1, 2):
+        if attempt == 2:
+            await after_broken(pool)
+        async with pool.connection() as conn:
+            try:
+                result = await first(conn)
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not is_broken(exc, conn):
+                    raise
+                log.info("connection found broken; trying another: %s", exc)
+                continue  # the pool discards the broken connection on the way out
+            yield conn, result
+            return
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def read(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    """``work(conn)``, which must only read, on a pooled connection; run again once on another
+    connection if the first turns out to be broken (``connection_after``)."""
+    async with connection_after(get_pool(request), work) as (_, result):
+        return result
+
+
+async def run_statement(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+    """``work(conn)``, which must run exactly one statement, in autocommit mode: the statement is its own
+    transaction, so it is all-or-nothing, it is committed when this returns, and a failure at commit is an
+    error of the statement. One round trip where ``run_transaction`` takes three (BEGIN, it, COMMIT). A
+    deadlock or serialization failure (nothing is stored) is retried as ``run_transaction`` does."""
+    pool = get_pool(request)
+    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+        try:
+            async with pool.connection() as conn:
+                return await work(conn)
+        except psycopg.Error as exc:
+            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
+                raise
+        await asyncio.sleep(random.uniform(0.005, 0.02 * attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def run_transaction(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
     """``work(conn)`` in one transaction, committed when this returns. A deadlock or serialization failure
     (the transaction was rolled back: nothing is stored) is retried, after a short random pause, up to
-    MAX_TRANSACTION_ATTEMPTS attempts in all; any other error, or the last attempt's, propagates."""
+    MAX_TRANSACTION_ATTEMPTS attempts in all; any other error, or the last attempt's, propagates.
+    For a single statement, ``run_statement`` saves the BEGIN and COMMIT round trips."""
     for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
         try:
             async with connection(request) as conn:

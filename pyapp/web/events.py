@@ -15,10 +15,11 @@ from starlette.requests import Request
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import JsonBody, read_json_body
 from pyapp.web.config import ApiConfig
-from pyapp.web.database import run_transaction
+from pyapp.web.database import run_statement
 from pyapp.web.responses import ApiError, JSONResponse, accepted_response
 
 EVENT_SOURCE = "http"  # passthrough.batches.source
+APPLY_SQL = "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)"
 
 
 async def post_events(request: Request) -> JSONResponse:
@@ -26,16 +27,15 @@ async def post_events(request: Request) -> JSONResponse:
     config: ApiConfig = request.app.state.config
     events_json = _events_array_text(await read_json_body(request, max_bytes=config.max_body_bytes), config.max_events)
 
+    # One statement in autocommit mode: apply_events stores the whole batch or nothing, so it needs no
+    # BEGIN/COMMIT around it; run_statement returns once it is committed (a failure at commit is an error
+    # of the statement) and retries deadlocks and serialization failures a bounded number of times.
     async def apply(conn: AsyncConnection) -> tuple[int, int, int]:
-        cursor = await conn.execute(
-            "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)",
-            (events_json, EVENT_SOURCE),
-        )
+        cursor = await conn.execute(APPLY_SQL, (events_json, EVENT_SOURCE))
         return await cursor.fetchone()
 
-    # deadlocks and serialization failures are retried a bounded number of times (pyapp/web/database.py)
-    accepted, ignored, changed = await run_transaction(request, apply)
-    # run_transaction has returned without an error: the batch is committed.
+    accepted, ignored, changed = await run_statement(request, apply)
+    # run_statement has returned without an error: the batch is committed.
     return accepted_response(accepted=accepted, ignored=ignored, changed=changed)
 
 

@@ -223,17 +223,55 @@ def _connection(nodes: list[Audience], has_next_page: bool) -> AudienceConnectio
 
 @dataclass
 class Context:
+    """What the resolvers of one request share: the limits, and one pooled connection, checked out by
+    the first resolver that reads and returned by ``close()`` when the request is answered (so a query
+    costs one checkout whatever its number of fields). Resolvers that run at once take turns on it.
+    Every statement the facade runs is a read, so one that meets a broken connection (the database
+    restarted since the connection was last used) runs again, once, on another (pyapp/web/database.py)."""
+
     pool: AsyncConnectionPool
     limits: GraphQLLimits
+    _conn: psycopg.AsyncConnection | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closed: bool = False
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One SQL statement (autocommit): one round trip, plus the checkout for the request's first."""
+        async with self._lock:
+            if self._closed:  # a resolver still running after the answer was sent: nobody reads its result
+                raise FacadeError(errors.INTERNAL_MESSAGE, "INTERNAL_ERROR")
+            for attempt in (1, 2):
+                if self._conn is None:
+                    if attempt == 2:
+                        await database.after_broken(self.pool)
+                    self._conn = await self.pool.getconn()
+                conn = self._conn
+                try:
+                    cursor = await conn.execute(sql, params)
+                    return await cursor.fetchall()
+                except psycopg.OperationalError as exc:
+                    if attempt == 2 or not database.is_broken(exc, conn):
+                        raise
+                    log.info("connection found broken; trying another: %s", exc)
+                    await self._release()
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            await self._release()
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.pool.putconn(conn)
 
 
 async def _fetch(info: strawberry.Info, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """One SQL statement on a pooled (autocommit) connection: one round trip."""
+    """One SQL statement on the request's pooled (autocommit) connection: one round trip."""
     context: Context = info.context
     try:
-        async with context.pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+        return await context.fetchall(sql, params)
     except psycopg.Error as exc:
         raise _database_error(exc) from exc
 
@@ -569,16 +607,20 @@ class GraphQLFacade:
         prepared = state.prepare(query, self.limits)
         if prepared.document is None:
             return JSONResponse({"errors": prepared.errors})
-        result = execute(
-            state.graphql_schema,
-            prepared.document,
-            context_value=Context(self._get_pool(request), self.limits),
-            variable_values=variables,
-            operation_name=operation_name,
-            executor_class=state.schema.execution_context_class,
-        )
-        if inspect.isawaitable(result):
-            result = await result
+        context = Context(self._get_pool(request), self.limits)
+        try:
+            result = execute(
+                state.graphql_schema,
+                prepared.document,
+                context_value=context,
+                variable_values=variables,
+                operation_name=operation_name,
+                executor_class=state.schema.execution_context_class,
+            )
+            if inspect.isawaitable(result):
+                result = await result
+        finally:
+            await context.close()  # the connection goes back to the pool before the answer is sent
         body: dict[str, Any] = {}
         status = 200
         if result.errors:

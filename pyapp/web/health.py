@@ -6,10 +6,11 @@ orchestrators must be able to ask without a key.
 
 from __future__ import annotations
 
+from psycopg import AsyncConnection
 from starlette.requests import Request
 
 from pyapp.migrate import LEDGER_SCHEMA, pending_migrations
-from pyapp.web.database import connection
+from pyapp.web.database import read
 from pyapp.web.responses import ApiError, JSONResponse
 
 
@@ -18,25 +19,30 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    async with connection(request) as conn:
-        cursor = await conn.execute(
-            "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'passthrough'),"
-            " to_regclass(%s) IS NOT NULL",
-            (f"{LEDGER_SCHEMA}.applied",),
-        )
-        extension_version, has_ledger = await cursor.fetchone()
-        applied: dict[str, str] = {}
-        if has_ledger:
-            cursor = await conn.execute(f"SELECT filename, sha256 FROM {LEDGER_SCHEMA}.applied")
-            applied = dict(await cursor.fetchall())
-        pending = pending_migrations(applied, extension_version, request.app.state.migrations)
-        if pending:
-            raise ApiError(
-                503,
-                "not_migrated",
-                f"the database does not have these migrations as packaged: {', '.join(pending)}; "
-                "run `passthrough migrate` (or start the server without --no-migrate)",
-            )
-        cursor = await conn.execute("SELECT passthrough.is_enabled()")
-        enabled = (await cursor.fetchone())[0]
+    # only reads: run again on another connection if the first one turns out broken (database.py)
+    enabled = await read(request, lambda conn: _ready(request, conn))
     return JSONResponse({"status": "ready", "passthrough_enabled": enabled})
+
+
+async def _ready(request: Request, conn: AsyncConnection) -> bool:
+    """Whether passthrough is enabled; 503 not_migrated when the database lacks packaged migrations."""
+    cursor = await conn.execute(
+        "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'passthrough'),"
+        " to_regclass(%s) IS NOT NULL",
+        (f"{LEDGER_SCHEMA}.applied",),
+    )
+    extension_version, has_ledger = await cursor.fetchone()
+    applied: dict[str, str] = {}
+    if has_ledger:
+        cursor = await conn.execute(f"SELECT filename, sha256 FROM {LEDGER_SCHEMA}.applied")
+        applied = dict(await cursor.fetchall())
+    pending = pending_migrations(applied, extension_version, request.app.state.migrations)
+    if pending:
+        raise ApiError(
+            503,
+            "not_migrated",
+            f"the database does not have these migrations as packaged: {', '.join(pending)}; "
+            "run `passthrough migrate` (or start the server without --no-migrate)",
+        )
+    cursor = await conn.execute("SELECT passthrough.is_enabled()")
+    return (await cursor.fetchone())[0]

@@ -17,7 +17,7 @@ import orjson
 from psycopg.types.json import Jsonb
 from starlette.requests import Request
 
-from pyapp.web.auth import Scope, require_scope
+from pyapp.web.auth import Scope, authorized_connection, require_scope
 from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.config import ApiConfig
@@ -46,9 +46,8 @@ class SegmentInput:
 
 
 async def list_segments(request: Request) -> JSONResponse:
-    await require_scope(request, Scope.PRIVATE)
     segment_ids: list[str] = []
-    async with connection(request) as conn:
+    async with authorized_connection(request, Scope.PRIVATE) as (conn, _):  # the key checked on the same connection
         async with conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
             after = None
@@ -65,8 +64,7 @@ async def list_segments(request: Request) -> JSONResponse:
 
 
 async def get_segment(request: Request) -> JSONResponse:
-    await require_scope(request, Scope.PRIVATE)
-    async with connection(request) as conn:
+    async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
         cursor = await conn.execute(
             "SELECT name, external_audience_id, description, metadata, revision, is_ready, size, created_at,"
             " updated_at, ttl FROM passthrough.get_audience(%s)",
@@ -100,15 +98,14 @@ async def put_segment(request: Request) -> JSONResponse:
 
 
 async def delete_segment(request: Request) -> JSONResponse:
-    await require_scope(request, Scope.PRIVATE)
     segment_id = _segment_id(request)
-    async with connection(request) as conn:
+    async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
         await conn.execute("SELECT passthrough.delete_audience(%s)", (segment_id,))
     return JSONResponse({"segment_id": segment_id, "deleted": True})
 
 
 async def validate_segment(request: Request) -> JSONResponse:
-    await require_scope(request, Scope.PRIVATE)
+    await require_scope(request, Scope.PRIVATE)  # before the body is read, on a connection of its own (auth.py)
     segment = await _read_segment(request)
     async with connection(request) as conn:
         await conn.execute(VALIDATE_SQL, segment.sql_args(_segment_id(request)))
