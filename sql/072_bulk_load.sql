@@ -81,12 +81,6 @@ DECLARE
   v_total    bigint;
   v_invalid  jsonb;
   v_bad      bigint;
-  v_type_ids smallint[];
-  v_ids      text[];
-  v_auds     text[];
-  v_quals    boolean[];
-  v_ts       timestamptz[];
-  v_idems    text[];
   v_applied  passthrough.apply_result;
   v_result   passthrough.load_result;
 BEGIN
@@ -97,9 +91,10 @@ BEGIN
   END IF;
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
+  PERFORM passthrough._incoming_table();
 
-  -- One pass over the staged rows: their problems, and the valid ones as the writer's arrays.
-  -- MATERIALIZED: otherwise each FILTER below evaluates the rules again (2.5x slower).
+  -- One pass over the staged rows: their problems, and the valid ones into the writer's input.
+  -- MATERIALIZED: otherwise each count below evaluates the rules again (2.5x slower).
   WITH checked AS MATERIALIZED (
     SELECT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
            t.id AS type_id, s.identifier, s.audience_id, s.action = 'qualify' AS qualified,
@@ -112,19 +107,17 @@ BEGIN
     FROM pg_temp.passthrough_load s
     LEFT JOIN passthrough.identifier_types t
       ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
+  ), incoming AS (
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+    -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
+    SELECT c.type_id, c.identifier, c.audience_id, c.qualified,
+           CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END, c.idempotence_id
+    FROM checked c WHERE NOT c.ignored AND c.valid
   )
   SELECT count(*),
          count(*) FILTER (WHERE c.ignored),
-         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid),
-         array_agg(c.type_id) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.identifier) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.qualified) FILTER (WHERE NOT c.ignored AND c.valid),
-         -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
-         array_agg(CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END)
-           FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored AND c.valid)
-  INTO v_total, v_result.ignored, v_bad, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
+         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid)
+  INTO v_total, v_result.ignored, v_bad
   FROM checked c;
 
   IF v_total > v_result.ignored THEN
@@ -176,7 +169,7 @@ BEGIN
     v_result.rejected := v_bad;
   END IF;
 
-  v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  v_applied := passthrough._apply_valid_events(p_source, v_total - v_result.ignored - v_bad);
   v_result.batch_id := v_applied.batch_id;
   v_result.accepted := v_applied.accepted;
   v_result.changed := v_applied.changed;

@@ -294,6 +294,7 @@ TABLE_COLUMNS = {
     " identifier_type text, identifier text, audience_id text, ts numeric, idempotence_id text, source text,"
     " rejected_at timestamptz",
     "passthrough_snapshot_rows": "row_no bigint, type_id smallint, identifier text, ts numeric, problems text[]",
+    "passthrough_incoming": "t smallint, i text, a text, q boolean, ts timestamptz, idem text",
 }
 SNAPSHOT_DIFF_COLUMNS = ("change text, listed boolean, type_id smallint, identifier text, current_ts timestamptz,"
                          " snapshot_ts timestamptz")
@@ -307,6 +308,8 @@ PLANTS = [
     ("passthrough_snapshot_rows", "trigger", "SELECT * FROM passthrough.import_snapshot('x', p_dry_run => true)"),
     ("passthrough_snapshot_diff", "trigger", "SELECT * FROM passthrough.import_snapshot('x', p_dry_run => true)"),
     ("passthrough_snapshot_diff", "view", "SELECT * FROM passthrough.snapshot_diff()"),
+    ("passthrough_incoming", "trigger", "SELECT * FROM passthrough.load_staged()"),
+    ("passthrough_incoming", "view", "SELECT passthrough.apply_event('fs_user_id', 'u-1', 'aud-1', 'qualify')"),
 ]
 
 
@@ -320,7 +323,8 @@ def test_a_planted_session_table_never_runs_with_the_owners_rights(roles, table,
         if table == "passthrough_load_invalid":  # reached only with a real staging table holding an invalid row
             w.execute("SELECT passthrough.begin_load()")
             w.execute("INSERT INTO pg_temp.passthrough_load (type) VALUES ('passthrough')")
-        if table in ("passthrough_snapshot_rows", "passthrough_snapshot_diff") and "import_snapshot" in call:
+        if table in ("passthrough_snapshot_rows", "passthrough_snapshot_diff") and "import_snapshot" in call \
+                or "load_staged" in call and table == "passthrough_incoming":
             w.execute("SELECT passthrough.begin_load()")
         if how == "trigger":
             w.execute(f"CREATE TEMP TABLE {table} ({columns})")

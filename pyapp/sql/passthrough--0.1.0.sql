@@ -608,19 +608,34 @@ $$;
 COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
   'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
 
--- The one writer of membership state. Callers pass validated events as parallel arrays; one
--- statement logs them, keeps the newest event per pair, upserts it, and records size changes.
-CREATE FUNCTION passthrough._apply_valid_events(
-  p_source text,
-  p_identifier_type_ids smallint[], p_identifiers text[], p_audience_ids text[],
-  p_qualified boolean[], p_event_ts timestamptz[], p_idempotence_ids text[]
-) RETURNS passthrough.apply_result
+-- The writer's input: this session's table of validated events, which a caller fills right before it
+-- calls the writer (the bulk path straight from its staging table, without building arrays). The writer
+-- empties it; ON COMMIT DELETE ROWS empties it in place (no TRUNCATE, no catalog change) at commit.
+CREATE FUNCTION passthrough._incoming_table() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF passthrough._session_table('passthrough_incoming') IS NULL THEN
+    CREATE TEMPORARY TABLE passthrough_incoming (
+      t smallint, i text COLLATE "C", a text COLLATE "C", q boolean, ts timestamptz, idem text
+    ) ON COMMIT DELETE ROWS;
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._incoming_table() IS
+  'Private: creates this session''s pg_temp.passthrough_incoming (the writer''s input) unless it exists; 42501 for one planted by anyone else.';
+
+-- The one writer of membership state. Callers put p_count validated events into
+-- pg_temp.passthrough_incoming (passthrough._incoming_table); one statement logs them, keeps the newest
+-- event per pair, upserts it, and records size changes.
+CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint)
+RETURNS passthrough.apply_result
 LANGUAGE plpgsql
 AS $$
 DECLARE
   v_result passthrough.apply_result;
 BEGIN
-  v_result := ROW(NULL, coalesce(cardinality(p_identifiers), 0), 0, 0);
+  v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 THEN
     RETURN v_result;
   END IF;
@@ -630,15 +645,14 @@ BEGIN
 
   -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
   INSERT INTO passthrough.external_audiences (external_id)
-  SELECT DISTINCT a FROM unnest(p_audience_ids) AS a
-  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = a)
+  SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u
+  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = u.a)
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
 
   WITH incoming AS MATERIALIZED (
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem
-    FROM unnest(p_identifier_type_ids, p_identifiers, p_audience_ids, p_qualified, p_event_ts, p_idempotence_ids)
-         AS u(t, i, a, q, ts, idem)
+    FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
   ), logged AS (
     INSERT INTO passthrough.events
@@ -714,7 +728,32 @@ BEGIN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;
 
+  -- emptied for a further call in this transaction: a big batch by TRUNCATE (a new file, and a catalog
+  -- update that makes the next call plan again), a small one by DELETE (the table is emptied in place at commit)
+  IF v_result.accepted >= 10000 THEN
+    TRUNCATE pg_temp.passthrough_incoming;
+  ELSE
+    DELETE FROM pg_temp.passthrough_incoming;
+  END IF;
   RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint) IS
+  'Private: stores the validated events in pg_temp.passthrough_incoming as one batch with last-writer-wins semantics.';
+
+-- The same for callers that hold their events as parallel arrays.
+CREATE FUNCTION passthrough._apply_valid_events(
+  p_source text,
+  p_identifier_type_ids smallint[], p_identifiers text[], p_audience_ids text[],
+  p_qualified boolean[], p_event_ts timestamptz[], p_idempotence_ids text[]
+) RETURNS passthrough.apply_result
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM passthrough._incoming_table();
+  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+  SELECT * FROM unnest(p_identifier_type_ids, p_identifiers, p_audience_ids, p_qualified, p_event_ts, p_idempotence_ids);
+  RETURN passthrough._apply_valid_events(p_source, coalesce(cardinality(p_identifiers), 0));
 END;
 $$;
 COMMENT ON FUNCTION passthrough._apply_valid_events(text, smallint[], text[], text[], boolean[], timestamptz[], text[]) IS
@@ -966,12 +1005,6 @@ DECLARE
   v_total    bigint;
   v_invalid  jsonb;
   v_bad      bigint;
-  v_type_ids smallint[];
-  v_ids      text[];
-  v_auds     text[];
-  v_quals    boolean[];
-  v_ts       timestamptz[];
-  v_idems    text[];
   v_applied  passthrough.apply_result;
   v_result   passthrough.load_result;
 BEGIN
@@ -982,9 +1015,10 @@ BEGIN
   END IF;
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
+  PERFORM passthrough._incoming_table();
 
-  -- One pass over the staged rows: their problems, and the valid ones as the writer's arrays.
-  -- MATERIALIZED: otherwise each FILTER below evaluates the rules again (2.5x slower).
+  -- One pass over the staged rows: their problems, and the valid ones into the writer's input.
+  -- MATERIALIZED: otherwise each count below evaluates the rules again (2.5x slower).
   WITH checked AS MATERIALIZED (
     SELECT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
            t.id AS type_id, s.identifier, s.audience_id, s.action = 'qualify' AS qualified,
@@ -997,19 +1031,17 @@ BEGIN
     FROM pg_temp.passthrough_load s
     LEFT JOIN passthrough.identifier_types t
       ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
+  ), incoming AS (
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+    -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
+    SELECT c.type_id, c.identifier, c.audience_id, c.qualified,
+           CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END, c.idempotence_id
+    FROM checked c WHERE NOT c.ignored AND c.valid
   )
   SELECT count(*),
          count(*) FILTER (WHERE c.ignored),
-         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid),
-         array_agg(c.type_id) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.identifier) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.qualified) FILTER (WHERE NOT c.ignored AND c.valid),
-         -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
-         array_agg(CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END)
-           FILTER (WHERE NOT c.ignored AND c.valid),
-         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored AND c.valid)
-  INTO v_total, v_result.ignored, v_bad, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
+         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid)
+  INTO v_total, v_result.ignored, v_bad
   FROM checked c;
 
   IF v_total > v_result.ignored THEN
@@ -1061,7 +1093,7 @@ BEGIN
     v_result.rejected := v_bad;
   END IF;
 
-  v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  v_applied := passthrough._apply_valid_events(p_source, v_total - v_result.ignored - v_bad);
   v_result.batch_id := v_applied.batch_id;
   v_result.accepted := v_applied.accepted;
   v_result.changed := v_applied.changed;
