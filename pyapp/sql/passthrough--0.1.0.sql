@@ -654,6 +654,9 @@ BEGIN
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem
     FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
+    -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
+    -- dedupe sort below finds its input already sorted
+    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
   ), logged AS (
     INSERT INTO passthrough.events
       (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
