@@ -112,6 +112,20 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")).run()
 
 
+def run_sql(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """One statement in one transaction on the command's database; its rows. For the small commands
+    (enable, disable, keys, webhooks) whose callers pass a literal statement and parameters."""
+    import psycopg
+
+    with open_database(args) as db:
+        _info(f"database: {db.source}")
+        try:
+            with connect(db.url) as conn:  # commits on clean exit
+                return conn.execute(sql, params).fetchall()
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+            raise CommandError(f"{_pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     with open_database(args) as db:
         _info(f"database: {db.source}")
@@ -139,18 +153,9 @@ def cmd_disable(args: argparse.Namespace) -> int:
 
 
 def _call_switch(args: argparse.Namespace, what: str) -> int:
-    import psycopg
-
-    with open_database(args) as db:
-        _info(f"database: {db.source}")
-        try:
-            with connect(db.url) as conn:  # commits on clean exit
-                result = conn.execute(f"SELECT passthrough.{what}()").fetchone()
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
-            raise CommandError(f"{_pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
-        value = result[0] if result else None
-        done = "enabled" if what == "enable" else "disabled"
-        print(f"passthrough {done}" + (f": {value}" if value not in (None, "") else ""), flush=True)
+    sql = {"enable": "SELECT passthrough.enable()", "disable": "SELECT passthrough.disable()"}[what]
+    run_sql(args, sql, ())
+    print(f"passthrough {what}d", flush=True)
     return 0
 
 

@@ -59,18 +59,9 @@ def cmd_webhooks_delete(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    import psycopg
+    from pyapp.cli import run_sql
 
-    from pyapp.cli import CommandError, _pg_message, open_database
-    from pyapp.db import connect
-
-    with open_database(args) as db:
-        _info(f"database: {db.source}")
-        try:
-            with connect(db.url) as conn:  # commits on clean exit
-                return conn.execute(sql, params).fetchall()
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
-            raise CommandError(f"{_pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
+    return run_sql(args, sql, params)
 
 
 def _info(message: str) -> None:

@@ -78,6 +78,21 @@ $$;
 COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
+-- Shared by the feed, the expiry sweeper and retention pruning: every call that works in pages or chunks.
+CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > p_max THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('limit must be between 1 and %s, got %s', p_max, coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: limit';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_limit(integer, integer) IS
+  'Private: PT010 naming the field limit unless 1 <= p_limit <= p_max.';
+
 CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
                audience text, event_ts timestamptz, received_at timestamptz, source text, batch_id bigint)
@@ -90,11 +105,7 @@ DECLARE
 BEGIN
   SELECT o_xid, o_batch_id, o_ord INTO v_xid, v_batch_id, v_ord FROM passthrough._parse_change_cursor(p_after);
   PERFORM passthrough._check_cursor_retained(v_xid, v_batch_id, v_ord);
-  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between 1 and 10000, got %s', coalesce(p_limit::text, 'NULL')),
-      DETAIL = 'field: limit';
-  END IF;
+  PERFORM passthrough._check_limit(p_limit, 10000);
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
     SELECT format('%s-%s-%s', c.xid, c.batch_id, c.ord),

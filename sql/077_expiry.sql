@@ -128,11 +128,7 @@ CREATE FUNCTION passthrough.expire_memberships(p_limit integer DEFAULT 10000) RE
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
-      DETAIL = 'field: limit';
-  END IF;
+  PERFORM passthrough._check_limit(p_limit, 1000000);
   RETURN passthrough._expire_due(NULL, p_limit);
 END;
 $$;

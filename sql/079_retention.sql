@@ -44,11 +44,7 @@ DECLARE
   v_last_batch bigint;
   v_cursor     text;
 BEGIN
-  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between 1 and 1000000, got %s', coalesce(p_limit::text, 'NULL')),
-      DETAIL = 'field: limit';
-  END IF;
+  PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
   IF v_cutoff IS NULL THEN  -- no retention set: keep everything
     events := 0; changes := 0;

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-__all__ = ["TS", "Jsonb", "SqlError", "event", "expect_error", "rows", "scalar", "reset_data", "stored_counts"]
+__all__ = ["TS", "Jsonb", "SqlError", "event", "expect_error", "rows", "scalar", "reset_data", "stored_counts",
+           "at", "ts_at"]
 
 TS = 1_700_000_000
+# Expiry and retention are decided by the server's clock: those tests place events minutes from this instant.
+NOW = time.time()
+
+
+def at(minutes: float) -> float:
+    """Seconds since the epoch (millisecond precision), `minutes` from NOW (negative: in the past)."""
+    return round(NOW + minutes * 60, 3)
+
+
+def ts_at(minutes: float) -> datetime:
+    """The timestamptz the server stores for an event sent with ts = at(minutes)."""
+    return datetime.fromtimestamp(at(minutes), timezone.utc)
 
 
 @dataclass

@@ -6,28 +6,17 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlhelpers import expect_error, rows, scalar
+from sqlhelpers import at, expect_error, rows, scalar
+from sqlhelpers import ts_at as ts
 
 from pyapp.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-HOUR = 3600
-NOW = time.time()  # event times are minutes from the real clock: the server's now() decides expiry
-
-
-def at(minutes: float) -> float:
-    """Seconds since the epoch, `minutes` from the start of this test module (negative: in the past)."""
-    return round(NOW + minutes * 60, 3)
-
-
-def ts(minutes: float) -> datetime:
-    return datetime.fromtimestamp(at(minutes), timezone.utc)
 
 
 def apply(conn, identifier, action, minutes, audience="aud-a"):

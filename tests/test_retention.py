@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlhelpers import expect_error, rows, scalar
+from sqlhelpers import at, expect_error, rows, scalar
+from sqlhelpers import ts_at as ts
 
 from pyapp.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-NOW = time.time()
-
-
-def at(minutes: float) -> float:
-    return round(NOW + minutes * 60, 3)
-
-
-def ts(minutes: float) -> datetime:
-    return datetime.fromtimestamp(at(minutes), timezone.utc)
 
 
 def apply(conn, identifier, action, minutes, audience="aud-a"):

@@ -54,13 +54,11 @@ IDS = [f"p{i}" for i in range(len(PAYLOADS))]
 
 # (file, the SQL argument's source text): why it is safe
 ALLOWED_DYNAMIC_SQL = {
-    ("pyapp/cli.py", 'f"SELECT passthrough.{what}()"'): "what is 'enable' or 'disable', chosen by the command",
-    ("pyapp/keys_cli.py", "sql"): "_call(args, sql, params): every caller passes a literal and parameters",
+    ("pyapp/cli.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
     ("pyapp/web/graphql.py", "sql"): "_fetch(info, sql, params): callers pass the module constants *_SQL",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",
     ("pyapp/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
-    ("pyapp/webhooks_cli.py", "sql"): "_call(args, sql, params): every caller passes a literal and parameters",
 }
 
 
