@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pyapp.cli import _info, run_sql
+
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    (key,) = _call(args, "SELECT passthrough.create_api_key(%s, %s)", (args.name, args.scope))[0]
+    (key,) = run_sql(args, "SELECT passthrough.create_api_key(%s, %s)", (args.name, args.scope))[0]
     print(key, flush=True)
     _info(f"created {args.scope} API key {args.name!r}; it is shown only this once: send it as the x-api-key header")
     return 0
@@ -23,28 +25,16 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from pyapp.cli import _print_rows
 
-    found = _call(args, "SELECT name, scope, created_at, revoked_at FROM passthrough.list_api_keys()", ())
+    found = run_sql(args, "SELECT name, scope, created_at, revoked_at FROM passthrough.list_api_keys()", ())
     columns = ("name", "scope", "created_at", "revoked_at")
     _print_rows([dict(zip(columns, row)) for row in found], empty="no API keys")
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    _call(args, "SELECT passthrough.revoke_api_key(%s)", (args.name,))
+    run_sql(args, "SELECT passthrough.revoke_api_key(%s)", (args.name,))
     print(f"revoked API key {args.name!r}", flush=True)
     return 0
-
-
-def _call(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    from pyapp.cli import run_sql
-
-    return run_sql(args, sql, params)
-
-
-def _info(message: str) -> None:
-    from pyapp.cli import _info as info
-
-    info(message)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

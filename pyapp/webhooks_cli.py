@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pyapp.cli import _info, run_sql
+
 LIST_COLUMNS = ("name", "url", "audiences", "cursor", "paused", "failures", "next_attempt_at", "last_status",
                 "last_error", "last_delivered_at", "created_at")
 
 
 def cmd_webhooks_create(args: argparse.Namespace) -> int:
-    (secret,) = _call(args, "SELECT passthrough.create_webhook(%s, %s, %s, %s)",
+    (secret,) = run_sql(args, "SELECT passthrough.create_webhook(%s, %s, %s, %s)",
                       (args.name, args.url, args.audience or None, not args.from_start))[0]
     print(secret, flush=True)
     _info(f"created webhook {args.name!r} -> {args.url}; its signing secret is shown only this once "
@@ -30,7 +32,7 @@ def cmd_webhooks_create(args: argparse.Namespace) -> int:
 def cmd_webhooks_list(args: argparse.Namespace) -> int:
     from pyapp.cli import _print_rows
 
-    found = _call(args, f"SELECT {', '.join(LIST_COLUMNS)} FROM passthrough.list_webhooks()", ())
+    found = run_sql(args, f"SELECT {', '.join(LIST_COLUMNS)} FROM passthrough.list_webhooks()", ())
     rows = []
     for row in found:
         record = dict(zip(LIST_COLUMNS, row))
@@ -41,33 +43,21 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks_pause(args: argparse.Namespace) -> int:
-    _call(args, "SELECT passthrough.pause_webhook(%s)", (args.name,))
+    run_sql(args, "SELECT passthrough.pause_webhook(%s)", (args.name,))
     print(f"paused webhook {args.name!r}", flush=True)
     return 0
 
 
 def cmd_webhooks_resume(args: argparse.Namespace) -> int:
-    _call(args, "SELECT passthrough.resume_webhook(%s, %s)", (args.name, args.from_now))
+    run_sql(args, "SELECT passthrough.resume_webhook(%s, %s)", (args.name, args.from_now))
     print(f"resumed webhook {args.name!r}" + (" from now on" if args.from_now else ""), flush=True)
     return 0
 
 
 def cmd_webhooks_delete(args: argparse.Namespace) -> int:
-    _call(args, "SELECT passthrough.delete_webhook(%s)", (args.name,))
+    run_sql(args, "SELECT passthrough.delete_webhook(%s)", (args.name,))
     print(f"deleted webhook {args.name!r}", flush=True)
     return 0
-
-
-def _call(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    from pyapp.cli import run_sql
-
-    return run_sql(args, sql, params)
-
-
-def _info(message: str) -> None:
-    from pyapp.cli import _info as info
-
-    info(message)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
