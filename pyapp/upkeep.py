@@ -73,6 +73,7 @@ class Upkeep:
 
     async def _run(self, pool: Any) -> None:
         next_prune = time.monotonic()
+        last_error: str | None = None  # the same failure every few seconds is logged once
         while not self._stopping.is_set():
             try:
                 async with pool.connection() as conn:  # autocommit: each call is its own transaction
@@ -88,7 +89,11 @@ class Upkeep:
                         if e < PRUNE_CHUNK and c < PRUNE_CHUNK:
                             next_prune = time.monotonic() + self.prune_every
             except Exception as exc:  # the database may be down or not migrated yet: try again later
-                log.warning("upkeep: %s: %s", type(exc).__name__, exc)
+                message = f"{type(exc).__name__}: {exc}"
+                log.log(logging.DEBUG if message == last_error else logging.WARNING, "upkeep: %s", message)
+                last_error = message
+            else:
+                last_error = None
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.expire_every)
             except asyncio.TimeoutError:
