@@ -71,6 +71,29 @@ $$;
 COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
   'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
 
+-- A cheap sufficient condition for an event to break none of the rules above (and for the transport to
+-- have seen no problem): plain comparisons, no strings built. True implies _event_problems is empty;
+-- false or NULL means "ask _event_problems", which has the final word. Keep the two in step.
+CREATE FUNCTION passthrough._event_plainly_valid(
+  p_transport_problems text[], p_type text, p_action text,
+  p_identifier_count integer, p_identifier_high_confidence boolean,
+  p_identifier text, p_audience_id text, p_ts numeric, p_max_ts numeric, p_idempotence_id text
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT coalesce(cardinality(p_transport_problems), 0) = 0
+     AND p_type = 'passthrough'
+     AND p_action IN ('qualify', 'disqualify')
+     AND p_identifier_count = 1
+     AND p_identifier_high_confidence
+     AND p_identifier <> '' AND length(p_identifier) <= 512
+     AND p_audience_id <> '' AND length(p_audience_id) <= 255
+     AND (p_ts IS NULL OR (p_ts < 100000000000 AND p_ts >= 946684800 AND p_ts <= p_max_ts))
+     AND (p_idempotence_id IS NULL OR length(p_idempotence_id) <= 255);
+$$;
+COMMENT ON FUNCTION passthrough._event_plainly_valid(text[], text, text, integer, boolean, text, text, numeric, numeric, text) IS
+  'Private: true when an event plainly breaks no rule (a cheap test; when not true, passthrough._event_problems decides).';
+
 -- The writer's input: this session's table of validated events, which a caller fills right before it
 -- calls the writer (the bulk path straight from its staging table, without building arrays). The writer
 -- empties it; ON COMMIT DELETE ROWS empties it in place (no TRUNCATE, no catalog change) at commit.

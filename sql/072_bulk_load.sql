@@ -81,6 +81,7 @@ DECLARE
   v_total    bigint;
   v_invalid  jsonb;
   v_bad      bigint;
+  v_valid    bigint;
   v_applied  passthrough.apply_result;
   v_result   passthrough.load_result;
 BEGIN
@@ -93,32 +94,31 @@ BEGIN
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();
 
-  -- One pass over the staged rows: their problems, and the valid ones into the writer's input.
-  -- MATERIALIZED: otherwise each count below evaluates the rules again (2.5x slower).
-  WITH checked AS MATERIALIZED (
-    SELECT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
-           t.id AS type_id, s.identifier, s.audience_id, s.action = 'qualify' AS qualified,
-           s.ts,
-           s.idempotence_id,
-           cardinality(coalesce(s.transport_problems, '{}')
-                       || passthrough._event_problems(
-                            s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
-                            s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0 AS valid
-    FROM pg_temp.passthrough_load s
-    LEFT JOIN passthrough.identifier_types t
-      ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
-  ), incoming AS (
-    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
-    -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
-    SELECT c.type_id, c.identifier, c.audience_id, c.qualified,
-           CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END, c.idempotence_id
-    FROM checked c WHERE NOT c.ignored AND c.valid
-  )
-  SELECT count(*),
-         count(*) FILTER (WHERE c.ignored),
-         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid)
-  INTO v_total, v_result.ignored, v_bad
-  FROM checked c;
+  -- One pass over the staged rows puts the valid ones into the writer's input. A row that plainly meets
+  -- every rule (passthrough._event_plainly_valid: a few comparisons) skips building its list of problems;
+  -- only the others pay for passthrough._event_problems (about 0.3 s per 100k rows when every row did).
+  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+  -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted (the WHERE runs first)
+  SELECT t.id, s.identifier, s.audience_id, s.action = 'qualify',
+         coalesce(passthrough._ts_from_seconds(s.ts), v_now), s.idempotence_id
+  FROM pg_temp.passthrough_load s
+  LEFT JOIN passthrough.identifier_types t
+    ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
+  WHERE NOT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
+    AND CASE WHEN passthrough._event_plainly_valid(
+                    s.transport_problems, s.type, s.action, s.identifier_count, t.high_confidence,
+                    s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)
+               THEN true
+             ELSE cardinality(coalesce(s.transport_problems, '{}')
+                              || passthrough._event_problems(
+                                   s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
+                                   s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0
+        END;
+  GET DIAGNOSTICS v_valid = ROW_COUNT;
+  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
+  INTO v_total, v_result.ignored
+  FROM pg_temp.passthrough_load s;
+  v_bad := v_total - v_result.ignored - v_valid;
 
   IF v_total > v_result.ignored THEN
     PERFORM passthrough._raise_if_disabled();

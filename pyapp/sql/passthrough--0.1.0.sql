@@ -608,6 +608,29 @@ $$;
 COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
   'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
 
+-- A cheap sufficient condition for an event to break none of the rules above (and for the transport to
+-- have seen no problem): plain comparisons, no strings built. True implies _event_problems is empty;
+-- false or NULL means "ask _event_problems", which has the final word. Keep the two in step.
+CREATE FUNCTION passthrough._event_plainly_valid(
+  p_transport_problems text[], p_type text, p_action text,
+  p_identifier_count integer, p_identifier_high_confidence boolean,
+  p_identifier text, p_audience_id text, p_ts numeric, p_max_ts numeric, p_idempotence_id text
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT coalesce(cardinality(p_transport_problems), 0) = 0
+     AND p_type = 'passthrough'
+     AND p_action IN ('qualify', 'disqualify')
+     AND p_identifier_count = 1
+     AND p_identifier_high_confidence
+     AND p_identifier <> '' AND length(p_identifier) <= 512
+     AND p_audience_id <> '' AND length(p_audience_id) <= 255
+     AND (p_ts IS NULL OR (p_ts < 100000000000 AND p_ts >= 946684800 AND p_ts <= p_max_ts))
+     AND (p_idempotence_id IS NULL OR length(p_idempotence_id) <= 255);
+$$;
+COMMENT ON FUNCTION passthrough._event_plainly_valid(text[], text, text, integer, boolean, text, text, numeric, numeric, text) IS
+  'Private: true when an event plainly breaks no rule (a cheap test; when not true, passthrough._event_problems decides).';
+
 -- The writer's input: this session's table of validated events, which a caller fills right before it
 -- calls the writer (the bulk path straight from its staging table, without building arrays). The writer
 -- empties it; ON COMMIT DELETE ROWS empties it in place (no TRUNCATE, no catalog change) at commit.
@@ -1008,6 +1031,7 @@ DECLARE
   v_total    bigint;
   v_invalid  jsonb;
   v_bad      bigint;
+  v_valid    bigint;
   v_applied  passthrough.apply_result;
   v_result   passthrough.load_result;
 BEGIN
@@ -1020,32 +1044,31 @@ BEGIN
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();
 
-  -- One pass over the staged rows: their problems, and the valid ones into the writer's input.
-  -- MATERIALIZED: otherwise each count below evaluates the rules again (2.5x slower).
-  WITH checked AS MATERIALIZED (
-    SELECT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough') AS ignored,
-           t.id AS type_id, s.identifier, s.audience_id, s.action = 'qualify' AS qualified,
-           s.ts,
-           s.idempotence_id,
-           cardinality(coalesce(s.transport_problems, '{}')
-                       || passthrough._event_problems(
-                            s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
-                            s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0 AS valid
-    FROM pg_temp.passthrough_load s
-    LEFT JOIN passthrough.identifier_types t
-      ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
-  ), incoming AS (
-    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
-    -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted
-    SELECT c.type_id, c.identifier, c.audience_id, c.qualified,
-           CASE WHEN c.valid THEN coalesce(passthrough._ts_from_seconds(c.ts), v_now) END, c.idempotence_id
-    FROM checked c WHERE NOT c.ignored AND c.valid
-  )
-  SELECT count(*),
-         count(*) FILTER (WHERE c.ignored),
-         count(*) FILTER (WHERE NOT c.ignored AND NOT c.valid)
-  INTO v_total, v_result.ignored, v_bad
-  FROM checked c;
+  -- One pass over the staged rows puts the valid ones into the writer's input. A row that plainly meets
+  -- every rule (passthrough._event_plainly_valid: a few comparisons) skips building its list of problems;
+  -- only the others pay for passthrough._event_problems (about 0.3 s per 100k rows when every row did).
+  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+  -- an invalid ts may lie outside timestamptz's range: only a valid row's is converted (the WHERE runs first)
+  SELECT t.id, s.identifier, s.audience_id, s.action = 'qualify',
+         coalesce(passthrough._ts_from_seconds(s.ts), v_now), s.idempotence_id
+  FROM pg_temp.passthrough_load s
+  LEFT JOIN passthrough.identifier_types t
+    ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
+  WHERE NOT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
+    AND CASE WHEN passthrough._event_plainly_valid(
+                    s.transport_problems, s.type, s.action, s.identifier_count, t.high_confidence,
+                    s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)
+               THEN true
+             ELSE cardinality(coalesce(s.transport_problems, '{}')
+                              || passthrough._event_problems(
+                                   s.type, s.action, s.identifier_count, s.identifier_type, t.high_confidence,
+                                   s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0
+        END;
+  GET DIAGNOSTICS v_valid = ROW_COUNT;
+  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
+  INTO v_total, v_result.ignored
+  FROM pg_temp.passthrough_load s;
+  v_bad := v_total - v_result.ignored - v_valid;
 
   IF v_total > v_result.ignored THEN
     PERFORM passthrough._raise_if_disabled();
