@@ -244,3 +244,30 @@ def test_decimal_timestamps_convert_exactly_as_apply_events_does(enabled):
         assert len(got) == 2 and got[0] == got[1]
     assert scalar(enabled, "SELECT event_ts FROM passthrough.memberships WHERE identifier = 'bulk0'") == scalar(
         enabled, "SELECT timestamptz '2023-11-14 22:13:20.123456+00'")
+
+
+def test_plainly_valid_never_passes_a_row_with_problems(enabled):
+    # load_staged skips _event_problems for the rows _event_plainly_valid passes: it must be a sufficient test
+    passed, wrongly = enabled.execute("""
+        WITH cases AS (
+          SELECT passthrough._event_plainly_valid(p.problems, ty.type, ac.action, ic.n, hc.high, id.identifier,
+                                                  au.audience, ts.ts, 1800000000, ip.idem) AS plainly,
+                 cardinality(coalesce(p.problems, '{}')
+                             || passthrough._event_problems(ty.type, ac.action, ic.n, 'fs_user_id', hc.high,
+                                                            id.identifier, au.audience, ts.ts, 1800000000,
+                                                            ip.idem)) AS problems
+          FROM (VALUES (NULL::text[]), ('{}'::text[]), ('{"x: bad"}'::text[])) AS p(problems)
+          CROSS JOIN unnest(ARRAY[NULL, 'passthrough', 'other', '']) AS ty(type)
+          CROSS JOIN unnest(ARRAY[NULL, 'qualify', 'disqualify', 'Qualify', '']) AS ac(action)
+          CROSS JOIN unnest(ARRAY[NULL, 0, 1, 2]) AS ic(n)
+          CROSS JOIN unnest(ARRAY[NULL, true, false]) AS hc(high)
+          CROSS JOIN unnest(ARRAY[NULL, '', 'u', repeat('u', 512), repeat('u', 513)]) AS id(identifier)
+          CROSS JOIN unnest(ARRAY[NULL, '', 'a', repeat('a', 255), repeat('a', 256)]) AS au(audience)
+          CROSS JOIN unnest(ARRAY[NULL, 946684799.999999, 946684800, 1700000000.5, 1800000000,
+                                  1800000000.000001, 99999999999.999999, 100000000000]::numeric[]) AS ts(ts)
+          CROSS JOIN unnest(ARRAY[NULL, '', repeat('i', 255), repeat('i', 256)]) AS ip(idem)
+        )
+        SELECT count(*) FILTER (WHERE plainly), count(*) FILTER (WHERE plainly AND problems > 0) FROM cases
+    """).fetchone()
+    assert passed > 0
+    assert wrongly == 0
