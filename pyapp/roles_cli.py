@@ -17,9 +17,9 @@ DEFAULT_READER = "passthrough_reader"
 
 def cmd_roles_create(args: argparse.Namespace) -> int:
     from pyapp.cli import _print_rows
-    from pyapp.keys_cli import _call
+    from pyapp.cli import run_sql
 
-    found = _call(
+    found = run_sql(
         args, "SELECT role, function_name FROM passthrough.create_roles(%s, %s)", (args.writer, args.reader)
     )
     _print_rows([{"role": role, "may execute": fn} for role, fn in found], empty="no grants")
