@@ -16,8 +16,7 @@ DEFAULT_READER = "passthrough_reader"
 
 
 def cmd_roles_create(args: argparse.Namespace) -> int:
-    from pyapp.cli import _print_rows
-    from pyapp.cli import run_sql
+    from pyapp.cli import _print_rows, run_sql
 
     found = run_sql(
         args, "SELECT role, function_name FROM passthrough.create_roles(%s, %s)", (args.writer, args.reader)
