@@ -196,3 +196,61 @@ def test_csv_values_are_checked_by_the_same_rules(enabled, db_url, tmp_path, cap
 def test_missing_file_is_a_usage_error(db_url, capsys):
     assert run(db_url, "/nonexistent/file.ndjson") == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def _row_by_row(path: str, base: int, writers: int) -> tuple[list[list[str]], int, int]:
+    from pyapp.load import format_row, read_records, route
+
+    out: list[list[str]] = [[] for _ in range(writers)]
+    count = last = 0
+    for line, row in read_records(path):
+        out[route(row.identifier, writers)].append(format_row(base + line, row))
+        count, last = count + 1, line
+    return out, count, last
+
+
+def _chunked(path: str, base: int, writers: int) -> tuple[list[list[str]], int, int]:
+    from pyapp.load import copy_chunks
+
+    out: list[list[str]] = [[] for _ in range(writers)]
+    count = last = 0
+    for chunk in copy_chunks(path, base, writers):
+        for index, lines in enumerate(chunk.lines):
+            out[index].extend(lines)
+        count += chunk.records
+        last = chunk.last_line if chunk.records else last
+    return out, count, last
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_copy_chunks_are_the_row_by_row_copy_lines(tmp_path, gz):
+    """The NDJSON fast path formats exactly what event_to_row + format_row + route give, odd lines included."""
+    rng = random.Random(3)
+    odd = [None, "x", "a\tb", "a\\b", "é\u2028", "", 1, 1.5, 10**30, 1e300, True, [], {}, "\ud800", "q\"uote"]
+    lines = []
+    for _ in range(6000):
+        if rng.random() < 0.03:
+            lines.append(rng.choice(["", "   ", "not json", "[1]", "null", '{"type":', "\t{}"]))
+            continue
+        good = {"type": "passthrough", "action": "qualify", "audience_id": "aud_1",
+                "ts": rng.choice([1.25, 1700000000.123456, 17, 10**20]), "idempotence_id": "id"}
+        pick = lambda k: good[k] if rng.random() < 0.8 else rng.choice(odd)  # noqa: E731
+        event = {k: pick(k) for k in ("type", "action") if rng.random() < 0.9}
+        if rng.random() < 0.95:
+            ids = ({"fs_user_id": f"user-{rng.randrange(500)}"} if rng.random() < 0.85
+                   else {f"k{j}": rng.choice(odd) for j in range(rng.randrange(3))})
+            event["identifiers"] = ids if rng.random() < 0.97 else rng.choice(odd)
+        if rng.random() < 0.95:
+            data = {k: pick(k) for k in ("audience_id", "ts", "idempotence_id") if rng.random() < 0.9}
+            event["data"] = data if rng.random() < 0.97 else rng.choice(odd)
+        text = json.dumps(event, ensure_ascii=rng.random() < 0.5)
+        lines.append(json.dumps(event) if "\ud800" in text else text)
+    text = "".join(line + rng.choice(["\n"] * 8 + ["\r\n", "\r"]) for line in lines)
+    path = tmp_path / ("mixed.ndjson.gz" if gz else "mixed.ndjson")
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for writers in (1, 2, 3):
+        for base in (0, 11):
+            expected = _row_by_row(str(path), base, writers)
+            assert expected[1] > 5000
+            assert _chunked(str(path), base, writers) == expected
