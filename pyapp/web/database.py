@@ -192,8 +192,9 @@ async def read(request: Request, work: Callable[[psycopg.AsyncConnection], Await
 async def run_statement(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
     """``work(conn)``, which must run exactly one statement, in autocommit mode: the statement is its own
     transaction, so it is all-or-nothing, it is committed when this returns, and a failure at commit is an
-    error of the statement. One round trip where ``run_transaction`` takes three (BEGIN, it, COMMIT). A
-    deadlock or serialization failure (nothing is stored) is retried as ``run_transaction`` does."""
+    error of the statement: one round trip, where a transaction takes three (BEGIN, it, COMMIT). A deadlock
+    or serialization failure (nothing was stored) is retried after a short random pause, up to
+    MAX_TRANSACTION_ATTEMPTS attempts in all; any other error, or the last attempt's, propagates."""
     pool = get_pool(request)
     for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
         try:
@@ -205,19 +206,3 @@ async def run_statement(request: Request, work: Callable[[psycopg.AsyncConnectio
         await asyncio.sleep(random.uniform(0.005, 0.02 * attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
-
-async def run_transaction(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
-    """``work(conn)`` in one transaction, committed when this returns. A deadlock or serialization failure
-    (the transaction was rolled back: nothing is stored) is retried, after a short random pause, up to
-    MAX_TRANSACTION_ATTEMPTS attempts in all; any other error, or the last attempt's, propagates.
-    For a single statement, ``run_statement`` saves the BEGIN and COMMIT round trips."""
-    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
-        try:
-            async with connection(request) as conn:
-                async with conn.transaction():
-                    return await work(conn)
-        except psycopg.Error as exc:
-            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
-                raise
-        await asyncio.sleep(random.uniform(0.005, 0.02 * attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
