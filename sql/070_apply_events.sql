@@ -166,7 +166,8 @@ BEGIN
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
     SELECT u.*, x.ttl,
-           coalesce(u.previous_qualified AND u.previous_event_ts + x.ttl <= u.event_ts, false) AS lapsed
+           coalesce(u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts), false)
+             AS lapsed
     FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
   ), moved AS (
     -- was_in: the state just before this event's ts

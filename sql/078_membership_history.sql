@@ -51,7 +51,7 @@ AS $$
     ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
   ) s
   LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
-  WHERE s.qualified AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl);
+  WHERE s.qualified AND passthrough._within_ttl(s.event_ts, a.ttl, p_at);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
   'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
@@ -81,7 +81,7 @@ BEGIN
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
     WHERE s.qualified
-      AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl)
+      AND passthrough._within_ttl(s.event_ts, a.ttl, p_at)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;

@@ -61,7 +61,7 @@ BEGIN
     WHERE m.identifier_type_id = v_type_id
       AND m.identifier = p_identifier
       AND m.qualified
-      AND (a.ttl IS NULL OR m.event_ts > now() - a.ttl)  -- expiry is evaluated here (sql/077_expiry.sql)
+      AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/077)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;

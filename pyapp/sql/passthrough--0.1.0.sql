@@ -703,7 +703,8 @@ BEGIN
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
     SELECT u.*, x.ttl,
-           coalesce(u.previous_qualified AND u.previous_event_ts + x.ttl <= u.event_ts, false) AS lapsed
+           coalesce(u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts), false)
+             AS lapsed
     FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
   ), moved AS (
     -- was_in: the state just before this event's ts
@@ -1554,6 +1555,18 @@ COMMENT ON FUNCTION passthrough.changes_pending() IS
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
 -- expiry is not recorded yet records it itself (sql/070_apply_events.sql), so the feed misses none.
 
+-- The expiry rule, in one place: a qualify event at p_event_ts still counts at p_at. The sweeper's "due"
+-- tests below are its negation for a non-NULL ttl, written as event_ts <= now() - ttl so that they range-scan
+-- the work list's primary key.
+CREATE FUNCTION passthrough._within_ttl(p_event_ts timestamptz, p_ttl interval, p_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT p_ttl IS NULL OR p_event_ts > p_at - p_ttl;
+$$;
+COMMENT ON FUNCTION passthrough._within_ttl(timestamptz, interval, timestamptz) IS
+  'Private: whether a qualify event at p_event_ts still keeps its member at p_at under ttl p_ttl (NULL: no ttl, always). Inlined by the planner.';
+
 -- The sweeper's work list: one row per qualify event that decided a membership of an audience with a ttl.
 -- A row is stale once a newer event decides the pair; the sweeper drops stale rows as it meets them.
 CREATE TABLE passthrough.membership_expiries (
@@ -1777,7 +1790,7 @@ AS $$
     ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
   ) s
   LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
-  WHERE s.qualified AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl);
+  WHERE s.qualified AND passthrough._within_ttl(s.event_ts, a.ttl, p_at);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
   'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
@@ -1807,7 +1820,7 @@ BEGIN
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
     WHERE s.qualified
-      AND (a.ttl IS NULL OR s.event_ts > p_at - a.ttl)
+      AND passthrough._within_ttl(s.event_ts, a.ttl, p_at)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
@@ -2112,7 +2125,7 @@ BEGIN
     WHERE m.identifier_type_id = v_type_id
       AND m.identifier = p_identifier
       AND m.qualified
-      AND (a.ttl IS NULL OR m.event_ts > now() - a.ttl)  -- expiry is evaluated here (sql/077_expiry.sql)
+      AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/077)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
