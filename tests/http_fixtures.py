@@ -16,22 +16,10 @@ import psycopg
 import pytest
 from http_helpers import TEST_CONFIG, TestClient, create_key, make_client
 from pgcluster import create_database, drop_database
+from sqlhelpers import reset_data
 
 from pyapp.db import connect
 from pyapp.web import ApiConfig
-
-DATA_TABLES = (
-    "passthrough.memberships",
-    "passthrough.events",
-    "passthrough.batches",
-    "passthrough.audience_size_deltas",
-    "passthrough.membership_changes",
-    "passthrough.membership_expiries",
-    "passthrough.webhooks",
-    "passthrough.audiences",
-    "passthrough.external_audiences",
-    "passthrough.api_keys",
-)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +35,8 @@ def http_database_url(pg_server_url: str, migrated_template: str) -> Iterator[st
 def db(http_database_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the module's database, emptied and with passthrough off."""
     with connect(http_database_url, autocommit=True) as conn:
-        conn.execute("; ".join(f"DELETE FROM {table}" for table in DATA_TABLES))
-        conn.execute("UPDATE passthrough.settings SET event_retention = NULL, history_horizon = NULL, "
-                     "feed_pruned_through = NULL")  # what a test's retention pruned
+        reset_data(conn)
+        conn.execute("DELETE FROM passthrough.api_keys")
         conn.execute("SELECT passthrough.disable()")
         yield conn
 
