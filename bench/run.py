@@ -220,7 +220,7 @@ def bulk(db: Database, streams: list[list[bytes]]) -> float:
     def worker(batches):
         with connect(db.url) as conn:
             for payload in batches:
-                load_rows(conn, payload, source="bench")
+                load_rows(conn, payload, source="bench", register_audiences=True)
                 conn.commit()
 
     return parallel(worker, streams)

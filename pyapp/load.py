@@ -52,6 +52,7 @@ __all__ = [
     "load_files",
     "load_rows",
     "read_records",
+    "register_staged_audiences",
     "route",
 ]
 
@@ -125,15 +126,34 @@ def stage(conn: Any, payload: bytes | Iterable[bytes]) -> Any:
     return cur
 
 
+def register_staged_audiences(conn: Any) -> int:
+    """Register the staged rows' new audience ids (passthrough.register_staged_audiences) and commit.
+
+    Parallel writers call it between ``stage`` and load_staged: without it, a writer whose batch names an
+    audience id that another writer's open batch named first waits for that whole batch to commit. It
+    commits the connection's transaction; the staged rows stay (the staging table is the session's).
+    Returns how many ids were new."""
+    cur = conn.cursor()
+    cur.execute("SELECT passthrough.register_staged_audiences()")
+    (registered,) = cur.fetchone()
+    conn.commit()
+    return int(registered)
+
+
 def load_rows(
-    conn: Any, payload: bytes, *, source: str = "load", rejects: bool = False, skip_other_types: bool = False
+    conn: Any, payload: bytes, *, source: str = "load", rejects: bool = False, skip_other_types: bool = False,
+    register_audiences: bool = False,
 ) -> LoadResult:
     """Stage ``payload`` and apply it with passthrough.load_staged, in the connection's transaction.
 
     The caller commits. Raises LoadRefused (PT020) when rows are invalid and ``rejects`` is false; other
-    database errors propagate as the driver raised them.
+    database errors propagate as the driver raised them. With ``register_audiences`` (what parallel
+    writers do) the new audience ids are registered and committed first (register_staged_audiences), so
+    the transaction the caller commits holds the load alone; the load is still all or nothing.
     """
     cur = stage(conn, payload)
+    if register_audiences:
+        register_staged_audiences(conn)
     try:
         cur.execute(
             "SELECT load_id, batch_id, accepted, ignored, rejected, changed"
@@ -629,8 +649,9 @@ def load_files(
                 if payload is None or failure:
                     break
                 try:
+                    # registering first: this writer never waits for another's batch on a new audience id
                     result = load_rows(conn, payload, source=source, rejects=rejects,
-                                       skip_other_types=skip_other_types)
+                                       skip_other_types=skip_other_types, register_audiences=True)
                     conn.commit()
                 except BaseException:
                     conn.rollback()

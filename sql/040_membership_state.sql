@@ -1,7 +1,8 @@
 -- Membership state: one row per (identifier type, identifier, external audience), decided by event time.
 
 -- Small integer surrogates for the audience ids that events carry, so the hot keys stay narrow.
--- A row appears the first time an event or a definition names the id; it is never deleted.
+-- A row appears the first time an event, a definition or a bulk load's registration
+-- (passthrough.register_staged_audiences) names the id; it is never deleted.
 CREATE TABLE passthrough.external_audiences (
   id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   external_id text    COLLATE "C" NOT NULL UNIQUE
@@ -9,7 +10,7 @@ CREATE TABLE passthrough.external_audiences (
   first_seen  timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.external_audiences IS
-  'Every external audience id seen in an event or a definition, with its integer key.';
+  'Every external audience id seen in an event, a definition or a bulk load, with its integer key.';
 
 CREATE TABLE passthrough.memberships (
   identifier_type_id smallint    NOT NULL,

@@ -68,6 +68,45 @@ $$;
 COMMENT ON FUNCTION passthrough.begin_load() IS
   'Creates (or empties) this session''s staging table pg_temp.passthrough_load and returns its name. COPY rows into it (columns: row_no, type, action, identifier_type, identifier, audience_id, ts as seconds since the Unix epoch, idempotence_id; row_no defaults to arrival order), then call passthrough.load_staged().';
 
+-- PT021 unless this session has the staging table begin_load made (and not one planted by anyone else).
+CREATE FUNCTION passthrough._check_staging(p_hint text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF passthrough._session_table('passthrough_load') IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT021', MESSAGE = 'no staging table in this session', HINT = p_hint;
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_staging(text) IS
+  'Private: raises PT021 (with this hint) when the session has no staging table from passthrough.begin_load().';
+
+-- Why parallel writers call this first: the first batch that names a new audience id inserts it into
+-- passthrough.external_audiences, and any other writer whose batch names the same id waits on that
+-- unique key until the first writer's transaction ends, a whole batch later. Registering the staged ids
+-- in a short transaction of their own, committed before load_staged, takes the wait away. The staging
+-- table keeps its rows across that commit (it is emptied by begin_load and load_staged only).
+CREATE FUNCTION passthrough.register_staged_audiences() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_registered integer;
+BEGIN
+  PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
+  INSERT INTO passthrough.external_audiences (external_id)
+  SELECT DISTINCT s.audience_id FROM pg_temp.passthrough_load s
+  -- the ids the table's CHECK accepts; load_staged names any other one as invalid
+  WHERE s.audience_id <> '' AND length(s.audience_id) <= 255
+    AND NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = s.audience_id)
+  ORDER BY 1
+  ON CONFLICT (external_id) DO NOTHING;
+  GET DIAGNOSTICS v_registered = ROW_COUNT;
+  RETURN v_registered;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.register_staged_audiences() IS
+  'Registers the audience ids of the rows staged in pg_temp.passthrough_load that were never seen before and returns how many. Parallel writers commit it before passthrough.load_staged(), so that no writer waits for another''s batch to end because both name a new audience id. It stores no event; the staged rows stay for load_staged. PT021 without a staging table.';
+
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
 ) RETURNS passthrough.load_result
@@ -85,11 +124,7 @@ DECLARE
   v_applied  passthrough.apply_result;
   v_result   passthrough.load_result;
 BEGIN
-  IF passthrough._session_table('passthrough_load') IS NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT021',
-      MESSAGE = 'no staging table in this session',
-      HINT = 'Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.';
-  END IF;
+  PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();

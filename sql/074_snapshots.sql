@@ -38,11 +38,8 @@ DECLARE
   v_bad     bigint;
   v_invalid jsonb;
 BEGIN
-  IF passthrough._session_table('passthrough_load') IS NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT021',
-      MESSAGE = 'no staging table in this session',
-      HINT = 'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.';
-  END IF;
+  PERFORM passthrough._check_staging(
+    'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
   IF p_audience_id IS NULL OR p_audience_id = '' OR length(p_audience_id) > 255 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',

@@ -15,7 +15,7 @@ RETURNS TABLE (role_kind text, function_name text)
 LANGUAGE sql IMMUTABLE
 AS $$
   VALUES ('writer', 'apply_event'), ('writer', 'apply_events'), ('writer', 'begin_load'),
-         ('writer', 'load_staged'), ('writer', 'get_load_rejects'), ('writer', 'import_snapshot'),
+         ('writer', 'load_staged'), ('writer', 'register_staged_audiences'), ('writer', 'get_load_rejects'), ('writer', 'import_snapshot'),
          ('writer', 'snapshot_diff'), ('writer', 'is_enabled'),
          -- the upkeep passthrough serve runs (pyapp/upkeep.py): what they do is fixed by the owner's settings
          ('writer', 'expire_memberships'), ('writer', 'prune_history'),

@@ -7,12 +7,14 @@ rejects for invalid rows, and the same behaviour over psycopg and pg8000.
 from __future__ import annotations
 
 import json
+
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyapp.db import connect
-from pyapp.load import LoadRefused, StagedRow, event_to_row, format_row, load_rows
+from pyapp.load import LoadRefused, StagedRow, event_to_row, format_row, load_rows, stage
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import TS, Jsonb, event, expect_error, reset_data, rows, scalar, stored_counts
 from test_apply_events_properties import delivered, sql_sizes, sql_state
@@ -194,6 +196,74 @@ def test_disabled_refuses_the_load(conn):
 def test_load_staged_without_a_staging_table(enabled):
     error = expect_error(enabled, "SELECT passthrough.load_staged()", sqlstate="PT021")
     assert "passthrough.begin_load()" in error.hint
+
+
+# --------------------------------------------------------------------------- parallel writers and new audience ids
+
+
+def known_audiences(conn) -> list[str]:
+    return [a for (a,) in rows(conn, "SELECT external_id FROM passthrough.external_audiences ORDER BY 1")]
+
+
+def test_register_staged_audiences_registers_only_new_valid_ids_and_keeps_the_rows(enabled):
+    enabled.execute("SELECT passthrough.create_audience('defined', 'crm-old')")
+    stage_payload = payload_of([event(data_audience_id="crm-old"), event(data_audience_id="crm-new"),
+                                event(identifiers={"fs_user_id": "u2"}, data_audience_id="crm-new"),
+                                event(data_audience_id=""), event(data_audience_id="x" * 256),
+                                event(action="x", data_audience_id="crm-bad-row")])
+    stage(enabled, stage_payload)
+    assert scalar(enabled, "SELECT passthrough.register_staged_audiences()") == 2
+    # the ids the table can hold, including one from a row load_staged will refuse (an id stores no event)
+    assert known_audiences(enabled) == ["crm-bad-row", "crm-new", "crm-old"]
+    assert stored_counts(enabled) == (0, 0, 0)
+    assert scalar(enabled, "SELECT count(*) FROM pg_temp.passthrough_load") == 6
+    assert scalar(enabled, "SELECT passthrough.register_staged_audiences()") == 0
+
+
+def test_register_staged_audiences_without_a_staging_table(enabled):
+    error = expect_error(enabled, "SELECT passthrough.register_staged_audiences()", sqlstate="PT021")
+    assert "passthrough.begin_load()" in error.hint
+
+
+@pytest.mark.parametrize("register", [False, True], ids=["unregistered", "registered"])
+def test_a_second_writer_waits_on_a_new_audience_id_unless_registered_first(db_url, conn, register):
+    """Two writers, disjoint identifiers, one new audience id: without registration the second writer's
+    load waits for the first writer's whole batch (here: times out); registered first, it goes through."""
+    conn.execute("SELECT passthrough.enable()")
+    first, second = connect(db_url), connect(db_url)
+    try:
+        load_rows(first, payload_of([event(identifiers={"fs_user_id": "a"}, data_audience_id="crm-new")]),
+                  register_audiences=register)  # its batch stays open
+        second.execute("SET lock_timeout = '1s'")
+        payload = payload_of([event(identifiers={"fs_user_id": "b"}, data_audience_id="crm-new")])
+        if register:
+            result = load_rows(second, payload, register_audiences=True)
+            second.commit()
+            assert result.accepted == 1
+        else:
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                load_rows(second, payload)
+            second.rollback()
+        first.commit()
+    finally:
+        first.close()
+        second.close()
+    assert rows(conn, "SELECT identifier FROM passthrough.memberships ORDER BY 1") == (
+        [("a",), ("b",)] if register else [("a",)])
+    assert known_audiences(conn) == ["crm-new"]
+
+
+def test_a_refused_load_after_registration_stores_no_event(db_url):
+    with connect(db_url) as c:
+        c.execute("SELECT passthrough.enable()")
+        c.commit()
+        with pytest.raises(LoadRefused):
+            load_rows(c, payload_of([event(data_audience_id="crm-new"), event(action="x", data_audience_id="crm-x")]),
+                      register_audiences=True)
+        c.rollback()
+        assert stored_counts(c) == (0, 0, 0)
+        # the registration was committed before the load: ids only, no event, no membership
+        assert known_audiences(c) == ["crm-new", "crm-x"]
 
 
 def test_a_refused_load_inside_a_transaction_leaves_nothing(db_url):

@@ -303,6 +303,7 @@ SNAPSHOT_DIFF_COLUMNS = ("change text, listed boolean, type_id smallint, identif
 PLANTS = [
     ("passthrough_load", "trigger", "SELECT passthrough.begin_load()"),
     ("passthrough_load", "view", "SELECT * FROM passthrough.load_staged()"),
+    ("passthrough_load", "view", "SELECT passthrough.register_staged_audiences()"),
     ("passthrough_load", "view", "SELECT * FROM passthrough.import_snapshot('x', p_dry_run => true)"),
     ("passthrough_load_invalid", "trigger", "SELECT * FROM passthrough.load_staged()"),
     ("passthrough_snapshot_rows", "trigger", "SELECT * FROM passthrough.import_snapshot('x', p_dry_run => true)"),
