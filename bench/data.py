@@ -75,9 +75,20 @@ def model_digest(events) -> tuple[str, int, int]:
     return digest, len(state), sum(1 for _, q in state.values() if q)
 
 
-def sql_digest(conn) -> tuple[str, int, int]:
+# The same rendering of bench/run.py's bare-pipeline table (text keys, identifier type implied).
+BARE_STATE_SQL = """
+SELECT md5(string_agg(
+         'fs_user_id|' || m.identifier || '|' || m.audience_id || '|'
+         || ((extract(epoch FROM m.event_ts) * 1000000)::numeric)::bigint || '|' || m.qualified::int,
+         E'\\n' ORDER BY m.identifier COLLATE "C", m.audience_id COLLATE "C")),
+       count(*), count(*) FILTER (WHERE m.qualified)
+FROM bench_bare_state m
+"""
+
+
+def sql_digest(conn, sql: str = STATE_SQL) -> tuple[str, int, int]:
     cur = conn.cursor()
-    cur.execute(STATE_SQL)
+    cur.execute(sql)
     digest, pairs, qualified = cur.fetchone()
     conn.commit()
     return digest or hashlib.md5(b"").hexdigest(), int(pairs), int(qualified)
