@@ -118,6 +118,9 @@ def _print_summary(summary: loadlib.LoadSummary, *, failed: bool = False) -> Non
               flush=True)
 
 
+MAX_DIFF_LIMIT = 100_000  # what passthrough.snapshot_diff accepts
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     import os
     from decimal import Decimal, InvalidOperation
@@ -137,6 +140,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
     if not 0 <= args.max_disqualify_share <= 1:
         raise CommandError("--max-disqualify-share must be between 0 and 1")
+    if not 0 <= args.diff_limit <= MAX_DIFF_LIMIT:
+        raise CommandError(f"--diff-limit must be from 0 to {MAX_DIFF_LIMIT:,}, got {args.diff_limit}")
     console = _stderr_console()
     failures = 0
     with open_database(args) as db:

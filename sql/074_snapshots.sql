@@ -115,8 +115,13 @@ BEGIN
            max(CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END) AS ts
     FROM pg_temp.passthrough_snapshot_rows r GROUP BY r.type_id, r.identifier
   ), current AS (
-    SELECT m.identifier_type_id AS type_id, m.identifier, m.qualified, m.event_ts
-    FROM passthrough.memberships m WHERE m.audience_key = v_key
+    -- qualified as live reads see it: a qualify that ran out under the audience's ttl (and that the sweeper
+    -- has not recorded yet) is no member, so neither counted nor disqualified
+    SELECT m.identifier_type_id AS type_id, m.identifier,
+           m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now) AS qualified, m.event_ts
+    FROM passthrough.memberships m
+    LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+    WHERE m.audience_key = v_key
   )
   SELECT CASE
            WHEN l.identifier IS NOT NULL AND c.qualified THEN 'unchanged'
@@ -234,6 +239,7 @@ BEGIN
       MESSAGE = 'no snapshot diff in this session',
       HINT = 'Call passthrough.import_snapshot(..., p_dry_run => true) first.';
   END IF;
+  PERFORM passthrough._check_limit(p_limit, 100000, 0);
   RETURN QUERY
     SELECT d.change, t.name::text, d.identifier::text, d.current_ts, d.snapshot_ts
     FROM pg_temp.passthrough_snapshot_diff d
@@ -244,4 +250,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
-  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows; unchanged members are left out.';
+  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows (0 to 100000; PT010 otherwise); unchanged members are left out.';

@@ -79,19 +79,19 @@ COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
 -- Shared by the feed, the expiry sweeper and retention pruning: every call that works in pages or chunks.
-CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer) RETURNS void
+CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
-  IF p_limit IS NULL OR p_limit < 1 OR p_limit > p_max THEN
+  IF p_limit IS NULL OR p_limit < p_min OR p_limit > p_max THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between 1 and %s, got %s', p_max, coalesce(p_limit::text, 'NULL')),
+      MESSAGE = format('limit must be between %s and %s, got %s', p_min, p_max, coalesce(p_limit::text, 'NULL')),
       DETAIL = 'field: limit';
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._check_limit(integer, integer) IS
-  'Private: PT010 naming the field limit unless 1 <= p_limit <= p_max.';
+COMMENT ON FUNCTION passthrough._check_limit(integer, integer, integer) IS
+  'Private: PT010 naming the field limit unless p_min <= p_limit <= p_max.';
 
 CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,

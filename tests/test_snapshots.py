@@ -7,6 +7,7 @@ import gzip
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -312,6 +313,40 @@ def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "imported audience aud-a" in out and "4 memberships changed" in out
     assert {i for i, (q, _) in members(enabled).items() if q} == {"m0", "x"}
+
+
+def test_cli_refuses_a_diff_limit_out_of_range(enabled, db_url, tmp_path, capsys):
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    assert run(db_url, "--dry-run", "--diff-limit", "-1", str(path)) == 1
+    assert "--diff-limit must be from 0 to 100,000, got -1" in capsys.readouterr().err
+
+
+def test_snapshot_diff_checks_its_limit(enabled):
+    apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
+    import_rows(enabled, snapshot_payload([("a", BASE + 20)]), AUD, dry_run=True)
+    assert len(snapshot_diff(enabled, 0)) == 0 and len(snapshot_diff(enabled, 1)) == 1
+    for limit in (-1, None, 100001):
+        with pytest.raises(psycopg.Error) as caught:
+            snapshot_diff(enabled, limit)
+        assert caught.value.diag.sqlstate == "PT010" and caught.value.diag.message_detail == "field: limit"
+
+
+def test_members_whose_qualify_ran_out_are_neither_counted_nor_disqualified(enabled):
+    """An audience with a ttl: qualifies that expired (the sweeper has not recorded them yet) are no members,
+    so the guard compares the snapshot with the live members only."""
+    enabled.execute("SELECT passthrough.create_audience('a', %s, p_ttl => interval '1 day')", (AUD,))
+    now = scalar(enabled, "SELECT floor(extract(epoch FROM now()))")
+    apply(enabled, [ev(f"old{i}", True, 10) for i in range(8)]  # long expired
+          + [Event("fs_user_id", f"live{i}", AUD, True, now - 60) for i in range(2)])
+    result = import_rows(enabled, snapshot_payload([("live0", now), ("live1", now)]), AUD)
+    assert (result.members_before, result.to_disqualify, result.unchanged, result.applied) == (2, 0, 2, True)
+    # dropping one of the two live members is 50%: allowed; the expired ones stay out
+    result = import_rows(enabled, snapshot_payload([("live0", now + 1)]), AUD)
+    assert (result.members_before, result.to_disqualify, result.applied) == (2, 1, True)
+    assert scalar(enabled, "SELECT size FROM passthrough.get_audience('a')") == 1
+    # no disqualify was written for the expired members: their only event is their qualify
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.events e JOIN passthrough.external_audiences x"
+                  " ON x.id = e.audience_key WHERE x.external_id = %s AND e.identifier LIKE 'old%%'", (AUD,)) == 8
 
 
 def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):

@@ -1308,8 +1308,13 @@ BEGIN
            max(CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END) AS ts
     FROM pg_temp.passthrough_snapshot_rows r GROUP BY r.type_id, r.identifier
   ), current AS (
-    SELECT m.identifier_type_id AS type_id, m.identifier, m.qualified, m.event_ts
-    FROM passthrough.memberships m WHERE m.audience_key = v_key
+    -- qualified as live reads see it: a qualify that ran out under the audience's ttl (and that the sweeper
+    -- has not recorded yet) is no member, so neither counted nor disqualified
+    SELECT m.identifier_type_id AS type_id, m.identifier,
+           m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now) AS qualified, m.event_ts
+    FROM passthrough.memberships m
+    LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+    WHERE m.audience_key = v_key
   )
   SELECT CASE
            WHEN l.identifier IS NOT NULL AND c.qualified THEN 'unchanged'
@@ -1427,6 +1432,7 @@ BEGIN
       MESSAGE = 'no snapshot diff in this session',
       HINT = 'Call passthrough.import_snapshot(..., p_dry_run => true) first.';
   END IF;
+  PERFORM passthrough._check_limit(p_limit, 100000, 0);
   RETURN QUERY
     SELECT d.change, t.name::text, d.identifier::text, d.current_ts, d.snapshot_ts
     FROM pg_temp.passthrough_snapshot_diff d
@@ -1437,7 +1443,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
-  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows; unchanged members are left out.';
+  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows (0 to 100000; PT010 otherwise); unchanged members are left out.';
 -- The change feed: every transition of a pair's state (entered, exited), in an order a consumer can
 -- resume from without missing a change or seeing one twice.
 --
@@ -1519,19 +1525,19 @@ COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
 -- Shared by the feed, the expiry sweeper and retention pruning: every call that works in pages or chunks.
-CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer) RETURNS void
+CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
-  IF p_limit IS NULL OR p_limit < 1 OR p_limit > p_max THEN
+  IF p_limit IS NULL OR p_limit < p_min OR p_limit > p_max THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between 1 and %s, got %s', p_max, coalesce(p_limit::text, 'NULL')),
+      MESSAGE = format('limit must be between %s and %s, got %s', p_min, p_max, coalesce(p_limit::text, 'NULL')),
       DETAIL = 'field: limit';
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._check_limit(integer, integer) IS
-  'Private: PT010 naming the field limit unless 1 <= p_limit <= p_max.';
+COMMENT ON FUNCTION passthrough._check_limit(integer, integer, integer) IS
+  'Private: PT010 naming the field limit unless p_min <= p_limit <= p_max.';
 
 CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
