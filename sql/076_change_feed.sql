@@ -58,15 +58,24 @@ $$;
 COMMENT ON FUNCTION passthrough._parse_change_cursor(text) IS
   'Private: a change feed cursor ''<xid>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
 
+-- Whether changes after this cursor have been pruned (sql/079_retention.sql).
+CREATE FUNCTION passthrough._cursor_pruned(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  -- the start of the feed (0-0-0) always reads from the oldest change kept
+  SELECT p_xid <> '0'::xid8 AND s.feed_pruned_through IS NOT NULL
+         AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord
+                                           FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+  FROM passthrough.settings s;
+$$;
+COMMENT ON FUNCTION passthrough._cursor_pruned(xid8, bigint, integer) IS
+  'Private: true when changes after this cursor have been pruned, so a consumer resuming from it would miss some.';
+
 CREATE FUNCTION passthrough._check_cursor_retained(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
-DECLARE
-  v_pruned text := (SELECT s.feed_pruned_through FROM passthrough.settings s);
 BEGIN
-  -- the start of the feed (0-0-0) always reads from the oldest change kept
-  IF p_xid <> '0'::xid8 AND v_pruned IS NOT NULL
-     AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord FROM passthrough._parse_change_cursor(v_pruned)) THEN
+  IF passthrough._cursor_pruned(p_xid, p_batch_id, p_ord) THEN
     RAISE EXCEPTION USING ERRCODE = 'PT032',
       MESSAGE = format('changes after cursor %s-%s-%s were pruned (the feed is kept through event_retention)',
                        p_xid, p_batch_id, p_ord),
@@ -78,7 +87,6 @@ $$;
 COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
--- Shared by the feed, the expiry sweeper and retention pruning: every call that works in pages or chunks.
 CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$

@@ -211,11 +211,19 @@ BEGIN
   RETURN QUERY
     WITH due AS (
       SELECT d.id FROM passthrough.webhooks d
+      CROSS JOIN LATERAL passthrough._parse_change_cursor(d.feed_cursor) p
       WHERE d.paused_at IS NULL AND d.next_attempt_at <= now()
         AND (d.locked_until IS NULL OR d.locked_until <= now())
+        -- only a webhook with something to do: a readable change after its cursor, a cursor the pruning
+        -- passed (to report PT032), or a retry; a caught-up one costs no row update per poll
+        AND (d.failures > 0
+             OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
+                        WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
+                          AND c.xid < pg_snapshot_xmin(pg_current_snapshot()))
+             OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit
-      FOR UPDATE SKIP LOCKED
+      FOR UPDATE OF d SKIP LOCKED
     )
     UPDATE passthrough.webhooks w SET locked_until = now() + p_lease
     FROM due
@@ -224,7 +232,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._claim_webhooks(interval, integer) IS
-  'Private: leases up to p_limit due webhooks (not paused, next attempt reached, no live lease) for p_lease and returns what delivering needs, secret included. Call it in its own transaction.';
+  'Private: leases up to p_limit due webhooks (not paused, next attempt reached, no live lease, and something to deliver or report) for p_lease and returns what delivering needs, secret included. Call it in its own transaction.';
 
 CREATE FUNCTION passthrough._webhook_page(p_id integer, p_limit integer)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,

@@ -1504,15 +1504,24 @@ $$;
 COMMENT ON FUNCTION passthrough._parse_change_cursor(text) IS
   'Private: a change feed cursor ''<xid>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
 
+-- Whether changes after this cursor have been pruned (sql/079_retention.sql).
+CREATE FUNCTION passthrough._cursor_pruned(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  -- the start of the feed (0-0-0) always reads from the oldest change kept
+  SELECT p_xid <> '0'::xid8 AND s.feed_pruned_through IS NOT NULL
+         AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord
+                                           FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+  FROM passthrough.settings s;
+$$;
+COMMENT ON FUNCTION passthrough._cursor_pruned(xid8, bigint, integer) IS
+  'Private: true when changes after this cursor have been pruned, so a consumer resuming from it would miss some.';
+
 CREATE FUNCTION passthrough._check_cursor_retained(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
-DECLARE
-  v_pruned text := (SELECT s.feed_pruned_through FROM passthrough.settings s);
 BEGIN
-  -- the start of the feed (0-0-0) always reads from the oldest change kept
-  IF p_xid <> '0'::xid8 AND v_pruned IS NOT NULL
-     AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord FROM passthrough._parse_change_cursor(v_pruned)) THEN
+  IF passthrough._cursor_pruned(p_xid, p_batch_id, p_ord) THEN
     RAISE EXCEPTION USING ERRCODE = 'PT032',
       MESSAGE = format('changes after cursor %s-%s-%s were pruned (the feed is kept through event_retention)',
                        p_xid, p_batch_id, p_ord),
@@ -1524,7 +1533,6 @@ $$;
 COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
--- Shared by the feed, the expiry sweeper and retention pruning: every call that works in pages or chunks.
 CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -2384,11 +2392,19 @@ BEGIN
   RETURN QUERY
     WITH due AS (
       SELECT d.id FROM passthrough.webhooks d
+      CROSS JOIN LATERAL passthrough._parse_change_cursor(d.feed_cursor) p
       WHERE d.paused_at IS NULL AND d.next_attempt_at <= now()
         AND (d.locked_until IS NULL OR d.locked_until <= now())
+        -- only a webhook with something to do: a readable change after its cursor, a cursor the pruning
+        -- passed (to report PT032), or a retry; a caught-up one costs no row update per poll
+        AND (d.failures > 0
+             OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
+                        WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
+                          AND c.xid < pg_snapshot_xmin(pg_current_snapshot()))
+             OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit
-      FOR UPDATE SKIP LOCKED
+      FOR UPDATE OF d SKIP LOCKED
     )
     UPDATE passthrough.webhooks w SET locked_until = now() + p_lease
     FROM due
@@ -2397,7 +2413,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._claim_webhooks(interval, integer) IS
-  'Private: leases up to p_limit due webhooks (not paused, next attempt reached, no live lease) for p_lease and returns what delivering needs, secret included. Call it in its own transaction.';
+  'Private: leases up to p_limit due webhooks (not paused, next attempt reached, no live lease, and something to deliver or report) for p_lease and returns what delivering needs, secret included. Call it in its own transaction.';
 
 CREATE FUNCTION passthrough._webhook_page(p_id integer, p_limit integer)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
