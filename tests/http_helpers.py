@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2.*")
     from starlette.testclient import TestClient
 
-from pyapp.web import ApiConfig, create_app
+from pyapp.web import ApiConfig, api_routes, create_app
 from pyapp.web.openapi import DOCUMENT
 
 TEST_CONFIG = ApiConfig(pool_min_size=1, pool_max_size=4, pool_timeout=2.0)
@@ -46,9 +46,19 @@ def create_key(conn: psycopg.Connection, name: str, scope: str) -> str:
 # --------------------------------------------------------------------------- the OpenAPI document as an oracle
 
 
+# Parameters the app routes with Starlette's path convertor ({name:path}): their decoded value may hold "/".
+_WIDE_PARAMS = {
+    re.sub(r"\{(\w+):path\}", r"{\1}", route.path): set(re.findall(r"\{(\w+):path\}", route.path))
+    for route in api_routes()
+}
+
+
 def _template_regex(template: str) -> re.Pattern[str]:
+    """A regex for the decoded paths the app routes to this OpenAPI path template."""
+    wide = _WIDE_PARAMS.get(template, set())
     parts = re.split(r"(\{[^}]+\})", template)
-    return re.compile("^" + "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts) + "$")
+    return re.compile("^" + "".join(
+        (".+" if p[1:-1] in wide else "[^/]+") if p.startswith("{") else re.escape(p) for p in parts) + "$")
 
 
 _TEMPLATES = [(template, _template_regex(template)) for template in DOCUMENT["paths"]]

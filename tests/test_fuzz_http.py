@@ -250,8 +250,8 @@ def audiences_dump(conn):
 
 
 segment_ids = st.one_of(st.from_regex(r"[a-z0-9_]{1,20}", fullmatch=True), weird_text,
-                        st.sampled_from(["seg", "SEG", "a" * 256, "seg:validate", "%00", "..", "seg/x"])).filter(bool)
-# (an empty id is the path /v3/segments/, which Starlette redirects to /v3/segments with a 307)
+                        st.sampled_from(["seg", "SEG", "a" * 256, "seg:validate", "%00", "..", "seg/x", "/", ""]))
+# (an empty id is the path /v3/segments/: 404, no redirect to /v3/segments)
 segment_bodies = st.one_of(
     json_values,
     st.fixed_dictionaries({}, optional={

@@ -27,7 +27,8 @@ def served_operations() -> set[tuple[str, str]]:
     served = set()
     for route in create_app("postgresql://unused@/none").routes:
         if isinstance(route, Route):
-            served |= {(route.path, m.lower()) for m in route.methods or () if m != "HEAD"}
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {name:path} is {name} in OpenAPI
+            served |= {(path, m.lower()) for m in route.methods or () if m != "HEAD"}
         elif isinstance(route, Mount):
             served |= {(route.path, m) for m in DOCUMENT["paths"].get(route.path, {"<undocumented>": None})}
         else:

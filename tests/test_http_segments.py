@@ -61,6 +61,13 @@ def test_list_segments(admin):
     assert admin.get("/v3/segments").json() == {"segment_ids": ["seg_a", "seg_b", "seg_c"]}
 
 
+def test_a_trailing_slash_is_no_path_of_the_api(client, public_key):
+    for path in ("/v3/segments/", "/v3/graphql/", "/v3/events/"):
+        response = client.get(path, headers={"x-api-key": public_key}, follow_redirects=False)
+        assert response.status_code == 404, (path, response.status_code)  # not a 307 to the path without it
+        assert response.json()["detail"]["code"] == "not_found"
+
+
 def test_list_segments_returns_every_page(admin, db):
     db.execute("SELECT passthrough.create_audience(format('s%s', lpad(i::text, 4, '0')), format('x%s', i))"
                " FROM generate_series(1, 1001) AS i")

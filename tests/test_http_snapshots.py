@@ -193,6 +193,16 @@ def test_other_identifier_types_and_columns_in_any_order(client, enabled, privat
         ("vuid", "vuid_1")]
 
 
+@pytest.mark.parametrize("path_id", ["crm%2Fvip%2F2026", "crm/vip/2026"], ids=["escaped", "as-is"])
+def test_an_audience_id_with_a_slash(client, enabled, private_key, path_id):
+    body = snapshot_csv([("m0", TS)], audience="crm/vip/2026")
+    response = post(client, private_key, body, content_type="text/csv", params={"force": "true"},
+                    url=f"/v3/audiences/{path_id}/snapshot")
+    assert response.status_code == 200, response.text
+    assert response.json()["audience_id"] == "crm/vip/2026"
+    assert qualified(enabled, "crm/vip/2026") == {"m0"}
+
+
 # --------------------------------------------------------------------------- dry run
 
 

@@ -42,7 +42,8 @@ def api_routes() -> list[BaseRoute]:
         _route("/readyz", GET=health.readyz),
         _route("/openapi.json", GET=openapi.openapi_json),
         _route("/v3/events", POST=events.post_events),
-        _route("/v3/audiences/{audience_id}/snapshot", POST=snapshots.post_snapshot),
+        # :path: an external audience id may hold "/", which arrives decoded from %2F
+        _route("/v3/audiences/{audience_id:path}/snapshot", POST=snapshots.post_snapshot),
         _route("/v3/changes", GET=changes.get_changes),
         _route("/v3/segments", GET=segments.list_segments),
         # before /v3/segments/{segment_id}, which would also match "name:validate"
@@ -93,6 +94,8 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
+    # "/v3/segments/" is not a path of this API: 404, as documented, rather than Starlette's 307 to "/v3/segments"
+    app.router.redirect_slashes = False
     app.state.config = config
     app.state.database_url = database_url  # snapshot imports open a connection of their own (snapshots.py)
     app.state.graphql = graphql

@@ -155,7 +155,8 @@ SNAPSHOT_PARAMETERS = [
         "name": "audience_id",
         "in": "path",
         "required": True,
-        "description": "The external audience id: every row's `audience_id` must be this.",
+        "description": "The external audience id: every row's `audience_id` must be this. Percent-encoded, as any path "
+        "parameter: an id holding `/` is sent with `%2F`.",
         "schema": {"type": "string", "maxLength": 255, "examples": ["crm-vip"]},
     },
     _query("at", "The snapshot time T in seconds since the Unix epoch (`--at`); default: the newest `ts` in "
