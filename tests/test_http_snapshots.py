@@ -254,6 +254,7 @@ def test_an_empty_snapshot_is_refused_unless_forced(client, members, private_key
     assert response.status_code == 422
     assert (detail(response)["code"], detail(response)["sqlstate"]) == ("empty_snapshot", "PT022")
     assert "refused: it is empty" in detail(response)["message"]
+    assert "force=true over HTTP" in detail(response)["hint"]  # the hint names this transport's option too
     assert unchanged(members, before)
     response = post(client, private_key, body, params={"force": "true"})
     assert response.status_code == 200 and response.json()["to_disqualify"] == 4
@@ -267,6 +268,7 @@ def test_disqualifying_more_than_the_share_is_refused_unless_allowed_or_forced(c
     assert response.status_code == 422
     assert detail(response)["code"] == "snapshot_disqualifies_too_many"
     assert "would disqualify 3 of 4 members (75.0%), more than the allowed 50.0%" in detail(response)["message"]
+    assert "force=true" in detail(response)["hint"] and "max_disqualify_share=" in detail(response)["hint"]
     response = post(client, private_key, body, params={"dry_run": "true"})  # a dry run is refused alike
     assert response.status_code == 422
     response = post(client, private_key, body, params={"max_disqualify_share": "0.7"})

@@ -1385,8 +1385,8 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'PT022',
       MESSAGE = format('snapshot of %s refused: it is empty', to_json(p_audience_id)),
       DETAIL = format('It would disqualify all %s members.', v_result.to_disqualify),
-      HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, '
-             'import with p_force => true (passthrough import --force).';
+      HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
+             'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
   END IF;
   IF v_result.to_disqualify > p_max_disqualify_share * v_result.members_before AND v_result.to_disqualify > 0
      AND NOT p_force THEN
@@ -1397,8 +1397,9 @@ BEGIN
                        round(100 * p_max_disqualify_share, 1)),
       DETAIL = format('to qualify: %s, to disqualify: %s, unchanged: %s', v_result.to_qualify,
                       v_result.to_disqualify, v_result.unchanged),
-      HINT = 'Check the export. To apply it anyway, import with p_force => true (passthrough import --force), '
-             'or raise p_max_disqualify_share (--max-disqualify-share).';
+      HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
+             'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
+             'max_disqualify_share=, --max-disqualify-share).';
   END IF;
   IF p_dry_run THEN
     RETURN v_result;
