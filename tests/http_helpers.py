@@ -46,11 +46,13 @@ def create_key(conn: psycopg.Connection, name: str, scope: str) -> str:
 # --------------------------------------------------------------------------- the OpenAPI document as an oracle
 
 
+def openapi_path(route_path: str) -> str:
+    """A Starlette route's path as an OpenAPI path template: {name:path} is {name} there."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", route_path)
+
+
 # Parameters the app routes with Starlette's path convertor ({name:path}): their decoded value may hold "/".
-_WIDE_PARAMS = {
-    re.sub(r"\{(\w+):path\}", r"{\1}", route.path): set(re.findall(r"\{(\w+):path\}", route.path))
-    for route in api_routes()
-}
+_WIDE_PARAMS = {openapi_path(route.path): set(re.findall(r"\{(\w+):path\}", route.path)) for route in api_routes()}
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import check_response_is_documented
+from http_helpers import check_response_is_documented, openapi_path
 from starlette.routing import Mount, Route
 
 from pyapp import __version__
@@ -27,8 +27,7 @@ def served_operations() -> set[tuple[str, str]]:
     served = set()
     for route in create_app("postgresql://unused@/none").routes:
         if isinstance(route, Route):
-            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)  # {name:path} is {name} in OpenAPI
-            served |= {(path, m.lower()) for m in route.methods or () if m != "HEAD"}
+            served |= {(openapi_path(route.path), m.lower()) for m in route.methods or () if m != "HEAD"}
         elif isinstance(route, Mount):
             served |= {(route.path, m) for m in DOCUMENT["paths"].get(route.path, {"<undocumented>": None})}
         else:
