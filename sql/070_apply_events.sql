@@ -71,6 +71,15 @@ $$;
 COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
   'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
 
+-- The one test of an external audience id's form (the table's CHECK says the same).
+CREATE FUNCTION passthrough._valid_audience_id(p_audience_id text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT p_audience_id <> '' AND length(p_audience_id) <= 255;
+$$;
+COMMENT ON FUNCTION passthrough._valid_audience_id(text) IS
+  'Private: whether an external audience id is non-empty and at most 255 characters (NULL for NULL). Inlined by the planner.';
+
 -- A cheap sufficient condition for an event to break none of the rules above (and for the transport to
 -- have seen no problem): plain comparisons, no strings built. True implies _event_problems is empty;
 -- false or NULL means "ask _event_problems", which has the final word. Keep the two in step.
@@ -87,7 +96,7 @@ AS $$
      AND p_identifier_count = 1
      AND p_identifier_high_confidence
      AND p_identifier <> '' AND length(p_identifier) <= 512
-     AND p_audience_id <> '' AND length(p_audience_id) <= 255
+     AND passthrough._valid_audience_id(p_audience_id)
      AND (p_ts IS NULL OR (p_ts < 100000000000 AND p_ts >= 946684800 AND p_ts <= p_max_ts))
      AND (p_idempotence_id IS NULL OR length(p_idempotence_id) <= 255);
 $$;

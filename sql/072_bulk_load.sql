@@ -96,7 +96,7 @@ BEGIN
   INSERT INTO passthrough.external_audiences (external_id)
   SELECT DISTINCT s.audience_id FROM pg_temp.passthrough_load s
   -- the ids the table's CHECK accepts; load_staged names any other one as invalid
-  WHERE s.audience_id <> '' AND length(s.audience_id) <= 255
+  WHERE passthrough._valid_audience_id(s.audience_id)
     AND NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = s.audience_id)
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;

@@ -40,7 +40,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
-  IF p_audience_id IS NULL OR p_audience_id = '' OR length(p_audience_id) > 255 THEN
+  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
       DETAIL = 'field: audience_id';

@@ -13,6 +13,15 @@
 -- The writer NOTIFYs passthrough_changes once per batch that changed something, so followers wake
 -- without polling.
 
+-- The feed's readable horizon: changes with a smaller xid are readable; every reader of the feed asks here.
+CREATE FUNCTION passthrough._feed_horizon() RETURNS xid8
+LANGUAGE sql STABLE
+AS $$
+  SELECT pg_snapshot_xmin(pg_current_snapshot());
+$$;
+COMMENT ON FUNCTION passthrough._feed_horizon() IS
+  'Private: the xmin of the current snapshot; a change is readable once its xid is below it. Inlined by the planner.';
+
 CREATE TABLE passthrough.membership_changes (
   xid                xid8        NOT NULL,
   batch_id           bigint      NOT NULL,
@@ -87,6 +96,8 @@ $$;
 COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
+-- Shared by the feed, the expiry sweeper, retention pruning and the snapshot diff: every call that works in
+-- pages or chunks.
 CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -126,7 +137,7 @@ BEGIN
     LEFT JOIN passthrough.audiences a ON a.audience_key = c.audience_key
     LEFT JOIN passthrough.batches b ON b.id = c.batch_id
     WHERE (c.xid, c.batch_id, c.ord) > (v_xid, v_batch_id, v_ord)
-      AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND c.xid < passthrough._feed_horizon()
     ORDER BY c.xid, c.batch_id, c.ord
     LIMIT p_limit;
 END;
@@ -137,7 +148,7 @@ COMMENT ON FUNCTION passthrough.changes(text, integer) IS
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT format('%s-0-0', pg_snapshot_xmin(pg_current_snapshot()));
+  SELECT format('%s-0-0', passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.current_change_cursor() IS
   'A cursor at the end of the feed as readable now: passthrough.changes() after it returns only changes not yet readable at this moment (to follow the feed from now on).';
@@ -146,7 +157,7 @@ CREATE FUNCTION passthrough.changes_pending() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT EXISTS (SELECT 1 FROM passthrough.membership_changes c
-                 WHERE c.xid >= pg_snapshot_xmin(pg_current_snapshot()));
+                 WHERE c.xid >= passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.changes_pending() IS
   'Whether committed changes wait to be readable in the feed because an older transaction is still open (followers then check again later instead of waiting for a notification).';

@@ -219,7 +219,7 @@ BEGIN
         AND (d.failures > 0
              OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
                         WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
-                          AND c.xid < pg_snapshot_xmin(pg_current_snapshot()))
+                          AND c.xid < passthrough._feed_horizon())
              OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit

@@ -609,6 +609,15 @@ $$;
 COMMENT ON FUNCTION passthrough._event_problems(text, text, integer, text, boolean, text, text, numeric, numeric, text) IS
   'Private: every rule an event''s values break, as ''field: reason'' strings (empty when valid).';
 
+-- The one test of an external audience id's form (the table's CHECK says the same).
+CREATE FUNCTION passthrough._valid_audience_id(p_audience_id text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT p_audience_id <> '' AND length(p_audience_id) <= 255;
+$$;
+COMMENT ON FUNCTION passthrough._valid_audience_id(text) IS
+  'Private: whether an external audience id is non-empty and at most 255 characters (NULL for NULL). Inlined by the planner.';
+
 -- A cheap sufficient condition for an event to break none of the rules above (and for the transport to
 -- have seen no problem): plain comparisons, no strings built. True implies _event_problems is empty;
 -- false or NULL means "ask _event_problems", which has the final word. Keep the two in step.
@@ -625,7 +634,7 @@ AS $$
      AND p_identifier_count = 1
      AND p_identifier_high_confidence
      AND p_identifier <> '' AND length(p_identifier) <= 512
-     AND p_audience_id <> '' AND length(p_audience_id) <= 255
+     AND passthrough._valid_audience_id(p_audience_id)
      AND (p_ts IS NULL OR (p_ts < 100000000000 AND p_ts >= 946684800 AND p_ts <= p_max_ts))
      AND (p_idempotence_id IS NULL OR length(p_idempotence_id) <= 255);
 $$;
@@ -1048,7 +1057,7 @@ BEGIN
   INSERT INTO passthrough.external_audiences (external_id)
   SELECT DISTINCT s.audience_id FROM pg_temp.passthrough_load s
   -- the ids the table's CHECK accepts; load_staged names any other one as invalid
-  WHERE s.audience_id <> '' AND length(s.audience_id) <= 255
+  WHERE passthrough._valid_audience_id(s.audience_id)
     AND NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = s.audience_id)
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
@@ -1233,7 +1242,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
-  IF p_audience_id IS NULL OR p_audience_id = '' OR length(p_audience_id) > 255 THEN
+  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
       DETAIL = 'field: audience_id';
@@ -1460,6 +1469,15 @@ COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
 -- The writer NOTIFYs passthrough_changes once per batch that changed something, so followers wake
 -- without polling.
 
+-- The feed's readable horizon: changes with a smaller xid are readable; every reader of the feed asks here.
+CREATE FUNCTION passthrough._feed_horizon() RETURNS xid8
+LANGUAGE sql STABLE
+AS $$
+  SELECT pg_snapshot_xmin(pg_current_snapshot());
+$$;
+COMMENT ON FUNCTION passthrough._feed_horizon() IS
+  'Private: the xmin of the current snapshot; a change is readable once its xid is below it. Inlined by the planner.';
+
 CREATE TABLE passthrough.membership_changes (
   xid                xid8        NOT NULL,
   batch_id           bigint      NOT NULL,
@@ -1534,6 +1552,8 @@ $$;
 COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
+-- Shared by the feed, the expiry sweeper, retention pruning and the snapshot diff: every call that works in
+-- pages or chunks.
 CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -1573,7 +1593,7 @@ BEGIN
     LEFT JOIN passthrough.audiences a ON a.audience_key = c.audience_key
     LEFT JOIN passthrough.batches b ON b.id = c.batch_id
     WHERE (c.xid, c.batch_id, c.ord) > (v_xid, v_batch_id, v_ord)
-      AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND c.xid < passthrough._feed_horizon()
     ORDER BY c.xid, c.batch_id, c.ord
     LIMIT p_limit;
 END;
@@ -1584,7 +1604,7 @@ COMMENT ON FUNCTION passthrough.changes(text, integer) IS
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT format('%s-0-0', pg_snapshot_xmin(pg_current_snapshot()));
+  SELECT format('%s-0-0', passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.current_change_cursor() IS
   'A cursor at the end of the feed as readable now: passthrough.changes() after it returns only changes not yet readable at this moment (to follow the feed from now on).';
@@ -1593,7 +1613,7 @@ CREATE FUNCTION passthrough.changes_pending() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT EXISTS (SELECT 1 FROM passthrough.membership_changes c
-                 WHERE c.xid >= pg_snapshot_xmin(pg_current_snapshot()));
+                 WHERE c.xid >= passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.changes_pending() IS
   'Whether committed changes wait to be readable in the feed because an older transaction is still open (followers then check again later instead of waiting for a notification).';
@@ -2401,7 +2421,7 @@ BEGIN
         AND (d.failures > 0
              OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
                         WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
-                          AND c.xid < pg_snapshot_xmin(pg_current_snapshot()))
+                          AND c.xid < passthrough._feed_horizon())
              OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit
