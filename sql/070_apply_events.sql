@@ -129,11 +129,13 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   v_result passthrough.apply_result;
+  v_xid    xid8;
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 THEN
     RETURN v_result;
   END IF;
+  v_xid := pg_current_xact_id();
 
   INSERT INTO passthrough.batches (source, event_count) VALUES (p_source, v_result.accepted)
   RETURNING id INTO v_result.batch_id;
@@ -162,15 +164,18 @@ BEGIN
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at)
-    SELECT t, i, k, q, ts, now() FROM latest ORDER BY t, i, k
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at, feed_pos)
+    SELECT t, i, k, q, ts, now(), v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts
+          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          -- the feed orders this version after the one it replaces, even one a later transaction wrote
+          feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
-              event_ts
+              event_ts, feed_pos, feed_level
   ), lapsing AS (
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
@@ -182,17 +187,17 @@ BEGIN
     -- was_in: the state just before this event's ts
     SELECT l.*, coalesce(l.previous_qualified, false) AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
-    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord);
-    -- expiries come first, so a pair's expiry precedes its re-entry
+    -- the change feed (sql/076_change_feed.sql): one row per transition at its version's feed position,
+    -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT (SELECT pg_current_xact_id()), v_result.batch_id, row_number() OVER (),
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
            c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
     FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier
+                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
           FROM moved WHERE lapsed
           UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
           FROM moved WHERE qualified <> was_in) AS c
   ), queued AS (
     -- qualify events of audiences with a ttl: the sweeper's work list

@@ -50,6 +50,7 @@ DECLARE
   v_work     tid[];
   v_batch_id bigint;
   v_count    integer;
+  v_xid      xid8;
 BEGIN
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
@@ -82,6 +83,7 @@ BEGIN
   END IF;
 
   INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  v_xid := pg_current_xact_id();
   WITH due AS (
     SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
     FROM passthrough.membership_expiries q
@@ -105,18 +107,21 @@ BEGIN
     FOR UPDATE OF m SKIP LOCKED
   ), flipped AS (
     UPDATE passthrough.memberships m
-    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts
+    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
+        feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
-    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,
+              m.feed_pos, m.feed_level
   ), dropped AS (
     DELETE FROM passthrough.membership_expiries q
     WHERE q.ctid = ANY (v_work)
       AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
   ), feed AS (
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT (SELECT pg_current_xact_id()), v_batch_id, row_number() OVER (ORDER BY f.expired_at),
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.expired_at),
            f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
     FROM flipped f
   ), sizes AS (

@@ -76,17 +76,18 @@ BEGIN
     DELETE FROM passthrough.membership_changes d
     WHERE d.ctid = ANY (ARRAY(
       SELECT c.ctid FROM passthrough.membership_changes c WHERE c.batch_id <= v_last_batch LIMIT p_limit))
-    RETURNING d.xid, d.batch_id, d.ord
+    RETURNING d.pos, d.level, d.batch_id, d.ord
   )
   SELECT count(*),
-         (SELECT format('%s-%s-%s', x.xid, x.batch_id, x.ord) FROM gone x
-          ORDER BY x.xid DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
+         (SELECT format('%s-%s-%s-%s', x.pos, x.level, x.batch_id, x.ord) FROM gone x
+          ORDER BY x.pos DESC, x.level DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
   INTO changes, v_cursor FROM gone;
   IF v_cursor IS NOT NULL THEN
     UPDATE passthrough.settings s SET feed_pruned_through = v_cursor
     WHERE s.feed_pruned_through IS NULL
-       OR (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(s.feed_pruned_through))
-          < (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
+       OR (SELECT ROW(o_pos, o_level, o_batch_id, o_ord)
+           FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+          < (SELECT ROW(o_pos, o_level, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
   END IF;
   RETURN NEXT;
 END;

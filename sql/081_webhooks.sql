@@ -218,9 +218,9 @@ BEGIN
         -- passed (to report PT032), or a retry; a caught-up one costs no row update per poll
         AND (d.failures > 0
              OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
-                        WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
-                          AND c.xid < passthrough._feed_horizon())
-             OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
+                        WHERE (c.pos, c.level, c.batch_id, c.ord) > (p.o_pos, p.o_level, p.o_batch_id, p.o_ord)
+                          AND c.pos < passthrough._feed_horizon())
+             OR passthrough._cursor_pruned(p.o_pos, p.o_level, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit
       FOR UPDATE OF d SKIP LOCKED
@@ -265,7 +265,8 @@ DECLARE
 BEGIN
   SELECT * INTO v_old FROM passthrough._parse_change_cursor(p_expected_cursor);
   SELECT * INTO v_new FROM passthrough._parse_change_cursor(p_new_cursor);
-  IF (v_new.o_xid, v_new.o_batch_id, v_new.o_ord) < (v_old.o_xid, v_old.o_batch_id, v_old.o_ord) THEN
+  IF (v_new.o_pos, v_new.o_level, v_new.o_batch_id, v_new.o_ord)
+     < (v_old.o_pos, v_old.o_level, v_old.o_batch_id, v_old.o_ord) THEN
     RETURN false;  -- never backwards
   END IF;
   -- compare-and-set: only a worker that read the page from the stored cursor may move it

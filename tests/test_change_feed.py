@@ -163,7 +163,7 @@ def test_concurrent_writers_committing_in_random_order_are_read_exactly_once(db_
     assert not failures, failures
     page, cursor = read_all(reader, cursor)
     seen += page
-    everything = rows(reader, "SELECT format('%%s-%%s-%%s', xid, batch_id, ord) FROM passthrough.membership_changes")
+    everything = rows(reader, "SELECT format('%%s-%%s-%%s-%%s', pos, level, batch_id, ord) FROM passthrough.membership_changes")
     assert sorted(r[0] for r in seen) == sorted(r for (r,) in everything)
     assert len({r[0] for r in seen}) == len(seen)  # never twice
     # per pair, the feed alternates entered/exited and ends in the current state
@@ -223,7 +223,8 @@ def test_current_change_cursor_skips_what_is_readable(feed_conn):
     assert [r[3] for r in read_all(feed_conn, now)[0]] == ["u2"]
 
 
-@pytest.mark.parametrize("cursor", ["x", "1-2", "1-2-3-4", "-1-2-3", "1-2-3 ", "99999999999999999999-1-1", "1.0-1-1"])
+@pytest.mark.parametrize("cursor", ["x", "1-2-3", "1-2-3-4-5", "-1-2-3-4", "1-2-3-4 ", "99999999999999999999-0-1-1",
+                                    "1-2147483648-1-1", "1-0-1-2147483648", "1.0-0-1-1"])
 def test_a_malformed_cursor_is_pt030(feed_conn, cursor):
     error = expect_error(feed_conn, FEED, (cursor, 10), sqlstate="PT030")
     assert "cursor" in error.message and error.detail == "field: after"
@@ -288,7 +289,7 @@ def test_get_changes_shows_expiries_and_says_when_a_cursor_was_pruned(client, en
     enabled.execute("SELECT passthrough.set_event_retention(interval '1 hour')")
     enabled.execute("SELECT * FROM passthrough.prune_history()")
     enabled.execute("SELECT passthrough.set_event_retention(NULL)")
-    gone = client.get("/v3/changes", params={"after": "1-0-0"}, headers=headers)
+    gone = client.get("/v3/changes", params={"after": "1-0-0-0"}, headers=headers)
     assert gone.status_code == 410 and gone.json()["detail"]["code"] == "cursor_pruned"
     assert client.get("/v3/changes", headers=headers).json()["changes"] == changes[1:]
 

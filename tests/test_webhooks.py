@@ -15,6 +15,7 @@ from datetime import timedelta
 import orjson
 import pytest
 from http_helpers import make_client
+from interleave import Sessions
 from sqlhelpers import expect_error, rows, scalar
 
 from pyapp import cli
@@ -239,6 +240,36 @@ def test_from_now_skips_the_past_and_pages_arrive_in_feed_order_each_change_once
                                                          delivered[7]["cursor"]]
 
 
+def test_deliveries_replay_to_the_state_when_an_older_transaction_replaced_a_younger_ones_change(
+        feed, receiver, db_url):
+    """Webhooks read the feed through passthrough.changes, so they inherit its order (tests/test_change_feed_order.py):
+    the older transaction's batch waits on u0 while a younger one qualifies u1 and commits; then the older
+    batch disqualifies both. Delivered in order, each pair's last change is its state."""
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+
+    def batch(*events):
+        body = [{"type": "passthrough", "action": action, "identifiers": {"fs_user_id": who},
+                 "data": {"audience_id": "crm-vip", "ts": ts}} for who, action, ts in events]
+        return lambda c: c.execute("SELECT passthrough.apply_events(%s::jsonb)", (orjson.dumps(body).decode(),))
+
+    with Sessions(db_url, 3) as (holder, old, young):
+        holder.start(batch(("u0", "qualify", TS + 100)))
+        waiting = old.start(batch(("u0", "disqualify", TS + 200), ("u1", "disqualify", TS + 200)))
+        assert not waiting.done()  # it holds its transaction id and waits on u0
+        young.start(batch(("u1", "qualify", TS + 100)))
+        young.commit()
+        holder.commit()
+        old.wait()
+        old.commit()
+    while scalar(feed, "SELECT passthrough.changes_pending()"):  # e.g. an autovacuum ANALYZE's transaction
+        time.sleep(0.01)
+    deliver(db_url, rounds=6, page_size=1)  # a page per change: the cursor moves between them
+    delivered = [(c["identifier"], c["change"]) for c in receiver.acknowledged_changes()]
+    assert [change for who, change in delivered if who == "u1"] == ["entered", "exited"]
+    assert [change for who, change in delivered if who == "u0"] == ["entered", "exited"]
+    assert rows(feed, "SELECT count(*) FROM passthrough.memberships WHERE qualified") == [(0,)]
+
+
 def test_a_failing_receiver_gets_the_same_page_again_with_a_growing_backoff(feed, receiver, db_url):
     feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
     qualify(feed, "u1")
@@ -349,8 +380,8 @@ def test_the_cursor_moves_by_compare_and_set_and_only_forward(feed, receiver):
 def test_a_pruned_cursor_shows_as_last_error_and_is_retried_slowly(feed, receiver, db_url):
     feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
     cursor = webhook(feed)["cursor"]
-    xid = int(cursor.split("-")[0])
-    feed.execute("UPDATE passthrough.settings SET feed_pruned_through = %s", (f"{xid}-1-1",))
+    pos = int(cursor.split("-")[0])
+    feed.execute("UPDATE passthrough.settings SET feed_pruned_through = %s", (f"{pos}-0-1-1",))
     [outcomes] = deliver(db_url)  # the loop goes on
     assert outcomes[0].error.startswith("PT032")
     hook = webhook(feed)
@@ -380,7 +411,7 @@ def test_a_deleted_webhook_mid_delivery_is_harmless(feed, receiver):
     feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
     hook_id = scalar(feed, "SELECT id FROM passthrough.webhooks")
     feed.execute("SELECT passthrough.delete_webhook('hook')")
-    assert scalar(feed, "SELECT passthrough._webhook_delivered(%s, NULL, '1-1-1', 200)", (hook_id,)) is False
+    assert scalar(feed, "SELECT passthrough._webhook_delivered(%s, NULL, '1-0-1-1', 200)", (hook_id,)) is False
     assert scalar(feed, "SELECT passthrough._webhook_failed(%s, 'x', 500)", (hook_id,)) is None
 
 

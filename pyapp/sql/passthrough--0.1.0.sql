@@ -209,6 +209,8 @@ CREATE TABLE passthrough.memberships (
   updated_at         timestamptz NOT NULL,
   previous_qualified boolean,
   previous_event_ts  timestamptz,
+  feed_pos           xid8        NOT NULL,
+  feed_level         integer     NOT NULL DEFAULT 0,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
@@ -219,6 +221,10 @@ COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
   'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
   'event_ts before the last update (NULL for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
+COMMENT ON COLUMN passthrough.memberships.feed_pos IS
+  'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): the writing transaction''s id, or the position of the version it replaced when that one is later.';
+COMMENT ON COLUMN passthrough.memberships.feed_level IS
+  'Orders versions that share a feed_pos: one more than the replaced version''s when the writer took over its feed_pos, else 0.';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -667,11 +673,13 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   v_result passthrough.apply_result;
+  v_xid    xid8;
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 THEN
     RETURN v_result;
   END IF;
+  v_xid := pg_current_xact_id();
 
   INSERT INTO passthrough.batches (source, event_count) VALUES (p_source, v_result.accepted)
   RETURNING id INTO v_result.batch_id;
@@ -700,15 +708,18 @@ BEGIN
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at)
-    SELECT t, i, k, q, ts, now() FROM latest ORDER BY t, i, k
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at, feed_pos)
+    SELECT t, i, k, q, ts, now(), v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts
+          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          -- the feed orders this version after the one it replaces, even one a later transaction wrote
+          feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
-              event_ts
+              event_ts, feed_pos, feed_level
   ), lapsing AS (
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
@@ -720,17 +731,17 @@ BEGIN
     -- was_in: the state just before this event's ts
     SELECT l.*, coalesce(l.previous_qualified, false) AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
-    -- the change feed (sql/076_change_feed.sql): one row per transition, cursor (xid, batch, ord);
-    -- expiries come first, so a pair's expiry precedes its re-entry
+    -- the change feed (sql/076_change_feed.sql): one row per transition at its version's feed position,
+    -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT (SELECT pg_current_xact_id()), v_result.batch_id, row_number() OVER (),
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
            c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
     FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier
+                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
           FROM moved WHERE lapsed
           UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
           FROM moved WHERE qualified <> was_in) AS c
   ), queued AS (
     -- qualify events of audiences with a ttl: the sweeper's work list
@@ -1455,31 +1466,59 @@ $$;
 COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
   'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows (0 to 100000; PT010 otherwise); unchanged members are left out.';
 -- The change feed: every transition of a pair's state (entered, exited), in an order a consumer can
--- resume from without missing a change or seeing one twice.
+-- resume from without missing a change or seeing one twice, and whose replay, pair by pair, ends in the
+-- pair's state.
 --
--- The one writer (passthrough._apply_valid_events) appends a row per transition in the same statement
--- as the upsert that made it, tagged with the writing transaction's id (pg_current_xact_id(), xid8), the
--- batch and the row's place in the batch. The cursor is (xid, batch_id, ord). Transactions commit in
--- any order, so a naive sequence is not enough: a reader could pass a number that a slower transaction
--- holds and later commits. A read therefore returns only rows whose xid is below the xmin of its
--- snapshot (pg_snapshot_xmin(pg_current_snapshot())): every transaction below it has finished, and
--- every later transaction gets a larger xid, so nothing can ever appear behind a cursor handed out.
--- The price: a transaction that stays open (anywhere on the server) holds back the feed until it ends.
+-- The writers (passthrough._apply_valid_events, the expiry sweeper) append a row per transition in the same
+-- statement as the update that made it. Its place in the feed is the feed position of the membership row
+-- version it wrote, (pos, level), then the batch and the row's place in the batch: the cursor is
+-- (pos, level, batch_id, ord).
+--
+-- * Readable without a miss: a transaction's rows all have pos >= its own id (pg_current_xact_id()).
+--   A read returns only rows with pos below the xmin of its snapshot (pg_snapshot_xmin): every transaction
+--   with a smaller id has finished, and every transaction not yet visible has an id >= that xmin, so
+--   nothing can ever appear behind a cursor handed out. The price: a transaction that stays open
+--   (anywhere on the server) holds back the feed until it ends.
+-- * In the order the state changed: a pair's row versions are written one after the other (each writer
+--   holds the row lock, and the previous writer has committed). Transaction ids need not follow that
+--   order: an older transaction can replace a version that a younger one wrote and committed meanwhile.
+--   So a version takes pos = the greater of its writer's id and the replaced version's pos, and when it
+--   took the replaced version's pos, level = that version's level + 1 (else 0): every version sorts after
+--   the one it replaces. PostgreSQL exposes no commit order; this orders exactly what the feed needs.
 --
 -- The writer NOTIFYs passthrough_changes once per batch that changed something, so followers wake
 -- without polling.
 
--- The feed's readable horizon: changes with a smaller xid are readable; every reader of the feed asks here.
+-- The feed's readable horizon: changes with a smaller pos are readable; every reader of the feed asks here.
 CREATE FUNCTION passthrough._feed_horizon() RETURNS xid8
 LANGUAGE sql STABLE
 AS $$
   SELECT pg_snapshot_xmin(pg_current_snapshot());
 $$;
 COMMENT ON FUNCTION passthrough._feed_horizon() IS
-  'Private: the xmin of the current snapshot; a change is readable once its xid is below it. Inlined by the planner.';
+  'Private: the xmin of the current snapshot; a change is readable once its pos is below it. Inlined by the planner.';
+
+-- The ordering rule, in one place: the feed position of a membership row version that transaction p_xid
+-- writes over a version at (p_prev_pos, p_prev_level). Every writer of passthrough.memberships sets both.
+CREATE FUNCTION passthrough._feed_pos_after(p_prev_pos xid8, p_xid xid8) RETURNS xid8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN p_prev_pos > p_xid THEN p_prev_pos ELSE p_xid END;
+$$;
+COMMENT ON FUNCTION passthrough._feed_pos_after(xid8, xid8) IS
+  'Private: the feed pos of a row version that transaction p_xid writes over one at p_prev_pos: the greater of the two. Inlined by the planner.';
+
+CREATE FUNCTION passthrough._feed_level_after(p_prev_pos xid8, p_prev_level integer, p_xid xid8) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN p_prev_pos > p_xid THEN p_prev_level + 1 ELSE 0 END;
+$$;
+COMMENT ON FUNCTION passthrough._feed_level_after(xid8, integer, xid8) IS
+  'Private: the feed level of a row version that transaction p_xid writes over one at (p_prev_pos, p_prev_level): one more when it takes over p_prev_pos, else 0. Inlined by the planner.';
 
 CREATE TABLE passthrough.membership_changes (
-  xid                xid8        NOT NULL,
+  pos                xid8        NOT NULL,
+  level              integer     NOT NULL,
   batch_id           bigint      NOT NULL,
   ord                integer     NOT NULL,
   identifier_type_id smallint    NOT NULL,
@@ -1488,68 +1527,75 @@ CREATE TABLE passthrough.membership_changes (
   expired            boolean     NOT NULL DEFAULT false,
   event_ts           timestamptz NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
-  -- xids only grow, so new keys land at the right edge of the index
-  PRIMARY KEY (xid, batch_id, ord)
+  -- positions mostly grow, so new keys land near the right edge of the index
+  PRIMARY KEY (pos, level, batch_id, ord)
 );
 COMMENT ON TABLE passthrough.membership_changes IS
   'Every state transition of a pair, appended in the statement that made it (the one writer, or the expiry sweeper): qualified true = entered, false = exited, expired true = the membership''s ttl ran out. Read it through passthrough.changes().';
-COMMENT ON COLUMN passthrough.membership_changes.xid IS
-  'The writing transaction (pg_current_xact_id()). With batch_id and ord, the feed''s cursor.';
+COMMENT ON COLUMN passthrough.membership_changes.pos IS
+  'The feed position of the membership row version that made the change (passthrough.memberships.feed_pos): its writing transaction''s id, or a later one whose version it replaced. With level, batch_id and ord, the feed''s cursor.';
+COMMENT ON COLUMN passthrough.membership_changes.level IS
+  'passthrough.memberships.feed_level of that row version: orders changes that share a pos.';
 COMMENT ON COLUMN passthrough.membership_changes.event_ts IS
   'ts of the event that made the change; for an expiry, when it expired (the qualify event''s ts + the ttl).';
 
--- A cursor is '<xid>-<batch_id>-<ord>' (decimal); NULL or '' is the start of the feed.
-CREATE FUNCTION passthrough._parse_change_cursor(p_cursor text, OUT o_xid xid8, OUT o_batch_id bigint,
-                                                 OUT o_ord integer)
+-- A cursor is '<pos>-<level>-<batch_id>-<ord>' (decimal); NULL or '' is the start of the feed.
+CREATE FUNCTION passthrough._parse_change_cursor(p_cursor text, OUT o_pos xid8, OUT o_level integer,
+                                                 OUT o_batch_id bigint, OUT o_ord integer)
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
   v_parts text[];
 BEGIN
   IF p_cursor IS NULL OR p_cursor = '' THEN
-    o_xid := '0'::xid8; o_batch_id := 0; o_ord := 0;
+    o_pos := '0'::xid8; o_level := 0; o_batch_id := 0; o_ord := 0;
     RETURN;
   END IF;
-  v_parts := regexp_match(p_cursor, '^([0-9]{1,20})-([0-9]{1,18})-([0-9]{1,9})$');
-  IF v_parts IS NULL OR v_parts[1]::numeric > 18446744073709551615 THEN
+  v_parts := regexp_match(p_cursor, '^([0-9]{1,20})-([0-9]{1,10})-([0-9]{1,18})-([0-9]{1,10})$');
+  IF v_parts IS NULL OR v_parts[1]::numeric > 18446744073709551615
+     OR v_parts[2]::bigint > 2147483647 OR v_parts[4]::bigint > 2147483647 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT030',
       MESSAGE = format('invalid change feed cursor %s', to_json(left(p_cursor, 100))),
       DETAIL = 'field: after',
       HINT = 'Pass a cursor the feed returned (a change''s cursor, or next), or none to start from the beginning.';
   END IF;
-  o_xid := v_parts[1]::xid8; o_batch_id := v_parts[2]::bigint; o_ord := v_parts[3]::integer;
+  o_pos := v_parts[1]::xid8; o_level := v_parts[2]::integer;
+  o_batch_id := v_parts[3]::bigint; o_ord := v_parts[4]::integer;
 END;
 $$;
 COMMENT ON FUNCTION passthrough._parse_change_cursor(text) IS
-  'Private: a change feed cursor ''<xid>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
+  'Private: a change feed cursor ''<pos>-<level>-<batch_id>-<ord>'' as its parts (zeros for NULL or empty); PT030 when malformed.';
 
 -- Whether changes after this cursor have been pruned (sql/079_retention.sql).
-CREATE FUNCTION passthrough._cursor_pruned(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS boolean
+CREATE FUNCTION passthrough._cursor_pruned(p_pos xid8, p_level integer, p_batch_id bigint, p_ord integer)
+RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-  -- the start of the feed (0-0-0) always reads from the oldest change kept
-  SELECT p_xid <> '0'::xid8 AND s.feed_pruned_through IS NOT NULL
-         AND (p_xid, p_batch_id, p_ord) < (SELECT o_xid, o_batch_id, o_ord
-                                           FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+  -- the start of the feed (0-0-0-0) always reads from the oldest change kept
+  SELECT p_pos <> '0'::xid8 AND s.feed_pruned_through IS NOT NULL
+         AND (p_pos, p_level, p_batch_id, p_ord)
+             < (SELECT o_pos, o_level, o_batch_id, o_ord
+                FROM passthrough._parse_change_cursor(s.feed_pruned_through))
   FROM passthrough.settings s;
 $$;
-COMMENT ON FUNCTION passthrough._cursor_pruned(xid8, bigint, integer) IS
+COMMENT ON FUNCTION passthrough._cursor_pruned(xid8, integer, bigint, integer) IS
   'Private: true when changes after this cursor have been pruned, so a consumer resuming from it would miss some.';
 
-CREATE FUNCTION passthrough._check_cursor_retained(p_xid xid8, p_batch_id bigint, p_ord integer) RETURNS void
+CREATE FUNCTION passthrough._check_cursor_retained(p_pos xid8, p_level integer, p_batch_id bigint, p_ord integer)
+RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-  IF passthrough._cursor_pruned(p_xid, p_batch_id, p_ord) THEN
+  IF passthrough._cursor_pruned(p_pos, p_level, p_batch_id, p_ord) THEN
     RAISE EXCEPTION USING ERRCODE = 'PT032',
-      MESSAGE = format('changes after cursor %s-%s-%s were pruned (the feed is kept through event_retention)',
-                       p_xid, p_batch_id, p_ord),
+      MESSAGE = format('changes after cursor %s-%s-%s-%s were pruned (the feed is kept through event_retention)',
+                       p_pos, p_level, p_batch_id, p_ord),
       DETAIL = 'field: after',
       HINT = 'This consumer fell behind the retention: rebuild its state from the current membership, then follow the feed from passthrough.current_change_cursor().';
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, bigint, integer) IS
+COMMENT ON FUNCTION passthrough._check_cursor_retained(xid8, integer, bigint, integer) IS
   'Private: PT032 when changes after this cursor have been pruned (sql/079_retention.sql), so a consumer resuming from it would miss some.';
 
 -- Shared by the feed, the expiry sweeper, retention pruning and the snapshot diff: every call that works in
@@ -1574,16 +1620,14 @@ RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, 
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_xid      xid8;
-  v_batch_id bigint;
-  v_ord      integer;
+  v_after record;
 BEGIN
-  SELECT o_xid, o_batch_id, o_ord INTO v_xid, v_batch_id, v_ord FROM passthrough._parse_change_cursor(p_after);
-  PERFORM passthrough._check_cursor_retained(v_xid, v_batch_id, v_ord);
+  SELECT * INTO v_after FROM passthrough._parse_change_cursor(p_after);
+  PERFORM passthrough._check_cursor_retained(v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord);
   PERFORM passthrough._check_limit(p_limit, 10000);
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
-    SELECT format('%s-%s-%s', c.xid, c.batch_id, c.ord),
+    SELECT format('%s-%s-%s-%s', c.pos, c.level, c.batch_id, c.ord),
            CASE WHEN c.qualified THEN 'entered' WHEN c.expired THEN 'expired' ELSE 'exited' END,
            t.name::text, c.identifier::text, e.external_id::text, a.name::text,
            c.event_ts, b.received_at, b.source, c.batch_id
@@ -1592,19 +1636,19 @@ BEGIN
     JOIN passthrough.external_audiences e ON e.id = c.audience_key
     LEFT JOIN passthrough.audiences a ON a.audience_key = c.audience_key
     LEFT JOIN passthrough.batches b ON b.id = c.batch_id
-    WHERE (c.xid, c.batch_id, c.ord) > (v_xid, v_batch_id, v_ord)
-      AND c.xid < passthrough._feed_horizon()
-    ORDER BY c.xid, c.batch_id, c.ord
+    WHERE (c.pos, c.level, c.batch_id, c.ord) > (v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord)
+      AND c.pos < passthrough._feed_horizon()
+    ORDER BY c.pos, c.level, c.batch_id, c.ord
     LIMIT p_limit;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.changes(text, integer) IS
-  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
+  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in, and each pair''s changes come in the order its state changed, so replaying them ends in its state; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
 
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT format('%s-0-0', passthrough._feed_horizon());
+  SELECT format('%s-0-0-0', passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.current_change_cursor() IS
   'A cursor at the end of the feed as readable now: passthrough.changes() after it returns only changes not yet readable at this moment (to follow the feed from now on).';
@@ -1613,10 +1657,31 @@ CREATE FUNCTION passthrough.changes_pending() RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT EXISTS (SELECT 1 FROM passthrough.membership_changes c
-                 WHERE c.xid >= passthrough._feed_horizon());
+                 WHERE c.pos >= passthrough._feed_horizon());
 $$;
 COMMENT ON FUNCTION passthrough.changes_pending() IS
   'Whether committed changes wait to be readable in the feed because an older transaction is still open (followers then check again later instead of waiting for a notification).';
+
+-- After a restore into another cluster the transaction counter starts again below the positions the feed
+-- and the membership rows hold: new changes would sort before old ones and stay unreadable until the
+-- counter passed them. This starts the feed over from the state (docs/dba.md, Backup).
+CREATE FUNCTION passthrough.restart_change_feed() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_dropped bigint;
+BEGIN
+  DELETE FROM passthrough.membership_changes;
+  GET DIAGNOSTICS v_dropped = ROW_COUNT;
+  UPDATE passthrough.memberships SET feed_pos = '0'::xid8, feed_level = 0
+  WHERE feed_pos <> '0'::xid8 OR feed_level <> 0;
+  UPDATE passthrough.settings SET feed_pruned_through = NULL;
+  UPDATE passthrough.webhooks SET feed_cursor = NULL WHERE feed_cursor IS NOT NULL;
+  RETURN v_dropped;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.restart_change_feed() IS
+  'Empties the change feed and resets every feed position and webhook cursor, so that the feed starts over from the current state; returns how many changes were dropped. Run it after restoring a dump into another cluster (its transaction ids start again lower); consumers then resynchronise from the membership state. Rewrites every membership row.';
 -- Expiry: an audience may carry a ttl; a membership whose deciding qualify event is older than the ttl
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
 -- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
@@ -1669,6 +1734,7 @@ DECLARE
   v_work     tid[];
   v_batch_id bigint;
   v_count    integer;
+  v_xid      xid8;
 BEGIN
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
@@ -1701,6 +1767,7 @@ BEGIN
   END IF;
 
   INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  v_xid := pg_current_xact_id();
   WITH due AS (
     SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
     FROM passthrough.membership_expiries q
@@ -1724,18 +1791,21 @@ BEGIN
     FOR UPDATE OF m SKIP LOCKED
   ), flipped AS (
     UPDATE passthrough.memberships m
-    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts
+    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
+        feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
-    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,
+              m.feed_pos, m.feed_level
   ), dropped AS (
     DELETE FROM passthrough.membership_expiries q
     WHERE q.ctid = ANY (v_work)
       AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
   ), feed AS (
     INSERT INTO passthrough.membership_changes
-      (xid, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT (SELECT pg_current_xact_id()), v_batch_id, row_number() OVER (ORDER BY f.expired_at),
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.expired_at),
            f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
     FROM flipped f
   ), sizes AS (
@@ -2113,17 +2183,18 @@ BEGIN
     DELETE FROM passthrough.membership_changes d
     WHERE d.ctid = ANY (ARRAY(
       SELECT c.ctid FROM passthrough.membership_changes c WHERE c.batch_id <= v_last_batch LIMIT p_limit))
-    RETURNING d.xid, d.batch_id, d.ord
+    RETURNING d.pos, d.level, d.batch_id, d.ord
   )
   SELECT count(*),
-         (SELECT format('%s-%s-%s', x.xid, x.batch_id, x.ord) FROM gone x
-          ORDER BY x.xid DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
+         (SELECT format('%s-%s-%s-%s', x.pos, x.level, x.batch_id, x.ord) FROM gone x
+          ORDER BY x.pos DESC, x.level DESC, x.batch_id DESC, x.ord DESC LIMIT 1)
   INTO changes, v_cursor FROM gone;
   IF v_cursor IS NOT NULL THEN
     UPDATE passthrough.settings s SET feed_pruned_through = v_cursor
     WHERE s.feed_pruned_through IS NULL
-       OR (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(s.feed_pruned_through))
-          < (SELECT ROW(o_xid, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
+       OR (SELECT ROW(o_pos, o_level, o_batch_id, o_ord)
+           FROM passthrough._parse_change_cursor(s.feed_pruned_through))
+          < (SELECT ROW(o_pos, o_level, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
   END IF;
   RETURN NEXT;
 END;
@@ -2420,9 +2491,9 @@ BEGIN
         -- passed (to report PT032), or a retry; a caught-up one costs no row update per poll
         AND (d.failures > 0
              OR EXISTS (SELECT 1 FROM passthrough.membership_changes c
-                        WHERE (c.xid, c.batch_id, c.ord) > (p.o_xid, p.o_batch_id, p.o_ord)
-                          AND c.xid < passthrough._feed_horizon())
-             OR passthrough._cursor_pruned(p.o_xid, p.o_batch_id, p.o_ord))
+                        WHERE (c.pos, c.level, c.batch_id, c.ord) > (p.o_pos, p.o_level, p.o_batch_id, p.o_ord)
+                          AND c.pos < passthrough._feed_horizon())
+             OR passthrough._cursor_pruned(p.o_pos, p.o_level, p.o_batch_id, p.o_ord))
       ORDER BY d.next_attempt_at, d.id
       LIMIT p_limit
       FOR UPDATE OF d SKIP LOCKED
@@ -2467,7 +2538,8 @@ DECLARE
 BEGIN
   SELECT * INTO v_old FROM passthrough._parse_change_cursor(p_expected_cursor);
   SELECT * INTO v_new FROM passthrough._parse_change_cursor(p_new_cursor);
-  IF (v_new.o_xid, v_new.o_batch_id, v_new.o_ord) < (v_old.o_xid, v_old.o_batch_id, v_old.o_ord) THEN
+  IF (v_new.o_pos, v_new.o_level, v_new.o_batch_id, v_new.o_ord)
+     < (v_old.o_pos, v_old.o_level, v_old.o_batch_id, v_old.o_ord) THEN
     RETURN false;  -- never backwards
   END IF;
   -- compare-and-set: only a worker that read the page from the stored cursor may move it
