@@ -14,29 +14,27 @@ COMMENT ON TABLE passthrough.external_audiences IS
 
 CREATE TABLE passthrough.memberships (
   identifier_type_id smallint    NOT NULL,
+  feed_level         smallint    NOT NULL DEFAULT 0,  -- here it fills what would be alignment padding
   identifier         text        COLLATE "C" NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
   event_ts           timestamptz NOT NULL,
-  updated_at         timestamptz NOT NULL,
+  feed_pos           xid8        NOT NULL,
   previous_qualified boolean,
   previous_event_ts  timestamptz,
-  feed_pos           xid8        NOT NULL,
-  feed_level         integer     NOT NULL DEFAULT 0,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
   'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts (disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
 COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that decided the state.';
-COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
+COMMENT ON COLUMN passthrough.memberships.feed_pos IS
+  'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): its writing transaction''s id, or the position of the version it replaced when that one is later.';
+COMMENT ON COLUMN passthrough.memberships.feed_level IS
+  'Orders row versions that share a feed_pos: one more than the replaced version''s when another, older transaction took over its feed_pos, else 0.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
   'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
   'event_ts before the last update (NULL for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
-COMMENT ON COLUMN passthrough.memberships.feed_pos IS
-  'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): the writing transaction''s id, or the position of the version it replaced when that one is later.';
-COMMENT ON COLUMN passthrough.memberships.feed_level IS
-  'Orders versions that share a feed_pos: one more than the replaced version''s when the writer took over its feed_pos, else 0.';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.

@@ -164,14 +164,14 @@ BEGIN
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at, feed_pos)
-    SELECT t, i, k, q, ts, now(), v_xid FROM latest ORDER BY t, i, k
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+    SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          previous_qualified = m.qualified, previous_event_ts = m.event_ts,
           -- the feed orders this version after the one it replaces, even one a later transaction wrote
           feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,

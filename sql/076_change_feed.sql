@@ -32,7 +32,8 @@ COMMENT ON FUNCTION passthrough._feed_horizon() IS
   'Private: the xmin of the current snapshot; a change is readable once its pos is below it. Inlined by the planner.';
 
 -- The ordering rule, in one place: the feed position of a membership row version that transaction p_xid
--- writes over a version at (p_prev_pos, p_prev_level). Every writer of passthrough.memberships sets both.
+-- writes over a version at (p_prev_pos, p_prev_level) written by p_prev_xmin. Every writer of
+-- passthrough.memberships sets both.
 CREATE FUNCTION passthrough._feed_pos_after(p_prev_pos xid8, p_xid xid8) RETURNS xid8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -41,24 +42,29 @@ $$;
 COMMENT ON FUNCTION passthrough._feed_pos_after(xid8, xid8) IS
   'Private: the feed pos of a row version that transaction p_xid writes over one at p_prev_pos: the greater of the two. Inlined by the planner.';
 
-CREATE FUNCTION passthrough._feed_level_after(p_prev_pos xid8, p_prev_level integer, p_xid xid8) RETURNS integer
+-- A version the same transaction wrote (an earlier batch) keeps its level: batch ids order the two, and
+-- the level grows only once per older transaction in a chain, which keeps it small.
+CREATE FUNCTION passthrough._feed_level_after(p_prev_pos xid8, p_prev_level smallint, p_prev_xmin xid, p_xid xid8)
+RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT CASE WHEN p_prev_pos > p_xid THEN p_prev_level + 1 ELSE 0 END;
+  SELECT CASE WHEN p_prev_pos <= p_xid THEN 0
+              WHEN p_prev_xmin = p_xid::xid THEN p_prev_level
+              ELSE p_prev_level + 1 END::smallint;
 $$;
-COMMENT ON FUNCTION passthrough._feed_level_after(xid8, integer, xid8) IS
-  'Private: the feed level of a row version that transaction p_xid writes over one at (p_prev_pos, p_prev_level): one more when it takes over p_prev_pos, else 0. Inlined by the planner.';
+COMMENT ON FUNCTION passthrough._feed_level_after(xid8, smallint, xid, xid8) IS
+  'Private: the feed level of a row version that transaction p_xid writes over one at (p_prev_pos, p_prev_level) written by p_prev_xmin: one more when it takes over a later transaction''s p_prev_pos, the same when it wrote that version itself, else 0. Inlined by the planner.';
 
 CREATE TABLE passthrough.membership_changes (
   pos                xid8        NOT NULL,
-  level              integer     NOT NULL,
   batch_id           bigint      NOT NULL,
+  event_ts           timestamptz NOT NULL,
   ord                integer     NOT NULL,
-  identifier_type_id smallint    NOT NULL,
   audience_key       integer     NOT NULL,
+  identifier_type_id smallint    NOT NULL,
+  level              smallint    NOT NULL,
   qualified          boolean     NOT NULL,
   expired            boolean     NOT NULL DEFAULT false,
-  event_ts           timestamptz NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   -- positions mostly grow, so new keys land near the right edge of the index
   PRIMARY KEY (pos, level, batch_id, ord)

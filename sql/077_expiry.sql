@@ -109,7 +109,7 @@ BEGIN
     UPDATE passthrough.memberships m
     SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
         feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
     RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,

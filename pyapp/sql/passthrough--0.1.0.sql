@@ -202,29 +202,27 @@ COMMENT ON TABLE passthrough.external_audiences IS
 
 CREATE TABLE passthrough.memberships (
   identifier_type_id smallint    NOT NULL,
+  feed_level         smallint    NOT NULL DEFAULT 0,  -- here it fills what would be alignment padding
   identifier         text        COLLATE "C" NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
   event_ts           timestamptz NOT NULL,
-  updated_at         timestamptz NOT NULL,
+  feed_pos           xid8        NOT NULL,
   previous_qualified boolean,
   previous_event_ts  timestamptz,
-  feed_pos           xid8        NOT NULL,
-  feed_level         integer     NOT NULL DEFAULT 0,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
 COMMENT ON TABLE passthrough.memberships IS
   'Current state of each (identifier, audience) pair: the outcome of the event with the greatest ts (disqualify wins a tie). No foreign keys: they would cost a check per row on the hot path.';
 COMMENT ON COLUMN passthrough.memberships.event_ts IS 'ts of the event that decided the state.';
-COMMENT ON COLUMN passthrough.memberships.updated_at IS 'When the deciding event was applied.';
+COMMENT ON COLUMN passthrough.memberships.feed_pos IS
+  'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): its writing transaction''s id, or the position of the version it replaced when that one is later.';
+COMMENT ON COLUMN passthrough.memberships.feed_level IS
+  'Orders row versions that share a feed_pos: one more than the replaced version''s when another, older transaction took over its feed_pos, else 0.';
 COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
   'State before the last update (NULL for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
   'event_ts before the last update (NULL for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
-COMMENT ON COLUMN passthrough.memberships.feed_pos IS
-  'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): the writing transaction''s id, or the position of the version it replaced when that one is later.';
-COMMENT ON COLUMN passthrough.memberships.feed_level IS
-  'Orders versions that share a feed_pos: one more than the replaced version''s when the writer took over its feed_pos, else 0.';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -708,14 +706,14 @@ BEGIN
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, updated_at, feed_pos)
-    SELECT t, i, k, q, ts, now(), v_xid FROM latest ORDER BY t, i, k
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+    SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          updated_at = EXCLUDED.updated_at, previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          previous_qualified = m.qualified, previous_event_ts = m.event_ts,
           -- the feed orders this version after the one it replaces, even one a later transaction wrote
           feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
@@ -1499,7 +1497,8 @@ COMMENT ON FUNCTION passthrough._feed_horizon() IS
   'Private: the xmin of the current snapshot; a change is readable once its pos is below it. Inlined by the planner.';
 
 -- The ordering rule, in one place: the feed position of a membership row version that transaction p_xid
--- writes over a version at (p_prev_pos, p_prev_level). Every writer of passthrough.memberships sets both.
+-- writes over a version at (p_prev_pos, p_prev_level) written by p_prev_xmin. Every writer of
+-- passthrough.memberships sets both.
 CREATE FUNCTION passthrough._feed_pos_after(p_prev_pos xid8, p_xid xid8) RETURNS xid8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -1508,24 +1507,29 @@ $$;
 COMMENT ON FUNCTION passthrough._feed_pos_after(xid8, xid8) IS
   'Private: the feed pos of a row version that transaction p_xid writes over one at p_prev_pos: the greater of the two. Inlined by the planner.';
 
-CREATE FUNCTION passthrough._feed_level_after(p_prev_pos xid8, p_prev_level integer, p_xid xid8) RETURNS integer
+-- A version the same transaction wrote (an earlier batch) keeps its level: batch ids order the two, and
+-- the level grows only once per older transaction in a chain, which keeps it small.
+CREATE FUNCTION passthrough._feed_level_after(p_prev_pos xid8, p_prev_level smallint, p_prev_xmin xid, p_xid xid8)
+RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT CASE WHEN p_prev_pos > p_xid THEN p_prev_level + 1 ELSE 0 END;
+  SELECT CASE WHEN p_prev_pos <= p_xid THEN 0
+              WHEN p_prev_xmin = p_xid::xid THEN p_prev_level
+              ELSE p_prev_level + 1 END::smallint;
 $$;
-COMMENT ON FUNCTION passthrough._feed_level_after(xid8, integer, xid8) IS
-  'Private: the feed level of a row version that transaction p_xid writes over one at (p_prev_pos, p_prev_level): one more when it takes over p_prev_pos, else 0. Inlined by the planner.';
+COMMENT ON FUNCTION passthrough._feed_level_after(xid8, smallint, xid, xid8) IS
+  'Private: the feed level of a row version that transaction p_xid writes over one at (p_prev_pos, p_prev_level) written by p_prev_xmin: one more when it takes over a later transaction''s p_prev_pos, the same when it wrote that version itself, else 0. Inlined by the planner.';
 
 CREATE TABLE passthrough.membership_changes (
   pos                xid8        NOT NULL,
-  level              integer     NOT NULL,
   batch_id           bigint      NOT NULL,
+  event_ts           timestamptz NOT NULL,
   ord                integer     NOT NULL,
-  identifier_type_id smallint    NOT NULL,
   audience_key       integer     NOT NULL,
+  identifier_type_id smallint    NOT NULL,
+  level              smallint    NOT NULL,
   qualified          boolean     NOT NULL,
   expired            boolean     NOT NULL DEFAULT false,
-  event_ts           timestamptz NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   -- positions mostly grow, so new keys land near the right edge of the index
   PRIMARY KEY (pos, level, batch_id, ord)
@@ -1793,7 +1797,7 @@ BEGIN
     UPDATE passthrough.memberships m
     SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
         feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, v_xid)
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
     RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,

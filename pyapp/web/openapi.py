@@ -114,7 +114,7 @@ CHANGES_PARAMETERS = [
         "in": "query",
         "required": False,
         "description": "A cursor this endpoint returned (`next`, or a change's `cursor`); none for the start.",
-        "schema": {"type": "string", "examples": ["7423-12-3"]},
+        "schema": {"type": "string", "examples": ["7423-0-12-3"]},
     },
     {
         "name": "limit",
