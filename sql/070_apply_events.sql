@@ -180,12 +180,12 @@ BEGIN
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
     SELECT u.*, x.ttl,
-           coalesce(u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts), false)
+           u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts)
              AS lapsed
     FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
   ), moved AS (
     -- was_in: the state just before this event's ts
-    SELECT l.*, coalesce(l.previous_qualified, false) AND NOT l.lapsed AS was_in FROM lapsing l
+    SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
     -- the change feed (sql/076_change_feed.sql): one row per transition at its version's feed position,
     -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
@@ -206,7 +206,7 @@ BEGIN
     FROM moved WHERE qualified AND ttl IS NOT NULL
   ), net AS (
     SELECT audience_key,
-           sum(qualified::integer - coalesce(previous_qualified, false)::integer) AS delta,
+           sum(qualified::integer - previous_qualified::integer) AS delta,
            count(*) FILTER (WHERE qualified <> was_in)
              + count(*) FILTER (WHERE lapsed) AS transitions
     FROM moved GROUP BY audience_key

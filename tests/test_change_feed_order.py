@@ -199,6 +199,22 @@ def test_a_chain_of_older_transactions_each_replacing_the_last(db_url, feed_db):
     assert members(replay(read_feed(feed_db))) == live_members(feed_db) == {("fs_user_id", "u1", "aud-a")}
 
 
+def test_an_older_transaction_replacing_a_pair_again_in_a_later_batch_keeps_its_place(db_url, feed_db):
+    """After taking over a younger transaction's position, the same transaction's next batch on that pair
+    sorts after its first by batch: its level does not grow again (levels grow once per transaction)."""
+    with Sessions(db_url, 2) as (old, young):
+        assert xid(old) < xid(young)
+        young.start(apply_events([ev("u1", True, TS + 100)]))
+        young.commit()
+        old.start(apply_events([ev("u1", False, TS + 200)]))
+        old.start(apply_events([ev("u1", True, TS + 300)]))
+        old.start(apply_events([ev("u1", False, TS + 400)]))
+        old.commit()
+    assert changes_of(feed_db, "u1") == ["entered", "exited", "entered", "exited"]
+    assert rows(feed_db, "SELECT level FROM passthrough.membership_changes ORDER BY pos, level, batch_id, ord") == [
+        (0,), (1,), (1,), (1,)]
+
+
 def test_a_snapshot_import_in_an_older_transaction_comes_after_what_it_replaced(db_url, feed_db):
     with Sessions(db_url, 2) as (old, young):
         assert xid(old) < xid(young)
