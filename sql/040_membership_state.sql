@@ -12,17 +12,17 @@ CREATE TABLE passthrough.external_audiences (
 COMMENT ON TABLE passthrough.external_audiences IS
   'Every external audience id seen in an event, a definition or a bulk load, with its integer key.';
 
--- Columns ordered to leave no alignment padding, and none NULL: a tuple without NULLs has no null bitmap
--- (with nine columns one would take the header from 24 to 32 bytes).
+-- Eight columns, ordered to leave little alignment padding: a ninth would widen the null bitmap and take the
+-- tuple header from 24 to 32 bytes. previous_event_ts is NULL unless the previous version was qualified
+-- (a new row stores nothing for it).
 CREATE TABLE passthrough.memberships (
   identifier_type_id smallint    NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
-  previous_qualified boolean     NOT NULL DEFAULT false,
   feed_level         smallint    NOT NULL DEFAULT 0,
   event_ts           timestamptz NOT NULL,
-  previous_event_ts  timestamptz NOT NULL DEFAULT '-infinity',
+  previous_event_ts  timestamptz,
   feed_pos           xid8        NOT NULL,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
@@ -33,10 +33,8 @@ COMMENT ON COLUMN passthrough.memberships.feed_pos IS
   'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): its writing transaction''s id, or the position of the version it replaced when that one is later.';
 COMMENT ON COLUMN passthrough.memberships.feed_level IS
   'Orders row versions that share a feed_pos: one more than the replaced version''s when another, older transaction took over its feed_pos, else 0.';
-COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
-  'State before the last update (false for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
-  'event_ts before the last update (-infinity for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
+  'event_ts of the version before the last update when that version was qualified, else NULL (a new row too). Lets one upsert report transitions (RETURNING cannot see the old row before PostgreSQL 18) and tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.

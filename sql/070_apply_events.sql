@@ -168,14 +168,14 @@ BEGIN
     SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
           -- the feed orders this version after the one it replaces, even one a later transaction wrote
           feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
           feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
-              event_ts, feed_pos, feed_level
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
+              previous_event_ts, event_ts, feed_pos, feed_level
   ), lapsing AS (
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it

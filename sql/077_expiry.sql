@@ -107,7 +107,7 @@ BEGIN
     FOR UPDATE OF m SKIP LOCKED
   ), flipped AS (
     UPDATE passthrough.memberships m
-    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
+    SET qualified = false, previous_event_ts = m.event_ts,
         feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
         feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l

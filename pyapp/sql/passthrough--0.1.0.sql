@@ -200,17 +200,17 @@ CREATE TABLE passthrough.external_audiences (
 COMMENT ON TABLE passthrough.external_audiences IS
   'Every external audience id seen in an event, a definition or a bulk load, with its integer key.';
 
--- Columns ordered to leave no alignment padding, and none NULL: a tuple without NULLs has no null bitmap
--- (with nine columns one would take the header from 24 to 32 bytes).
+-- Eight columns, ordered to leave little alignment padding: a ninth would widen the null bitmap and take the
+-- tuple header from 24 to 32 bytes. previous_event_ts is NULL unless the previous version was qualified
+-- (a new row stores nothing for it).
 CREATE TABLE passthrough.memberships (
   identifier_type_id smallint    NOT NULL,
   identifier         text        COLLATE "C" NOT NULL,
   audience_key       integer     NOT NULL,
   qualified          boolean     NOT NULL,
-  previous_qualified boolean     NOT NULL DEFAULT false,
   feed_level         smallint    NOT NULL DEFAULT 0,
   event_ts           timestamptz NOT NULL,
-  previous_event_ts  timestamptz NOT NULL DEFAULT '-infinity',
+  previous_event_ts  timestamptz,
   feed_pos           xid8        NOT NULL,
   PRIMARY KEY (identifier_type_id, identifier, audience_key)
 ) WITH (fillfactor = 90);
@@ -221,10 +221,8 @@ COMMENT ON COLUMN passthrough.memberships.feed_pos IS
   'With feed_level, where this row version stands in the change feed''s order (sql/076_change_feed.sql): its writing transaction''s id, or the position of the version it replaced when that one is later.';
 COMMENT ON COLUMN passthrough.memberships.feed_level IS
   'Orders row versions that share a feed_pos: one more than the replaced version''s when another, older transaction took over its feed_pos, else 0.';
-COMMENT ON COLUMN passthrough.memberships.previous_qualified IS
-  'State before the last update (false for a new row). Lets one upsert report transitions: RETURNING cannot see the old row before PostgreSQL 18.';
 COMMENT ON COLUMN passthrough.memberships.previous_event_ts IS
-  'event_ts before the last update (-infinity for a new row): tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
+  'event_ts of the version before the last update when that version was qualified, else NULL (a new row too). Lets one upsert report transitions (RETURNING cannot see the old row before PostgreSQL 18) and tells the writer when a membership it renews had expired (sql/077_expiry.sql).';
 
 -- Exact audience sizes without counting members: each batch appends the net change per audience and
 -- folds the rows it can lock into one, so the table stays a few rows per audience.
@@ -712,14 +710,14 @@ BEGIN
     SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
     ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
       SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          previous_qualified = m.qualified, previous_event_ts = m.event_ts,
+          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
           -- the feed orders this version after the one it replaces, even one a later transaction wrote
           feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
           feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
       WHERE EXCLUDED.event_ts > m.event_ts
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_qualified, previous_event_ts,
-              event_ts, feed_pos, feed_level
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
+              previous_event_ts, event_ts, feed_pos, feed_level
   ), lapsing AS (
     -- expiry (sql/077_expiry.sql): the previous qualify had run out before this event's ts, and the
     -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
@@ -1797,7 +1795,7 @@ BEGIN
     FOR UPDATE OF m SKIP LOCKED
   ), flipped AS (
     UPDATE passthrough.memberships m
-    SET qualified = false, previous_qualified = true, previous_event_ts = m.event_ts,
+    SET qualified = false, previous_event_ts = m.event_ts,
         feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
         feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l
