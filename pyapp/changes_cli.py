@@ -4,8 +4,8 @@
     passthrough changes --follow [--after CURSOR | --from-now]
                                                           ... then keep printing changes as they happen
 
-Each line is ``{"cursor", "change", "identifier_type", "identifier", "audience_id", "audience",
-"event_ts", "received_at", "source", "batch_id"}``; resume with ``--after`` the last cursor printed.
+Each line is a change as GET /v3/changes shows it (pyapp/feed.py: timestamps in UTC with a Z); resume
+with ``--after`` the last cursor printed.
 Every rule is ``passthrough.changes`` (sql/076_change_feed.sql). ``--follow`` LISTENs on
 ``passthrough_changes``, which the writer notifies once per batch that changed something, and sleeps
 until a notification arrives: no polling. Only while committed changes wait behind an older open
@@ -19,14 +19,10 @@ import argparse
 import json
 from typing import Any
 
+from pyapp.feed import CHANGES_SQL, change_json
+
 CHANNEL = "passthrough_changes"
 PAGE = 1000
-CHANGES_SQL = (
-    "SELECT cursor, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source,"
-    " batch_id FROM passthrough.changes(%s, %s)"
-)
-COLUMNS = ("cursor", "change", "identifier_type", "identifier", "audience_id", "audience", "event_ts",
-           "received_at", "source", "batch_id")
 
 
 def cmd_changes(args: argparse.Namespace) -> int:
@@ -77,11 +73,7 @@ def _wait(conn: Any) -> None:
 
 
 def _line(row: tuple[Any, ...]) -> str:
-    record = dict(zip(COLUMNS, row))
-    for key in ("event_ts", "received_at"):
-        if record[key] is not None:
-            record[key] = record[key].isoformat()
-    return json.dumps(record, ensure_ascii=False)
+    return json.dumps(change_json(row), ensure_ascii=False)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

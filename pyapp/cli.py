@@ -93,20 +93,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"psql:         {db.psql_command}", flush=True)
         try:
             serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
-                          max_snapshot_bytes=args.max_snapshot_bytes)
+                          max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
+                          cors_private_origins=_origins(args.cors_private_origins))
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of CORS origins (empty: none)."""
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
-                  max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES) -> None:
+                  max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
+                  cors_private_origins: tuple[str, ...] = ()) -> None:
     """Serve the HTTP API (pyapp/web) with uvicorn on host:port until Ctrl-C / SIGTERM."""
     import uvicorn
 
     from pyapp.web import ApiConfig, create_app
 
-    config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes)
+    config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
+                       cors_origins=cors_origins, cors_private_origins=cors_private_origins)
     app = create_app(url, config=config)
     _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json); press Ctrl-C to stop")
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")).run()
@@ -287,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("PASSTHROUGH_MAX_SNAPSHOT_BYTES", str(DEFAULT_MAX_SNAPSHOT_BYTES)),
                        help="snapshot upload limit (POST /v3/audiences/{id}/snapshot), before and after gzip "
                        f"decompression (default: $PASSTHROUGH_MAX_SNAPSHOT_BYTES or {DEFAULT_MAX_SNAPSHOT_BYTES})")
+    serve.add_argument("--cors-origins", default=env("PASSTHROUGH_CORS_ORIGINS", "*"), metavar="ORIGINS",
+                       help="comma-separated origins whose web pages may call POST /v3/events and /v3/graphql, or * "
+                       "for any (default: $PASSTHROUGH_CORS_ORIGINS or *); empty: none")
+    serve.add_argument("--cors-private-origins", default=env("PASSTHROUGH_CORS_PRIVATE_ORIGINS", ""),
+                       metavar="ORIGINS", help="origins whose pages may call the routes that need a private key "
+                       "(default: $PASSTHROUGH_CORS_PRIVATE_ORIGINS or none); a private key in a web page is public")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)

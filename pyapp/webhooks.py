@@ -36,6 +36,7 @@ import orjson
 import psycopg
 
 from pyapp import __version__
+from pyapp.feed import change_json
 
 log = logging.getLogger("passthrough.webhooks")
 
@@ -183,7 +184,6 @@ class Webhooks:
         if not rows:  # nothing new: free the lease
             await self._delivered(pool, hook, hook.cursor or "", None)
             return Outcome(hook.name)
-        from pyapp.web.changes import change_json
 
         selected = [change_json(row) for row in rows if row[10]]
         next_cursor = rows[-1][0]

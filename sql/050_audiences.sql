@@ -169,14 +169,27 @@ COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb, interva
 
 CREATE FUNCTION passthrough.put_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
-  p_ttl interval DEFAULT NULL
+  p_ttl interval DEFAULT NULL, p_keep_ttl boolean DEFAULT false
 ) RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
+DECLARE
+  v_ttl interval := p_ttl;
+BEGIN
+  IF p_keep_ttl THEN
+    IF p_ttl IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT007',
+        MESSAGE = 'pass a ttl or keep the stored one, not both',
+        DETAIL = 'field: ttl',
+        HINT = 'p_keep_ttl => true keeps the ttl the audience has (none for a new one); leave p_ttl NULL then.';
+    END IF;
+    SELECT a.ttl INTO v_ttl FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  END IF;
+  RETURN passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata, v_ttl);
+END;
 $$;
-COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval) IS
-  'Creates or updates an audience definition (every field, p_ttl included: NULL removes a ttl) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
+COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval, boolean) IS
+  'Creates or updates an audience definition (every field; p_ttl NULL removes a ttl, unless p_keep_ttl keeps the stored one, which is what HTTP PUT does when ttl_seconds is left out) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op. PT007 for an invalid field, or a ttl given together with p_keep_ttl.';
 
 CREATE FUNCTION passthrough.validate_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',

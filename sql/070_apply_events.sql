@@ -329,8 +329,9 @@ BEGIN
     FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, o)
   ), fields AS (
     SELECT r.pos, r.kind,
-           (r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
-            AND r.e->>'type' <> 'passthrough') AS ignored,
+           -- never NULL: an event without a type is invalid, not ignored (nor silently dropped)
+           coalesce(r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
+                    AND r.e->>'type' <> 'passthrough', false) AS ignored,
            r.e->'type' #>> '{}' AS type,
            r.e->'action' #>> '{}' AS action,
            CASE WHEN jsonb_typeof(r.ids) = 'object' THEN (SELECT count(*)::integer FROM jsonb_object_keys(r.ids)) END

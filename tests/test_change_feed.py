@@ -313,6 +313,8 @@ def test_cli_prints_the_feed_and_resumes(db_url, feed_conn):
     lines = [json.loads(line) for line in out]
     assert [(x["change"], x["identifier"], x["audience"]) for x in lines] == [
         ("entered", "u1", "seg_a"), ("entered", "u2", "seg_a")]
+    assert lines[0]["event_ts"] == "2023-11-14T22:13:20Z"  # TS, in the Z form HTTP and webhooks print
+    assert lines[0]["received_at"].endswith("Z")
     again = subprocess.run(cli("changes", "--database-url", db_url, "--after", lines[0]["cursor"]),
                            capture_output=True, text=True, timeout=60, cwd=ROOT, check=True).stdout.splitlines()
     assert [json.loads(line)["identifier"] for line in again] == ["u2"]

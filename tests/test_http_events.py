@@ -111,6 +111,21 @@ def test_other_event_types_are_acknowledged_even_while_disabled(client, db, publ
     assert stored_counts(db) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("kind", ["missing", "null"])
+def test_an_event_without_a_type_is_refused_naming_the_field(client, enabled, public_key, kind):
+    """ODP requires type; an event without one is invalid (it was once neither stored nor counted)."""
+    untyped = event(identifiers={"fs_user_id": "user-2"})
+    if kind == "missing":
+        del untyped["type"]
+    else:
+        untyped["type"] = None
+    response = client.post("/v3/events", headers=json_headers(public_key), json=[event(), untyped])
+    assert response.status_code == 400
+    [invalid] = response.json()["detail"]["invalids"]
+    assert invalid["event"] == 1 and invalid["problems"] == ["type: is required"]
+    assert stored_counts(enabled) == (0, 0, 0)  # the whole batch refused
+
+
 def test_a_gzip_body_is_accepted(client, enabled, public_key):
     response = client.post(
         "/v3/events",

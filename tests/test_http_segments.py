@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from http_helpers import TIMESTAMP, json_headers
-from sqlhelpers import event
+from sqlhelpers import event, expect_error
 
 pytest_plugins = ["http_fixtures"]
 
@@ -234,8 +234,25 @@ def test_a_segment_may_carry_a_membership_ttl(admin, db):
     assert admin.get("/v3/segments/seg_a").json()["ttl_seconds"] == 3600
     assert db.execute("SELECT ttl::text FROM passthrough.audiences").fetchone() == ("01:00:00",)
     assert admin.put("/v3/segments/seg_a", json=body(ttl_seconds=3600)).json() == {"revision": 1}  # no-op
-    assert admin.put("/v3/segments/seg_a", json=body()).json() == {"revision": 2}  # PUT replaces: no ttl
+    # the README's body, without ttl_seconds: the ttl stays (the description changes, so the revision grows)
+    assert admin.put("/v3/segments/seg_a", json=body(description="VIP")).json() == {"revision": 2}
+    assert admin.get("/v3/segments/seg_a").json()["ttl_seconds"] == 3600
+    assert admin.put("/v3/segments/seg_a", json=body(description="VIP", ttl_seconds=None)).json() == {"revision": 3}
     assert admin.get("/v3/segments/seg_a").json()["ttl_seconds"] is None
+    # a PUT that creates a segment without ttl_seconds creates it without one
+    assert admin.put("/v3/segments/seg_b", json=body("aud-b")).json() == {"revision": 1}
+    assert admin.get("/v3/segments/seg_b").json()["ttl_seconds"] is None
+
+
+def test_put_audience_keeps_the_ttl_only_when_asked(db):
+    db.execute("SELECT passthrough.create_audience('seg_a', 'aud-a', p_ttl => interval '1 hour')")
+    db.execute("SELECT passthrough.put_audience('seg_a', 'aud-a', 'd', p_keep_ttl => true)")
+    assert db.execute("SELECT ttl::text FROM passthrough.audiences").fetchone() == ("01:00:00",)
+    db.execute("SELECT passthrough.put_audience('seg_a', 'aud-a', 'd')")  # SQL: every field, NULL removes it
+    assert db.execute("SELECT ttl FROM passthrough.audiences").fetchone() == (None,)
+    error = expect_error(db, "SELECT passthrough.put_audience('seg_a', 'aud-a', p_ttl => interval '1 hour',"
+                             " p_keep_ttl => true)", sqlstate="PT007")
+    assert error.detail == "field: ttl"
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,29 @@ def test_the_reader_reads(roles):
         assert r.execute("SELECT count(*) > 0 FROM passthrough.list_identifier_types()").fetchone() == (True,)
         assert r.execute("SELECT passthrough_enabled FROM passthrough.get_settings()").fetchone() == (True,)
         assert r.execute("SELECT passthrough.is_enabled()").fetchone() == (True,)
+        # the past and the change feed (feed consumers and reports)
+        assert r.execute("SELECT name, state FROM passthrough.customer_audiences_at('fs_user_id', 'r1', NULL,"
+                         " to_timestamp(1700000001))").fetchall() == [("seg_r", "qualified")]
+        assert r.execute("SELECT count(*) FROM passthrough.membership_history('fs_user_id', 'r1', 'seg_r')"
+                         ).fetchone() == (1,)
+        assert r.execute("SELECT passthrough.audience_size_at('seg_r', to_timestamp(1700000001))").fetchone() == (1,)
+        assert r.execute("SELECT sum(entered) FROM passthrough.audience_size_history('seg_r',"
+                         " to_timestamp(1699999000), to_timestamp(1700001000))").fetchone() == (1,)
+        feed = r.execute("SELECT change, identifier FROM passthrough.changes() WHERE audience = 'seg_r'").fetchall()
+        assert feed == [("entered", "r1")]
+        assert r.execute("SELECT passthrough.current_change_cursor() <> ''").fetchone() == (True,)
+        assert r.execute("SELECT passthrough.changes_pending()").fetchone() == (False,)
+
+
+def test_what_the_reader_may_execute_written_out(roles):
+    """The reader's grants as a literal list (the other tests take it from _role_functions())."""
+    with psycopg.connect(roles.url, autocommit=True) as conn:
+        may = {n for (n,) in conn.execute(
+            "SELECT DISTINCT p.proname FROM pg_proc p WHERE p.pronamespace = 'passthrough'::regnamespace"
+            " AND has_function_privilege(%s, p.oid, 'EXECUTE')", (roles.reader,)).fetchall()}
+    assert may == {"customer_audiences", "get_audience", "list_audiences", "list_identifier_types", "get_settings",
+                   "is_enabled", "customer_audiences_at", "membership_history", "audience_size_at",
+                   "audience_size_history", "changes", "current_change_cursor", "changes_pending"}
 
 
 # --------------------------------------------------------------------------- planted staging tables

@@ -20,7 +20,7 @@ from sqlhelpers import expect_error, rows, scalar
 
 from pyapp import cli
 from pyapp.web import ApiConfig
-from pyapp.web.changes import CHANGES_SQL, change_json
+from pyapp.feed import CHANGES_SQL, change_json
 from pyapp.web.database import make_pool
 from pyapp.webhooks import Webhooks, sign, verify
 

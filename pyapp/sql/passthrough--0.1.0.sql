@@ -429,14 +429,27 @@ COMMENT ON FUNCTION passthrough.create_audience(text, text, text, jsonb, interva
 
 CREATE FUNCTION passthrough.put_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
-  p_ttl interval DEFAULT NULL
+  p_ttl interval DEFAULT NULL, p_keep_ttl boolean DEFAULT false
 ) RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
+DECLARE
+  v_ttl interval := p_ttl;
+BEGIN
+  IF p_keep_ttl THEN
+    IF p_ttl IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT007',
+        MESSAGE = 'pass a ttl or keep the stored one, not both',
+        DETAIL = 'field: ttl',
+        HINT = 'p_keep_ttl => true keeps the ttl the audience has (none for a new one); leave p_ttl NULL then.';
+    END IF;
+    SELECT a.ttl INTO v_ttl FROM passthrough.audiences a WHERE a.name = p_name FOR UPDATE;
+  END IF;
+  RETURN passthrough._save_audience('put', p_name, p_external_audience_id, p_description, p_metadata, v_ttl);
+END;
 $$;
-COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval) IS
-  'Creates or updates an audience definition (every field, p_ttl included: NULL removes a ttl) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op.';
+COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval, boolean) IS
+  'Creates or updates an audience definition (every field; p_ttl NULL removes a ttl, unless p_keep_ttl keeps the stored one, which is what HTTP PUT does when ttl_seconds is left out) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op. PT007 for an invalid field, or a ttl given together with p_keep_ttl.';
 
 CREATE FUNCTION passthrough.validate_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
@@ -871,8 +884,9 @@ BEGIN
     FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, o)
   ), fields AS (
     SELECT r.pos, r.kind,
-           (r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
-            AND r.e->>'type' <> 'passthrough') AS ignored,
+           -- never NULL: an event without a type is invalid, not ignored (nor silently dropped)
+           coalesce(r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
+                    AND r.e->>'type' <> 'passthrough', false) AS ignored,
            r.e->'type' #>> '{}' AS type,
            r.e->'action' #>> '{}' AS action,
            CASE WHEN jsonb_typeof(r.ids) = 'object' THEN (SELECT count(*)::integer FROM jsonb_object_keys(r.ids)) END
@@ -2704,7 +2718,11 @@ AS $$
          -- the upkeep passthrough serve runs (pyapp/upkeep.py): what they do is fixed by the owner's settings
          ('writer', 'expire_memberships'), ('writer', 'prune_history'),
          ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'),
-         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'get_settings');
+         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'get_settings'),
+         -- the past and the change feed: what a feed consumer or a report reads
+         ('reader', 'customer_audiences_at'), ('reader', 'membership_history'), ('reader', 'audience_size_at'),
+         ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),
+         ('reader', 'changes_pending');
 $$;
 COMMENT ON FUNCTION passthrough._role_functions() IS
   'Private: the functions passthrough.create_roles() lets the writer and the reader role execute, by name.';

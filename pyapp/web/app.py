@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import psycopg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -25,6 +26,7 @@ from pyapp.migrate import packaged_migrations
 from pyapp.upkeep import Upkeep
 from pyapp.web import changes, events, health, openapi, segments, snapshots
 from pyapp.web.config import ApiConfig
+from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
 from pyapp.web.graphql import GraphQLFacade
 from pyapp.web.responses import ApiError, error_response
@@ -86,6 +88,8 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
+        middleware=[Middleware(RouteCors, public_origins=config.cors_origins,
+                               private_origins=config.cors_private_origins)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

@@ -14,33 +14,10 @@ from starlette.requests import Request
 
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.database import connection
-from pyapp.web.responses import ApiError, JSONResponse, iso_utc
+from pyapp.feed import CHANGES_SQL, change_json
+from pyapp.web.responses import ApiError, JSONResponse
 
 DEFAULT_LIMIT = 1000
-CHANGES_SQL = (
-    "SELECT cursor, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source,"
-    " batch_id FROM passthrough.changes(%s, %s)"
-)
-
-
-def change_json(row: tuple[Any, ...]) -> dict[str, Any]:
-    """One row of ``passthrough.changes`` (the columns of CHANGES_SQL, in order) as the API shows it; webhook
-    payloads (pyapp/webhooks.py) carry the same objects."""
-    c, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source, batch_id = row[:10]
-    return {
-        "cursor": c,
-        "change": change,
-        "identifier_type": identifier_type,
-        "identifier": identifier,
-        "audience_id": audience_id,
-        "audience": audience,
-        "event_ts": iso_utc(event_ts),
-        "received_at": iso_utc(received_at) if received_at is not None else None,
-        "source": source,
-        "batch_id": batch_id,
-    }
-
-
 async def get_changes(request: Request) -> JSONResponse:
     await require_scope(request, Scope.PRIVATE)
     after = request.query_params.get("after") or None

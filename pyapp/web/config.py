@@ -29,6 +29,10 @@ class ApiConfig:
     # and how long one POST may take.
     webhook_every: float = 1.0
     webhook_timeout: float = 10.0
+    # CORS (pyapp/web/cors.py): the origins whose pages may call the public-key routes ("*": any), and the
+    # routes that need a private key (none by default).
+    cors_origins: tuple[str, ...] = ("*",)
+    cors_private_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
@@ -42,3 +46,6 @@ class ApiConfig:
             raise ValueError("webhook_every and webhook_timeout must be positive")
         if self.pool_timeout <= 0:
             raise ValueError("pool_timeout must be positive")
+        for origin in (*self.cors_origins, *self.cors_private_origins):
+            if (origin != "*" and not origin.startswith(("http://", "https://"))) or origin.endswith("/"):
+                raise ValueError(f"a CORS origin is * or scheme://host[:port] with no path, got {origin!r}")

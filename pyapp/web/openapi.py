@@ -467,7 +467,8 @@ SCHEMAS: dict[str, Any] = {
             "ttl_seconds": {
                 "type": ["integer", "null"],
                 "minimum": 1,
-                "description": "How long a qualify event keeps a member, in seconds; null or absent: for ever. "
+                "description": "How long a qualify event keeps a member, in seconds; null: for ever. Absent: for ever "
+                "on POST; on PUT, the segment keeps the ttl it has. "
                 "A member whose newest qualify is older no longer counts (and shows in /v3/changes as expired).",
             },
             "revision": {"type": "integer", "readOnly": True, "description": "Ignored when sent."},
@@ -631,7 +632,10 @@ DOCUMENT: dict[str, Any] = {
         "description": "ODP-compatible events and segments endpoints, and audience snapshot imports, backed by "
         "PostgreSQL. Authenticate with an "
         f"API key in the `{API_KEY_HEADER}` header (`passthrough keys create --name NAME --scope public|private`): "
-        "public keys may send events (and read GraphQL); private keys may do everything.",
+        "public keys may send events (and read GraphQL); private keys may do everything. Browsers: `POST /v3/events` "
+        "and `/v3/graphql` answer CORS preflights (`OPTIONS`: 200, or 400 for an origin not allowed) and allow any "
+        "origin unless `PASSTHROUGH_CORS_ORIGINS` says otherwise; the other routes allow no origin unless "
+        "`PASSTHROUGH_CORS_PRIVATE_ORIGINS` names it.",
     },
     "paths": PATHS,
     "components": {

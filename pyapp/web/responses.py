@@ -49,9 +49,6 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def iso_utc(moment: datetime) -> str:
-    """A database timestamp in UTC, to the microsecond, with a Z."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def accepted_response(**extra: Any) -> JSONResponse:

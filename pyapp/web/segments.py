@@ -22,14 +22,15 @@ from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import connection
-from pyapp.web.responses import ApiError, JSONResponse, iso_utc
+from pyapp.feed import iso_utc
+from pyapp.web.responses import ApiError, JSONResponse
 
 EXTERNAL_KIND = "external"
 BODY_FIELDS = ("definition", "description", "metadata", "ttl_seconds", "revision")  # revision is read-only, ignored
 EXTERNAL_FIELDS = ("external_audience_id",)
 LIST_PAGE_SIZE = 1000  # passthrough.list_audiences allows up to 1001
 CREATE_SQL = "SELECT passthrough.create_audience(%s, %s, %s, %s, %s)"
-PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s, %s)"
+PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s, %s, %s)"
 VALIDATE_SQL = "SELECT passthrough.validate_audience(%s, %s, %s, %s, %s)"
 
 
@@ -39,6 +40,7 @@ class SegmentInput:
     description: str | None
     metadata: Any
     ttl_seconds: int | None
+    ttl_given: bool  # the body named ttl_seconds (null included)
 
     def sql_args(self, segment_id: str) -> tuple[Any, ...]:
         ttl = None if self.ttl_seconds is None else timedelta(seconds=self.ttl_seconds)
@@ -94,7 +96,7 @@ async def create_segment(request: Request) -> JSONResponse:
 
 
 async def put_segment(request: Request) -> JSONResponse:
-    return await _save(request, PUT_SQL)
+    return await _save(request, PUT_SQL, put=True)
 
 
 async def delete_segment(request: Request) -> JSONResponse:
@@ -112,11 +114,14 @@ async def validate_segment(request: Request) -> JSONResponse:
     return JSONResponse({"segment_id": _segment_id(request), "valid": True})
 
 
-async def _save(request: Request, save_sql: str) -> JSONResponse:
+async def _save(request: Request, save_sql: str, put: bool = False) -> JSONResponse:
     await require_scope(request, Scope.PRIVATE)
     segment = await _read_segment(request)
+    args = segment.sql_args(_segment_id(request))
+    if put:  # a PUT that leaves ttl_seconds out keeps the stored ttl; "ttl_seconds": null removes it
+        args += (not segment.ttl_given,)
     async with connection(request) as conn:
-        cursor = await conn.execute(save_sql, segment.sql_args(_segment_id(request)))
+        cursor = await conn.execute(save_sql, args)
         (revision,) = await cursor.fetchone()
     return JSONResponse({"revision": revision})
 
@@ -144,6 +149,7 @@ async def _read_segment(request: Request) -> SegmentInput:
         description=description,
         metadata=body.get("metadata", {}),
         ttl_seconds=ttl_seconds,
+        ttl_given="ttl_seconds" in body,
     )
 
 

@@ -59,7 +59,8 @@ from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import content_encoding_is_gzip, stream_at_most, too_large
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
-from pyapp.web.responses import ApiError, JSONResponse, iso_utc
+from pyapp.feed import iso_utc
+from pyapp.web.responses import ApiError, JSONResponse
 
 SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
 DEFAULT_DIFF_LIMIT = 50  # as passthrough import --diff-limit
