@@ -92,6 +92,7 @@ BAD_INPUT_SQLSTATES: dict[str, str] = {
     "22P02": "invalid_text_representation",
     "22P05": "untranslatable_character",
     "22021": "character_not_in_repertoire",
+    "22003": "numeric_value_out_of_range",  # e.g. a ts of 1e999999999 in a JSON body or an uploaded file
 }
 
 # Errors whose DETAIL is JSON [{"event" | "row", "message", "problems"}]: the invalid events (PT001) or rows
@@ -175,7 +176,11 @@ def report(exc: BaseException) -> ErrorReport:
             invalids=_invalids(diag.message_detail) if sqlstate in INVALIDS_IN_DETAIL else None,
         )
     if sqlstate in BAD_INPUT_SQLSTATES:
-        return ErrorReport(400, "invalid_input", diag.message_primary or "invalid input", sqlstate=sqlstate)
+        message = diag.message_primary or "invalid input"
+        where = (diag.context or "").split("\n")[0]
+        if where.startswith("COPY "):  # the staged row, e.g. 'COPY passthrough_load, line 2, column ts: "1e9..."'
+            message = f"{message} ({where[:200]})"
+        return ErrorReport(400, "invalid_input", message, sqlstate=sqlstate)
     return ErrorReport(500, "internal_error", INTERNAL_MESSAGE, sqlstate=sqlstate)
 
 

@@ -41,10 +41,14 @@ $$;
 COMMENT ON FUNCTION passthrough.disable() IS
   'Turns passthrough off: events are refused (SQLSTATE PT002) until passthrough.enable().';
 
+-- PL/pgSQL on purpose: /readyz calls it, so readiness exercises the language every write goes through (a
+-- server whose PL/pgSQL library cannot be loaded, e.g. after its binaries were upgraded under it, is not ready).
 CREATE FUNCTION passthrough.is_enabled() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough_enabled FROM passthrough.settings;
+BEGIN
+  RETURN (SELECT s.passthrough_enabled FROM passthrough.settings s);
+END;
 $$;
 COMMENT ON FUNCTION passthrough.is_enabled() IS 'Whether passthrough events are accepted now.';
 

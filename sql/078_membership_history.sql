@@ -166,12 +166,13 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_instant(p_from, 'from');
   PERFORM passthrough._check_instant(p_to, 'to');
-  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
+  -- before date_trunc reads it: an unknown unit there is PostgreSQL's 22023, not this error
   IF p_bucket IS NULL OR p_bucket NOT IN ('hour', 'day') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('bucket must be hour or day, got %s', coalesce(to_json(left(p_bucket, 64))::text, 'NULL')),
       DETAIL = 'field: bucket';
   END IF;
+  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
   IF p_to <= p_from THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = 'to must be later than from', DETAIL = 'field: to';

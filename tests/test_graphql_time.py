@@ -95,6 +95,9 @@ def test_size_history(client, history, public_key):
     ({"a": "nope", "from": TS, "to": TS + 1}, "NOT_FOUND"),
     ({"a": "seg_a", "from": TS, "to": TS - 1}, "INVALID_ARGUMENT"),
     ({"a": "seg_a", "from": TS, "to": TS + 1, "bucket": "week"}, "INVALID_ARGUMENT"),
+    # not even a unit date_trunc knows (was PostgreSQL's 22023, an internal error)
+    ({"a": "seg_a", "from": TS, "to": TS + 1, "bucket": "x"}, "INVALID_ARGUMENT"),
+    ({"a": "seg_a", "from": TS, "to": TS + 1, "bucket": ""}, "INVALID_ARGUMENT"),
     ({"a": "seg_a", "from": TS, "to": TS + 3600 * 2000}, "INVALID_ARGUMENT"),
 ])
 def test_size_history_errors(client, history, public_key, variables, code):

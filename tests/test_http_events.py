@@ -126,6 +126,15 @@ def test_an_event_without_a_type_is_refused_naming_the_field(client, enabled, pu
     assert stored_counts(enabled) == (0, 0, 0)  # the whole batch refused
 
 
+def test_a_ts_no_number_can_hold_is_400_not_500(client, enabled, public_key):
+    body = b'[{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u"},' \
+           b' "data": {"audience_id": "a", "ts": 1e999999999}}]'
+    response = client.post("/v3/events", headers=json_headers(public_key), content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"]["code"] == "malformed_json"  # the parser refuses it: a float would be infinite
+    assert stored_counts(enabled) == (0, 0, 0)
+
+
 def test_a_gzip_body_is_accepted(client, enabled, public_key):
     response = client.post(
         "/v3/events",

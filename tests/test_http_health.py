@@ -41,6 +41,25 @@ def test_readyz_is_503_for_a_database_without_the_migrations(fresh_db_url):
     assert "passthrough--0.1.0.sql" in detail["message"] and "passthrough migrate" in detail["message"]
 
 
+def test_readyz_exercises_plpgsql(conn):
+    """/readyz calls passthrough.is_enabled(), which is PL/pgSQL like every write: a server that cannot load
+    PL/pgSQL (its binaries upgraded under it: 58P01) is not ready."""
+    assert conn.execute("SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                        " WHERE p.oid = 'passthrough.is_enabled()'::regprocedure").fetchone() == ("plpgsql",)
+
+
+def test_readyz_is_503_when_plpgsql_calls_fail(db_url, conn):
+    # what a PL/pgSQL call answers when its library can no longer be loaded
+    conn.execute("""CREATE OR REPLACE FUNCTION passthrough.is_enabled() RETURNS boolean LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION USING ERRCODE = '58P01',
+                      MESSAGE = 'could not access file "$libdir/plpgsql": No such file or directory'; END $$""")
+    with make_client(db_url, TEST_CONFIG) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    detail = response.json()["detail"]
+    assert detail["code"] == "not_ready" and "58P01" in detail["message"] and "plpgsql" in detail["message"]
+
+
 @pytest.fixture
 def unreachable_url(tmp_path):
     """A database URL where nothing listens: every connection attempt is refused at once."""

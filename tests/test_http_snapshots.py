@@ -434,6 +434,9 @@ def test_a_body_broken_after_the_first_megabytes_aborts_the_copy_and_changes_not
         ({"force": ""}, "force", "must be true or false"),
         ({"at": "yesterday"}, "at", "must be a number of seconds since the Unix epoch"),
         ({"at": "NaN"}, "at", "must be a number"),
+        ({"at": "1e999999999"}, "at", "must be a number"),  # numeric would overflow (22003, once a 500)
+        ({"max_disqualify_share": "1e999999999"}, "max_disqualify_share", "must be a number"),
+        ({"max_disqualify_share": "1e-999999999"}, "max_disqualify_share", "must be a number"),
         ({"max_disqualify_share": "half"}, "max_disqualify_share", "must be a number"),
         ({"diff_limit": "ten"}, "diff_limit", "must be an integer"),
         ({"diff_limit": "1001"}, "diff_limit", "from 0 to 1000"),
@@ -467,6 +470,16 @@ def test_parameters_out_of_range_are_refused_by_the_database(client, members, pr
     assert response.status_code == 400
     d = detail(response)
     assert (d["code"], d["sqlstate"], d["field"]) == ("invalid_argument", "PT010", field)
+    assert unchanged(members, before)
+
+
+def test_a_row_ts_no_number_can_hold_is_400_naming_the_line(client, members, private_key):
+    before = snapshot_of(members)
+    body = f"type,action,audience_id,ts,fs_user_id\npassthrough,qualify,{AUD},1e999999999,m1\n".encode()
+    response = post(client, private_key, gz(body))
+    assert response.status_code == 400
+    d = detail(response)
+    assert (d["code"], d["sqlstate"]) == ("invalid_input", "22003") and "ts" in d["message"], d
     assert unchanged(members, before)
 
 
@@ -534,6 +547,18 @@ def test_a_gzip_bomb_is_refused_by_the_decompressed_size_limit(
 
 
 # --------------------------------------------------------------------------- failures: never a 2xx, nothing partial
+
+
+def test_a_full_disk_while_spooling_is_507_and_stores_nothing(client, members, private_key, monkeypatch):
+    """The spool file on a full disk: /dev/full fails every write with ENOSPC, as a full TMPDIR does."""
+    from pyapp.web import snapshots
+
+    monkeypatch.setattr(snapshots.tempfile, "TemporaryFile", lambda **_: open("/dev/full", "w+b"))  # noqa: SIM115
+    before = snapshot_of(members)
+    response = post(client, private_key, gz(CSV))
+    assert response.status_code == 507, response.text
+    assert detail(response)["code"] == "insufficient_storage" and "nothing was stored" in detail(response)["message"]
+    assert unchanged(members, before)
 
 
 @pytest.fixture

@@ -58,10 +58,14 @@ $$;
 COMMENT ON FUNCTION passthrough.disable() IS
   'Turns passthrough off: events are refused (SQLSTATE PT002) until passthrough.enable().';
 
+-- PL/pgSQL on purpose: /readyz calls it, so readiness exercises the language every write goes through (a
+-- server whose PL/pgSQL library cannot be loaded, e.g. after its binaries were upgraded under it, is not ready).
 CREATE FUNCTION passthrough.is_enabled() RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT passthrough_enabled FROM passthrough.settings;
+BEGIN
+  RETURN (SELECT s.passthrough_enabled FROM passthrough.settings s);
+END;
 $$;
 COMMENT ON FUNCTION passthrough.is_enabled() IS 'Whether passthrough events are accepted now.';
 
@@ -2061,12 +2065,13 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_instant(p_from, 'from');
   PERFORM passthrough._check_instant(p_to, 'to');
-  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
+  -- before date_trunc reads it: an unknown unit there is PostgreSQL's 22023, not this error
   IF p_bucket IS NULL OR p_bucket NOT IN ('hour', 'day') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = format('bucket must be hour or day, got %s', coalesce(to_json(left(p_bucket, 64))::text, 'NULL')),
       DETAIL = 'field: bucket';
   END IF;
+  PERFORM passthrough._check_horizon(date_trunc(p_bucket, p_from, 'UTC'), 'from');
   IF p_to <= p_from THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
       MESSAGE = 'to must be later than from', DETAIL = 'field: to';

@@ -17,7 +17,7 @@ import psycopg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -28,6 +28,7 @@ from pyapp.web import changes, events, health, openapi, segments, snapshots
 from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
+from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql import GraphQLFacade
 from pyapp.web.responses import ApiError, error_response
 from pyapp.webhooks import Webhooks
@@ -88,13 +89,15 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
-        middleware=[Middleware(RouteCors, public_origins=config.cors_origins,
+        middleware=[Middleware(RefuseAmbiguousFraming),
+                    Middleware(RouteCors, public_origins=config.cors_origins,
                                private_origins=config.cors_private_origins)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,
             psycopg.Error: _database_error,
             HTTPException: _http_exception,
+            ClientDisconnect: _client_disconnected,
             Exception: _unexpected_error,
         },
     )
@@ -136,6 +139,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         exc.status_code, str(exc.detail)
     )
     return error_response(errors.ErrorReport(exc.status_code, code, message), headers=exc.headers)
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # nothing was stored and nobody is left to answer: one quiet line, no traceback
+    log.warning("%s %s: the client disconnected before its request body had arrived", request.method,
+                request.url.path)
+    return Response(status_code=400)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -314,9 +314,8 @@ async def _size_history(
     to: float,
     bucket: str | None = "hour",
 ) -> list[SizeBucket]:
-    rows = await _fetch(
-        info, SIZE_HISTORY_SQL, (audience, _instant(from_, "from"), _instant(to, "to"), bucket or "hour")
-    )
+    bucket = "hour" if bucket is None else bucket  # "" and other names are SQL's to refuse (PT010)
+    rows = await _fetch(info, SIZE_HISTORY_SQL, (audience, _instant(from_, "from"), _instant(to, "to"), bucket))
     return [
         SizeBucket(start=_seconds(b), end=_seconds(e), size_at_start=s0, entered=i, exited=o, size_at_end=s1)
         for b, e, s0, i, o, s1 in rows

@@ -6,9 +6,11 @@ orchestrators must be able to ask without a key.
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import AsyncConnection
 from starlette.requests import Request
 
+from pyapp import errors
 from pyapp.migrate import LEDGER_SCHEMA, pending_migrations
 from pyapp.web.database import read
 from pyapp.web.responses import ApiError, JSONResponse
@@ -20,7 +22,14 @@ async def healthz(request: Request) -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     # only reads: run again on another connection if the first one turns out broken (database.py)
-    enabled = await read(request, lambda conn: _ready(request, conn))
+    try:
+        enabled = await read(request, lambda conn: _ready(request, conn))
+    except psycopg.Error as exc:
+        if errors.is_transient(exc):
+            raise  # 503 database_unavailable, as for every route
+        # the database answers but cannot run what requests use (e.g. PL/pgSQL fails to load: 58P01)
+        raise ApiError(503, "not_ready", f"the database cannot run Passthrough's functions: "
+                       f"{exc.sqlstate}: {exc.diag.message_primary or exc}") from exc
     return JSONResponse({"status": "ready", "passthrough_enabled": enabled})
 
 
@@ -44,5 +53,5 @@ async def _ready(request: Request, conn: AsyncConnection) -> bool:
             f"the database does not have these migrations as packaged: {', '.join(pending)}; "
             "run `passthrough migrate` (or start the server without --no-migrate)",
         )
-    cursor = await conn.execute("SELECT passthrough.is_enabled()")
+    cursor = await conn.execute("SELECT passthrough.is_enabled()")  # PL/pgSQL, like every write (sql/020)
     return (await cursor.fetchone())[0]

@@ -194,7 +194,8 @@ PATHS: dict[str, dict[str, Any]] = {
             scope=None,
             responses={
                 "200": _ok("Ready to serve.", "Ready"),
-                "503": _error("The database is unreachable, busy, or lacks migrations (`detail.code` says which)."),
+                "503": _error("The database is unreachable or busy (`database_unavailable`), lacks migrations "
+                              "(`not_migrated`), or cannot run Passthrough's PL/pgSQL functions (`not_ready`)."),
             },
         )
     },
@@ -246,6 +247,8 @@ PATHS: dict[str, dict[str, Any]] = {
                     "passthrough is disabled (`passthrough_disabled`; a dry run works regardless)."
                 ),
                 "413": _error("The body is larger than the limit, as sent or decompressed. Nothing was changed."),
+                "507": _error("`insufficient_storage`: the server's TMPDIR is full, so the upload could not be "
+                              "spooled. Nothing was changed; retry later."),
                 "422": _error(
                     "Refused by a guard, nothing changed: the snapshot is empty (`empty_snapshot`) or would "
                     "disqualify more than `max_disqualify_share` of the members (`snapshot_disqualifies_too_many`). "
@@ -635,7 +638,8 @@ DOCUMENT: dict[str, Any] = {
         "public keys may send events (and read GraphQL); private keys may do everything. Browsers: `POST /v3/events` "
         "and `/v3/graphql` answer CORS preflights (`OPTIONS`: 200, or 400 for an origin not allowed) and allow any "
         "origin unless `PASSTHROUGH_CORS_ORIGINS` says otherwise; the other routes allow no origin unless "
-        "`PASSTHROUGH_CORS_PRIVATE_ORIGINS` names it.",
+        "`PASSTHROUGH_CORS_PRIVATE_ORIGINS` names it. Any request with both `Transfer-Encoding` and "
+        "`Content-Length` is refused with 400 `ambiguous_framing` (RFC 9112, section 6.3).",
     },
     "paths": PATHS,
     "components": {

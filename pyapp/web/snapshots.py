@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import gzip
 import itertools
 import math
@@ -71,6 +72,7 @@ DETECTED_MEDIA_TYPES = ("text/csv", "application/octet-stream")  # gzip when it 
 MEDIA_TYPES = (*DETECTED_MEDIA_TYPES, *GZIP_MEDIA_TYPES)
 SPOOL_WRITE_BYTES = 1 << 20  # received chunks are written to the temporary file about this much at a time
 SNAPSHOT_NAME = "the snapshot"  # what errors about the CSV call it
+NUMBER_DIGITS = 1000  # a parameter's decimal exponent, either way: far inside what numeric holds
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -100,12 +102,20 @@ async def post_snapshot(request: Request) -> JSONResponse:
     encoding = body_encoding(request.headers)
     config: ApiConfig = request.app.state.config
     audience_id = request.path_params["audience_id"]
-    with tempfile.TemporaryFile(prefix="passthrough-snapshot-") as spool:
-        if await _receive(request, spool, config.max_snapshot_bytes) == 0:
-            raise ApiError(400, "empty_body", "the request body is empty; send the snapshot, a CSV with its header")
-        result, diff = await anyio.to_thread.run_sync(
-            partial(_import, request.app.state.database_url, config, spool, encoding, audience_id, options)
-        )
+    try:
+        with tempfile.TemporaryFile(prefix="passthrough-snapshot-") as spool:
+            size = await _receive(request, spool, config.max_snapshot_bytes)
+            await anyio.to_thread.run_sync(spool.flush)  # a full disk shows here at the latest
+            if size == 0:
+                raise ApiError(400, "empty_body", "the request body is empty; send the snapshot, a CSV with its header")
+            result, diff = await anyio.to_thread.run_sync(
+                partial(_import, request.app.state.database_url, config, spool, encoding, audience_id, options)
+            )
+    except OSError as exc:  # the spool's writes (or closing it, which writes what is buffered)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ApiError(507, "insufficient_storage", "the server has no room left to spool the snapshot "
+                       "(its TMPDIR is full); nothing was stored, retry later") from None
     # _import has returned: the import is committed (a dry run rolled back).
     return JSONResponse(_answer(audience_id, result, diff, options.diff_limit))
 
@@ -145,12 +155,13 @@ def read_options(query: QueryParams) -> ImportOptions:
 
 
 def _number(name: str, text: str, what: str) -> Decimal:
-    """A finite decimal number; its range is the database's to check (PT010 names the parameter)."""
+    """A finite decimal number that a numeric parameter can carry; its range is the database's to check (PT010
+    names the parameter). A value like 1e999999999 cannot even be sent: numeric would overflow (22003)."""
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
         value = None
-    if value is None or not value.is_finite():
+    if value is None or not value.is_finite() or not -NUMBER_DIGITS <= value.adjusted() <= NUMBER_DIGITS:
         raise _invalid(name, f"must be {what}, got {text[:64]!r}")
     return value
 
