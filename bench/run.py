@@ -356,7 +356,8 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
         return None
     db.reset()
     with connect(db.url) as c:
-        key = c.execute("SELECT passthrough.create_api_key(%s, 'public')", (f"bench-{uuid.uuid4().hex[:8]}",)
+        # private: public keys may not send passthrough events unless an operator allows it (the default)
+        key = c.execute("SELECT passthrough.create_api_key(%s, 'private')", (f"bench-{uuid.uuid4().hex[:8]}",)
                         ).fetchone()[0]
     bodies = []
     for i in range(0, len(events), batch):

@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pyapp import etl_cli  # the ETL commands: load, import
 
     etl_cli.register(sub, common)
+    from pyapp import settings_cli  # settings, settings set NAME VALUE
+
+    settings_cli.register(sub, common)
     from pyapp import keys_cli  # keys create / list / revoke
 
     keys_cli.register(sub, common)

@@ -73,6 +73,7 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT033", "webhook_exists", 409),
     DomainError("PT034", "webhook_not_found", 404),
     DomainError("PT035", "invalid_webhook", 400),
+    DomainError("PT036", "public_key_passthrough_events", 403),
 )
 
 # PostgreSQL's own errors that mean "retry later": the request may succeed as sent.

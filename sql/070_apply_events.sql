@@ -277,6 +277,41 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_if_disabled() IS 'Private: raises PT002 while passthrough is off.';
 
+-- Batches Passthrough writes itself carry these sources; only the owner may write a batch that looks like one.
+CREATE FUNCTION passthrough._check_source(p_source text, p_allowed text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF p_source IN ('expiry', 'snapshot') AND p_source IS DISTINCT FROM p_allowed
+     AND NOT pg_catalog.pg_has_role(session_user,
+                                    (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'passthrough'),
+                                    'USAGE') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('source %s is reserved for the batches Passthrough writes itself', quote_literal(p_source)),
+      DETAIL = 'field: source',
+      HINT = 'Name your batches after where they come from, e.g. ''crm-nightly''.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_source(text, text) IS
+  'Private: PT010 when a caller other than the owner names a reserved batch source (expiry, snapshot; p_allowed excepted).';
+
+-- Public API keys ship inside web pages: unless an operator allows it, they may not change membership.
+CREATE FUNCTION passthrough._check_key_scope(p_key_scope text) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF p_key_scope = 'public' AND NOT (SELECT s.public_passthrough_events FROM passthrough.settings s) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT036',
+      MESSAGE = 'a public API key may not send passthrough events',
+      DETAIL = 'Nothing was stored. Public keys ship inside web pages, so anyone could qualify or disqualify anyone with one.',
+      HINT = 'Send passthrough events with a private key; or, knowing the risk, allow public keys: passthrough settings set public_passthrough_events on (SQL: SELECT passthrough.set_setting(''public_passthrough_events'', ''on'')).';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_key_scope(text) IS
+  'Private: PT036 when the caller authenticated with a public API key and the settings do not let public keys send passthrough events.';
+
 -- Raises PT001 for a batch with invalid events. p_invalid: [{"event", "message", "problems"}].
 CREATE FUNCTION passthrough._raise_invalid_events(p_invalid jsonb, p_total integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -294,7 +329,7 @@ COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
   'Private: raises PT001 with every invalid event listed as JSON in DETAIL.';
 
 CREATE FUNCTION passthrough.apply_events(
-  p_events jsonb, p_source text DEFAULT 'sql', p_skip_other_types boolean DEFAULT false
+  p_events jsonb, p_source text DEFAULT 'sql', p_skip_other_types boolean DEFAULT false, p_key_scope text DEFAULT NULL
 ) RETURNS passthrough.apply_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -395,7 +430,9 @@ BEGIN
   FROM checked c;
 
   IF v_total > v_ignored THEN
+    PERFORM passthrough._check_key_scope(p_key_scope);
     PERFORM passthrough._raise_if_disabled();
+    PERFORM passthrough._check_source(p_source);
   END IF;
   IF v_invalid IS NOT NULL THEN
     PERFORM passthrough._raise_invalid_events(v_invalid, v_total);
@@ -406,8 +443,8 @@ BEGIN
   RETURN v_result;
 END;
 $$;
-COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean) IS
-  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
+COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean, text) IS
+  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time. p_key_scope: the scope of the API key the caller authenticated with (the HTTP API passes it); ''public'' may send passthrough events only while the setting public_passthrough_events is on (PT036). The sources expiry and snapshot are the owner''s (PT010).';
 
 CREATE FUNCTION passthrough.apply_event(
   p_identifier_type text, p_identifier text, p_audience_id text, p_action text,

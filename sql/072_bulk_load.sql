@@ -204,6 +204,7 @@ BEGIN
     v_result.rejected := v_bad;
   END IF;
 
+  PERFORM passthrough._check_source(p_source);
   v_applied := passthrough._apply_valid_events(p_source, v_total - v_result.ignored - v_bad);
   v_result.batch_id := v_applied.batch_id;
   v_result.accepted := v_applied.accepted;

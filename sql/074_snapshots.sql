@@ -219,6 +219,7 @@ BEGIN
   INTO v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
   FROM pg_temp.passthrough_snapshot_diff d
   WHERE d.listed OR d.change = 'disqualify';
+  PERFORM passthrough._check_source(p_source, 'snapshot');
   v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
   v_result.applied := true;
   v_result.batch_id := v_applied.batch_id;

@@ -38,6 +38,7 @@ def db(http_database_url: str) -> Iterator[psycopg.Connection]:
         reset_data(conn)
         conn.execute("DELETE FROM passthrough.api_keys")
         conn.execute("SELECT passthrough.disable()")
+        conn.execute("SELECT passthrough.set_setting('public_passthrough_events', 'off')")  # the default
         yield conn
 
 

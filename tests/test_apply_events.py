@@ -222,8 +222,13 @@ def test_sub_second_ts_decides_the_order(enabled):
 
 
 def test_future_skew_setting_bounds_ts(enabled):
-    ahead = scalar(enabled, "SELECT extract(epoch FROM now())::bigint") + 3600
-    apply(enabled, [event(data_ts=ahead)])  # an hour ahead is within the default day
+    now = scalar(enabled, "SELECT extract(epoch FROM now())::bigint")
+    apply(enabled, [event(data_ts=now + 120)])  # two minutes ahead is within the default five
+    error = expect_error(enabled, "SELECT passthrough.apply_events(%s)", (Jsonb([event(data_ts=now + 600)]),), "PT001")
+    assert "later than the server clock allows" in error.message  # ten are not
+    ahead = now + 3600
+    enabled.execute("SELECT passthrough.set_max_future_skew(interval '2 hours')")
+    apply(enabled, [event(data_ts=ahead)])
     enabled.execute("SELECT passthrough.set_max_future_skew(interval '1 minute')")
     error = expect_error(
         enabled, "SELECT passthrough.apply_events(%s)", (Jsonb([event(data_ts=ahead + 1)]),), "PT001"

@@ -259,8 +259,8 @@ def test_get_changes_pages_with_next(client, enabled, private_key):
     assert client.get("/v3/changes", headers=headers).json()["changes"] == body["changes"] + rest["changes"]
 
 
-def test_changes_made_over_http_show_in_the_feed(client, enabled, public_key, private_key):
-    sent = client.post("/v3/events", headers=json_headers(public_key), json=[
+def test_changes_made_over_http_show_in_the_feed(client, enabled, private_key):
+    sent = client.post("/v3/events", headers=json_headers(private_key), json=[
         {"type": "passthrough", "action": "qualify", "identifiers": {"vuid": "v1"},
          "data": {"audience_id": "aud-x", "ts": TS}}])
     assert sent.status_code == 202

@@ -67,6 +67,8 @@ def model_state(model: MembershipModel) -> dict[tuple[str, str], tuple[bool, Dec
 def live(db_url, tmp_path):
     with psycopg.connect(db_url, autocommit=True) as owner:
         owner.execute("SELECT passthrough.enable()")
+        # these writers stand for SDKs in web pages, whose public keys a site must allow to send passthrough events
+        owner.execute("SELECT passthrough.set_setting('public_passthrough_events', 'on')")
         for i, audience in enumerate(AUDIENCES[:-1]):
             owner.execute("SELECT passthrough.put_audience(%s, %s)", (f"seg_{i}", audience))
         public = owner.execute("SELECT passthrough.create_api_key('pub', 'public')").fetchone()[0]
@@ -248,10 +250,10 @@ def wait_for(query, conn, timeout=10.0):
     raise AssertionError(f"timed out waiting for: {query}")
 
 
-def test_a_real_deadlock_is_retried_inside_the_server(client, enabled, public_key, http_database_url):
+def test_a_real_deadlock_is_retried_inside_the_server(client, enabled, private_key, http_database_url):
     """The request's transaction and another one wait for each other; PostgreSQL picks the request's as the
     victim (its deadlock_timeout expires first); the server runs it again and answers 202."""
-    headers = json_headers(public_key)
+    headers = json_headers(private_key)
     assert client.post("/v3/events", headers=headers, json=[event(identifiers={"fs_user_id": "dl"})]).status_code == 202
     deadlocks_before = enabled.execute(
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
@@ -304,14 +306,14 @@ def attempts(conn) -> int:
     return conn.execute("SELECT last_value FROM public.attempts").fetchone()[0]
 
 
-def test_retries_are_bounded_and_then_503(client, enabled, failing_attempts, public_key):
+def test_retries_are_bounded_and_then_503(client, enabled, failing_attempts, private_key):
     failing_attempts(MAX_TRANSACTION_ATTEMPTS - 1)  # fails all but the last attempt
-    response = client.post("/v3/events", headers=json_headers(public_key), json=[event()])
+    response = client.post("/v3/events", headers=json_headers(private_key), json=[event()])
     assert response.status_code == 202 and attempts(enabled) == MAX_TRANSACTION_ATTEMPTS
     assert stored_counts(enabled) == (1, 1, 1)
 
     failing_attempts(MAX_TRANSACTION_ATTEMPTS)  # fails every attempt
-    response = client.post("/v3/events", headers=json_headers(public_key), json=[event(data_ts=1_700_000_001)])
+    response = client.post("/v3/events", headers=json_headers(private_key), json=[event(data_ts=1_700_000_001)])
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json()["detail"] == {
         "code": "database_unavailable", "sqlstate": "40P01",

@@ -261,7 +261,7 @@ def test_the_snapshot_sees_the_whole_schema(make_database):
     names = {row[1] for row in snap["relations"]}
     assert {"settings", "identifier_types", "memberships", "events", "audiences"} <= names
     functions = {row[0] for row in snap["functions"]}
-    assert "passthrough.apply_events(jsonb,text,boolean)" in functions
+    assert "passthrough.apply_events(jsonb,text,boolean,text)" in functions
     bodies = {row[0]: row for row in snap["functions"]}
     enable = bodies["passthrough.enable()"]
     assert enable[3] is True and enable[4] == ("search_path=pg_catalog, pg_temp",)  # prosecdef, proconfig

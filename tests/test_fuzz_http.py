@@ -167,10 +167,10 @@ def assert_well_refused_or_whole(response, before, after) -> None:
 
 @FUZZ
 @given(body=bodies, gzipped=st.booleans())
-def test_events_never_5xx_and_all_or_nothing(client, enabled, public_key, body, gzipped):
+def test_events_never_5xx_and_all_or_nothing(client, enabled, private_key, body, gzipped):
     TRIED["events json"] += 1
     content = encode(body)
-    headers = json_headers(public_key)
+    headers = json_headers(private_key)
     if gzipped:
         content, headers = gzip.compress(content), {**headers, "content-encoding": "gzip"}
     before = stored_counts(enabled)
@@ -180,9 +180,9 @@ def test_events_never_5xx_and_all_or_nothing(client, enabled, public_key, body, 
 
 @FUZZ
 @given(content=raw_bodies(), gzipped=st.booleans())
-def test_events_raw_bytes_never_5xx_and_all_or_nothing(client, enabled, public_key, content, gzipped):
+def test_events_raw_bytes_never_5xx_and_all_or_nothing(client, enabled, private_key, content, gzipped):
     TRIED["events raw bytes"] += 1
-    headers = json_headers(public_key)
+    headers = json_headers(private_key)
     if gzipped:
         content, headers = gzip.compress(content), {**headers, "content-encoding": "gzip"}
     before = stored_counts(enabled)
@@ -204,20 +204,20 @@ def test_events_raw_bytes_never_5xx_and_all_or_nothing(client, enabled, public_k
     (b'[{"type":"passthrough","action":"qualify","identifiers":{"fs_user_id":"' + b"x" * 900_000 + b'"},'
      b'"data":{"audience_id":"a"}}]', "invalid_events"),
 ])
-def test_named_hostile_events(client, enabled, public_key, content, code):
+def test_named_hostile_events(client, enabled, private_key, content, code):
     before = stored_counts(enabled)
-    response = client.post("/v3/events", content=content, headers=json_headers(public_key))
+    response = client.post("/v3/events", content=content, headers=json_headers(private_key))
     assert response.status_code == 400, response.text[:300]
     assert response.json()["detail"]["code"] == code
     assert stored_counts(enabled) == before
 
 
 @pytest.mark.parametrize("ts", ["-210866803201", "10000000000000", "1e20", "-1e20", "9223372036854.775807"])
-def test_a_ts_beyond_the_timestamp_range_is_named_not_500(client, enabled, public_key, http_database_url, ts):
+def test_a_ts_beyond_the_timestamp_range_is_named_not_500(client, enabled, private_key, http_database_url, ts):
     """Found by this fuzzing: such a ts was converted before the batch was known to be invalid (SQLSTATE 22008)."""
     content = ('[{"type":"passthrough","action":"qualify","identifiers":{"fs_user_id":"u"},'
                '"data":{"audience_id":"a","ts":%s}}]' % ts).encode()
-    response = client.post("/v3/events", content=content, headers=json_headers(public_key))
+    response = client.post("/v3/events", content=content, headers=json_headers(private_key))
     assert response.status_code == 400, response.text[:300]
     assert response.json()["detail"]["invalids"][0]["problems"][0].startswith("data.ts:")
     # the bulk path shares the rule
@@ -233,10 +233,10 @@ def test_a_ts_beyond_the_timestamp_range_is_named_not_500(client, enabled, publi
     assert stored_counts(enabled) == (0, 0, 0)
 
 
-def test_duplicate_keys_mean_the_last_one_as_in_postgresql(client, enabled, public_key):
+def test_duplicate_keys_mean_the_last_one_as_in_postgresql(client, enabled, private_key):
     content = (b'[{"type":"passthrough","action":"disqualify","action":"qualify","identifiers":'
                b'{"fs_user_id":"first","fs_user_id":"last"},"data":{"audience_id":"dup","ts":1700000000}}]')
-    response = client.post("/v3/events", content=content, headers=json_headers(public_key))
+    response = client.post("/v3/events", content=content, headers=json_headers(private_key))
     assert response.status_code == 202 and response.json()["accepted"] == 1
     assert enabled.execute("SELECT identifier, qualified FROM passthrough.memberships").fetchall() == [("last", True)]
 

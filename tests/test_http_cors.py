@@ -35,6 +35,7 @@ def test_a_preflight_to_a_public_key_route_is_answered_for_any_origin(client, pa
 
 
 def test_the_browser_sdks_requests_carry_the_allow_origin_header(client, enabled, public_key):
+    enabled.execute("SELECT passthrough.set_setting('public_passthrough_events', 'on')")  # as such a site must
     headers = {"Origin": SITE, "x-api-key": public_key}
     sent = client.post("/v3/events", json=[event(identifiers={"fs_user_id": "user-1"})], headers=headers)
     assert sent.status_code == 202 and sent.headers["access-control-allow-origin"] == "*"

@@ -112,7 +112,7 @@ def requests(counting_client, enabled, public_key, private_key):
             "query": SDK_QUERY, "variables": {"userId": "user-1", "audiences": ["seg_a"]}})),
         "graphql three customers": lambda: ok(client.post("/v3/graphql", headers=json_headers(public_key),
                                                           json={"query": THREE_CUSTOMERS})),
-        "POST /v3/events": lambda: ok(client.post("/v3/events", headers=json_headers(public_key),
+        "POST /v3/events": lambda: ok(client.post("/v3/events", headers=json_headers(private_key),
                                                   json=[event(data_ts=next(ts))]), 202),
         "GET /v3/segments/{id}": lambda: ok(client.get("/v3/segments/seg_a", headers={"x-api-key": private_key})),
         "PUT /v3/segments/{id}": lambda: ok(client.put("/v3/segments/seg_a", headers=json_headers(private_key),

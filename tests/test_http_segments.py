@@ -44,10 +44,10 @@ def test_create_then_read_a_segment(admin, db):
     assert db.execute("SELECT name, description FROM passthrough.audiences").fetchall() == [("seg_a", "Buyers")]
 
 
-def test_a_segment_shows_its_exact_size(admin, enabled, public_key, client):
+def test_a_segment_shows_its_exact_size(admin, enabled, private_key, client):
     client.post(
         "/v3/events",
-        headers=json_headers(public_key),
+        headers=json_headers(private_key),
         json=[event(identifiers={"fs_user_id": f"u{i}"}) for i in range(3)],
     )
     admin.put("/v3/segments/seg_a", json=body())

@@ -263,6 +263,26 @@ def test_the_writer_applies_events_and_loads_in_bulk(roles, tmp_path, capsys):
     assert ("w2", "wa") not in members and ("w3", "wa") not in members
 
 
+def test_only_the_owner_records_batches_under_the_reserved_sources(roles):
+    """expiry and snapshot batches are written by Passthrough itself; a writer may not forge one."""
+    body = ('[{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "s1"},'
+            ' "data": {"audience_id": "sa", "ts": 1700000000}}]')
+    with psycopg.connect(roles.writer_url, autocommit=True) as w:
+        for source in ("expiry", "snapshot"):
+            assert sqlstate_of(w, "SELECT passthrough.apply_events(%s::jsonb, %s)", (body, source)) == "PT010"
+            assert sqlstate_of(w, "SELECT passthrough.apply_event('fs_user_id', 's1', 'sa', 'qualify', NULL, NULL,"
+                                  " %s)", (source,)) == "PT010"
+        with w.transaction():
+            load_rows(w, staged([("s2", "sa", "qualify")]), source="crm-nightly")  # any other name is fine
+        with pytest.raises(psycopg.Error) as refused, w.transaction():
+            load_rows(w, staged([("s3", "sa", "qualify")]), source="expiry")
+        assert refused.value.sqlstate == "PT010" and "reserved" in str(refused.value)
+    with psycopg.connect(roles.url, autocommit=True) as owner:
+        owner.execute("SELECT passthrough.apply_events(%s::jsonb, 'snapshot')", (body,))
+        assert owner.execute("SELECT count(*) FROM passthrough.batches WHERE source IN ('expiry', 'snapshot')"
+                             " AND event_count = 1").fetchone() == (1,)
+
+
 def test_the_reader_reads(roles):
     with psycopg.connect(roles.url, autocommit=True) as owner:
         owner.execute("SELECT passthrough.put_audience('seg_r', 'ra')")
@@ -433,10 +453,10 @@ def test_the_default_names_and_the_cli(pg_server_url, db_url, capsys):
         assert "GRANT passthrough_writer TO" in out
         with psycopg.connect(db_url, autocommit=True) as conn:
             assert conn.execute(
-                "SELECT has_function_privilege('passthrough_writer', 'passthrough.apply_events(jsonb, text, boolean)',"
+                "SELECT has_function_privilege('passthrough_writer', 'passthrough.apply_events(jsonb, text, boolean, text)',"
                 " 'EXECUTE'), has_function_privilege('passthrough_reader', "
                 " 'passthrough.customer_audiences(text, text, text[])', 'EXECUTE'),"
-                " has_function_privilege('passthrough_reader', 'passthrough.apply_events(jsonb, text, boolean)',"
+                " has_function_privilege('passthrough_reader', 'passthrough.apply_events(jsonb, text, boolean, text)',"
                 " 'EXECUTE'), (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'passthrough_writer')"
             ).fetchone() == (True, True, False, False)
     finally:

@@ -156,7 +156,7 @@ def test_events_and_graphql_keep_every_string_as_data(client, canary, public_key
     keys = canary.execute("SELECT count(*) FROM passthrough.api_keys").fetchone()[0]
     audience = payload[:255]
     body = [event(identifiers={"fs_user_id": payload}, data_audience_id=audience, data_idempotence_id=payload)]
-    response = client.post("/v3/events", headers=json_headers(public_key), json=body)
+    response = client.post("/v3/events", headers=json_headers(private_key), json=body)
     assert response.status_code == 202, response.text
     assert canary.execute(
         "SELECT m.identifier, x.external_id, e.idempotence_id FROM passthrough.memberships m"
@@ -164,7 +164,7 @@ def test_events_and_graphql_keep_every_string_as_data(client, canary, public_key
         " JOIN passthrough.events e ON e.identifier = m.identifier AND e.audience_key = m.audience_key").fetchall() == [
         (payload, audience, payload)]
     # an identifier type name is never more than a name: refused, and named back as JSON
-    bad = client.post("/v3/events", headers=json_headers(public_key),
+    bad = client.post("/v3/events", headers=json_headers(private_key),
                       json=[event(identifiers={payload: "u"})])
     assert bad.status_code == 400
     assert json.dumps(payload.lower().replace("-", "_"))[:40] in bad.json()["detail"]["invalids"][0]["message"] or (

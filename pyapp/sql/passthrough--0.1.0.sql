@@ -20,8 +20,9 @@ COMMENT ON SCHEMA passthrough IS
 CREATE TABLE passthrough.settings (
   singleton           boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
   passthrough_enabled boolean     NOT NULL DEFAULT false,
-  max_future_skew     interval    NOT NULL DEFAULT interval '1 day'
+  max_future_skew     interval    NOT NULL DEFAULT interval '5 minutes'
                                   CHECK (max_future_skew >= interval '0'),
+  public_passthrough_events boolean NOT NULL DEFAULT false,
   event_retention     interval    CHECK (event_retention > interval '0'),
   history_horizon     timestamptz,
   feed_pruned_through text,
@@ -38,7 +39,9 @@ COMMENT ON COLUMN passthrough.settings.history_horizon IS
 COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
   'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
-  'How far ahead of the server clock an event''s ts may be; later timestamps are refused.';
+  'How far ahead of the server clock an event''s ts may be; later timestamps are refused (default 5 minutes: docs/semantics.md says why).';
+COMMENT ON COLUMN passthrough.settings.public_passthrough_events IS
+  'Whether a request authenticated with a public API key (one that ships inside web pages) may send passthrough events. Off by default: with it on, anyone who reads a page can qualify or disqualify anyone.';
 
 INSERT INTO passthrough.settings DEFAULT VALUES;
 
@@ -83,17 +86,88 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.set_max_future_skew(interval) IS
-  'Sets how far ahead of the server clock an event''s ts may be (default 1 day).';
+  'Sets how far ahead of the server clock an event''s ts may be (default 5 minutes).';
 
 CREATE FUNCTION passthrough.get_settings()
 RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz,
-               event_retention interval, history_horizon timestamptz)
+               event_retention interval, history_horizon timestamptz, public_passthrough_events boolean)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at, s.event_retention, s.history_horizon
+  SELECT s.passthrough_enabled, s.max_future_skew, s.updated_at, s.event_retention, s.history_horizon,
+         s.public_passthrough_events
   FROM passthrough.settings s;
 $$;
 COMMENT ON FUNCTION passthrough.get_settings() IS 'The operator settings, as one row.';
+
+-- The settings an operator changes, by name, for `passthrough settings` (and anyone else who lists them).
+CREATE FUNCTION passthrough.list_settings() RETURNS TABLE (name text, value text, description text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT x.name, x.value, x.description
+  FROM passthrough.settings s,
+       LATERAL (VALUES
+         ('passthrough_enabled', CASE WHEN s.passthrough_enabled THEN 'on' ELSE 'off' END,
+          'whether passthrough events are accepted (on, off)'),
+         ('public_passthrough_events', CASE WHEN s.public_passthrough_events THEN 'on' ELSE 'off' END,
+          'whether public API keys, which ship inside web pages, may send passthrough events (on, off)'),
+         ('max_future_skew', s.max_future_skew::text,
+          'how far ahead of the server clock an event''s ts may be (an interval)'),
+         ('event_retention', coalesce(s.event_retention::text, 'none'),
+          'how long events and feed changes are kept (an interval, or none: for ever)')
+       ) AS x(name, value, description);
+$$;
+COMMENT ON FUNCTION passthrough.list_settings() IS
+  'Every setting passthrough.set_setting() changes: its name, its value as text and what it means.';
+
+CREATE FUNCTION passthrough.set_setting(p_name text, p_value text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_on boolean;
+BEGIN
+  IF p_name IN ('passthrough_enabled', 'public_passthrough_events') THEN
+    v_on := CASE lower(p_value) WHEN 'on' THEN true WHEN 'true' THEN true WHEN 'off' THEN false
+                                WHEN 'false' THEN false END;
+    IF v_on IS NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT010',
+        MESSAGE = format('%s must be on or off, got %s', p_name, coalesce(quote_literal(left(p_value, 64)), 'NULL')),
+        DETAIL = 'field: value';
+    END IF;
+    IF p_name = 'passthrough_enabled' THEN
+      UPDATE passthrough.settings SET passthrough_enabled = v_on, updated_at = now();
+    ELSE
+      UPDATE passthrough.settings SET public_passthrough_events = v_on, updated_at = now();
+    END IF;
+  ELSIF p_name = 'max_future_skew' THEN
+    PERFORM passthrough.set_max_future_skew(passthrough._setting_interval(p_name, p_value));
+  ELSIF p_name = 'event_retention' THEN
+    PERFORM passthrough.set_event_retention(
+      CASE WHEN lower(p_value) = 'none' THEN NULL ELSE passthrough._setting_interval(p_name, p_value) END);
+  ELSE
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('unknown setting %s', coalesce(quote_literal(left(p_name, 64)), 'NULL')),
+      DETAIL = 'field: name',
+      HINT = 'passthrough.list_settings() lists them: passthrough_enabled, public_passthrough_events, max_future_skew, event_retention.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_setting(text, text) IS
+  'Changes one setting by name (passthrough.list_settings() lists them), its value as text: on or off, an interval such as ''5 minutes'', or none for no retention. PT010 for an unknown name or a value it cannot be.';
+
+CREATE FUNCTION passthrough._setting_interval(p_name text, p_value text) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  RETURN p_value::interval;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+  RAISE EXCEPTION USING ERRCODE = 'PT010',
+    MESSAGE = format('%s must be an interval such as ''5 minutes'', got %s', p_name,
+                     coalesce(quote_literal(left(p_value, 64)), 'NULL')),
+    DETAIL = 'field: value';
+END;
+$$;
+COMMENT ON FUNCTION passthrough._setting_interval(text, text) IS
+  'Private: a setting''s text value as an interval, or PT010 naming the setting.';
 -- Identifier types: the names a client may use for its one identifier (fs_user_id, vuid, ...).
 
 CREATE TABLE passthrough.identifier_types (
@@ -836,6 +910,41 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_if_disabled() IS 'Private: raises PT002 while passthrough is off.';
 
+-- Batches Passthrough writes itself carry these sources; only the owner may write a batch that looks like one.
+CREATE FUNCTION passthrough._check_source(p_source text, p_allowed text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF p_source IN ('expiry', 'snapshot') AND p_source IS DISTINCT FROM p_allowed
+     AND NOT pg_catalog.pg_has_role(session_user,
+                                    (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'passthrough'),
+                                    'USAGE') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('source %s is reserved for the batches Passthrough writes itself', quote_literal(p_source)),
+      DETAIL = 'field: source',
+      HINT = 'Name your batches after where they come from, e.g. ''crm-nightly''.';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_source(text, text) IS
+  'Private: PT010 when a caller other than the owner names a reserved batch source (expiry, snapshot; p_allowed excepted).';
+
+-- Public API keys ship inside web pages: unless an operator allows it, they may not change membership.
+CREATE FUNCTION passthrough._check_key_scope(p_key_scope text) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF p_key_scope = 'public' AND NOT (SELECT s.public_passthrough_events FROM passthrough.settings s) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT036',
+      MESSAGE = 'a public API key may not send passthrough events',
+      DETAIL = 'Nothing was stored. Public keys ship inside web pages, so anyone could qualify or disqualify anyone with one.',
+      HINT = 'Send passthrough events with a private key; or, knowing the risk, allow public keys: passthrough settings set public_passthrough_events on (SQL: SELECT passthrough.set_setting(''public_passthrough_events'', ''on'')).';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_key_scope(text) IS
+  'Private: PT036 when the caller authenticated with a public API key and the settings do not let public keys send passthrough events.';
+
 -- Raises PT001 for a batch with invalid events. p_invalid: [{"event", "message", "problems"}].
 CREATE FUNCTION passthrough._raise_invalid_events(p_invalid jsonb, p_total integer) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -853,7 +962,7 @@ COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
   'Private: raises PT001 with every invalid event listed as JSON in DETAIL.';
 
 CREATE FUNCTION passthrough.apply_events(
-  p_events jsonb, p_source text DEFAULT 'sql', p_skip_other_types boolean DEFAULT false
+  p_events jsonb, p_source text DEFAULT 'sql', p_skip_other_types boolean DEFAULT false, p_key_scope text DEFAULT NULL
 ) RETURNS passthrough.apply_result
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -954,7 +1063,9 @@ BEGIN
   FROM checked c;
 
   IF v_total > v_ignored THEN
+    PERFORM passthrough._check_key_scope(p_key_scope);
     PERFORM passthrough._raise_if_disabled();
+    PERFORM passthrough._check_source(p_source);
   END IF;
   IF v_invalid IS NOT NULL THEN
     PERFORM passthrough._raise_invalid_events(v_invalid, v_total);
@@ -965,8 +1076,8 @@ BEGIN
   RETURN v_result;
 END;
 $$;
-COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean) IS
-  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time.';
+COMMENT ON FUNCTION passthrough.apply_events(jsonb, text, boolean, text) IS
+  'Applies a JSON array of ODP passthrough events as one all-or-nothing batch. PT001 lists every invalid event (nothing stored); PT002 when passthrough is disabled. With p_skip_other_types, events whose type is not "passthrough" are acknowledged and not stored. An event without data.ts takes the transaction time. p_key_scope: the scope of the API key the caller authenticated with (the HTTP API passes it); ''public'' may send passthrough events only while the setting public_passthrough_events is on (PT036). The sources expiry and snapshot are the owner''s (PT010).';
 
 CREATE FUNCTION passthrough.apply_event(
   p_identifier_type text, p_identifier text, p_audience_id text, p_action text,
@@ -1192,6 +1303,7 @@ BEGIN
     v_result.rejected := v_bad;
   END IF;
 
+  PERFORM passthrough._check_source(p_source);
   v_applied := passthrough._apply_valid_events(p_source, v_total - v_result.ignored - v_bad);
   v_result.batch_id := v_applied.batch_id;
   v_result.accepted := v_applied.accepted;
@@ -1448,6 +1560,7 @@ BEGIN
   INTO v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
   FROM pg_temp.passthrough_snapshot_diff d
   WHERE d.listed OR d.change = 'disqualify';
+  PERFORM passthrough._check_source(p_source, 'snapshot');
   v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
   v_result.applied := true;
   v_result.batch_id := v_applied.batch_id;

@@ -19,11 +19,11 @@ from pyapp.web.database import run_statement
 from pyapp.web.responses import ApiError, JSONResponse, accepted_response
 
 EVENT_SOURCE = "http"  # passthrough.batches.source
-APPLY_SQL = "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true)"
+APPLY_SQL = "SELECT accepted, ignored, changed FROM passthrough.apply_events(%s::jsonb, %s, true, %s)"
 
 
 async def post_events(request: Request) -> JSONResponse:
-    await require_scope(request, Scope.PUBLIC)
+    scope = await require_scope(request, Scope.PUBLIC)  # SQL decides what a public key may send (PT036)
     config: ApiConfig = request.app.state.config
     events_json = _events_array_text(await read_json_body(request, max_bytes=config.max_body_bytes), config.max_events)
 
@@ -31,7 +31,7 @@ async def post_events(request: Request) -> JSONResponse:
     # BEGIN/COMMIT around it; run_statement returns once it is committed (a failure at commit is an error
     # of the statement) and retries deadlocks and serialization failures a bounded number of times.
     async def apply(conn: AsyncConnection) -> tuple[int, int, int]:
-        cursor = await conn.execute(APPLY_SQL, (events_json, EVENT_SOURCE))
+        cursor = await conn.execute(APPLY_SQL, (events_json, EVENT_SOURCE, scope.value))
         return await cursor.fetchone()
 
     accepted, ignored, changed = await run_statement(request, apply)

@@ -97,7 +97,8 @@ Applies a batch of ODP events as one all-or-nothing transaction and answers 202 
 The body is one event object or a JSON array of at most {DEFAULT_MAX_EVENTS} (by default); it may be sent with
 `Content-Encoding: gzip`, and may be at most {DEFAULT_MAX_BODY_BYTES} bytes (by default) before and after
 decompression. Events whose `type` is not `passthrough` (such as the `fullstack`/`identified` events the
-Optimizely SDKs send) are acknowledged and not stored, and counted in `ignored`. A batch with any invalid
+Optimizely SDKs send) are acknowledged and not stored, and counted in `ignored`; a public key may send those,
+but passthrough events only while the setting `public_passthrough_events` is on. A batch with any invalid
 passthrough event is refused with 400, listing every invalid event in `detail.invalids`; nothing of it is stored."""
 
 CHANGES_DESCRIPTION = """\
@@ -218,7 +219,10 @@ PATHS: dict[str, dict[str, Any]] = {
                     "Invalid events (`detail.invalids` lists every one; nothing was stored), or a malformed body: "
                     "wrong Content-Type or Content-Encoding, malformed JSON or gzip, empty body."
                 ),
-                "403": _error("Passthrough is disabled: an operator enables it with `passthrough enable`."),
+                "403": _error("Passthrough is disabled (`passthrough_disabled`: an operator enables it with "
+                              "`passthrough enable`), or a public key sent passthrough events "
+                              "(`public_key_passthrough_events`: send them with a private key, or allow public keys "
+                              "with `passthrough settings set public_passthrough_events on`). Nothing was stored."),
                 "413": _error(
                     f"More events than the limit ({DEFAULT_MAX_EVENTS} by default), or a body over the size limit."
                 ),
