@@ -123,7 +123,7 @@ def test_kill_9_of_the_postmaster_mid_stream(tmp_path):
             owner.execute("SELECT passthrough.enable()")
             for i, audience in enumerate([*AUDIENCES, SNAPSHOT_AUDIENCE]):
                 owner.execute("SELECT passthrough.put_audience(%s, %s)", (f"seg_{i}", audience))
-            key = owner.execute("SELECT passthrough.create_api_key('crash', 'public')").fetchone()[0]
+            key = owner.execute("SELECT passthrough.create_api_key('crash', 'private')").fetchone()[0]
             # the membership a snapshot import will try to replace when the server dies
             owner.execute("SELECT passthrough.apply_event('fs_user_id', %s, %s, 'qualify', %s)",
                           ("snap-old", SNAPSHOT_AUDIENCE, 1_700_000_000))

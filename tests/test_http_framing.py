@@ -22,7 +22,7 @@ BODY = json.dumps([event(identifiers={"fs_user_id": "smuggled"})]).encode()
 def server(db_url, tmp_path):
     with connect(db_url, autocommit=True) as c:
         c.execute("SELECT passthrough.enable()")
-        key = c.execute("SELECT passthrough.create_api_key('web', 'public')").fetchone()[0]
+        key = c.execute("SELECT passthrough.create_api_key('cdp', 'private')").fetchone()[0]
     with serving(db_url, tmp_path) as base:
         yield base, key
 
