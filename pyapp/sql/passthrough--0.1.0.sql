@@ -29,7 +29,7 @@ CREATE TABLE passthrough.settings (
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
-  'Operator settings (exactly one row). Change them through passthrough.enable(), passthrough.disable() and passthrough.set_max_future_skew().';
+  'Operator settings (exactly one row). Change them through passthrough.set_setting() (passthrough.list_settings() lists them) or the function of each: enable(), disable(), set_max_future_skew(), set_event_retention().';
 COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
   'Whether passthrough events are accepted. False after install: an operator turns it on.';
 COMMENT ON COLUMN passthrough.settings.event_retention IS
@@ -133,8 +133,10 @@ BEGIN
         MESSAGE = format('%s must be on or off, got %s', p_name, coalesce(quote_literal(left(p_value, 64)), 'NULL')),
         DETAIL = 'field: value';
     END IF;
-    IF p_name = 'passthrough_enabled' THEN
-      UPDATE passthrough.settings SET passthrough_enabled = v_on, updated_at = now();
+    IF p_name = 'passthrough_enabled' AND v_on THEN
+      PERFORM passthrough.enable();
+    ELSIF p_name = 'passthrough_enabled' THEN
+      PERFORM passthrough.disable();
     ELSE
       UPDATE passthrough.settings SET public_passthrough_events = v_on, updated_at = now();
     END IF;
