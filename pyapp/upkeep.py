@@ -30,14 +30,14 @@ def expire_all(conn: Any, chunk: int = EXPIRE_CHUNK) -> int:
             return total
 
 
-def prune_all(conn: Any, chunk: int = PRUNE_CHUNK) -> tuple[int, int]:
-    """Apply the retention setting in chunks; return (events, changes) deleted."""
-    events = changes = 0
+def prune_all(conn: Any, chunk: int = PRUNE_CHUNK) -> tuple[int, int, int]:
+    """Apply the retention setting in chunks; return (events, changes, snapshot members) deleted."""
+    events = changes = members = 0
     while True:
-        e, c = _call(conn, "SELECT events, changes FROM passthrough.prune_history(%s)", chunk)
-        events, changes = events + e, changes + c
-        if e < chunk and c < chunk:
-            return events, changes
+        e, c, m = _call(conn, "SELECT events, changes, snapshot_members FROM passthrough.prune_history(%s)", chunk)
+        events, changes, members = events + e, changes + c, members + m
+        if e < chunk and c < chunk and m < chunk:
+            return events, changes, members
 
 
 def _call(conn: Any, sql: str, arg: int) -> tuple:
@@ -83,10 +83,10 @@ class Upkeep:
                             break
                     while time.monotonic() >= next_prune and not self._stopping.is_set():
                         cur = await conn.execute(
-                            "SELECT events, changes FROM passthrough.prune_history(%s)", (PRUNE_CHUNK,)
+                            "SELECT events, changes, snapshot_members FROM passthrough.prune_history(%s)",
+                            (PRUNE_CHUNK,),
                         )
-                        e, c = await cur.fetchone()
-                        if e < PRUNE_CHUNK and c < PRUNE_CHUNK:
+                        if all(n < PRUNE_CHUNK for n in await cur.fetchone()):
                             next_prune = time.monotonic() + self.prune_every
             except Exception as exc:  # the database may be down or not migrated yet: try again later
                 message = f"{type(exc).__name__}: {exc}"

@@ -34,8 +34,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
             if retention is None:
                 print("pruned: nothing (no event_retention set; SELECT passthrough.set_event_retention(...))")
                 return 0
-            events, changes = prune_all(conn)
-            print(f"pruned: {events} events and {changes} feed changes older than {retention}", flush=True)
+            events, changes, members = prune_all(conn)
+            print(f"pruned: {events} events, {changes} feed changes and {members} listed identifiers of "
+                  f"superseded snapshots older than {retention}", flush=True)
     return 0
 
 

@@ -7,10 +7,17 @@ CREATE TABLE passthrough.external_audiences (
   id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   external_id text    COLLATE "C" NOT NULL UNIQUE
                       CHECK (external_id <> '' AND length(external_id) <= 255),
-  first_seen  timestamptz NOT NULL DEFAULT now()
+  first_seen  timestamptz NOT NULL DEFAULT now(),
+  -- kept here because the writer reads this row for every event anyway (sql/070_apply_events.sql)
+  snapshot_at timestamptz,
+  snapshot_id bigint
 );
 COMMENT ON TABLE passthrough.external_audiences IS
   'Every external audience id seen in an event, a definition or a bulk load, with its integer key.';
+COMMENT ON COLUMN passthrough.external_audiences.snapshot_at IS
+  'T of the audience''s newest snapshot (sql/074_snapshots.sql), NULL when it has none: an event at or before T is decided by it.';
+COMMENT ON COLUMN passthrough.external_audiences.snapshot_id IS
+  'That snapshot (passthrough.snapshots.id); among snapshots of one T, the last imported, whose list is the one that counts.';
 
 -- Eight columns, ordered to leave little alignment padding: a ninth would widen the null bitmap and take the
 -- tuple header from 24 to 32 bytes. previous_event_ts is NULL unless the previous version was qualified

@@ -1,8 +1,9 @@
 -- Applying passthrough events: validation rules, and the one set-based writer every path shares.
 --
--- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the event
--- with the greatest ts; on equal ts, disqualify wins. The state is therefore a function of the set of
--- events: any order, duplication or split into batches gives the same result.
+-- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the input
+-- with the greatest ts, an input being an event or a snapshot of the pair's audience (sql/074_snapshots.sql);
+-- on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
+-- duplication or split into batches gives the same result.
 
 CREATE TYPE passthrough.apply_result AS (
   batch_id bigint,   -- the batch row written (NULL when nothing was stored)
@@ -112,7 +113,9 @@ AS $$
 BEGIN
   IF passthrough._session_table('passthrough_incoming') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_incoming (
-      t smallint, i text COLLATE "C", a text COLLATE "C", q boolean, ts timestamptz, idem text
+      t smallint, i text COLLATE "C", a text COLLATE "C", q boolean, ts timestamptz, idem text,
+      -- not an event: a pair a snapshot import hands the writer for its verdict only, never logged
+      verdict_only boolean NOT NULL DEFAULT false
     ) ON COMMIT DELETE ROWS;
   END IF;
 END;
@@ -120,19 +123,31 @@ $$;
 COMMENT ON FUNCTION passthrough._incoming_table() IS
   'Private: creates this session''s pg_temp.passthrough_incoming (the writer''s input) unless it exists; 42501 for one planted by anyone else.';
 
--- The one writer of membership state. Callers put p_count validated events into
--- pg_temp.passthrough_incoming (passthrough._incoming_table); one statement logs them, keeps the newest
--- event per pair, upserts it, and records size changes.
-CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint)
+-- Snapshot imports and the writers of an audience exclude each other through an advisory lock on the
+-- audience key in this lock space (sql/074_snapshots.sql says why).
+CREATE FUNCTION passthrough._audience_lock_space() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT 1886650368;  -- 'pt' followed by two zero bytes, as an int4
+$$;
+COMMENT ON FUNCTION passthrough._audience_lock_space() IS
+  'Private: the first key of the advisory locks that keep snapshot imports and writers of one audience apart; the second is the audience key (0: the lock of batches naming more than 256 audiences).';
+
+-- The one writer of membership state. Callers put p_count validated events (and, for a snapshot import,
+-- p_verdicts verdict-only rows) into pg_temp.passthrough_incoming (passthrough._incoming_table); one
+-- statement logs the events, keeps the deciding input per pair, upserts it, and records size changes.
+CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint, p_verdicts bigint DEFAULT 0)
 RETURNS passthrough.apply_result
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  v_result passthrough.apply_result;
-  v_xid    xid8;
+  v_result       passthrough.apply_result;
+  v_xid          xid8;
+  v_audience_ids text[];
+  v_keys         integer[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
-  IF v_result.accepted = 0 THEN
+  IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
     RETURN v_result;
   END IF;
   v_xid := pg_current_xact_id();
@@ -140,27 +155,46 @@ BEGIN
   INSERT INTO passthrough.batches (source, event_count) VALUES (p_source, v_result.accepted)
   RETURNING id INTO v_result.batch_id;
 
+  SELECT array_agg(x.a) INTO v_audience_ids FROM (SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u) x;
   -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
   INSERT INTO passthrough.external_audiences (external_id)
-  SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u
-  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = u.a)
+  SELECT x.a FROM unnest(v_audience_ids) AS x(a)
+  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = x.a)
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
+  -- A snapshot import decides every pair of its audience, so it must see every pair a batch writes: the
+  -- batch holds its audiences' locks shared until it commits, an import takes its audience's exclusively.
+  -- Taken before the writing statement, whose snapshot then shows any import that committed first. A batch
+  -- naming more than 256 audiences takes one shared lock (key 0, which every import also takes) instead,
+  -- so that it never fills the server's lock table.
+  SELECT array_agg(e.id ORDER BY e.id) INTO v_keys
+  FROM passthrough.external_audiences e WHERE e.external_id = ANY (v_audience_ids);
+  IF cardinality(v_keys) > 256 THEN
+    PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), 0);
+  ELSE
+    PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
+  END IF;
 
   WITH incoming AS MATERIALIZED (
-    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem
+    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+           -- the input that decides the pair (dq at dts): the event, unless the audience's newest snapshot
+           -- is not older; then the snapshot's verdict, listed or not (a disqualify at T wins the tie at T)
+           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.q
+                ELSE (u.q OR u.ts < e.snapshot_at) AND passthrough._listed(e.snapshot_id, u.t, u.i COLLATE "C")
+           END AS dq,
+           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.ts ELSE e.snapshot_at END AS dts
     FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
     -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
     -- dedupe sort below finds its input already sorted
-    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
+    ORDER BY u.t, u.i COLLATE "C", e.id, dts DESC, dq
   ), logged AS (
     INSERT INTO passthrough.events
       (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming
+    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
   ), latest AS (
-    -- newest event per pair; on equal ts false (disqualify) sorts first and wins
-    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming ORDER BY t, i, k, ts DESC, q
+    -- the deciding input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, dq AS q, dts AS ts FROM incoming ORDER BY t, i, k, dts DESC, dq
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
@@ -242,8 +276,8 @@ BEGIN
   RETURN v_result;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint) IS
-  'Private: stores the validated events in pg_temp.passthrough_incoming as one batch with last-writer-wins semantics.';
+COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint, bigint) IS
+  'Private: stores the validated events in pg_temp.passthrough_incoming as one batch: the input with the greatest ts decides each pair, an audience''s newest snapshot included.';
 
 -- The same for callers that hold their events as parallel arrays.
 CREATE FUNCTION passthrough._apply_valid_events(

@@ -1,31 +1,87 @@
--- Snapshot import, for systems that cannot send disqualify events: a full list of one audience's
--- members at time T replaces the previous one. Everyone listed gets a qualify event (with the row's ts,
--- or T); everyone qualified whose deciding event is older than T and who is not listed gets a
--- disqualify event at T. Those events go through the one writer like any other, so events newer than
--- T are never overridden, the log records the import, and it all happens in one transaction: readers
--- see the old membership or the new one, never a mix.
+-- Snapshot import, for systems that cannot send disqualify events: the full list of one audience's
+-- members at a time T.
+--
+-- A snapshot is an input like an event, with a meaning at T for every identifier of its audience: listed,
+-- qualified at T; not listed, disqualified at T. The state of a pair is decided by its greatest-ts input
+-- among its events and its audience's snapshots, disqualify winning a tie (so a snapshot's verdict at T
+-- loses to a disqualify event at T and beats a qualify event at T; of two snapshots with the same T, a
+-- pair is listed only if both list it). Each listed row is also a qualify event at its own ts (T when it
+-- has none), logged like any other, so point-in-time reads before T see it. The state is then the same
+-- for any arrival order of events and snapshots:
+--
+-- * Each snapshot's list is kept (passthrough.snapshot_members): reads in the past use the newest
+--   snapshot at or before their time (sql/078_membership_history.sql), and the writer, for an event no
+--   newer than its audience's newest snapshot, takes that snapshot's verdict on the pair instead
+--   (sql/070_apply_events.sql). An event newer than every snapshot of its audience costs nothing extra.
+-- * The import applies the snapshot through the one writer: its listed rows as events, and the current
+--   members it leaves out as verdict-only rows, all turned into the verdict at T unless a newer input
+--   stands. One transaction: readers see the old membership or the new one, never a mix.
+-- * An import holds its audience's advisory lock exclusively, writers hold theirs shared, so no writer
+--   that cannot see the snapshot yet writes a pair the import cannot see (sql/070_apply_events.sql).
+-- * The guards count as of T: the members at T by the inputs known before the import, and those of them
+--   the snapshot leaves out.
 --
 --   SELECT passthrough.begin_load();                  -- the same staging table as bulk loading
 --   COPY pg_temp.passthrough_load (type, action, audience_id, ts, identifier_type, identifier) FROM STDIN;
 --   SELECT * FROM passthrough.import_snapshot('aud-1');            -- or p_dry_run => true
 
+CREATE TABLE passthrough.snapshots (
+  id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  audience_key integer     NOT NULL,
+  snapshot_at  timestamptz NOT NULL,
+  listed       bigint      NOT NULL,
+  received_at  timestamptz NOT NULL DEFAULT now(),
+  source       text        NOT NULL,
+  batch_id     bigint
+);
+CREATE INDEX snapshots_audience_key ON passthrough.snapshots (audience_key, snapshot_at, id);
+COMMENT ON TABLE passthrough.snapshots IS
+  'Every imported snapshot: an input at snapshot_at for every pair of its audience (listed: qualified, else disqualified). Pruned with the event log (sql/079_retention.sql).';
+COMMENT ON COLUMN passthrough.snapshots.listed IS 'Distinct identifiers the snapshot listed.';
+COMMENT ON COLUMN passthrough.snapshots.batch_id IS 'The batch that logged its listed rows as events (NULL when it wrote none).';
+
+CREATE TABLE passthrough.snapshot_members (
+  snapshot_id        bigint   NOT NULL,
+  identifier_type_id smallint NOT NULL,
+  identifier         text     COLLATE "C" NOT NULL,
+  PRIMARY KEY (identifier_type_id, identifier, snapshot_id)
+);
+-- rows are appended snapshot by snapshot: a BRIN finds one snapshot's rows for whole-audience reads
+CREATE INDEX snapshot_members_snapshot_id_brin ON passthrough.snapshot_members USING brin (snapshot_id);
+COMMENT ON TABLE passthrough.snapshot_members IS
+  'The identifiers each snapshot lists. When an earlier snapshot of the same audience has the same T, only the identifiers both list (disqualify wins the tie), so the last snapshot of a T holds the verdict of all.';
+
+-- Whether a snapshot lists a pair: the one lookup the writer makes for an event its audience's newest
+-- snapshot overrides.
+CREATE FUNCTION passthrough._listed(p_snapshot_id bigint, p_identifier_type_id smallint, p_identifier text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT EXISTS (SELECT 1 FROM passthrough.snapshot_members m
+                 WHERE m.identifier_type_id = p_identifier_type_id AND m.identifier = p_identifier
+                   AND m.snapshot_id = p_snapshot_id);
+$$;
+COMMENT ON FUNCTION passthrough._listed(bigint, smallint, text) IS
+  'Private: whether snapshot p_snapshot_id lists the identifier (false for a NULL snapshot). Inlined by the planner.';
+
 CREATE TYPE passthrough.snapshot_result AS (
   snapshot_at   timestamptz, -- T
   listed        bigint,      -- distinct identifiers in the snapshot
-  to_qualify    bigint,      -- listed, not qualified now: they become members
-  to_disqualify bigint,      -- qualified now by an event older than T, not listed: they stop being members
-  unchanged     bigint,      -- listed and qualified now
-  kept_newer    bigint,      -- the snapshot disagrees with an event at or after T, which stands
-  members_before bigint,     -- qualified members before the import
+  to_qualify    bigint,      -- listed, not members at T: they become members
+  to_disqualify bigint,      -- members at T, not listed: they stop being members
+  unchanged     bigint,      -- listed and members at T
+  kept_newer    bigint,      -- the snapshot disagrees with an input it does not override (newer, or a snapshot of the same T), which stands
+  members_before bigint,     -- members at T before the import
   applied       boolean,     -- false for a dry run
   batch_id      bigint,      -- the batch that holds the import's events (NULL when nothing was applied)
   changed       bigint       -- pairs whose qualified state changed
 );
-COMMENT ON TYPE passthrough.snapshot_result IS 'What importing (or dry-running) a snapshot did or would do.';
+COMMENT ON TYPE passthrough.snapshot_result IS
+  'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list.';
 
--- Validates the staged rows as a snapshot of p_audience_id and leaves the diff in
--- pg_temp.passthrough_snapshot_diff; returns T.
-CREATE FUNCTION passthrough._prepare_snapshot(p_audience_id text, p_at numeric) RETURNS timestamptz
+-- Validates the staged rows as a snapshot of audience p_key (p_audience_id; NULL when never seen), and leaves
+-- its diff as of T in pg_temp.passthrough_snapshot_diff; returns T.
+CREATE FUNCTION passthrough._prepare_snapshot(p_audience_id text, p_key integer, p_at numeric) RETURNS timestamptz
 LANGUAGE plpgsql
 SET work_mem = '64MB'
 AS $$
@@ -33,18 +89,14 @@ DECLARE
   v_now     timestamptz := now();
   v_max_ts  numeric;
   v_at      timestamptz;
-  v_key     integer;
   v_total   bigint;
   v_bad     bigint;
   v_invalid jsonb;
+  v_newest  timestamptz;
+  v_same_t  bigint;
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
-  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
-      DETAIL = 'field: audience_id';
-  END IF;
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN
@@ -101,46 +153,65 @@ BEGIN
   v_at := CASE WHEN p_at IS NOT NULL THEN passthrough._ts_from_seconds(p_at)
                WHEN v_max_ts IS NOT NULL THEN passthrough._ts_from_seconds(v_max_ts)
                ELSE v_now END;
-  SELECT id INTO v_key FROM passthrough.external_audiences WHERE external_id = p_audience_id;
+  SELECT e.snapshot_at INTO v_newest FROM passthrough.external_audiences e WHERE e.id = p_key;
+  -- the last snapshot of the same T: the verdict at T is its list and this one's together
+  SELECT s.id INTO v_same_t FROM passthrough.snapshots s
+  WHERE s.audience_key = p_key AND s.snapshot_at = v_at ORDER BY s.id DESC LIMIT 1;
 
   IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_snapshot_diff (
       change text, listed boolean, type_id smallint, identifier text COLLATE "C", current_ts timestamptz,
-      snapshot_ts timestamptz);
+      snapshot_ts timestamptz, in_verdict boolean, member boolean);
   END IF;
   TRUNCATE pg_temp.passthrough_snapshot_diff;
-  INSERT INTO pg_temp.passthrough_snapshot_diff (change, listed, type_id, identifier, current_ts, snapshot_ts)
+  INSERT INTO pg_temp.passthrough_snapshot_diff
+    (change, listed, type_id, identifier, current_ts, snapshot_ts, in_verdict, member)
   WITH listed AS (
     SELECT r.type_id, r.identifier,
            max(CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END) AS ts
     FROM pg_temp.passthrough_snapshot_rows r GROUP BY r.type_id, r.identifier
+  ), members AS (
+    -- the members at T by every input known before this import
+    SELECT m.identifier_type_id AS type_id, m.identifier FROM passthrough._audience_members_at(p_key, v_at) m
   ), current AS (
-    -- qualified as live reads see it: a qualify that ran out under the audience's ttl (and that the sweeper
-    -- has not recorded yet) is no member, so neither counted nor disqualified
-    SELECT m.identifier_type_id AS type_id, m.identifier,
-           m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now) AS qualified, m.event_ts
-    FROM passthrough.memberships m
-    LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
-    WHERE m.audience_key = v_key
+    -- members now as live reads see them (within the ttl): those not members at T and not listed are
+    -- reported as kept by a newer input
+    SELECT m.identifier_type_id AS type_id, m.identifier
+    FROM passthrough.memberships m LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+    WHERE m.audience_key = p_key AND m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now)
+  ), pairs AS (
+    SELECT coalesce(l.type_id, b.type_id, c.type_id) AS type_id,
+           coalesce(l.identifier, b.identifier, c.identifier) AS identifier,
+           l.identifier IS NOT NULL AS listed, b.identifier IS NOT NULL AS member, l.ts,
+           l.identifier IS NOT NULL
+             AND (v_same_t IS NULL OR passthrough._listed(v_same_t, l.type_id, l.identifier)) AS in_verdict
+    FROM listed l
+    FULL JOIN members b ON b.type_id = l.type_id AND b.identifier = l.identifier
+    FULL JOIN current c ON c.type_id = coalesce(l.type_id, b.type_id) AND c.identifier = coalesce(l.identifier, b.identifier)
+  ), judged AS (
+    SELECT p.*, c.event_ts AS current_ts,
+           -- whether the verdict at T decides the pair's state now: no snapshot is newer, and neither is the
+           -- input that decides it now (at the same ts, a disqualify wins)
+           (v_newest IS NULL OR v_at >= v_newest)
+           AND (c.event_ts IS NULL OR c.event_ts < v_at
+                OR (c.event_ts = v_at AND (c.qualified OR NOT p.in_verdict))) AS decides
+    FROM pairs p
+    LEFT JOIN passthrough.memberships c
+      ON c.identifier_type_id = p.type_id AND c.identifier = p.identifier AND c.audience_key = p_key
   )
   SELECT CASE
-           WHEN l.identifier IS NOT NULL AND c.qualified THEN 'unchanged'
-           WHEN l.identifier IS NOT NULL AND (c.identifier IS NULL OR l.ts > c.event_ts) THEN 'qualify'
-           WHEN l.identifier IS NOT NULL THEN 'kept_newer'       -- disqualified at or after the row's ts
-           WHEN c.qualified AND c.event_ts < v_at THEN 'disqualify'
-           WHEN c.qualified THEN 'kept_newer'                    -- qualified at or after T
+           WHEN j.listed AND j.member THEN 'unchanged'
+           WHEN j.listed AND j.in_verdict AND j.decides THEN 'qualify'
+           WHEN NOT j.listed AND j.member AND j.decides THEN 'disqualify'
+           ELSE 'kept_newer'
          END,
-         l.identifier IS NOT NULL,
-         coalesce(l.type_id, c.type_id), coalesce(l.identifier, c.identifier), c.event_ts,
-         CASE WHEN l.identifier IS NOT NULL THEN l.ts ELSE v_at END
-  FROM listed l
-  FULL JOIN current c ON c.type_id = l.type_id AND c.identifier = l.identifier
-  WHERE l.identifier IS NOT NULL OR c.qualified;
+         j.listed, j.type_id, j.identifier, j.current_ts, coalesce(j.ts, v_at), j.in_verdict, j.member
+  FROM judged j;
   RETURN v_at;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._prepare_snapshot(text, numeric) IS
-  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves the diff against the current membership in pg_temp.passthrough_snapshot_diff; returns T.';
+COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
+  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
 
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
@@ -154,15 +225,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET work_mem = '64MB'
 AS $$
 DECLARE
-  v_result  passthrough.snapshot_result;
-  v_applied passthrough.apply_result;
-  v_at      timestamptz;
-  v_type_ids smallint[];
-  v_ids      text[];
-  v_auds     text[];
-  v_quals    boolean[];
-  v_ts       timestamptz[];
-  v_idems    text[];
+  v_result   passthrough.snapshot_result;
+  v_applied  passthrough.apply_result;
+  v_at       timestamptz;
+  v_key      integer;
+  v_dropped  bigint;
+  v_id       bigint;
+  v_newest   boolean;
+  v_events   bigint;
+  v_verdicts bigint;
 BEGIN
   IF p_max_disqualify_share IS NULL OR p_max_disqualify_share < 0 OR p_max_disqualify_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
@@ -170,40 +241,56 @@ BEGIN
                        coalesce(p_max_disqualify_share::text, 'NULL')),
       DETAIL = 'field: max_disqualify_share';
   END IF;
+  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
+      DETAIL = 'field: audience_id';
+  END IF;
   IF NOT p_dry_run THEN
     PERFORM passthrough._raise_if_disabled();
+    PERFORM passthrough._check_source(p_source, 'snapshot');
+    INSERT INTO passthrough.external_audiences (external_id) VALUES (p_audience_id)
+    ON CONFLICT (external_id) DO NOTHING;
   END IF;
-  -- One import per audience at a time; the lock is held until the transaction ends.
-  PERFORM pg_advisory_xact_lock(hashtext('passthrough.import_snapshot'), hashtext(p_audience_id));
+  SELECT e.id INTO v_key FROM passthrough.external_audiences e WHERE e.external_id = p_audience_id;
+  IF NOT p_dry_run THEN
+    -- Until this transaction ends: no other import of the audience, and no writer of it (nor of a batch
+    -- naming over 256 audiences) that started before; the diff below then sees every pair (sql/070).
+    PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), v_key);
+    PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), 0);
+  END IF;
 
-  v_at := passthrough._prepare_snapshot(p_audience_id, p_at);
+  v_at := passthrough._prepare_snapshot(p_audience_id, v_key, p_at);
   SELECT v_at,
          count(*) FILTER (WHERE d.listed),
          count(*) FILTER (WHERE d.change = 'qualify'),
          count(*) FILTER (WHERE d.change = 'disqualify'),
          count(*) FILTER (WHERE d.change = 'unchanged'),
          count(*) FILTER (WHERE d.change = 'kept_newer'),
-         count(*) FILTER (WHERE d.change IN ('unchanged', 'disqualify') OR (d.change = 'kept_newer' AND NOT d.listed)),
-         false, NULL, 0
-  INTO v_result
+         count(*) FILTER (WHERE d.member),
+         false, NULL, 0,
+         count(*) FILTER (WHERE d.member AND NOT d.listed)
+  INTO v_result.snapshot_at, v_result.listed, v_result.to_qualify, v_result.to_disqualify, v_result.unchanged,
+       v_result.kept_newer, v_result.members_before, v_result.applied, v_result.batch_id, v_result.changed,
+       v_dropped
   FROM pg_temp.passthrough_snapshot_diff d;
 
   IF v_result.listed = 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT022',
       MESSAGE = format('snapshot of %s refused: it is empty', to_json(p_audience_id)),
-      DETAIL = format('It would disqualify all %s members.', v_result.to_disqualify),
+      DETAIL = format('It would disqualify all %s members.', v_dropped),
       HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
              'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
   END IF;
-  IF v_result.to_disqualify > p_max_disqualify_share * v_result.members_before AND v_result.to_disqualify > 0
-     AND NOT p_force THEN
+  -- as of T: the members it leaves out, whether or not a newer input keeps them now
+  IF v_dropped > p_max_disqualify_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT023',
       MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
-                       'allowed %s%%', to_json(p_audience_id), v_result.to_disqualify, v_result.members_before,
-                       round(100.0 * v_result.to_disqualify / v_result.members_before, 1),
+                       'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
+                       round(100.0 * v_dropped / v_result.members_before, 1),
                        round(100 * p_max_disqualify_share, 1)),
-      DETAIL = format('to qualify: %s, to disqualify: %s, unchanged: %s', v_result.to_qualify,
-                      v_result.to_disqualify, v_result.unchanged),
+      DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
+                      v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
       HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
              'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
              'max_disqualify_share=, --max-disqualify-share).';
@@ -212,15 +299,37 @@ BEGIN
     RETURN v_result;
   END IF;
 
-  -- The snapshot as events, through the one writer: a qualify per listed identifier (its newest row ts),
-  -- a disqualify at T for each member it drops.
-  SELECT array_agg(d.type_id), array_agg(d.identifier), array_agg(p_audience_id),
-         array_agg(d.listed), array_agg(d.snapshot_ts), array_agg(NULL::text)
-  INTO v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
-  FROM pg_temp.passthrough_snapshot_diff d
-  WHERE d.listed OR d.change = 'disqualify';
-  PERFORM passthrough._check_source(p_source, 'snapshot');
-  v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  -- The snapshot is stored, and becomes its audience's newest unless one with a later T exists.
+  INSERT INTO passthrough.snapshots (audience_key, snapshot_at, listed, source)
+  VALUES (v_key, v_at, v_result.listed, p_source)
+  RETURNING id INTO v_id;
+  INSERT INTO passthrough.snapshot_members (snapshot_id, identifier_type_id, identifier)
+  SELECT v_id, d.type_id, d.identifier FROM pg_temp.passthrough_snapshot_diff d
+  WHERE d.in_verdict ORDER BY d.type_id, d.identifier;
+  UPDATE passthrough.external_audiences e SET snapshot_at = v_at, snapshot_id = v_id
+  WHERE e.id = v_key AND (e.snapshot_at IS NULL OR e.snapshot_at <= v_at);
+  v_newest := FOUND;
+
+  -- Through the one writer, which turns each input into the newest snapshot's verdict unless a newer
+  -- input stands: a qualify event per listed identifier (its newest row ts), and, when this snapshot is
+  -- the newest, a verdict-only row for each pair stored as qualified by an input no newer than T.
+  PERFORM passthrough._incoming_table();
+  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+  SELECT d.type_id, d.identifier, p_audience_id, true, d.snapshot_ts, NULL
+  FROM pg_temp.passthrough_snapshot_diff d WHERE d.listed;
+  GET DIAGNOSTICS v_events = ROW_COUNT;
+  v_verdicts := 0;
+  IF v_newest THEN
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT m.identifier_type_id, m.identifier, p_audience_id, false, v_at, NULL, true
+    FROM passthrough.memberships m
+    WHERE m.audience_key = v_key AND m.qualified AND m.event_ts <= v_at
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.passthrough_snapshot_diff d
+                      WHERE d.listed AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
+    GET DIAGNOSTICS v_verdicts = ROW_COUNT;
+  END IF;
+  v_applied := passthrough._apply_valid_events(p_source, v_events, v_verdicts);
+  UPDATE passthrough.snapshots s SET batch_id = v_applied.batch_id WHERE s.id = v_id;
   v_result.applied := true;
   v_result.batch_id := v_applied.batch_id;
   v_result.changed := v_applied.changed;
@@ -229,7 +338,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Replaces the membership of one audience with the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): listed identifiers are qualified with their ts, members whose deciding event is older than T (p_at, default the newest ts in the snapshot) and who are not listed are disqualified as of T; events newer than T stand. One transaction, events logged as one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that would disqualify more than p_max_disqualify_share of the members (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
 
 CREATE FUNCTION passthrough.snapshot_diff(p_limit integer DEFAULT 1000)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)

@@ -1,7 +1,10 @@
--- Membership over time, from the event log: the state as of any instant, one pair's history, and an
--- audience's size over time. The rules are the live ones (docs/semantics.md) applied to the events
--- whose ts is at or before the instant: the greatest ts decides, and on equal ts disqualify wins.
--- "As of t" is event time as the log knows it now: an event that arrives late still counts at its ts.
+-- Membership over time, from the event log and the snapshots: the state as of any instant, one pair's
+-- history, and an audience's size over time. The rules are the live ones (docs/semantics.md) applied to
+-- the inputs whose ts is at or before the instant: events, and the snapshots of the pair's audience
+-- (sql/074_snapshots.sql; a snapshot at T lists the pair or disqualifies it at T). The greatest ts decides,
+-- and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
+-- late still counts at its ts. Only the newest snapshot at or before t matters at t: it decides every
+-- pair, so the events before it need not be read.
 
 -- Per-customer questions read the customer's events, not the whole log. This btree is the one index the
 -- log has besides its BRIN, and it is paid for on every insert (docs/benchmarks.md measures it).
@@ -39,22 +42,55 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._check_instant(timestamptz, text) IS 'Private: PT010 unless p_at is a finite timestamp.';
 
--- The number of members of an audience at p_at, from the log: pairs whose newest event at or before
--- p_at (disqualify winning a tie) is a qualify. Reads every logged event of the audience.
+-- The newest snapshot of an audience at or before p_at: the last imported of the greatest T (it holds the
+-- verdict of every snapshot of that T).
+CREATE FUNCTION passthrough._snapshot_at_or_before(p_audience_key integer, p_at timestamptz)
+RETURNS TABLE (id bigint, snapshot_at timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  SELECT s.id, s.snapshot_at FROM passthrough.snapshots s
+  WHERE s.audience_key = p_audience_key AND s.snapshot_at <= p_at
+  ORDER BY s.snapshot_at DESC, s.id DESC
+  LIMIT 1;
+$$;
+COMMENT ON FUNCTION passthrough._snapshot_at_or_before(integer, timestamptz) IS
+  'Private: the snapshot whose verdict counts at p_at for an audience (none when no snapshot is that old).';
+
+-- The members of an audience at p_at: the newest snapshot at or before p_at decides every pair at its T,
+-- so only its list and the events from T on are read (an event at T counts only as a disqualify: a
+-- qualify at T adds nothing to the verdict, and loses to "not listed"). Without a snapshot, every event.
+CREATE FUNCTION passthrough._audience_members_at(p_audience_key integer, p_at timestamptz)
+RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  WITH base AS (
+    SELECT b.id, b.snapshot_at FROM passthrough._snapshot_at_or_before(p_audience_key, p_at) b
+  ), inputs AS (
+    SELECT e.identifier_type_id, e.identifier, e.event_ts, e.qualified
+    FROM passthrough.events e LEFT JOIN base b ON true
+    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+      AND (b.id IS NULL OR e.event_ts > b.snapshot_at OR (e.event_ts = b.snapshot_at AND NOT e.qualified))
+    UNION ALL
+    SELECT m.identifier_type_id, m.identifier, b.snapshot_at, true
+    FROM base b JOIN passthrough.snapshot_members m ON m.snapshot_id = b.id
+  )
+  SELECT d.identifier_type_id, d.identifier, d.event_ts
+  FROM (SELECT DISTINCT ON (i.identifier_type_id, i.identifier) i.identifier_type_id, i.identifier, i.event_ts, i.qualified
+        FROM inputs i
+        ORDER BY i.identifier_type_id, i.identifier, i.event_ts DESC, i.qualified) d
+  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
+  WHERE d.qualified AND passthrough._within_ttl(d.event_ts, a.ttl, p_at);
+$$;
+COMMENT ON FUNCTION passthrough._audience_members_at(integer, timestamptz) IS
+  'Private: the members of an audience at p_at and the ts of the input that decided each (a qualify younger than the audience''s current ttl at p_at), from the newest snapshot at or before p_at and the events since, or from every event when no snapshot is that old.';
+
 CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
-  SELECT count(*) FROM (
-    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified, e.event_ts
-    FROM passthrough.events e
-    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
-    ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
-  ) s
-  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
-  WHERE s.qualified AND passthrough._within_ttl(s.event_ts, a.ttl, p_at);
+  SELECT count(*) FROM passthrough._audience_members_at(p_audience_key, p_at);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
-  'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
+  'Private: the exact number of members of an audience at p_at (passthrough._audience_members_at).';
 
 CREATE FUNCTION passthrough.customer_audiences_at(
   p_identifier_type text, p_identifier text, p_subset text[], p_at timestamptz, p_with_sizes boolean DEFAULT true
@@ -73,10 +109,19 @@ BEGIN
            CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
            x.external_id::text, s.event_ts
     FROM (
-      SELECT DISTINCT ON (e.audience_key) e.audience_key, e.qualified, e.event_ts
-      FROM passthrough.events e
-      WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
-      ORDER BY e.audience_key, e.event_ts DESC, e.qualified
+      -- per audience, the greatest-ts input at or before p_at: an event, or the verdict of the newest
+      -- snapshot (disqualify first at equal ts)
+      SELECT DISTINCT ON (i.audience_key) i.audience_key, i.qualified, i.event_ts
+      FROM (
+        SELECT e.audience_key, e.qualified, e.event_ts
+        FROM passthrough.events e
+        WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
+        UNION ALL
+        SELECT k.audience_key, passthrough._listed(b.id, v_type_id, p_identifier), b.snapshot_at
+        FROM (SELECT DISTINCT x.audience_key FROM passthrough.snapshots x WHERE x.snapshot_at <= p_at) k
+        CROSS JOIN LATERAL passthrough._snapshot_at_or_before(k.audience_key, p_at) b
+      ) i
+      ORDER BY i.audience_key, i.event_ts DESC, i.qualified
     ) s
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
@@ -87,7 +132,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences_at(text, text, text[], timestamptz, boolean) IS
-  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
+  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the inputs with ts at or before it, events and snapshots (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
 
 CREATE FUNCTION passthrough.membership_history(p_identifier_type text, p_identifier text, p_audience text)
 RETURNS TABLE (event_ts timestamptz, action text, qualified_after boolean, changed boolean,
@@ -100,12 +145,28 @@ DECLARE
   v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
 BEGIN
   RETURN QUERY
-    WITH logged AS (
-      SELECT e.event_ts AS ts, e.qualified AS q, e.batch_id AS b, e.idempotence_id AS idem
+    WITH events AS (
+      SELECT e.event_ts AS ts, e.qualified AS q, e.batch_id AS b, e.idempotence_id AS idem, false AS verdict,
+             NULL::timestamptz AS received_at, NULL::text AS source
       FROM passthrough.events e
       WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.audience_key = v_key
+    ), verdicts AS (
+      -- the audience's snapshots, each T's by its last import (which holds the verdict of that T)
+      SELECT s.snapshot_at AS ts, passthrough._listed(s.id, v_type_id, p_identifier) AS q, s.batch_id AS b,
+             NULL::text AS idem, true AS verdict, s.received_at, s.source
+      FROM passthrough.snapshots s
+      WHERE s.audience_key = v_key
+        AND NOT EXISTS (SELECT 1 FROM passthrough.snapshots n
+                        WHERE n.audience_key = v_key AND n.snapshot_at = s.snapshot_at AND n.id > s.id)
+    ), logged AS (
+      -- a snapshot that leaves the customer out shows from the customer's first input on
+      SELECT * FROM events
+      UNION ALL
+      SELECT v.* FROM verdicts v
+      WHERE v.q OR v.ts >= (SELECT min(x.ts) FROM (SELECT ts FROM events UNION ALL
+                                                   SELECT ts FROM verdicts WHERE q) x)
     ), per_ts AS (
-      -- the state after all events of one ts: disqualify wins a tie
+      -- the state after all inputs of one ts: disqualify wins a tie
       SELECT l.ts, bool_and(l.q) AS q_after FROM logged l GROUP BY l.ts
     ), around AS (
       SELECT p.ts, p.q_after, lag(p.q_after) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts,
@@ -118,24 +179,27 @@ BEGIN
                                          AND (v_ttl IS NULL OR a.ts <= a.prev_ts + v_ttl)) AS changed
       FROM around a
     )
-    SELECT x.ts, x.action, x.q_after, x.changed, bt.received_at, bt.source, x.b, x.idem
+    SELECT x.ts, x.action, x.q_after, x.changed, coalesce(x.received_at, bt.received_at),
+           coalesce(x.source, bt.source), x.b, x.idem
     FROM (
-      SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action, s.q_after, s.changed,
-             l.b, l.idem, l.q
+      SELECT l.ts,
+             CASE WHEN l.verdict THEN CASE WHEN l.q THEN 'snapshot_qualify' ELSE 'snapshot_disqualify' END
+                  WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action,
+             s.q_after, s.changed, l.b, l.idem, l.q, l.received_at, l.source
       FROM logged l JOIN steps s ON s.ts = l.ts
       UNION ALL
-      -- expiries that happened: the qualify's ts + the ttl, before any newer event
-      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false
+      -- expiries that happened: the qualify's ts + the ttl, before any newer input
+      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false, NULL::timestamptz, NULL::text
       FROM steps s
       WHERE v_ttl IS NOT NULL AND s.q_after AND s.ts + v_ttl <= now()
         AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
     ) x
     LEFT JOIN passthrough.batches bt ON bt.id = x.b
-    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b;
+    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b, x.action;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.membership_history(text, text, text) IS
-  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
+  'Every input of one customer for one defined audience, in event time: each logged event, and each snapshot of the audience (action snapshot_qualify when it lists the customer, snapshot_disqualify when not; from the customer''s first input on) at its T, with its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
 
 CREATE FUNCTION passthrough.audience_size_at(p_audience text, p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -187,12 +251,36 @@ BEGIN
       HINT = 'Ask for a shorter window, or for day buckets.';
   END IF;
   RETURN QUERY
-    WITH per_ts AS (
-      -- each pair's state after all its events of one ts (disqualify wins a tie), up to the window's end
-      SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, bool_and(e.qualified) AS q
+    WITH logged AS (
+      SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
       FROM passthrough.events e
       WHERE e.audience_key = v_key AND e.event_ts <= v_first + v_buckets * v_step
-      GROUP BY 1, 2, 3
+    ), snaps AS (
+      -- each T's last snapshot (it holds the verdict of that T) up to the window's end, and the T before
+      SELECT x.id, x.snapshot_at AS ts, lag(x.id) OVER w AS prev_id, lag(x.snapshot_at) OVER w AS prev_ts
+      FROM (SELECT DISTINCT ON (s.snapshot_at) s.id, s.snapshot_at
+            FROM passthrough.snapshots s
+            WHERE s.audience_key = v_key AND s.snapshot_at <= v_first + v_buckets * v_step
+            ORDER BY s.snapshot_at, s.id DESC) x
+      WINDOW w AS (ORDER BY x.snapshot_at)
+    ), inputs AS (
+      SELECT l.t, l.i, l.ts, l.q FROM logged l
+      UNION ALL
+      -- a snapshot's verdict, for the pairs whose state it can change: those it lists, and those that may be
+      -- members just before its T (listed by the snapshot before, or with an event since that one); it
+      -- leaves every other pair out, as it was
+      SELECT m.identifier_type_id, m.identifier, sn.ts, true
+      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
+      UNION ALL
+      SELECT c.t, c.i, c.ts, passthrough._listed(c.id, c.t, c.i)
+      FROM (SELECT sn.id, sn.ts, m.identifier_type_id AS t, m.identifier AS i
+            FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.prev_id
+            UNION
+            SELECT sn.id, sn.ts, l.t, l.i
+            FROM logged l JOIN snaps sn ON l.ts <= sn.ts AND (sn.prev_ts IS NULL OR l.ts > sn.prev_ts)) c
+    ), per_ts AS (
+      -- each pair's state after all its inputs of one ts (disqualify wins a tie), up to the window's end
+      SELECT n.t, n.i, n.ts, bool_and(n.q) AS q FROM inputs n GROUP BY 1, 2, 3
     ), steps AS (
       SELECT p.ts, p.q, lag(p.q) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts, lead(p.ts) OVER w AS next_ts
       FROM per_ts p WINDOW w AS (PARTITION BY p.t, p.i ORDER BY p.ts)
@@ -228,4 +316,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timestamptz, text) IS
-  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';
+  'An audience''s size over time, exact, from the event log and the snapshots: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';

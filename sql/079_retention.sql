@@ -2,6 +2,8 @@
 -- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
 -- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
 -- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
+-- Snapshots (sql/074_snapshots.sql) are pruned alike: each audience keeps its newest snapshot older than
+-- the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
 
 CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -36,7 +38,8 @@ $$;
 COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
   'Private: PT031 when p_at is older than the pruned event log can answer for.';
 
-CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000) RETURNS TABLE (events bigint, changes bigint)
+CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000)
+RETURNS TABLE (events bigint, changes bigint, snapshot_members bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -47,7 +50,7 @@ BEGIN
   PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
   IF v_cutoff IS NULL THEN  -- no retention set: keep everything
-    events := 0; changes := 0;
+    events := 0; changes := 0; snapshot_members := 0;
     RETURN NEXT;
     RETURN;
   END IF;
@@ -69,6 +72,29 @@ BEGIN
     RETURNING 1
   )
   SELECT count(*) INTO events FROM gone;
+
+  -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
+  -- first, in chunks, then each snapshot once its list is gone
+  WITH superseded AS (
+    SELECT s.id FROM passthrough.snapshots s
+    WHERE s.snapshot_at < v_cutoff
+      AND EXISTS (SELECT 1 FROM passthrough.snapshots n
+                  WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
+                    AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
+  ), gone AS (
+    DELETE FROM passthrough.snapshot_members d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id IN (SELECT id FROM superseded)
+      LIMIT p_limit))
+    RETURNING 1
+  )
+  SELECT count(*) INTO snapshot_members FROM gone;
+  DELETE FROM passthrough.snapshots s
+  WHERE s.snapshot_at < v_cutoff
+    AND EXISTS (SELECT 1 FROM passthrough.snapshots n
+                WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
+                  AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
+    AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
 
   -- feed changes of batches received before the cutoff
   SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;
@@ -93,4 +119,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.prune_history(integer) IS
-  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact) and up to p_limit feed changes of batches received before it; returns how many of each. Call it until both are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';

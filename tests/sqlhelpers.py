@@ -61,12 +61,12 @@ def scalar(conn, sql: str, params=()):
 
 
 def reset_data(conn) -> None:
-    """Empty every data table (definitions, state, log, change feed, expiry work list, webhooks) and forget
-    what retention pruned; keep the other settings and the identifier types."""
+    """Empty every data table (definitions, state, log, snapshots, change feed, expiry work list, webhooks) and
+    forget what retention pruned; keep the other settings and the identifier types."""
     # DELETE, not TRUNCATE: a running app's background tasks (upkeep, webhooks) read these tables, and
     # TRUNCATE's exclusive locks, taken one table after another, can deadlock with them
-    for table in ("memberships", "events", "batches", "audience_size_deltas", "membership_changes",
-                  "membership_expiries", "webhooks", "audiences", "external_audiences"):
+    for table in ("memberships", "events", "batches", "snapshot_members", "snapshots", "audience_size_deltas",
+                  "membership_changes", "membership_expiries", "webhooks", "audiences", "external_audiences"):
         conn.execute(f"DELETE FROM passthrough.{table}")
     conn.execute("UPDATE passthrough.settings SET event_retention = NULL, history_horizon = NULL, "
                  "feed_pruned_through = NULL")

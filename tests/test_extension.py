@@ -474,6 +474,10 @@ def populate(url: str) -> dict:
           "        ('passthrough', 'qualify', 'fs_user_id', 'u2', 'ext-churned', 1700000006),"
           "        ('passthrough', 'promote', 'fs_user_id', 'u3', 'ext-churned', 1700000007)")
         q("SELECT * FROM passthrough.load_staged(p_source => 'load', p_rejects => true)")
+        q("SELECT passthrough.begin_load()")  # a snapshot: snapshots and snapshot_members rows
+        q("INSERT INTO pg_temp.passthrough_load (type, action, identifier_type, identifier, audience_id, ts)"
+          " VALUES ('passthrough', 'qualify', 'fs_user_id', 'u2', 'ext-churned', 1700000008)")
+        q("SELECT * FROM passthrough.import_snapshot('ext-churned', 1700000009, p_force => true)")
         keys = {name: q("SELECT passthrough.create_api_key(%s, 'private')", name)[0][0] for name in KEY_NAMES}
         q("SELECT passthrough.revoke_api_key('old')")
         q("SELECT passthrough.create_webhook('crm', 'https://crm.example.com/hook', ARRAY['buyers'], false)")

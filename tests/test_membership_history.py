@@ -133,6 +133,36 @@ def test_history_of_one_pair(conn):
     expect_error(conn, "SELECT * FROM passthrough.membership_history('nope', 'u1', 'seg_a')", sqlstate="PT003")
 
 
+def test_history_shows_the_snapshots_of_the_audience(conn):
+    from pyapp.load import StagedRow, format_row
+    from pyapp.snapshot import import_rows
+
+    conn.execute("SELECT passthrough.enable()")
+    conn.execute("SELECT passthrough.create_audience('seg_a', 'aud-a')")
+    base = int(BASE)
+
+    def snapshot(at, listed):
+        payload = "".join(format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                                  identifier=i, audience_id="aud-a"))
+                          for n, i in enumerate(listed, 2)).encode()
+        import_rows(conn, payload, "aud-a", at=Decimal(at), force=True, source="nightly")
+
+    snapshot(base - 10, ["other"])  # before u1's first input: not shown for u1
+    conn.execute("SELECT passthrough.apply_event('fs_user_id', 'u1', 'aud-a', 'qualify', %s)", (base + 10,))
+    snapshot(base + 20, ["other"])  # leaves u1 out
+    snapshot(base + 30, ["u1"])  # lists u1: also a qualify event of u1 at T
+    conn.execute("SELECT passthrough.apply_event('fs_user_id', 'u1', 'aud-a', 'disqualify', %s)", (base + 25,))
+    history = rows(conn, "SELECT extract(epoch FROM event_ts)::bigint - %s, action, qualified_after, changed, source"
+                         " FROM passthrough.membership_history('fs_user_id', 'u1', 'seg_a')", (base,))
+    assert history == [
+        (10, "qualify", True, True, "sql"),
+        (20, "snapshot_disqualify", False, True, "nightly"),
+        (25, "disqualify", False, False, "sql"),  # late: the snapshot at 20 had decided already
+        (30, "qualify", True, True, "nightly"),
+        (30, "snapshot_qualify", True, True, "nightly"),
+    ]
+
+
 @pytest.mark.parametrize("call, sqlstate", [
     ("passthrough.audience_size_history('seg_a', now(), now() - interval '1 hour')", "PT010"),
     ("passthrough.audience_size_history('seg_a', now() - interval '2000 hours', now())", "PT010"),

@@ -144,4 +144,4 @@ def test_the_cli_prunes(conn, db_url):
     conn.execute("SELECT passthrough.set_event_retention(interval '1 hour')")
     out = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert "pruned: 3 events and 0 feed changes" in out.stdout
+    assert "pruned: 3 events, 0 feed changes and 0 listed identifiers" in out.stdout

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interleave import Sessions
 
 from pyapp import cli
 from pyapp.db import connect
@@ -63,9 +64,9 @@ def ev(identifier, qualified, ts, audience=AUD):
 def test_snapshot_replaces_the_membership_and_keeps_newer_events(enabled):
     apply(enabled, [
         ev("old-member", True, 10),        # not listed, older than T: disqualified at T
-        ev("newer-member", True, 150),     # not listed, qualified after T: stays
-        ev("listed-member", True, 20),     # listed: stays, ts moves to the row's
-        ev("was-out", False, 30),          # listed, disqualified before: qualified
+        ev("newer-member", True, 150),     # not listed, qualified after T: stays (kept newer)
+        ev("listed-member", True, 20),     # listed: stays, decided by the snapshot at T now
+        ev("was-out", False, 30),          # listed, disqualified before: qualified at T
         ev("out-later", False, 200),       # listed with ts 90, disqualified later: stays out
         ev("other-audience", True, 10, audience="aud-b"),
     ])
@@ -73,14 +74,15 @@ def test_snapshot_replaces_the_membership_and_keeps_newer_events(enabled):
                                 ("new-member", BASE + 100)])
     result = import_rows(enabled, payload, AUD)
     assert result.snapshot_at.timestamp() == BASE + 100  # T defaults to the newest ts in the snapshot
+    # counted as of T: old-member and listed-member were the members at T (newer-member joined later)
     assert (result.listed, result.to_qualify, result.to_disqualify, result.unchanged, result.kept_newer,
-            result.members_before) == (4, 2, 1, 1, 2, 3)
+            result.members_before) == (4, 2, 1, 1, 2, 2)
     assert result.applied and result.changed == 3
     assert members(enabled) == {
         "old-member": (False, BASE + 100),
         "newer-member": (True, BASE + 150),
-        "listed-member": (True, BASE + 90),
-        "was-out": (True, BASE + 80),
+        "listed-member": (True, BASE + 100),
+        "was-out": (True, BASE + 100),
         "out-later": (False, BASE + 200),
         "new-member": (True, BASE + 100),
     }
@@ -88,9 +90,12 @@ def test_snapshot_replaces_the_membership_and_keeps_newer_events(enabled):
     size = scalar(enabled, "SELECT passthrough._audience_size(id) FROM passthrough.external_audiences"
                            " WHERE external_id = %s", (AUD,))
     assert size == 4
-    # the import is logged as one batch of events through the one writer
+    # the import is logged as one batch through the one writer: its 4 listed rows as events; who it leaves
+    # out is the snapshot's own verdict, kept with its list, not an event
     assert rows(enabled, "SELECT source, event_count FROM passthrough.batches ORDER BY id DESC LIMIT 1") == [
-        ("snapshot", 5)]
+        ("snapshot", 4)]
+    assert rows(enabled, "SELECT listed, batch_id = (SELECT max(id) FROM passthrough.batches)"
+                         " FROM passthrough.snapshots") == [(4, True)]
 
 
 def test_explicit_time_and_rows_without_ts(enabled):
@@ -98,6 +103,81 @@ def test_explicit_time_and_rows_without_ts(enabled):
     result = import_rows(enabled, snapshot_payload([("c", None)]), AUD, at=BASE + 50, max_disqualify_share=1)
     assert (result.to_qualify, result.to_disqualify, result.kept_newer) == (1, 1, 1)
     assert members(enabled) == {"a": (False, BASE + 50), "b": (True, BASE + 60), "c": (True, BASE + 50)}
+
+
+def test_a_late_event_older_than_the_snapshot_changes_nothing(enabled):
+    """The issue's reproduction: the snapshot {m1} at 200 decides x too, although x's qualify arrives later."""
+    apply(enabled, [ev("m1", True, 50)])
+    import_rows(enabled, snapshot_payload([("m1", None)]), AUD, at=BASE + 200, force=True)
+    before = rows(enabled, "SELECT count(*) FROM passthrough.membership_changes")
+    apply(enabled, [ev("x", True, 100)])
+    assert members(enabled)["m1"] == (True, BASE + 200)
+    assert members(enabled)["x"] == (False, BASE + 200)
+    assert rows(enabled, "SELECT count(*) FROM passthrough.membership_changes") == before  # no feed row
+    apply(enabled, [ev("x", True, 201)])  # newer than the snapshot: it stands
+    assert members(enabled)["x"] == (True, BASE + 201)
+
+
+# --------------------------------------------------------------------------- concurrent batches, forced
+
+
+def applying(events):
+    return lambda c: c.execute("SELECT passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in events]),))
+
+
+def importing(listed, at):
+    return lambda c: import_rows(c, snapshot_payload(listed), AUD, at=at, force=True)
+
+
+def test_an_import_waits_for_a_batch_of_its_audience_in_flight(enabled, db_url):
+    """Without the wait, the import could not see x (uncommitted) and x would stay qualified at 100."""
+    apply(enabled, [ev("m1", True, 50)])
+    with Sessions(db_url, 2) as (writer, importer):
+        writer.start(applying([ev("x", True, 100)]))
+        waiting = importer.start(importing([("m1", None)], BASE + 200))
+        assert not waiting.done() and importer.blocked()
+        writer.commit()
+        importer.wait()
+        importer.commit()
+    assert members(enabled) == {"m1": (True, BASE + 200), "x": (False, BASE + 200)}
+
+
+def test_a_batch_waits_for_an_import_of_its_audience_in_flight(enabled, db_url):
+    """Without the wait, the batch's statement could not see the snapshot (uncommitted) and x would enter."""
+    apply(enabled, [ev("m1", True, 50)])
+    with Sessions(db_url, 2) as (importer, writer):
+        importer.start(importing([("m1", None)], BASE + 200))
+        waiting = writer.start(applying([ev("x", True, 100)]))
+        assert not waiting.done() and writer.blocked()
+        importer.commit()
+        writer.wait()
+        writer.commit()
+    assert members(enabled) == {"m1": (True, BASE + 200), "x": (False, BASE + 200)}
+    assert rows(enabled, "SELECT count(*) FROM passthrough.membership_changes WHERE identifier = 'x'") == [(0,)]
+
+
+def test_a_batch_of_other_audiences_does_not_wait_for_an_import(enabled, db_url):
+    apply(enabled, [ev("m1", True, 50), ev("y", True, 50, audience="aud-b")])
+    with Sessions(db_url, 2) as (importer, writer):
+        importer.start(importing([("m1", None)], BASE + 200))
+        assert writer.start(applying([ev("y", False, 100, audience="aud-b")])).done()
+        writer.commit()
+        importer.commit()
+
+
+def test_a_batch_naming_over_256_audiences_and_an_import_wait_for_each_other(enabled, db_url):
+    """Such a batch takes one shared lock instead of one per audience; every import takes it exclusively."""
+    apply(enabled, [ev("m1", True, 50)])
+    wide = [ev("x", True, 100)] + [ev("x", True, 100, audience=f"aud-{n}") for n in range(300)]
+    apply(enabled, wide[1:])  # the audiences exist: the batch below locks existing audiences
+    with Sessions(db_url, 2) as (writer, importer):
+        writer.start(applying(wide))
+        waiting = importer.start(importing([("m1", None)], BASE + 200))
+        assert not waiting.done() and importer.blocked()
+        writer.commit()
+        importer.wait()
+        importer.commit()
+    assert members(enabled)["x"] == (False, BASE + 200)
 
 
 # --------------------------------------------------------------------------- the semantics, as a property
@@ -159,7 +239,7 @@ def test_disqualifying_more_than_the_share_is_refused_unless_forced(enabled):
         import_rows(enabled, keep3, AUD)
     assert caught.value.sqlstate == "PT023"
     assert "would disqualify 7 of 10 members (70.0%), more than the allowed 50.0%" in caught.value.message
-    assert caught.value.detail == "to qualify: 0, to disqualify: 7, unchanged: 3"
+    assert caught.value.detail.endswith("to qualify: 0, to disqualify: 7, unchanged: 3, kept by a newer input: 0")
     assert sum(q for q, _ in members(enabled).values()) == 10
     assert import_rows(enabled, keep3, AUD, max_disqualify_share=0.8).to_disqualify == 7
     assert sum(q for q, _ in members(enabled).values()) == 3

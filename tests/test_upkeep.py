@@ -67,6 +67,6 @@ def test_expire_all_and_prune_all_work_in_chunks_with_either_driver(ttl_conn, db
     ttl_conn.execute("SELECT passthrough.set_event_retention(interval '1 hour')")
     with connect(db_url, driver=driver) as conn:  # not autocommit: each chunk commits
         assert expire_all(conn, chunk=2) == 5
-        assert prune_all(conn, chunk=2) == (5, 0)
+        assert prune_all(conn, chunk=2) == (5, 0, 0)
     assert changes(ttl_conn).count("expired") == 5
     assert scalar(ttl_conn, "SELECT count(*) FROM passthrough.events") == 5

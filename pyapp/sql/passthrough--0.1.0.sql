@@ -275,10 +275,17 @@ CREATE TABLE passthrough.external_audiences (
   id          integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   external_id text    COLLATE "C" NOT NULL UNIQUE
                       CHECK (external_id <> '' AND length(external_id) <= 255),
-  first_seen  timestamptz NOT NULL DEFAULT now()
+  first_seen  timestamptz NOT NULL DEFAULT now(),
+  -- kept here because the writer reads this row for every event anyway (sql/070_apply_events.sql)
+  snapshot_at timestamptz,
+  snapshot_id bigint
 );
 COMMENT ON TABLE passthrough.external_audiences IS
   'Every external audience id seen in an event, a definition or a bulk load, with its integer key.';
+COMMENT ON COLUMN passthrough.external_audiences.snapshot_at IS
+  'T of the audience''s newest snapshot (sql/074_snapshots.sql), NULL when it has none: an event at or before T is decided by it.';
+COMMENT ON COLUMN passthrough.external_audiences.snapshot_id IS
+  'That snapshot (passthrough.snapshots.id); among snapshots of one T, the last imported, whose list is the one that counts.';
 
 -- Eight columns, ordered to leave little alignment padding: a ninth would widen the null bitmap and take the
 -- tuple header from 24 to 32 bytes. previous_event_ts is NULL unless the previous version was qualified
@@ -635,9 +642,10 @@ COMMENT ON COLUMN passthrough.events.event_ts IS 'The event''s ts (server time w
 COMMENT ON COLUMN passthrough.events.idempotence_id IS 'data.idempotence_id, as the Optimizely SDKs send it.';
 -- Applying passthrough events: validation rules, and the one set-based writer every path shares.
 --
--- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the event
--- with the greatest ts; on equal ts, disqualify wins. The state is therefore a function of the set of
--- events: any order, duplication or split into batches gives the same result.
+-- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the input
+-- with the greatest ts, an input being an event or a snapshot of the pair's audience (sql/074_snapshots.sql);
+-- on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
+-- duplication or split into batches gives the same result.
 
 CREATE TYPE passthrough.apply_result AS (
   batch_id bigint,   -- the batch row written (NULL when nothing was stored)
@@ -747,7 +755,9 @@ AS $$
 BEGIN
   IF passthrough._session_table('passthrough_incoming') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_incoming (
-      t smallint, i text COLLATE "C", a text COLLATE "C", q boolean, ts timestamptz, idem text
+      t smallint, i text COLLATE "C", a text COLLATE "C", q boolean, ts timestamptz, idem text,
+      -- not an event: a pair a snapshot import hands the writer for its verdict only, never logged
+      verdict_only boolean NOT NULL DEFAULT false
     ) ON COMMIT DELETE ROWS;
   END IF;
 END;
@@ -755,19 +765,31 @@ $$;
 COMMENT ON FUNCTION passthrough._incoming_table() IS
   'Private: creates this session''s pg_temp.passthrough_incoming (the writer''s input) unless it exists; 42501 for one planted by anyone else.';
 
--- The one writer of membership state. Callers put p_count validated events into
--- pg_temp.passthrough_incoming (passthrough._incoming_table); one statement logs them, keeps the newest
--- event per pair, upserts it, and records size changes.
-CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint)
+-- Snapshot imports and the writers of an audience exclude each other through an advisory lock on the
+-- audience key in this lock space (sql/074_snapshots.sql says why).
+CREATE FUNCTION passthrough._audience_lock_space() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT 1886650368;  -- 'pt' followed by two zero bytes, as an int4
+$$;
+COMMENT ON FUNCTION passthrough._audience_lock_space() IS
+  'Private: the first key of the advisory locks that keep snapshot imports and writers of one audience apart; the second is the audience key (0: the lock of batches naming more than 256 audiences).';
+
+-- The one writer of membership state. Callers put p_count validated events (and, for a snapshot import,
+-- p_verdicts verdict-only rows) into pg_temp.passthrough_incoming (passthrough._incoming_table); one
+-- statement logs the events, keeps the deciding input per pair, upserts it, and records size changes.
+CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint, p_verdicts bigint DEFAULT 0)
 RETURNS passthrough.apply_result
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  v_result passthrough.apply_result;
-  v_xid    xid8;
+  v_result       passthrough.apply_result;
+  v_xid          xid8;
+  v_audience_ids text[];
+  v_keys         integer[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
-  IF v_result.accepted = 0 THEN
+  IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
     RETURN v_result;
   END IF;
   v_xid := pg_current_xact_id();
@@ -775,27 +797,46 @@ BEGIN
   INSERT INTO passthrough.batches (source, event_count) VALUES (p_source, v_result.accepted)
   RETURNING id INTO v_result.batch_id;
 
+  SELECT array_agg(x.a) INTO v_audience_ids FROM (SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u) x;
   -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
   INSERT INTO passthrough.external_audiences (external_id)
-  SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u
-  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = u.a)
+  SELECT x.a FROM unnest(v_audience_ids) AS x(a)
+  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = x.a)
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
+  -- A snapshot import decides every pair of its audience, so it must see every pair a batch writes: the
+  -- batch holds its audiences' locks shared until it commits, an import takes its audience's exclusively.
+  -- Taken before the writing statement, whose snapshot then shows any import that committed first. A batch
+  -- naming more than 256 audiences takes one shared lock (key 0, which every import also takes) instead,
+  -- so that it never fills the server's lock table.
+  SELECT array_agg(e.id ORDER BY e.id) INTO v_keys
+  FROM passthrough.external_audiences e WHERE e.external_id = ANY (v_audience_ids);
+  IF cardinality(v_keys) > 256 THEN
+    PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), 0);
+  ELSE
+    PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
+  END IF;
 
   WITH incoming AS MATERIALIZED (
-    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem
+    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+           -- the input that decides the pair (dq at dts): the event, unless the audience's newest snapshot
+           -- is not older; then the snapshot's verdict, listed or not (a disqualify at T wins the tie at T)
+           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.q
+                ELSE (u.q OR u.ts < e.snapshot_at) AND passthrough._listed(e.snapshot_id, u.t, u.i COLLATE "C")
+           END AS dq,
+           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.ts ELSE e.snapshot_at END AS dts
     FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
     -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
     -- dedupe sort below finds its input already sorted
-    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
+    ORDER BY u.t, u.i COLLATE "C", e.id, dts DESC, dq
   ), logged AS (
     INSERT INTO passthrough.events
       (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming
+    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
   ), latest AS (
-    -- newest event per pair; on equal ts false (disqualify) sorts first and wins
-    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming ORDER BY t, i, k, ts DESC, q
+    -- the deciding input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, dq AS q, dts AS ts FROM incoming ORDER BY t, i, k, dts DESC, dq
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
@@ -877,8 +918,8 @@ BEGIN
   RETURN v_result;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint) IS
-  'Private: stores the validated events in pg_temp.passthrough_incoming as one batch with last-writer-wins semantics.';
+COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint, bigint) IS
+  'Private: stores the validated events in pg_temp.passthrough_incoming as one batch: the input with the greatest ts decides each pair, an audience''s newest snapshot included.';
 
 -- The same for callers that hold their events as parallel arrays.
 CREATE FUNCTION passthrough._apply_valid_events(
@@ -1341,34 +1382,90 @@ AS $$
 $$;
 COMMENT ON FUNCTION passthrough.purge_load_rejects(interval) IS
   'Deletes the kept rejected rows older than p_older_than (all by default); returns how many.';
--- Snapshot import, for systems that cannot send disqualify events: a full list of one audience's
--- members at time T replaces the previous one. Everyone listed gets a qualify event (with the row's ts,
--- or T); everyone qualified whose deciding event is older than T and who is not listed gets a
--- disqualify event at T. Those events go through the one writer like any other, so events newer than
--- T are never overridden, the log records the import, and it all happens in one transaction: readers
--- see the old membership or the new one, never a mix.
+-- Snapshot import, for systems that cannot send disqualify events: the full list of one audience's
+-- members at a time T.
+--
+-- A snapshot is an input like an event, with a meaning at T for every identifier of its audience: listed,
+-- qualified at T; not listed, disqualified at T. The state of a pair is decided by its greatest-ts input
+-- among its events and its audience's snapshots, disqualify winning a tie (so a snapshot's verdict at T
+-- loses to a disqualify event at T and beats a qualify event at T; of two snapshots with the same T, a
+-- pair is listed only if both list it). Each listed row is also a qualify event at its own ts (T when it
+-- has none), logged like any other, so point-in-time reads before T see it. The state is then the same
+-- for any arrival order of events and snapshots:
+--
+-- * Each snapshot's list is kept (passthrough.snapshot_members): reads in the past use the newest
+--   snapshot at or before their time (sql/078_membership_history.sql), and the writer, for an event no
+--   newer than its audience's newest snapshot, takes that snapshot's verdict on the pair instead
+--   (sql/070_apply_events.sql). An event newer than every snapshot of its audience costs nothing extra.
+-- * The import applies the snapshot through the one writer: its listed rows as events, and the current
+--   members it leaves out as verdict-only rows, all turned into the verdict at T unless a newer input
+--   stands. One transaction: readers see the old membership or the new one, never a mix.
+-- * An import holds its audience's advisory lock exclusively, writers hold theirs shared, so no writer
+--   that cannot see the snapshot yet writes a pair the import cannot see (sql/070_apply_events.sql).
+-- * The guards count as of T: the members at T by the inputs known before the import, and those of them
+--   the snapshot leaves out.
 --
 --   SELECT passthrough.begin_load();                  -- the same staging table as bulk loading
 --   COPY pg_temp.passthrough_load (type, action, audience_id, ts, identifier_type, identifier) FROM STDIN;
 --   SELECT * FROM passthrough.import_snapshot('aud-1');            -- or p_dry_run => true
 
+CREATE TABLE passthrough.snapshots (
+  id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  audience_key integer     NOT NULL,
+  snapshot_at  timestamptz NOT NULL,
+  listed       bigint      NOT NULL,
+  received_at  timestamptz NOT NULL DEFAULT now(),
+  source       text        NOT NULL,
+  batch_id     bigint
+);
+CREATE INDEX snapshots_audience_key ON passthrough.snapshots (audience_key, snapshot_at, id);
+COMMENT ON TABLE passthrough.snapshots IS
+  'Every imported snapshot: an input at snapshot_at for every pair of its audience (listed: qualified, else disqualified). Pruned with the event log (sql/079_retention.sql).';
+COMMENT ON COLUMN passthrough.snapshots.listed IS 'Distinct identifiers the snapshot listed.';
+COMMENT ON COLUMN passthrough.snapshots.batch_id IS 'The batch that logged its listed rows as events (NULL when it wrote none).';
+
+CREATE TABLE passthrough.snapshot_members (
+  snapshot_id        bigint   NOT NULL,
+  identifier_type_id smallint NOT NULL,
+  identifier         text     COLLATE "C" NOT NULL,
+  PRIMARY KEY (identifier_type_id, identifier, snapshot_id)
+);
+-- rows are appended snapshot by snapshot: a BRIN finds one snapshot's rows for whole-audience reads
+CREATE INDEX snapshot_members_snapshot_id_brin ON passthrough.snapshot_members USING brin (snapshot_id);
+COMMENT ON TABLE passthrough.snapshot_members IS
+  'The identifiers each snapshot lists. When an earlier snapshot of the same audience has the same T, only the identifiers both list (disqualify wins the tie), so the last snapshot of a T holds the verdict of all.';
+
+-- Whether a snapshot lists a pair: the one lookup the writer makes for an event its audience's newest
+-- snapshot overrides.
+CREATE FUNCTION passthrough._listed(p_snapshot_id bigint, p_identifier_type_id smallint, p_identifier text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+  SELECT EXISTS (SELECT 1 FROM passthrough.snapshot_members m
+                 WHERE m.identifier_type_id = p_identifier_type_id AND m.identifier = p_identifier
+                   AND m.snapshot_id = p_snapshot_id);
+$$;
+COMMENT ON FUNCTION passthrough._listed(bigint, smallint, text) IS
+  'Private: whether snapshot p_snapshot_id lists the identifier (false for a NULL snapshot). Inlined by the planner.';
+
 CREATE TYPE passthrough.snapshot_result AS (
   snapshot_at   timestamptz, -- T
   listed        bigint,      -- distinct identifiers in the snapshot
-  to_qualify    bigint,      -- listed, not qualified now: they become members
-  to_disqualify bigint,      -- qualified now by an event older than T, not listed: they stop being members
-  unchanged     bigint,      -- listed and qualified now
-  kept_newer    bigint,      -- the snapshot disagrees with an event at or after T, which stands
-  members_before bigint,     -- qualified members before the import
+  to_qualify    bigint,      -- listed, not members at T: they become members
+  to_disqualify bigint,      -- members at T, not listed: they stop being members
+  unchanged     bigint,      -- listed and members at T
+  kept_newer    bigint,      -- the snapshot disagrees with an input it does not override (newer, or a snapshot of the same T), which stands
+  members_before bigint,     -- members at T before the import
   applied       boolean,     -- false for a dry run
   batch_id      bigint,      -- the batch that holds the import's events (NULL when nothing was applied)
   changed       bigint       -- pairs whose qualified state changed
 );
-COMMENT ON TYPE passthrough.snapshot_result IS 'What importing (or dry-running) a snapshot did or would do.';
+COMMENT ON TYPE passthrough.snapshot_result IS
+  'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list.';
 
--- Validates the staged rows as a snapshot of p_audience_id and leaves the diff in
--- pg_temp.passthrough_snapshot_diff; returns T.
-CREATE FUNCTION passthrough._prepare_snapshot(p_audience_id text, p_at numeric) RETURNS timestamptz
+-- Validates the staged rows as a snapshot of audience p_key (p_audience_id; NULL when never seen), and leaves
+-- its diff as of T in pg_temp.passthrough_snapshot_diff; returns T.
+CREATE FUNCTION passthrough._prepare_snapshot(p_audience_id text, p_key integer, p_at numeric) RETURNS timestamptz
 LANGUAGE plpgsql
 SET work_mem = '64MB'
 AS $$
@@ -1376,18 +1473,14 @@ DECLARE
   v_now     timestamptz := now();
   v_max_ts  numeric;
   v_at      timestamptz;
-  v_key     integer;
   v_total   bigint;
   v_bad     bigint;
   v_invalid jsonb;
+  v_newest  timestamptz;
+  v_same_t  bigint;
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
-  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
-      DETAIL = 'field: audience_id';
-  END IF;
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN
@@ -1444,46 +1537,65 @@ BEGIN
   v_at := CASE WHEN p_at IS NOT NULL THEN passthrough._ts_from_seconds(p_at)
                WHEN v_max_ts IS NOT NULL THEN passthrough._ts_from_seconds(v_max_ts)
                ELSE v_now END;
-  SELECT id INTO v_key FROM passthrough.external_audiences WHERE external_id = p_audience_id;
+  SELECT e.snapshot_at INTO v_newest FROM passthrough.external_audiences e WHERE e.id = p_key;
+  -- the last snapshot of the same T: the verdict at T is its list and this one's together
+  SELECT s.id INTO v_same_t FROM passthrough.snapshots s
+  WHERE s.audience_key = p_key AND s.snapshot_at = v_at ORDER BY s.id DESC LIMIT 1;
 
   IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_snapshot_diff (
       change text, listed boolean, type_id smallint, identifier text COLLATE "C", current_ts timestamptz,
-      snapshot_ts timestamptz);
+      snapshot_ts timestamptz, in_verdict boolean, member boolean);
   END IF;
   TRUNCATE pg_temp.passthrough_snapshot_diff;
-  INSERT INTO pg_temp.passthrough_snapshot_diff (change, listed, type_id, identifier, current_ts, snapshot_ts)
+  INSERT INTO pg_temp.passthrough_snapshot_diff
+    (change, listed, type_id, identifier, current_ts, snapshot_ts, in_verdict, member)
   WITH listed AS (
     SELECT r.type_id, r.identifier,
            max(CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END) AS ts
     FROM pg_temp.passthrough_snapshot_rows r GROUP BY r.type_id, r.identifier
+  ), members AS (
+    -- the members at T by every input known before this import
+    SELECT m.identifier_type_id AS type_id, m.identifier FROM passthrough._audience_members_at(p_key, v_at) m
   ), current AS (
-    -- qualified as live reads see it: a qualify that ran out under the audience's ttl (and that the sweeper
-    -- has not recorded yet) is no member, so neither counted nor disqualified
-    SELECT m.identifier_type_id AS type_id, m.identifier,
-           m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now) AS qualified, m.event_ts
-    FROM passthrough.memberships m
-    LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
-    WHERE m.audience_key = v_key
+    -- members now as live reads see them (within the ttl): those not members at T and not listed are
+    -- reported as kept by a newer input
+    SELECT m.identifier_type_id AS type_id, m.identifier
+    FROM passthrough.memberships m LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+    WHERE m.audience_key = p_key AND m.qualified AND passthrough._within_ttl(m.event_ts, a.ttl, v_now)
+  ), pairs AS (
+    SELECT coalesce(l.type_id, b.type_id, c.type_id) AS type_id,
+           coalesce(l.identifier, b.identifier, c.identifier) AS identifier,
+           l.identifier IS NOT NULL AS listed, b.identifier IS NOT NULL AS member, l.ts,
+           l.identifier IS NOT NULL
+             AND (v_same_t IS NULL OR passthrough._listed(v_same_t, l.type_id, l.identifier)) AS in_verdict
+    FROM listed l
+    FULL JOIN members b ON b.type_id = l.type_id AND b.identifier = l.identifier
+    FULL JOIN current c ON c.type_id = coalesce(l.type_id, b.type_id) AND c.identifier = coalesce(l.identifier, b.identifier)
+  ), judged AS (
+    SELECT p.*, c.event_ts AS current_ts,
+           -- whether the verdict at T decides the pair's state now: no snapshot is newer, and neither is the
+           -- input that decides it now (at the same ts, a disqualify wins)
+           (v_newest IS NULL OR v_at >= v_newest)
+           AND (c.event_ts IS NULL OR c.event_ts < v_at
+                OR (c.event_ts = v_at AND (c.qualified OR NOT p.in_verdict))) AS decides
+    FROM pairs p
+    LEFT JOIN passthrough.memberships c
+      ON c.identifier_type_id = p.type_id AND c.identifier = p.identifier AND c.audience_key = p_key
   )
   SELECT CASE
-           WHEN l.identifier IS NOT NULL AND c.qualified THEN 'unchanged'
-           WHEN l.identifier IS NOT NULL AND (c.identifier IS NULL OR l.ts > c.event_ts) THEN 'qualify'
-           WHEN l.identifier IS NOT NULL THEN 'kept_newer'       -- disqualified at or after the row's ts
-           WHEN c.qualified AND c.event_ts < v_at THEN 'disqualify'
-           WHEN c.qualified THEN 'kept_newer'                    -- qualified at or after T
+           WHEN j.listed AND j.member THEN 'unchanged'
+           WHEN j.listed AND j.in_verdict AND j.decides THEN 'qualify'
+           WHEN NOT j.listed AND j.member AND j.decides THEN 'disqualify'
+           ELSE 'kept_newer'
          END,
-         l.identifier IS NOT NULL,
-         coalesce(l.type_id, c.type_id), coalesce(l.identifier, c.identifier), c.event_ts,
-         CASE WHEN l.identifier IS NOT NULL THEN l.ts ELSE v_at END
-  FROM listed l
-  FULL JOIN current c ON c.type_id = l.type_id AND c.identifier = l.identifier
-  WHERE l.identifier IS NOT NULL OR c.qualified;
+         j.listed, j.type_id, j.identifier, j.current_ts, coalesce(j.ts, v_at), j.in_verdict, j.member
+  FROM judged j;
   RETURN v_at;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._prepare_snapshot(text, numeric) IS
-  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves the diff against the current membership in pg_temp.passthrough_snapshot_diff; returns T.';
+COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
+  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
 
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
@@ -1497,15 +1609,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET work_mem = '64MB'
 AS $$
 DECLARE
-  v_result  passthrough.snapshot_result;
-  v_applied passthrough.apply_result;
-  v_at      timestamptz;
-  v_type_ids smallint[];
-  v_ids      text[];
-  v_auds     text[];
-  v_quals    boolean[];
-  v_ts       timestamptz[];
-  v_idems    text[];
+  v_result   passthrough.snapshot_result;
+  v_applied  passthrough.apply_result;
+  v_at       timestamptz;
+  v_key      integer;
+  v_dropped  bigint;
+  v_id       bigint;
+  v_newest   boolean;
+  v_events   bigint;
+  v_verdicts bigint;
 BEGIN
   IF p_max_disqualify_share IS NULL OR p_max_disqualify_share < 0 OR p_max_disqualify_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
@@ -1513,40 +1625,56 @@ BEGIN
                        coalesce(p_max_disqualify_share::text, 'NULL')),
       DETAIL = 'field: max_disqualify_share';
   END IF;
+  IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = 'the snapshot''s audience id must be a non-empty string of at most 255 characters',
+      DETAIL = 'field: audience_id';
+  END IF;
   IF NOT p_dry_run THEN
     PERFORM passthrough._raise_if_disabled();
+    PERFORM passthrough._check_source(p_source, 'snapshot');
+    INSERT INTO passthrough.external_audiences (external_id) VALUES (p_audience_id)
+    ON CONFLICT (external_id) DO NOTHING;
   END IF;
-  -- One import per audience at a time; the lock is held until the transaction ends.
-  PERFORM pg_advisory_xact_lock(hashtext('passthrough.import_snapshot'), hashtext(p_audience_id));
+  SELECT e.id INTO v_key FROM passthrough.external_audiences e WHERE e.external_id = p_audience_id;
+  IF NOT p_dry_run THEN
+    -- Until this transaction ends: no other import of the audience, and no writer of it (nor of a batch
+    -- naming over 256 audiences) that started before; the diff below then sees every pair (sql/070).
+    PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), v_key);
+    PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), 0);
+  END IF;
 
-  v_at := passthrough._prepare_snapshot(p_audience_id, p_at);
+  v_at := passthrough._prepare_snapshot(p_audience_id, v_key, p_at);
   SELECT v_at,
          count(*) FILTER (WHERE d.listed),
          count(*) FILTER (WHERE d.change = 'qualify'),
          count(*) FILTER (WHERE d.change = 'disqualify'),
          count(*) FILTER (WHERE d.change = 'unchanged'),
          count(*) FILTER (WHERE d.change = 'kept_newer'),
-         count(*) FILTER (WHERE d.change IN ('unchanged', 'disqualify') OR (d.change = 'kept_newer' AND NOT d.listed)),
-         false, NULL, 0
-  INTO v_result
+         count(*) FILTER (WHERE d.member),
+         false, NULL, 0,
+         count(*) FILTER (WHERE d.member AND NOT d.listed)
+  INTO v_result.snapshot_at, v_result.listed, v_result.to_qualify, v_result.to_disqualify, v_result.unchanged,
+       v_result.kept_newer, v_result.members_before, v_result.applied, v_result.batch_id, v_result.changed,
+       v_dropped
   FROM pg_temp.passthrough_snapshot_diff d;
 
   IF v_result.listed = 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT022',
       MESSAGE = format('snapshot of %s refused: it is empty', to_json(p_audience_id)),
-      DETAIL = format('It would disqualify all %s members.', v_result.to_disqualify),
+      DETAIL = format('It would disqualify all %s members.', v_dropped),
       HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
              'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
   END IF;
-  IF v_result.to_disqualify > p_max_disqualify_share * v_result.members_before AND v_result.to_disqualify > 0
-     AND NOT p_force THEN
+  -- as of T: the members it leaves out, whether or not a newer input keeps them now
+  IF v_dropped > p_max_disqualify_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT023',
       MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
-                       'allowed %s%%', to_json(p_audience_id), v_result.to_disqualify, v_result.members_before,
-                       round(100.0 * v_result.to_disqualify / v_result.members_before, 1),
+                       'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
+                       round(100.0 * v_dropped / v_result.members_before, 1),
                        round(100 * p_max_disqualify_share, 1)),
-      DETAIL = format('to qualify: %s, to disqualify: %s, unchanged: %s', v_result.to_qualify,
-                      v_result.to_disqualify, v_result.unchanged),
+      DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
+                      v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
       HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
              'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
              'max_disqualify_share=, --max-disqualify-share).';
@@ -1555,15 +1683,37 @@ BEGIN
     RETURN v_result;
   END IF;
 
-  -- The snapshot as events, through the one writer: a qualify per listed identifier (its newest row ts),
-  -- a disqualify at T for each member it drops.
-  SELECT array_agg(d.type_id), array_agg(d.identifier), array_agg(p_audience_id),
-         array_agg(d.listed), array_agg(d.snapshot_ts), array_agg(NULL::text)
-  INTO v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
-  FROM pg_temp.passthrough_snapshot_diff d
-  WHERE d.listed OR d.change = 'disqualify';
-  PERFORM passthrough._check_source(p_source, 'snapshot');
-  v_applied := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  -- The snapshot is stored, and becomes its audience's newest unless one with a later T exists.
+  INSERT INTO passthrough.snapshots (audience_key, snapshot_at, listed, source)
+  VALUES (v_key, v_at, v_result.listed, p_source)
+  RETURNING id INTO v_id;
+  INSERT INTO passthrough.snapshot_members (snapshot_id, identifier_type_id, identifier)
+  SELECT v_id, d.type_id, d.identifier FROM pg_temp.passthrough_snapshot_diff d
+  WHERE d.in_verdict ORDER BY d.type_id, d.identifier;
+  UPDATE passthrough.external_audiences e SET snapshot_at = v_at, snapshot_id = v_id
+  WHERE e.id = v_key AND (e.snapshot_at IS NULL OR e.snapshot_at <= v_at);
+  v_newest := FOUND;
+
+  -- Through the one writer, which turns each input into the newest snapshot's verdict unless a newer
+  -- input stands: a qualify event per listed identifier (its newest row ts), and, when this snapshot is
+  -- the newest, a verdict-only row for each pair stored as qualified by an input no newer than T.
+  PERFORM passthrough._incoming_table();
+  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+  SELECT d.type_id, d.identifier, p_audience_id, true, d.snapshot_ts, NULL
+  FROM pg_temp.passthrough_snapshot_diff d WHERE d.listed;
+  GET DIAGNOSTICS v_events = ROW_COUNT;
+  v_verdicts := 0;
+  IF v_newest THEN
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT m.identifier_type_id, m.identifier, p_audience_id, false, v_at, NULL, true
+    FROM passthrough.memberships m
+    WHERE m.audience_key = v_key AND m.qualified AND m.event_ts <= v_at
+      AND NOT EXISTS (SELECT 1 FROM pg_temp.passthrough_snapshot_diff d
+                      WHERE d.listed AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
+    GET DIAGNOSTICS v_verdicts = ROW_COUNT;
+  END IF;
+  v_applied := passthrough._apply_valid_events(p_source, v_events, v_verdicts);
+  UPDATE passthrough.snapshots s SET batch_id = v_applied.batch_id WHERE s.id = v_id;
   v_result.applied := true;
   v_result.batch_id := v_applied.batch_id;
   v_result.changed := v_applied.changed;
@@ -1572,7 +1722,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Replaces the membership of one audience with the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): listed identifiers are qualified with their ts, members whose deciding event is older than T (p_at, default the newest ts in the snapshot) and who are not listed are disqualified as of T; events newer than T stand. One transaction, events logged as one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that would disqualify more than p_max_disqualify_share of the members (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
 
 CREATE FUNCTION passthrough.snapshot_diff(p_limit integer DEFAULT 1000)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)
@@ -2012,10 +2162,13 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
   'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. The same as put_audience with the other fields unchanged. PT006 for an unknown audience, PT007 for a ttl that is not positive.';
--- Membership over time, from the event log: the state as of any instant, one pair's history, and an
--- audience's size over time. The rules are the live ones (docs/semantics.md) applied to the events
--- whose ts is at or before the instant: the greatest ts decides, and on equal ts disqualify wins.
--- "As of t" is event time as the log knows it now: an event that arrives late still counts at its ts.
+-- Membership over time, from the event log and the snapshots: the state as of any instant, one pair's
+-- history, and an audience's size over time. The rules are the live ones (docs/semantics.md) applied to
+-- the inputs whose ts is at or before the instant: events, and the snapshots of the pair's audience
+-- (sql/074_snapshots.sql; a snapshot at T lists the pair or disqualifies it at T). The greatest ts decides,
+-- and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
+-- late still counts at its ts. Only the newest snapshot at or before t matters at t: it decides every
+-- pair, so the events before it need not be read.
 
 -- Per-customer questions read the customer's events, not the whole log. This btree is the one index the
 -- log has besides its BRIN, and it is paid for on every insert (docs/benchmarks.md measures it).
@@ -2053,22 +2206,55 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._check_instant(timestamptz, text) IS 'Private: PT010 unless p_at is a finite timestamp.';
 
--- The number of members of an audience at p_at, from the log: pairs whose newest event at or before
--- p_at (disqualify winning a tie) is a qualify. Reads every logged event of the audience.
+-- The newest snapshot of an audience at or before p_at: the last imported of the greatest T (it holds the
+-- verdict of every snapshot of that T).
+CREATE FUNCTION passthrough._snapshot_at_or_before(p_audience_key integer, p_at timestamptz)
+RETURNS TABLE (id bigint, snapshot_at timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  SELECT s.id, s.snapshot_at FROM passthrough.snapshots s
+  WHERE s.audience_key = p_audience_key AND s.snapshot_at <= p_at
+  ORDER BY s.snapshot_at DESC, s.id DESC
+  LIMIT 1;
+$$;
+COMMENT ON FUNCTION passthrough._snapshot_at_or_before(integer, timestamptz) IS
+  'Private: the snapshot whose verdict counts at p_at for an audience (none when no snapshot is that old).';
+
+-- The members of an audience at p_at: the newest snapshot at or before p_at decides every pair at its T,
+-- so only its list and the events from T on are read (an event at T counts only as a disqualify: a
+-- qualify at T adds nothing to the verdict, and loses to "not listed"). Without a snapshot, every event.
+CREATE FUNCTION passthrough._audience_members_at(p_audience_key integer, p_at timestamptz)
+RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  WITH base AS (
+    SELECT b.id, b.snapshot_at FROM passthrough._snapshot_at_or_before(p_audience_key, p_at) b
+  ), inputs AS (
+    SELECT e.identifier_type_id, e.identifier, e.event_ts, e.qualified
+    FROM passthrough.events e LEFT JOIN base b ON true
+    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+      AND (b.id IS NULL OR e.event_ts > b.snapshot_at OR (e.event_ts = b.snapshot_at AND NOT e.qualified))
+    UNION ALL
+    SELECT m.identifier_type_id, m.identifier, b.snapshot_at, true
+    FROM base b JOIN passthrough.snapshot_members m ON m.snapshot_id = b.id
+  )
+  SELECT d.identifier_type_id, d.identifier, d.event_ts
+  FROM (SELECT DISTINCT ON (i.identifier_type_id, i.identifier) i.identifier_type_id, i.identifier, i.event_ts, i.qualified
+        FROM inputs i
+        ORDER BY i.identifier_type_id, i.identifier, i.event_ts DESC, i.qualified) d
+  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
+  WHERE d.qualified AND passthrough._within_ttl(d.event_ts, a.ttl, p_at);
+$$;
+COMMENT ON FUNCTION passthrough._audience_members_at(integer, timestamptz) IS
+  'Private: the members of an audience at p_at and the ts of the input that decided each (a qualify younger than the audience''s current ttl at p_at), from the newest snapshot at or before p_at and the events since, or from every event when no snapshot is that old.';
+
 CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
-  SELECT count(*) FROM (
-    SELECT DISTINCT ON (e.identifier_type_id, e.identifier) e.qualified, e.event_ts
-    FROM passthrough.events e
-    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
-    ORDER BY e.identifier_type_id, e.identifier, e.event_ts DESC, e.qualified
-  ) s
-  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
-  WHERE s.qualified AND passthrough._within_ttl(s.event_ts, a.ttl, p_at);
+  SELECT count(*) FROM passthrough._audience_members_at(p_audience_key, p_at);
 $$;
 COMMENT ON FUNCTION passthrough._audience_size_at(integer, timestamptz) IS
-  'Private: the exact number of members of an audience at p_at, computed from the event log and the audience''s current ttl.';
+  'Private: the exact number of members of an audience at p_at (passthrough._audience_members_at).';
 
 CREATE FUNCTION passthrough.customer_audiences_at(
   p_identifier_type text, p_identifier text, p_subset text[], p_at timestamptz, p_with_sizes boolean DEFAULT true
@@ -2087,10 +2273,19 @@ BEGIN
            CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
            x.external_id::text, s.event_ts
     FROM (
-      SELECT DISTINCT ON (e.audience_key) e.audience_key, e.qualified, e.event_ts
-      FROM passthrough.events e
-      WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
-      ORDER BY e.audience_key, e.event_ts DESC, e.qualified
+      -- per audience, the greatest-ts input at or before p_at: an event, or the verdict of the newest
+      -- snapshot (disqualify first at equal ts)
+      SELECT DISTINCT ON (i.audience_key) i.audience_key, i.qualified, i.event_ts
+      FROM (
+        SELECT e.audience_key, e.qualified, e.event_ts
+        FROM passthrough.events e
+        WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
+        UNION ALL
+        SELECT k.audience_key, passthrough._listed(b.id, v_type_id, p_identifier), b.snapshot_at
+        FROM (SELECT DISTINCT x.audience_key FROM passthrough.snapshots x WHERE x.snapshot_at <= p_at) k
+        CROSS JOIN LATERAL passthrough._snapshot_at_or_before(k.audience_key, p_at) b
+      ) i
+      ORDER BY i.audience_key, i.event_ts DESC, i.qualified
     ) s
     JOIN passthrough.audiences a ON a.audience_key = s.audience_key
     JOIN passthrough.external_audiences x ON x.id = s.audience_key
@@ -2101,7 +2296,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences_at(text, text, text[], timestamptz, boolean) IS
-  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the events logged with ts at or before it (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
+  'customer_audiences as of p_at: the defined audiences (of p_subset, or all when NULL) the customer was qualified for at p_at by the inputs with ts at or before it, events and snapshots (greatest ts wins, disqualify wins a tie; a qualify older than the audience''s current ttl at p_at no longer counts), with each audience''s size at p_at (NULL when p_with_sizes is false: sizes read the audience''s whole log). PT003 for an invalid identifier, PT010 for an invalid argument, PT031 for a time before the history horizon (sql/079_retention.sql).';
 
 CREATE FUNCTION passthrough.membership_history(p_identifier_type text, p_identifier text, p_audience text)
 RETURNS TABLE (event_ts timestamptz, action text, qualified_after boolean, changed boolean,
@@ -2114,12 +2309,28 @@ DECLARE
   v_ttl     interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = v_key);
 BEGIN
   RETURN QUERY
-    WITH logged AS (
-      SELECT e.event_ts AS ts, e.qualified AS q, e.batch_id AS b, e.idempotence_id AS idem
+    WITH events AS (
+      SELECT e.event_ts AS ts, e.qualified AS q, e.batch_id AS b, e.idempotence_id AS idem, false AS verdict,
+             NULL::timestamptz AS received_at, NULL::text AS source
       FROM passthrough.events e
       WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.audience_key = v_key
+    ), verdicts AS (
+      -- the audience's snapshots, each T's by its last import (which holds the verdict of that T)
+      SELECT s.snapshot_at AS ts, passthrough._listed(s.id, v_type_id, p_identifier) AS q, s.batch_id AS b,
+             NULL::text AS idem, true AS verdict, s.received_at, s.source
+      FROM passthrough.snapshots s
+      WHERE s.audience_key = v_key
+        AND NOT EXISTS (SELECT 1 FROM passthrough.snapshots n
+                        WHERE n.audience_key = v_key AND n.snapshot_at = s.snapshot_at AND n.id > s.id)
+    ), logged AS (
+      -- a snapshot that leaves the customer out shows from the customer's first input on
+      SELECT * FROM events
+      UNION ALL
+      SELECT v.* FROM verdicts v
+      WHERE v.q OR v.ts >= (SELECT min(x.ts) FROM (SELECT ts FROM events UNION ALL
+                                                   SELECT ts FROM verdicts WHERE q) x)
     ), per_ts AS (
-      -- the state after all events of one ts: disqualify wins a tie
+      -- the state after all inputs of one ts: disqualify wins a tie
       SELECT l.ts, bool_and(l.q) AS q_after FROM logged l GROUP BY l.ts
     ), around AS (
       SELECT p.ts, p.q_after, lag(p.q_after) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts,
@@ -2132,24 +2343,27 @@ BEGIN
                                          AND (v_ttl IS NULL OR a.ts <= a.prev_ts + v_ttl)) AS changed
       FROM around a
     )
-    SELECT x.ts, x.action, x.q_after, x.changed, bt.received_at, bt.source, x.b, x.idem
+    SELECT x.ts, x.action, x.q_after, x.changed, coalesce(x.received_at, bt.received_at),
+           coalesce(x.source, bt.source), x.b, x.idem
     FROM (
-      SELECT l.ts, CASE WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action, s.q_after, s.changed,
-             l.b, l.idem, l.q
+      SELECT l.ts,
+             CASE WHEN l.verdict THEN CASE WHEN l.q THEN 'snapshot_qualify' ELSE 'snapshot_disqualify' END
+                  WHEN l.q THEN 'qualify' ELSE 'disqualify' END AS action,
+             s.q_after, s.changed, l.b, l.idem, l.q, l.received_at, l.source
       FROM logged l JOIN steps s ON s.ts = l.ts
       UNION ALL
-      -- expiries that happened: the qualify's ts + the ttl, before any newer event
-      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false
+      -- expiries that happened: the qualify's ts + the ttl, before any newer input
+      SELECT s.ts + v_ttl, 'expire', false, true, NULL::bigint, NULL::text, false, NULL::timestamptz, NULL::text
       FROM steps s
       WHERE v_ttl IS NOT NULL AND s.q_after AND s.ts + v_ttl <= now()
         AND (s.next_ts IS NULL OR s.ts + v_ttl < s.next_ts)
     ) x
     LEFT JOIN passthrough.batches bt ON bt.id = x.b
-    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b;
+    ORDER BY x.ts, x.action = 'expire' DESC, x.q, x.b, x.action;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.membership_history(text, text, text) IS
-  'Every logged event of one customer for one defined audience, in event time: its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
+  'Every input of one customer for one defined audience, in event time: each logged event, and each snapshot of the audience (action snapshot_qualify when it lists the customer, snapshot_disqualify when not; from the customer''s first input on) at its T, with its ts, action, the state after its ts (qualified_after), whether the state changed at that ts, when and from where it was received, its batch and idempotence id; for an audience with a ttl, each expiry that happened is a row with action ''expire'' at its real time (no batch). Events older than the history horizon may have been pruned (each pair keeps its newest one). PT003 for an invalid identifier, PT006 for an unknown audience.';
 
 CREATE FUNCTION passthrough.audience_size_at(p_audience text, p_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -2201,12 +2415,36 @@ BEGIN
       HINT = 'Ask for a shorter window, or for day buckets.';
   END IF;
   RETURN QUERY
-    WITH per_ts AS (
-      -- each pair's state after all its events of one ts (disqualify wins a tie), up to the window's end
-      SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, bool_and(e.qualified) AS q
+    WITH logged AS (
+      SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
       FROM passthrough.events e
       WHERE e.audience_key = v_key AND e.event_ts <= v_first + v_buckets * v_step
-      GROUP BY 1, 2, 3
+    ), snaps AS (
+      -- each T's last snapshot (it holds the verdict of that T) up to the window's end, and the T before
+      SELECT x.id, x.snapshot_at AS ts, lag(x.id) OVER w AS prev_id, lag(x.snapshot_at) OVER w AS prev_ts
+      FROM (SELECT DISTINCT ON (s.snapshot_at) s.id, s.snapshot_at
+            FROM passthrough.snapshots s
+            WHERE s.audience_key = v_key AND s.snapshot_at <= v_first + v_buckets * v_step
+            ORDER BY s.snapshot_at, s.id DESC) x
+      WINDOW w AS (ORDER BY x.snapshot_at)
+    ), inputs AS (
+      SELECT l.t, l.i, l.ts, l.q FROM logged l
+      UNION ALL
+      -- a snapshot's verdict, for the pairs whose state it can change: those it lists, and those that may be
+      -- members just before its T (listed by the snapshot before, or with an event since that one); it
+      -- leaves every other pair out, as it was
+      SELECT m.identifier_type_id, m.identifier, sn.ts, true
+      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
+      UNION ALL
+      SELECT c.t, c.i, c.ts, passthrough._listed(c.id, c.t, c.i)
+      FROM (SELECT sn.id, sn.ts, m.identifier_type_id AS t, m.identifier AS i
+            FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.prev_id
+            UNION
+            SELECT sn.id, sn.ts, l.t, l.i
+            FROM logged l JOIN snaps sn ON l.ts <= sn.ts AND (sn.prev_ts IS NULL OR l.ts > sn.prev_ts)) c
+    ), per_ts AS (
+      -- each pair's state after all its inputs of one ts (disqualify wins a tie), up to the window's end
+      SELECT n.t, n.i, n.ts, bool_and(n.q) AS q FROM inputs n GROUP BY 1, 2, 3
     ), steps AS (
       SELECT p.ts, p.q, lag(p.q) OVER w AS prev_q, lag(p.ts) OVER w AS prev_ts, lead(p.ts) OVER w AS next_ts
       FROM per_ts p WINDOW w AS (PARTITION BY p.t, p.i ORDER BY p.ts)
@@ -2242,11 +2480,13 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timestamptz, text) IS
-  'An audience''s size over time, exact, from the event log: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';
+  'An audience''s size over time, exact, from the event log and the snapshots: buckets of an hour or a day (UTC), from the one holding p_from to the one holding p_to, at most 1000. Each bucket (bucket_start, bucket_end] has the members at its start and at its end and the entries and exits between (size_at_end = size_at_start + entered - exited); exits include expiries (the audience''s current ttl). PT006 for an unknown audience, PT010 for an invalid argument, PT031 when the window starts before the history horizon.';
 -- Retention: a setting bounds how long the event log and the change feed are kept. Pruning deletes in
 -- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
 -- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
 -- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
+-- Snapshots (sql/074_snapshots.sql) are pruned alike: each audience keeps its newest snapshot older than
+-- the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
 
 CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -2281,7 +2521,8 @@ $$;
 COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
   'Private: PT031 when p_at is older than the pruned event log can answer for.';
 
-CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000) RETURNS TABLE (events bigint, changes bigint)
+CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000)
+RETURNS TABLE (events bigint, changes bigint, snapshot_members bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -2292,7 +2533,7 @@ BEGIN
   PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
   IF v_cutoff IS NULL THEN  -- no retention set: keep everything
-    events := 0; changes := 0;
+    events := 0; changes := 0; snapshot_members := 0;
     RETURN NEXT;
     RETURN;
   END IF;
@@ -2314,6 +2555,29 @@ BEGIN
     RETURNING 1
   )
   SELECT count(*) INTO events FROM gone;
+
+  -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
+  -- first, in chunks, then each snapshot once its list is gone
+  WITH superseded AS (
+    SELECT s.id FROM passthrough.snapshots s
+    WHERE s.snapshot_at < v_cutoff
+      AND EXISTS (SELECT 1 FROM passthrough.snapshots n
+                  WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
+                    AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
+  ), gone AS (
+    DELETE FROM passthrough.snapshot_members d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id IN (SELECT id FROM superseded)
+      LIMIT p_limit))
+    RETURNING 1
+  )
+  SELECT count(*) INTO snapshot_members FROM gone;
+  DELETE FROM passthrough.snapshots s
+  WHERE s.snapshot_at < v_cutoff
+    AND EXISTS (SELECT 1 FROM passthrough.snapshots n
+                WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
+                  AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
+    AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
 
   -- feed changes of batches received before the cutoff
   SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;
@@ -2338,7 +2602,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.prune_history(integer) IS
-  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact) and up to p_limit feed changes of batches received before it; returns how many of each. Call it until both are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
 -- Reading membership: which of these audiences is this customer in?
 
 CREATE FUNCTION passthrough._identifier_type_id_for_read(p_identifier_type text, p_identifier text)
