@@ -7,7 +7,8 @@ the duplicate share repeats an earlier event (same ts, so the state does not dep
 
 ``model_digest(events)`` states the semantics independently of SQL (the same rule as
 tests/reference_model.py: greatest ts wins, disqualify wins a tie) and digests the final state the
-same way ``sql_digest`` reads it back from PostgreSQL.
+same way ``sql_digest`` reads it back from PostgreSQL; ``model_snapshot_digest`` does the same for the
+state once every audience has a snapshot listing its members at a T after every event.
 """
 
 from __future__ import annotations
@@ -84,6 +85,36 @@ SELECT md5(string_agg(
        count(*), count(*) FILTER (WHERE m.qualified)
 FROM bench_bare_state m
 """
+
+
+# After a snapshot at T decides every pair (bench/run.py's late-event rows): each qualified pair's event_ts is
+# T (the snapshot's verdict; a ttl counts from it), and which ts a non-member's row keeps is not part of
+# the semantics, so it is left out of the rendering: "-" in place of the ts, in SQL and in the model alike.
+SNAPSHOT_STATE_SQL = """
+SELECT md5(string_agg(
+         t.name || '|' || m.identifier || '|' || x.external_id || '|'
+         || CASE WHEN m.qualified THEN (((extract(epoch FROM m.event_ts) * 1000000)::numeric)::bigint)::text
+                 ELSE '-' END
+         || '|' || m.qualified::int,
+         E'\\n' ORDER BY t.name COLLATE "C", m.identifier COLLATE "C", x.external_id COLLATE "C")),
+       count(*), count(*) FILTER (WHERE m.qualified)
+FROM passthrough.memberships m
+JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id
+JOIN passthrough.external_audiences x ON x.id = m.audience_key
+"""
+
+
+def model_snapshot_digest(events, at_us: int) -> tuple[str, int, int]:
+    """The digest SNAPSHOT_STATE_SQL must read back once every audience has a snapshot at ``at_us``
+    (later than every event) listing exactly its members by ``events``: the same pairs and states as
+    model_digest, each qualified pair at ``at_us``, a non-member's ts left out."""
+    state = model_state(events)
+    lines = []
+    for (identifier, audience) in sorted(state, key=lambda k: (k[0].encode(), k[1].encode())):
+        qualified = state[(identifier, audience)][1]
+        lines.append(f"{IDENTIFIER_TYPE}|{identifier}|{audience}|{at_us if qualified else '-'}|{int(qualified)}")
+    digest = hashlib.md5("\n".join(lines).encode()).hexdigest()
+    return digest, len(state), sum(1 for _, q in state.values() if q)
 
 
 def sql_digest(conn, sql: str = STATE_SQL) -> tuple[str, int, int]:

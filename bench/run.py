@@ -4,6 +4,11 @@
                         [--naive-sample 20000] [--http-sample 200000] [--http-clients 4]
                         [--read-clients 4] [--read-warmup 3] [--read-seconds 10] [--no-write]
 
+After the 2-writer SQL bulk row, the late-event path: the same events again into the loaded state (no
+snapshots), then one snapshot per audience (COPY -> `passthrough.import_snapshot`) at a T after every event,
+listing exactly its members, then the same events again, each now older than its audience's snapshot; the
+report gives the second pass's cost over the first.
+
 After `passthrough load` has left the whole run's state in the database, the point reads define one audience
 per external id and ask "which of these 10 audiences is this customer in?" for random loaded users: raw SQL
 (`passthrough.customer_audiences`, prepared) and GraphQL (the SDK's query against `passthrough serve`), each from
@@ -32,14 +37,17 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 
-from bench.data import BARE_STATE_SQL, STATE_SQL, generate, model_digest, model_state, sql_digest, ts_text
+from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate, model_digest, model_snapshot_digest,
+                        model_state, sql_digest, ts_text)
 from pyapp import migrate
 from pyapp.db import connect, with_database
 from pyapp.load import StagedRow, format_row, load_rows, route
+from pyapp.snapshot import import_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -71,6 +79,7 @@ class Row:
     seconds: float
     note: str = ""
     measured: bool = True
+    compared: bool = True  # False: not events (the snapshot import counts listed members); no ratio columns
 
     @property
     def rate(self) -> float:
@@ -239,16 +248,43 @@ def naive(db: Database, events) -> float:
         return time.perf_counter() - started
 
 
-def bulk(db: Database, streams: list[list[bytes]]) -> float:
-    db.reset()
+def backend_cpu(conn) -> float | None:
+    """CPU seconds (user + system) the connection's server process has used, from /proc: None when the
+    server is not on this machine (or /proc cannot tell)."""
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    conn.commit()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def bulk(db: Database, streams: list[list[bytes]], fresh: bool = True, cpu: list | None = None) -> float:
+    """The SQL bulk path, one writer connection per stream; from the empty state unless ``fresh`` is false
+    (then into whatever the database holds). ``cpu``, when given, receives each writer backend's CPU seconds
+    (None when unknown): steadier than the clock on a shared machine."""
+    if fresh:
+        db.reset()
+    else:  # as reset() does: no checkpoint the last row's writes made due lands in this one's time
+        with connect(db.url, autocommit=True) as c:
+            c.execute("CHECKPOINT")
 
     def worker(batches):
         with connect(db.url) as conn:
+            started = backend_cpu(conn) if cpu is not None else None
             for payload in batches:
                 load_rows(conn, payload, source="bench", register_audiences=True)
                 conn.commit()
+            if cpu is not None:
+                ended = backend_cpu(conn)
+                cpu.append(None if started is None or ended is None else ended - started)
 
     return parallel(worker, streams)
+
+
+def cpu_seconds(samples: list) -> float | None:
+    return None if not samples or None in samples else sum(samples)
 
 
 def bare(db: Database, streams: list[list[bytes]]) -> float:
@@ -270,6 +306,56 @@ def bare(db: Database, streams: list[list[bytes]]) -> float:
                 conn.commit()
 
     return parallel(worker, streams)
+
+
+def snapshot_payloads(events) -> list[tuple[str, bytes, int]]:
+    """(audience, staging payload, rows) per audience of the model: one snapshot row per current member, with
+    the ts of the qualify that decided it, as an export with per-row ts would list it."""
+    members: dict[str, list[tuple[str, int]]] = {}
+    for (identifier, audience), (ts, qualified) in model_state(events).items():
+        members.setdefault(audience, [])
+        if qualified:
+            members[audience].append((identifier, ts))
+    out = []
+    for audience in sorted(members):
+        rows = sorted(members[audience])
+        payload = "".join(
+            format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                    identifier=identifier, audience_id=audience, ts=ts_text(ts)))
+            for n, (identifier, ts) in enumerate(rows, 1)).encode()
+        out.append((audience, payload, len(rows)))
+    return out
+
+
+def import_snapshots(db: Database, snapshots: list[tuple[str, bytes, int]], at_us: int) -> float:
+    """Each audience's snapshot at ``at_us`` through pyapp.snapshot.import_rows (COPY -> import_snapshot), one
+    transaction per audience on one connection. Each lists exactly the audience's members, so the import
+    must find them all members at T and change nothing; anything else fails the run."""
+    at = Decimal(ts_text(at_us))
+    with connect(db.url) as conn:
+        started = time.perf_counter()
+        for audience, payload, listed in snapshots:
+            r = import_rows(conn, payload, audience, at=at, source="bench-snapshot")
+            conn.commit()
+            got = (r.listed, r.unchanged, r.members_before, r.to_qualify, r.to_disqualify, r.kept_newer, r.changed)
+            if not r.applied or got != (listed, listed, listed, 0, 0, 0, 0):
+                raise SystemExit(
+                    f"FAILED: snapshot of {audience} ({listed:,} members by the model) was not applied as a no-op: "
+                    f"listed, unchanged, members_before, to_qualify, to_disqualify, kept_newer, changed = {got}")
+        return time.perf_counter() - started
+
+
+def current_xid(db: Database) -> str:
+    """A new transaction id (32-bit, as text): every transaction after it has a greater one."""
+    with connect(db.url, autocommit=True) as c:
+        return str(c.execute("SELECT pg_current_xact_id()::text::bigint % 4294967296").fetchone()[0])
+
+
+def rewritten_since(db: Database, xid: str) -> int:
+    """Membership rows written by transactions after ``xid`` (younger than it: wraparound-safe)."""
+    with connect(db.url, autocommit=True) as c:
+        return int(c.execute("SELECT count(*) FROM passthrough.memberships WHERE age(xmin) < age(%s::xid)",
+                             (xid,)).fetchone()[0])
 
 
 def check_state(db: Database, expected, label: str, sql: str = STATE_SQL) -> str:
@@ -604,6 +690,9 @@ def table(rows: list[Row], raw2: float, naive_rate: float) -> str:
         if not r.measured:
             lines.append(f"| {r.path} | - | - | - | - | - | {r.note} |")
             continue
+        if not r.compared:
+            lines.append(f"| {r.path} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | - | - | {r.note} |")
+            continue
         lines.append(
             f"| {r.path} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | {r.rate / raw2:.1%} | "
             f"{r.rate / naive_rate:,.1f}x | {r.note} |")
@@ -688,6 +777,42 @@ def main(argv=None) -> int:
         bulk2 = Row("SQL bulk path (COPY -> `load_staged`), 2 writers, with event log", n, bulk(db, two))
         bulk2.note = check_state(db, expected, bulk2.path)
         rows.append(bulk2)
+        # The late-event path, on the state bulk2 left (= the model). A: the same events again, nothing newer
+        # than what is stored and no snapshot; then one snapshot per audience at a T after every event,
+        # listing exactly its members; B: the same events again, each now at or before its audience's
+        # snapshot, so the writer only logs them (the snapshot decided every pair at T).
+        info("SQL bulk path, 2 writers, the same events again into the loaded state ...")
+        before, again_cpu = current_xid(db), []
+        again = Row("SQL bulk path, 2 writers, the same events again into the loaded state, no snapshots", n,
+                    bulk(db, two, fresh=False, cpu=again_cpu))
+        again_rewritten = rewritten_since(db, before)
+        again.note = check_state(db, expected, again.path) + f"; {again_rewritten:,} membership rows rewritten"
+        if cpu_seconds(again_cpu) is not None:
+            again.note += f"; writers' CPU {cpu_seconds(again_cpu):.2f} s"
+        rows.append(again)
+        at_us = max(ts for _, _, _, ts in events) + 1_000_000  # T: 1 s after the newest event
+        if at_us > time.time() * 1_000_000:
+            raise SystemExit("FAILED: the generated events reach the present; the snapshot time would be in the future")
+        expected_at = model_snapshot_digest(events, at_us)
+        snapshots = snapshot_payloads(events)
+        listed = sum(count for _, _, count in snapshots)
+        info(f"snapshot import, {len(snapshots)} audiences, {listed:,} listed members ...")
+        imported = Row(f"snapshot import (COPY -> `import_snapshot`), {len(snapshots)} audiences, "
+                       f"{listed:,} listed members, 1 connection (rate: members/s)", listed,
+                       import_snapshots(db, snapshots, at_us), compared=False)
+        imported.note = (check_state(db, expected_at, imported.path, SNAPSHOT_STATE_SQL)
+                         + "; one transaction per audience; each lists its members (a no-op import, checked)")
+        rows.append(imported)
+        info("SQL bulk path, 2 writers, the same events again, all older than their audience's snapshot ...")
+        before, late_cpu = current_xid(db), []
+        late = Row("SQL bulk path, 2 writers, the same events again, each older than its audience's snapshot "
+                   "(late path)", n, bulk(db, two, fresh=False, cpu=late_cpu))
+        late_rewritten = rewritten_since(db, before)
+        late.note = (check_state(db, expected_at, late.path, SNAPSHOT_STATE_SQL)
+                     + f" (members at T); {late_rewritten:,} membership rows rewritten, none changing state")
+        if cpu_seconds(late_cpu) is not None:
+            late.note += f"; writers' CPU {cpu_seconds(late_cpu):.2f} s"
+        rows.append(late)
         info("bare pipeline (the reference design), 2 writers ...")
         bare2 = Row("bare pipeline for scale: COPY -> log + one upsert, no validation, feed, history index or "
                     "sizes, 2 writers", n, bare(db, two))
@@ -734,6 +859,21 @@ def main(argv=None) -> int:
         f"run: {bare2.rate / raw2.rate:.1%} of raw 2-stream COPY, {bare2.rate / naive_row.rate:,.0f}x naive; "
         f"the 2-writer bulk path runs at {bulk2.rate / bare2.rate:.0%} of its speed."
     )
+    def more(ratio: float) -> str:
+        return f"{abs(ratio - 1):.1%} {'more' if ratio >= 1 else 'less'}"
+
+    cpu_a, cpu_b = cpu_seconds(again_cpu), cpu_seconds(late_cpu)
+    cpu_text = (f" (writer backends' CPU: {cpu_b:.2f} s against {cpu_a:.2f} s, {more(cpu_b / cpu_a)})"
+                if cpu_a and cpu_b is not None else "")
+    late_line = (
+        f"Late events: the same {n:,} events into the same state, each at or before its audience's newest "
+        f"snapshot, run at {late.rate:,.0f} events/s against {again.rate:,.0f} without snapshots: late events "
+        f"cost **{more(late.seconds / again.seconds)}** than the same events into the same state "
+        f"without snapshots{cpu_text}. The {len(snapshots)} snapshot imports before them took {imported.seconds:.2f} s "
+        f"({imported.rate:,.0f} listed members/s). The late pass rewrote {late_rewritten:,} of the "
+        f"{expected_at[1]:,} membership rows without changing their state (the pass without snapshots "
+        f"rewrote {again_rewritten:,})."
+    )
     header = (
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.events:,} events, {args.users:,} users x "
         f"{args.audiences} audiences, batch size {args.batch_size:,}; {db.where.split(' in ')[0]}, PostgreSQL "
@@ -741,7 +881,7 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPUs, {platform.machine()}; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; whole run {total:.0f} s. All ratios come from this one run."
     )
-    report = f"{header}\n\n{result}\n\n{targets}\n\n{read_table(read_rows)}\n\n{read_described}\n"
+    report = f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n{read_described}\n"
     print(report)
     if not args.no_write and DOCS.exists():
         text = DOCS.read_text()

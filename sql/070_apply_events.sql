@@ -177,24 +177,23 @@ BEGIN
 
   WITH incoming AS MATERIALIZED (
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
-           -- the input that decides the pair (dq at dts): the event, unless the audience's newest snapshot
-           -- is not older; then the snapshot's verdict, listed or not (a disqualify at T wins the tie at T)
-           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.q
-                ELSE (u.q OR u.ts < e.snapshot_at) AND passthrough._listed(e.snapshot_id, u.t, u.i COLLATE "C")
-           END AS dq,
-           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.ts ELSE e.snapshot_at END AS dts
+           -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
+           -- every pair the snapshot's verdict at T (sql/074_snapshots.sql), so an event before T, or a
+           -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
+           u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
+             AS decides
     FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
     -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
     -- dedupe sort below finds its input already sorted
-    ORDER BY u.t, u.i COLLATE "C", e.id, dts DESC, dq
+    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
   ), logged AS (
     INSERT INTO passthrough.events
       (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
     SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
   ), latest AS (
-    -- the deciding input per pair; on equal ts false (disqualify) sorts first and wins
-    SELECT DISTINCT ON (t, i, k) t, i, k, dq AS q, dts AS ts FROM incoming ORDER BY t, i, k, dts DESC, dq
+    -- newest input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m

@@ -10,12 +10,13 @@
 -- for any arrival order of events and snapshots:
 --
 -- * Each snapshot's list is kept (passthrough.snapshot_members): reads in the past use the newest
---   snapshot at or before their time (sql/078_membership_history.sql), and the writer, for an event no
---   newer than its audience's newest snapshot, takes that snapshot's verdict on the pair instead
---   (sql/070_apply_events.sql). An event newer than every snapshot of its audience costs nothing extra.
--- * The import applies the snapshot through the one writer: its listed rows as events, and the current
---   members it leaves out as verdict-only rows, all turned into the verdict at T unless a newer input
---   stands. One transaction: readers see the old membership or the new one, never a mix.
+--   snapshot at or before their time (sql/078_membership_history.sql).
+-- * The import of an audience's newest snapshot applies its verdict through the one writer, as
+--   verdict-only rows: qualified at T for each listed pair, disqualified at T for each pair stored as
+--   qualified by an input no newer than T; a newer input stands. Every other pair is already out. From
+--   then on, an event before T (or a qualify at T) can change nothing, and the writer only logs it
+--   (sql/070_apply_events.sql): no lookup, no row written. The listed rows are logged as events.
+--   One transaction: readers see the old membership or the new one, never a mix.
 -- * An import holds its audience's advisory lock exclusively, writers hold theirs shared, so no writer
 --   that cannot see the snapshot yet writes a pair the import cannot see (sql/070_apply_events.sql).
 -- * The guards count as of T: the members at T by the inputs known before the import, and those of them
@@ -51,8 +52,7 @@ CREATE INDEX snapshot_members_snapshot_id_brin ON passthrough.snapshot_members U
 COMMENT ON TABLE passthrough.snapshot_members IS
   'The identifiers each snapshot lists. When an earlier snapshot of the same audience has the same T, only the identifiers both list (disqualify wins the tie), so the last snapshot of a T holds the verdict of all.';
 
--- Whether a snapshot lists a pair: the one lookup the writer makes for an event its audience's newest
--- snapshot overrides.
+-- Whether a snapshot lists a pair (reads in the past ask it).
 CREATE FUNCTION passthrough._listed(p_snapshot_id bigint, p_identifier_type_id smallint, p_identifier text)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -310,22 +310,27 @@ BEGIN
   WHERE e.id = v_key AND (e.snapshot_at IS NULL OR e.snapshot_at <= v_at);
   v_newest := FOUND;
 
-  -- Through the one writer, which turns each input into the newest snapshot's verdict unless a newer
-  -- input stands: a qualify event per listed identifier (its newest row ts), and, when this snapshot is
-  -- the newest, a verdict-only row for each pair stored as qualified by an input no newer than T.
+  -- Through the one writer: each row as a qualify event at its ts (T without one), logged; and, when
+  -- this snapshot is the newest, its verdict at T as verdict-only rows: qualified for the pairs it lists,
+  -- disqualified for the pairs stored as qualified by an input no newer than T (a newer input stands). The
+  -- writer lets only the verdict move pairs: the events are no newer than T.
   PERFORM passthrough._incoming_table();
   INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
-  SELECT d.type_id, d.identifier, p_audience_id, true, d.snapshot_ts, NULL
-  FROM pg_temp.passthrough_snapshot_diff d WHERE d.listed;
+  SELECT r.type_id, r.identifier, p_audience_id, true,
+         CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END, NULL
+  FROM pg_temp.passthrough_snapshot_rows r;
   GET DIAGNOSTICS v_events = ROW_COUNT;
   v_verdicts := 0;
   IF v_newest THEN
     INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT d.type_id, d.identifier, p_audience_id, true, v_at, NULL, true
+    FROM pg_temp.passthrough_snapshot_diff d WHERE d.in_verdict
+    UNION ALL
     SELECT m.identifier_type_id, m.identifier, p_audience_id, false, v_at, NULL, true
     FROM passthrough.memberships m
     WHERE m.audience_key = v_key AND m.qualified AND m.event_ts <= v_at
       AND NOT EXISTS (SELECT 1 FROM pg_temp.passthrough_snapshot_diff d
-                      WHERE d.listed AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
+                      WHERE d.in_verdict AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
     GET DIAGNOSTICS v_verdicts = ROW_COUNT;
   END IF;
   v_applied := passthrough._apply_valid_events(p_source, v_events, v_verdicts);

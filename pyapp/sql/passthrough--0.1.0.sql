@@ -819,24 +819,23 @@ BEGIN
 
   WITH incoming AS MATERIALIZED (
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
-           -- the input that decides the pair (dq at dts): the event, unless the audience's newest snapshot
-           -- is not older; then the snapshot's verdict, listed or not (a disqualify at T wins the tie at T)
-           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.q
-                ELSE (u.q OR u.ts < e.snapshot_at) AND passthrough._listed(e.snapshot_id, u.t, u.i COLLATE "C")
-           END AS dq,
-           CASE WHEN e.snapshot_at IS NULL OR u.ts > e.snapshot_at THEN u.ts ELSE e.snapshot_at END AS dts
+           -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
+           -- every pair the snapshot's verdict at T (sql/074_snapshots.sql), so an event before T, or a
+           -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
+           u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
+             AS decides
     FROM pg_temp.passthrough_incoming u
     JOIN passthrough.external_audiences e ON e.external_id = u.a
     -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
     -- dedupe sort below finds its input already sorted
-    ORDER BY u.t, u.i COLLATE "C", e.id, dts DESC, dq
+    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
   ), logged AS (
     INSERT INTO passthrough.events
       (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
     SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
   ), latest AS (
-    -- the deciding input per pair; on equal ts false (disqualify) sorts first and wins
-    SELECT DISTINCT ON (t, i, k) t, i, k, dq AS q, dts AS ts FROM incoming ORDER BY t, i, k, dts DESC, dq
+    -- newest input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
   ), upserted AS (
     -- rows go in key order so that concurrent batches lock shared pairs in the same order
     INSERT INTO passthrough.memberships AS m
@@ -1394,12 +1393,13 @@ COMMENT ON FUNCTION passthrough.purge_load_rejects(interval) IS
 -- for any arrival order of events and snapshots:
 --
 -- * Each snapshot's list is kept (passthrough.snapshot_members): reads in the past use the newest
---   snapshot at or before their time (sql/078_membership_history.sql), and the writer, for an event no
---   newer than its audience's newest snapshot, takes that snapshot's verdict on the pair instead
---   (sql/070_apply_events.sql). An event newer than every snapshot of its audience costs nothing extra.
--- * The import applies the snapshot through the one writer: its listed rows as events, and the current
---   members it leaves out as verdict-only rows, all turned into the verdict at T unless a newer input
---   stands. One transaction: readers see the old membership or the new one, never a mix.
+--   snapshot at or before their time (sql/078_membership_history.sql).
+-- * The import of an audience's newest snapshot applies its verdict through the one writer, as
+--   verdict-only rows: qualified at T for each listed pair, disqualified at T for each pair stored as
+--   qualified by an input no newer than T; a newer input stands. Every other pair is already out. From
+--   then on, an event before T (or a qualify at T) can change nothing, and the writer only logs it
+--   (sql/070_apply_events.sql): no lookup, no row written. The listed rows are logged as events.
+--   One transaction: readers see the old membership or the new one, never a mix.
 -- * An import holds its audience's advisory lock exclusively, writers hold theirs shared, so no writer
 --   that cannot see the snapshot yet writes a pair the import cannot see (sql/070_apply_events.sql).
 -- * The guards count as of T: the members at T by the inputs known before the import, and those of them
@@ -1435,8 +1435,7 @@ CREATE INDEX snapshot_members_snapshot_id_brin ON passthrough.snapshot_members U
 COMMENT ON TABLE passthrough.snapshot_members IS
   'The identifiers each snapshot lists. When an earlier snapshot of the same audience has the same T, only the identifiers both list (disqualify wins the tie), so the last snapshot of a T holds the verdict of all.';
 
--- Whether a snapshot lists a pair: the one lookup the writer makes for an event its audience's newest
--- snapshot overrides.
+-- Whether a snapshot lists a pair (reads in the past ask it).
 CREATE FUNCTION passthrough._listed(p_snapshot_id bigint, p_identifier_type_id smallint, p_identifier text)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -1694,22 +1693,27 @@ BEGIN
   WHERE e.id = v_key AND (e.snapshot_at IS NULL OR e.snapshot_at <= v_at);
   v_newest := FOUND;
 
-  -- Through the one writer, which turns each input into the newest snapshot's verdict unless a newer
-  -- input stands: a qualify event per listed identifier (its newest row ts), and, when this snapshot is
-  -- the newest, a verdict-only row for each pair stored as qualified by an input no newer than T.
+  -- Through the one writer: each row as a qualify event at its ts (T without one), logged; and, when
+  -- this snapshot is the newest, its verdict at T as verdict-only rows: qualified for the pairs it lists,
+  -- disqualified for the pairs stored as qualified by an input no newer than T (a newer input stands). The
+  -- writer lets only the verdict move pairs: the events are no newer than T.
   PERFORM passthrough._incoming_table();
   INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
-  SELECT d.type_id, d.identifier, p_audience_id, true, d.snapshot_ts, NULL
-  FROM pg_temp.passthrough_snapshot_diff d WHERE d.listed;
+  SELECT r.type_id, r.identifier, p_audience_id, true,
+         CASE WHEN r.ts IS NULL THEN v_at ELSE passthrough._ts_from_seconds(r.ts) END, NULL
+  FROM pg_temp.passthrough_snapshot_rows r;
   GET DIAGNOSTICS v_events = ROW_COUNT;
   v_verdicts := 0;
   IF v_newest THEN
     INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT d.type_id, d.identifier, p_audience_id, true, v_at, NULL, true
+    FROM pg_temp.passthrough_snapshot_diff d WHERE d.in_verdict
+    UNION ALL
     SELECT m.identifier_type_id, m.identifier, p_audience_id, false, v_at, NULL, true
     FROM passthrough.memberships m
     WHERE m.audience_key = v_key AND m.qualified AND m.event_ts <= v_at
       AND NOT EXISTS (SELECT 1 FROM pg_temp.passthrough_snapshot_diff d
-                      WHERE d.listed AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
+                      WHERE d.in_verdict AND d.type_id = m.identifier_type_id AND d.identifier = m.identifier);
     GET DIAGNOSTICS v_verdicts = ROW_COUNT;
   END IF;
   v_applied := passthrough._apply_valid_events(p_source, v_events, v_verdicts);
@@ -2220,33 +2224,71 @@ $$;
 COMMENT ON FUNCTION passthrough._snapshot_at_or_before(integer, timestamptz) IS
   'Private: the snapshot whose verdict counts at p_at for an audience (none when no snapshot is that old).';
 
--- The members of an audience at p_at: the newest snapshot at or before p_at decides every pair at its T,
--- so only its list and the events from T on are read (an event at T counts only as a disqualify: a
--- qualify at T adds nothing to the verdict, and loses to "not listed"). Without a snapshot, every event.
+-- The members of an audience at p_at.
+-- * From the log: the newest snapshot at or before p_at decides every pair at its T, so only its list and
+--   the events from T on are read (an event at T counts only as a disqualify: a qualify at T adds nothing
+--   to the verdict, and loses to "not listed"). Without a snapshot, every event of the audience.
+-- * From the live state, when p_at is not before the audience's newest snapshot (a snapshot import at
+--   "now", a size as of now): a stored membership decided by an input at or before p_at is the state at
+--   p_at (the writer keeps the newest input of each member; a pair without a row has only inputs the
+--   newest snapshot overrides). Only the rows it cannot tell about are read from the log: decided after
+--   p_at, or, with a ttl, not qualified now but maybe still within the ttl at p_at (the sweeper flips an
+--   expired row and keeps its ts).
 CREATE FUNCTION passthrough._audience_members_at(p_audience_key integer, p_at timestamptz)
 RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  WITH base AS (
-    SELECT b.id, b.snapshot_at FROM passthrough._snapshot_at_or_before(p_audience_key, p_at) b
-  ), inputs AS (
-    SELECT e.identifier_type_id, e.identifier, e.event_ts, e.qualified
-    FROM passthrough.events e LEFT JOIN base b ON true
-    WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
-      AND (b.id IS NULL OR e.event_ts > b.snapshot_at OR (e.event_ts = b.snapshot_at AND NOT e.qualified))
-    UNION ALL
-    SELECT m.identifier_type_id, m.identifier, b.snapshot_at, true
-    FROM base b JOIN passthrough.snapshot_members m ON m.snapshot_id = b.id
-  )
-  SELECT d.identifier_type_id, d.identifier, d.event_ts
-  FROM (SELECT DISTINCT ON (i.identifier_type_id, i.identifier) i.identifier_type_id, i.identifier, i.event_ts, i.qualified
-        FROM inputs i
-        ORDER BY i.identifier_type_id, i.identifier, i.event_ts DESC, i.qualified) d
-  LEFT JOIN passthrough.audiences a ON a.audience_key = p_audience_key
-  WHERE d.qualified AND passthrough._within_ttl(d.event_ts, a.ttl, p_at);
+DECLARE
+  v_newest timestamptz := (SELECT e.snapshot_at FROM passthrough.external_audiences e WHERE e.id = p_audience_key);
+  v_ttl    interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = p_audience_key);
+BEGIN
+  IF v_newest IS NULL OR p_at >= v_newest THEN
+    RETURN QUERY
+      WITH stored AS (
+        SELECT m.identifier_type_id AS t, m.identifier AS i, m.qualified AS q, m.event_ts AS ts,
+               m.event_ts > p_at OR (v_ttl IS NOT NULL AND NOT m.qualified AND m.event_ts + v_ttl > p_at) AS unsure
+        FROM passthrough.memberships m
+        WHERE m.audience_key = p_audience_key
+      )
+      SELECT s.t, s.i::text, s.ts FROM stored s
+      WHERE NOT s.unsure AND s.q AND passthrough._within_ttl(s.ts, v_ttl, p_at)
+      UNION ALL
+      SELECT s.t, s.i::text, d.ts
+      FROM stored s
+      CROSS JOIN LATERAL (
+        SELECT x.ts, x.q FROM (
+          SELECT e.event_ts AS ts, e.qualified AS q FROM passthrough.events e
+          WHERE e.identifier_type_id = s.t AND e.identifier = s.i AND e.audience_key = p_audience_key
+            AND e.event_ts <= p_at
+          UNION ALL
+          SELECT b.snapshot_at, passthrough._listed(b.id, s.t, s.i)
+          FROM passthrough._snapshot_at_or_before(p_audience_key, p_at) b
+        ) x
+        ORDER BY x.ts DESC, x.q
+        LIMIT 1
+      ) d
+      WHERE s.unsure AND d.q AND passthrough._within_ttl(d.ts, v_ttl, p_at);
+  ELSE
+    RETURN QUERY
+      WITH base AS (
+        SELECT b.id, b.snapshot_at FROM passthrough._snapshot_at_or_before(p_audience_key, p_at) b
+      ), inputs AS (
+        SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
+        FROM passthrough.events e LEFT JOIN base b ON true
+        WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+          AND (b.id IS NULL OR e.event_ts > b.snapshot_at OR (e.event_ts = b.snapshot_at AND NOT e.qualified))
+        UNION ALL
+        SELECT m.identifier_type_id, m.identifier, b.snapshot_at, true
+        FROM base b JOIN passthrough.snapshot_members m ON m.snapshot_id = b.id
+      )
+      SELECT d.t, d.i::text, d.ts
+      FROM (SELECT DISTINCT ON (n.t, n.i) n.t, n.i, n.ts, n.q FROM inputs n ORDER BY n.t, n.i, n.ts DESC, n.q) d
+      WHERE d.q AND passthrough._within_ttl(d.ts, v_ttl, p_at);
+  END IF;
+END;
 $$;
 COMMENT ON FUNCTION passthrough._audience_members_at(integer, timestamptz) IS
-  'Private: the members of an audience at p_at and the ts of the input that decided each (a qualify younger than the audience''s current ttl at p_at), from the newest snapshot at or before p_at and the events since, or from every event when no snapshot is that old.';
+  'Private: the members of an audience at p_at and the ts of the input that decided each (a qualify younger than the audience''s current ttl at p_at): from the live state when p_at is not before the audience''s newest snapshot (the log only for rows decided later or possibly expired later), else from the newest snapshot at or before p_at and the events since, or every event when no snapshot is that old.';
 
 CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
