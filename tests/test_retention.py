@@ -145,3 +145,33 @@ def test_the_cli_prunes(conn, db_url):
     out = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "pruned: 3 events, 0 feed changes and 0 listed identifiers" in out.stdout
+
+
+def test_snapshots_older_than_the_cutoff_go_except_each_audiences_newest(conn):
+    from pyapp.load import StagedRow, format_row
+    from pyapp.snapshot import import_rows
+
+    def snapshot(audience, minutes, listed):
+        payload = "".join(format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                                  identifier=i, audience_id=audience))
+                          for n, i in enumerate(listed, 2)).encode()
+        import_rows(conn, payload, audience, at=at(minutes), force=True)
+
+    setup(conn)
+    conn.execute("SELECT passthrough.create_audience('seg_b', 'aud-b')")
+    snapshot("aud-a", -150, ["v", "y"])
+    snapshot("aud-a", -120, ["y"])      # aud-a's newest before a 1 hour cutoff: kept
+    snapshot("aud-a", -20, ["x", "y"])  # after the cutoff: kept
+    snapshot("aud-b", -150, ["v"])      # aud-b's only snapshot: kept
+    before = {m: {i: members_at(conn, i, m) for i in ("u", "v", "w", "x", "y")} for m in (-55, -45, -20, -1)}
+    conn.execute("SELECT passthrough.set_event_retention(interval '1 hour')")
+    events, changes, members = rows(conn, "SELECT * FROM passthrough.prune_history()")[0]
+    assert members == 2  # the first snapshot of aud-a listed 2 identifiers
+    assert rows(conn, "SELECT x.external_id, (extract(epoch FROM s.snapshot_at) - %s)::int / 60, count(m.*)"
+                      " FROM passthrough.snapshots s JOIN passthrough.external_audiences x ON x.id = s.audience_key"
+                      " LEFT JOIN passthrough.snapshot_members m ON m.snapshot_id = s.id"
+                      " GROUP BY 1, 2 ORDER BY 1, 2", (at(0),)) == [
+        ("aud-a", -120, 1), ("aud-a", -20, 2), ("aud-b", -150, 1)]
+    # every answer from the horizon on is what it was
+    assert {m: {i: members_at(conn, i, m) for i in ("u", "v", "w", "x", "y")} for m in (-55, -45, -20, -1)} == before
+    assert before[-45]["y"] == ["seg_a"] and before[-45]["v"] == ["seg_b"]  # decided by the kept snapshots
