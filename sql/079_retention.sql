@@ -46,6 +46,7 @@ DECLARE
   v_cutoff     timestamptz;
   v_last_batch bigint;
   v_cursor     text;
+  v_superseded bigint[];
 BEGIN
   PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
@@ -75,25 +76,21 @@ BEGIN
 
   -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
   -- first, in chunks, then each snapshot once its list is gone
-  WITH superseded AS (
+  v_superseded := ARRAY(
     SELECT s.id FROM passthrough.snapshots s
     WHERE s.snapshot_at < v_cutoff
       AND EXISTS (SELECT 1 FROM passthrough.snapshots n
                   WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
-                    AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
-  ), gone AS (
+                    AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id)));
+  WITH gone AS (
     DELETE FROM passthrough.snapshot_members d
     WHERE d.ctid = ANY (ARRAY(
-      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id IN (SELECT id FROM superseded)
-      LIMIT p_limit))
+      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
     RETURNING 1
   )
   SELECT count(*) INTO snapshot_members FROM gone;
   DELETE FROM passthrough.snapshots s
-  WHERE s.snapshot_at < v_cutoff
-    AND EXISTS (SELECT 1 FROM passthrough.snapshots n
-                WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
-                  AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id))
+  WHERE s.id = ANY (v_superseded)
     AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
 
   -- feed changes of batches received before the cutoff
