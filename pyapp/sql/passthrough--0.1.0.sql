@@ -1445,7 +1445,7 @@ AS $$
                    AND m.snapshot_id = p_snapshot_id);
 $$;
 COMMENT ON FUNCTION passthrough._listed(bigint, smallint, text) IS
-  'Private: whether snapshot p_snapshot_id lists the identifier (false for a NULL snapshot). Inlined by the planner.';
+  'Private: whether snapshot p_snapshot_id lists the identifier (false for a NULL snapshot): one primary-key lookup. Not inlined (a sub-select never is): reads call it per pair.';
 
 CREATE TYPE passthrough.snapshot_result AS (
   snapshot_at   timestamptz, -- T
