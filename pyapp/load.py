@@ -58,7 +58,7 @@ __all__ = [
 
 COPY_COLUMNS = (
     "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
-    "identifier_count", "transport_problems",
+    "identifier_count", "transport_problems", "identifiers",
 )
 COPY_SQL = f"COPY pg_temp.passthrough_load ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 DEFAULT_BATCH_SIZE = 50_000
@@ -184,6 +184,7 @@ class StagedRow:
     idempotence_id: str | None = None
     identifier_count: int | None = 1
     problems: list[str] = field(default_factory=list)  # what only the transport can see
+    identifiers: str | None = None  # JSON text of every identifier, when the event named more than one
 
 
 def _esc(value: str | None) -> str:
@@ -207,7 +208,8 @@ def format_row(row_no: int, row: StagedRow) -> str:
     problems = _esc(_array_literal(row.problems)) if row.problems else _NULL
     return (
         f"{row_no}\t{_esc(row.type)}\t{_esc(row.action)}\t{_esc(row.identifier_type)}\t{_esc(row.identifier)}\t"
-        f"{_esc(row.audience_id)}\t{_esc(row.ts)}\t{_esc(row.idempotence_id)}\t{count}\t{problems}\n"
+        f"{_esc(row.audience_id)}\t{_esc(row.ts)}\t{_esc(row.idempotence_id)}\t{count}\t{problems}\t"
+        f"{_esc(row.identifiers)}\n"
     )
 
 
@@ -256,6 +258,8 @@ def event_to_row(event: Any) -> StagedRow:
             if value is not None and not isinstance(value, str):
                 problems.append(f"identifiers.{key[:64]}: must be a string, got {json_type(value)}")
             row.identifier = _json_text(value)
+        elif ids:  # SQL picks the one that keys the event (passthrough._key_identifier)
+            row.identifiers = orjson.dumps(ids, default=float).decode()  # a Decimal is a JSON number
     else:
         row.identifier_count = None
     if isinstance(data, dict):
@@ -471,7 +475,7 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
                             idem = null
                         if type(identifier) is str and type(audience) is str and ts is not None and type(idem) is str:
                             text = (f"{base + line_no}\t{kind}\t{action}\t{id_type}\t{identifier}\t{audience}\t"
-                                    f"{ts}\t{idem}\t1\t\\N\n")
+                                    f"{ts}\t{idem}\t1\t\\N\t\\N\n")
                             target = crc32(identifier.encode()) % writers if writers > 1 else 0
             if text is None:
                 row = _ndjson_row(line)

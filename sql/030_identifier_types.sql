@@ -1,4 +1,6 @@
--- Identifier types: the names a client may use for its one identifier (fs_user_id, vuid, ...).
+-- Identifier types: the names a client may give its identifiers (fs_user_id, vuid, ...). A passthrough
+-- event is keyed by exactly one high-confidence identifier; low-confidence ones (vuid: a browser's id,
+-- not a person's) may come along, as the browser and mobile SDKs send them, and key nothing.
 
 CREATE TABLE passthrough.identifier_types (
   id              smallint    GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -8,10 +10,10 @@ CREATE TABLE passthrough.identifier_types (
   created_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.identifier_types IS
-  'Identifier types. Only high-confidence types are accepted in passthrough events and reads.';
+  'Identifier types. A passthrough event is keyed by its one high-confidence identifier; low-confidence ones may come with it and key nothing, and reads by them find no memberships.';
 
 INSERT INTO passthrough.identifier_types (name, high_confidence) VALUES
-  ('fs_user_id', true), ('vuid', true), ('customer_id', true), ('email', true);
+  ('fs_user_id', true), ('vuid', false), ('customer_id', true), ('email', true);
 
 -- The SDKs rewrite fs-user-id and FS_USER_ID to fs_user_id; every path normalises the same way.
 CREATE FUNCTION passthrough._normalize_identifier_type(p_name text) RETURNS text

@@ -13,9 +13,33 @@ CREATE TYPE passthrough.apply_result AS (
 );
 COMMENT ON TYPE passthrough.apply_result IS 'What applying a batch of events did.';
 
+-- Which of an event's identifiers keys it (ODP: one and only one high-confidence identifier; the browser
+-- and mobile SDKs add the visitor's low-confidence vuid to every event). key is the identifier the event
+-- is keyed by, or the one its error must name: an unknown type, else the only high-confidence one, else
+-- (none is high-confidence) the first low-confidence one. high_count is 1 with a key; without one, how
+-- many high-confidence identifiers there are (0 for an empty object, 2 or more). Called only for events
+-- naming more than one identifier: one is its own key.
+CREATE FUNCTION passthrough._key_identifier(p_identifiers jsonb, OUT key text, OUT high_count integer)
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE WHEN u.unknown IS NOT NULL THEN u.unknown
+              WHEN u.high = 1 THEN u.high_key
+              WHEN u.high = 0 THEN u.any_key END,
+         CASE WHEN u.unknown IS NOT NULL OR u.high = 1 OR (u.high = 0 AND u.n > 0) THEN 1 ELSE u.high END
+  FROM (SELECT min(k.key) FILTER (WHERE t.id IS NULL) AS unknown,
+               count(*) FILTER (WHERE t.high_confidence)::integer AS high,
+               min(k.key) FILTER (WHERE t.high_confidence) AS high_key,
+               min(k.key) AS any_key, count(*) AS n
+        FROM jsonb_object_keys(p_identifiers) AS k(key)
+        LEFT JOIN passthrough.identifier_types t ON t.name = passthrough._normalize_identifier_type(k.key)) u;
+$$;
+COMMENT ON FUNCTION passthrough._key_identifier(jsonb) IS
+  'Private: of an identifiers object, the identifier that keys the event (its one high-confidence identifier) or the one its error names, and how many high-confidence identifiers it has when none keys it.';
+
 -- The rules an event's values must meet, whatever transport brought them. Each problem is
 -- 'field: reason'. Presence is checked here (NULL means missing); a transport adds what only it can
--- see (a JSON value of the wrong type). p_identifier_count is how many identifiers the event named.
+-- see (a JSON value of the wrong type). p_identifier_count is 1 for an event keyed by one identifier
+-- (p_identifier_key), else how many high-confidence identifiers it named (passthrough._key_identifier).
 CREATE FUNCTION passthrough._event_problems(
   p_type text, p_action text,
   p_identifier_count integer, p_identifier_key text, p_identifier_high_confidence boolean,
@@ -35,15 +59,16 @@ AS $$
            THEN format('action: must be "qualify" or "disqualify", got %s', to_json(left(p_action, 64)))
     END,
     CASE WHEN p_identifier_count IS NULL
-           THEN 'identifiers: is required, as an object with one identifier, e.g. {"fs_user_id": "user-1"}'
+           THEN 'identifiers: is required, as an object with one high-confidence identifier, e.g. {"fs_user_id": "user-1"}'
          WHEN p_identifier_count <> 1
-           THEN format('identifiers: must hold exactly one identifier, got %s', p_identifier_count)
+           THEN format('identifiers: must hold exactly one high-confidence identifier, got %s '
+                       '(low-confidence ones, such as vuid, may come with it)', p_identifier_count)
          WHEN p_identifier_high_confidence IS NULL
            THEN format('identifiers: unknown identifier type %s (passthrough.list_identifier_types() lists them)',
                        to_json(left(p_identifier_key, 64)))
          WHEN NOT p_identifier_high_confidence
-           THEN format('identifiers: identifier type %s is not high-confidence; passthrough events need one that is',
-                       to_json(left(p_identifier_key, 64)))
+           THEN format('identifiers: %s is a low-confidence identifier type, and a passthrough event needs exactly one '
+                       'high-confidence identifier (such as fs_user_id) to key it', to_json(left(p_identifier_key, 64)))
          WHEN p_identifier IS NULL OR p_identifier = ''
            THEN format('identifiers.%s: must be a non-empty string', left(p_identifier_key, 64))
          WHEN length(p_identifier) > 512
@@ -410,10 +435,13 @@ BEGIN
            CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'idempotence_id' END AS idem_j
     FROM raw r
   ), keyed AS (
-    SELECT f.*, k.key, f.ids->k.key AS id_j
+    -- the identifier that keys the event: its only one, or the one high-confidence identifier of several
+    SELECT f.*, k.key, f.ids->k.key AS id_j, CASE WHEN f.id_count > 1 THEN k.n ELSE f.id_count END AS key_count
     FROM fields f
     LEFT JOIN LATERAL (
-      SELECT jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS key
+      SELECT o.key, 1 AS n FROM jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS o(key)
+      UNION ALL
+      SELECT r.key, r.high_count FROM passthrough._key_identifier(f.ids) r WHERE f.id_count > 1
     ) k ON true
   ), checked AS (
     SELECT k.pos, k.ignored, t.id AS type_id,
@@ -437,7 +465,7 @@ BEGIN
                     THEN format('data.idempotence_id: must be a string, got %s', jsonb_typeof(k.idem_j)) END
                 ], NULL)
                 || passthrough._event_problems(
-                     k.type, k.action, k.id_count, k.key, t.high_confidence,
+                     k.type, k.action, k.key_count, k.key, t.high_confidence,
                      k.id_j #>> '{}', k.audience_j #>> '{}',
                      CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END,
                      v_max_ts,

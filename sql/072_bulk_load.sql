@@ -55,7 +55,10 @@ BEGIN
       ts                 numeric,
       idempotence_id     text,
       identifier_count   integer DEFAULT 1,
-      transport_problems text[]
+      transport_problems text[],
+      -- an event naming several identifiers: all of them as sent, identifier_type and identifier left
+      -- NULL; load_staged and import_snapshot pick the one that keys it (passthrough._key_identifier)
+      identifiers        jsonb
     );
     -- Only this session can see its temporary tables, so PUBLIC here means the caller.
     GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON pg_temp.passthrough_load TO PUBLIC;
@@ -107,6 +110,35 @@ $$;
 COMMENT ON FUNCTION passthrough.register_staged_audiences() IS
   'Registers the audience ids of the rows staged in pg_temp.passthrough_load that were never seen before and returns how many. Parallel writers commit it before passthrough.load_staged(), so that no writer waits for another''s batch to end because both name a new audience id. It stores no event; the staged rows stay for load_staged. PT021 without a staging table.';
 
+-- Staged events that named several identifiers: each is keyed by its one high-confidence identifier
+-- (passthrough._key_identifier), moved into identifier_type and identifier; a row without one is left
+-- for the validation to name what is wrong. One UPDATE of those rows only: the usual row names one.
+CREATE FUNCTION passthrough._key_staged_identifiers() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_keyed bigint;
+BEGIN
+  UPDATE pg_temp.passthrough_load s
+  SET (identifier_type, identifier_count) = (SELECT r.key, r.high_count FROM passthrough._key_identifier(s.identifiers) r)
+  WHERE s.identifiers IS NOT NULL AND jsonb_typeof(s.identifiers) = 'object';
+  GET DIAGNOSTICS v_keyed = ROW_COUNT;
+  IF v_keyed = 0 THEN
+    RETURN;
+  END IF;
+  UPDATE pg_temp.passthrough_load s
+  SET identifier = s.identifiers->>s.identifier_type,
+      transport_problems = CASE WHEN jsonb_typeof(s.identifiers->s.identifier_type) NOT IN ('string', 'null')
+        THEN coalesce(s.transport_problems, '{}')
+             || format('identifiers.%s: must be a string, got %s', left(s.identifier_type, 64),
+                       jsonb_typeof(s.identifiers->s.identifier_type))
+        ELSE s.transport_problems END
+  WHERE s.identifiers IS NOT NULL AND s.identifier_type IS NOT NULL;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._key_staged_identifiers() IS
+  'Private: keys each staged row that named several identifiers by its one high-confidence identifier (passthrough._key_identifier).';
+
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
 ) RETURNS passthrough.load_result
@@ -125,6 +157,7 @@ DECLARE
   v_result   passthrough.load_result;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
+  PERFORM passthrough._key_staged_identifiers();
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();

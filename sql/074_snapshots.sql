@@ -97,6 +97,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
+  PERFORM passthrough._key_staged_identifiers();
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN

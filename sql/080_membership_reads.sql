@@ -6,13 +6,12 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
   v_id   smallint;
-  v_high boolean;
 BEGIN
-  SELECT id, high_confidence INTO v_id, v_high FROM passthrough.identifier_types
+  SELECT id INTO v_id FROM passthrough.identifier_types
   WHERE name = passthrough._normalize_identifier_type(p_identifier_type);
-  IF v_id IS NULL OR NOT v_high THEN
+  IF v_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT003',
-      MESSAGE = format('invalid identifier: %s is not a high-confidence identifier type',
+      MESSAGE = format('invalid identifier: %s is not an identifier type',
                        coalesce(quote_literal(left(p_identifier_type, 64)), 'NULL')),
       DETAIL = 'field: identifier_type',
       HINT = 'SELECT * FROM passthrough.list_identifier_types() lists them.';
@@ -26,7 +25,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._identifier_type_id_for_read(text, text) IS
-  'Private: the id of a high-confidence identifier type, or PT003 naming what is wrong.';
+  'Private: the id of an identifier type, or PT003 naming what is wrong. A low-confidence type (vuid) is valid to ask by and keys no membership, so its answers are empty.';
 
 CREATE FUNCTION passthrough._check_subset(p_subset text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -67,4 +66,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown identifier type or an empty identifier; an identifier with no memberships, or of a low-confidence type (vuid: it keys no membership), gives no rows.';

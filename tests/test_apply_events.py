@@ -31,7 +31,7 @@ def test_disabled_after_install_refuses_events_and_stores_nothing(conn):
 
 
 def test_valid_batch_is_stored_with_its_log_and_batch(enabled):
-    result = apply(enabled, [event(), event(identifiers={"vuid": "v-1"}, data_idempotence_id="id-1")], "http")
+    result = apply(enabled, [event(), event(identifiers={"email": "v-1"}, data_idempotence_id="id-1")], "http")
     batch_id, accepted, ignored, changed = result
     assert (accepted, ignored, changed) == (2, 0, 2)
     assert rows(enabled, "SELECT source, event_count FROM passthrough.batches WHERE id = %s", (batch_id,)) == [
@@ -45,8 +45,8 @@ def test_valid_batch_is_stored_with_its_log_and_batch(enabled):
         (batch_id,),
     )
     assert logged == [
+        ("email", "v-1", "aud-1", True, TS, "id-1"),
         ("fs_user_id", "user-1", "aud-1", True, TS, None),
-        ("vuid", "v-1", "aud-1", True, TS, "id-1"),
     ]
 
 
@@ -69,23 +69,41 @@ INVALID_CASES = [
     (
         "identifiers missing",
         event(identifiers=None),
-        'identifiers: is required, as an object with one identifier, e.g. {"fs_user_id": "user-1"}',
+        'identifiers: is required, as an object with one high-confidence identifier, e.g. {"fs_user_id": "user-1"}',
     ),
     (
         "identifiers not an object",
         event(identifiers=["fs_user_id", "u"]),
-        'identifiers: is required, as an object with one identifier, e.g. {"fs_user_id": "user-1"}',
+        'identifiers: is required, as an object with one high-confidence identifier, e.g. {"fs_user_id": "user-1"}',
     ),
-    ("no identifier", event(identifiers={}), "identifiers: must hold exactly one identifier, got 0"),
+    ("no identifier", event(identifiers={}), "identifiers: must hold exactly one high-confidence identifier, got 0 "
+                                             "(low-confidence ones, such as vuid, may come with it)"),
     (
-        "two identifiers",
-        event(identifiers={"fs_user_id": "u", "vuid": "v"}),
-        "identifiers: must hold exactly one identifier, got 2",
+        "two high-confidence identifiers",
+        event(identifiers={"fs_user_id": "u", "email": "e", "vuid": "v"}),
+        "identifiers: must hold exactly one high-confidence identifier, got 2 "
+        "(low-confidence ones, such as vuid, may come with it)",
+    ),
+    (
+        "only a low-confidence identifier",
+        event(identifiers={"vuid": "v"}),
+        'identifiers: "vuid" is a low-confidence identifier type, and a passthrough event needs exactly one '
+        'high-confidence identifier (such as fs_user_id) to key it',
     ),
     (
         "unknown identifier type",
         event(identifiers={"phone": "555"}),
         'identifiers: unknown identifier type "phone" (passthrough.list_identifier_types() lists them)',
+    ),
+    (
+        "unknown identifier type beside a high-confidence one",
+        event(identifiers={"fs_user_id": "u", "phone": "555"}),
+        'identifiers: unknown identifier type "phone" (passthrough.list_identifier_types() lists them)',
+    ),
+    (
+        "the keying identifier of several not a string",
+        event(identifiers={"fs_user_id": 42, "vuid": "v"}),
+        "identifiers.fs_user_id: must be a string, got number",
     ),
     ("identifier not a string", event(identifiers={"fs_user_id": 42}), "identifiers.fs_user_id: must be a string, got number"),
     ("identifier empty", event(identifiers={"fs_user_id": ""}), "identifiers.fs_user_id: must be a non-empty string"),
@@ -155,10 +173,12 @@ def test_every_invalid_event_is_listed_and_nothing_is_stored(enabled):
         {
             "event": 2,
             "message": "data.ts: must be a number of seconds since the Unix epoch, got string; "
-            "identifiers: must hold exactly one identifier, got 0",
+            "identifiers: must hold exactly one high-confidence identifier, got 0 "
+            "(low-confidence ones, such as vuid, may come with it)",
             "problems": [
                 "data.ts: must be a number of seconds since the Unix epoch, got string",
-                "identifiers: must hold exactly one identifier, got 0",
+                "identifiers: must hold exactly one high-confidence identifier, got 0 "
+                "(low-confidence ones, such as vuid, may come with it)",
             ],
         },
     ]
@@ -175,7 +195,7 @@ def test_identifier_type_spellings_are_normalised(enabled, spelling):
     ) == [("fs_user_id", "user-1")]
 
 
-def test_low_confidence_identifier_types_are_refused(enabled):
+def test_a_low_confidence_identifier_alone_is_refused(enabled):
     enabled.execute("SELECT passthrough.add_identifier_type('cookie', false)")
     error = expect_error(
         enabled,
@@ -184,8 +204,20 @@ def test_low_confidence_identifier_types_are_refused(enabled):
         "PT001",
     )
     assert error.detail_json[0]["message"] == (
-        'identifiers: identifier type "cookie" is not high-confidence; passthrough events need one that is'
+        'identifiers: "cookie" is a low-confidence identifier type, and a passthrough event needs exactly one '
+        'high-confidence identifier (such as fs_user_id) to key it'
     )
+
+
+def test_low_confidence_identifiers_may_come_along_and_key_nothing(enabled):
+    """What the browser and mobile SDKs send: the visitor's vuid beside the user id, on every event."""
+    enabled.execute("SELECT passthrough.add_identifier_type('cookie', false)")
+    result = apply(enabled, [event(identifiers={"vuid": "vuid_0a1b", "fs_user_id": "user-1", "cookie": "c1"})])
+    assert result[1:] == (1, 0, 1)
+    assert rows(enabled, "SELECT t.name, m.identifier, m.qualified FROM passthrough.memberships m"
+                         " JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id") == [
+        ("fs_user_id", "user-1", True)]
+    assert rows(enabled, "SELECT identifier FROM passthrough.events") == [("user-1",)]
 
 
 def test_other_event_types_are_ignored_only_when_asked(enabled):

@@ -97,8 +97,8 @@ def test_list_is_keyset_paginated_in_name_order(conn):
 def test_delete_keeps_membership_for_a_later_definition(conn):
     conn.execute("SELECT passthrough.enable()")
     put(conn, "vip", "ext-vip")
-    conn.execute("SELECT passthrough.apply_event('vuid', 'v1', 'ext-vip', 'qualify')")
+    conn.execute("SELECT passthrough.apply_event('email', 'v1', 'ext-vip', 'qualify')")
     conn.execute("SELECT passthrough.delete_audience('vip')")
-    assert rows(conn, "SELECT name FROM passthrough.customer_audiences('vuid', 'v1')") == []
+    assert rows(conn, "SELECT name FROM passthrough.customer_audiences('email', 'v1')") == []
     put(conn, "vip_again", "ext-vip")
-    assert rows(conn, "SELECT name, size FROM passthrough.customer_audiences('vuid', 'v1')") == [("vip_again", 1)]
+    assert rows(conn, "SELECT name, size FROM passthrough.customer_audiences('email', 'v1')") == [("vip_again", 1)]

@@ -60,7 +60,7 @@ def test_bulk_state_matches_the_model_and_mixes_with_apply_events(enabled, case,
 
 
 def test_result_and_what_is_stored(enabled):
-    payload = payload_of([event(), event(identifiers={"vuid": "v-1"}, data_idempotence_id="id-1"),
+    payload = payload_of([event(), event(identifiers={"email": "v-1"}, data_idempotence_id="id-1"),
                           event(action="disqualify", data_ts=TS + 1)])
     result = load_rows(enabled, payload, source="etl")
     assert (result.accepted, result.ignored, result.rejected, result.changed) == (3, 0, 0, 1)
@@ -106,7 +106,13 @@ INVALID_EVENTS = [
     event(action="subscribe"),
     event(action=7),
     event(identifiers={}),
-    event(identifiers={"fs_user_id": "u", "vuid": "v"}),
+    event(identifiers={"fs_user_id": "u", "email": "v"}),
+    event(identifiers={"fs_user_id": "u", "email": "v", "vuid": "w"}),
+    event(identifiers={"vuid": "w"}),
+    event(identifiers={"vuid": "w", "cookie": "c"}),
+    event(identifiers={"fs_user_id": "u", "nope": "x"}),
+    event(identifiers={"fs_user_id": 12, "vuid": "w"}),
+    event(identifiers={"vuid": 12, "cookie": "c"}),
     event(identifiers={"nope": "x"}),
     event(identifiers={"fs_user_id": ""}),
     event(identifiers={"fs_user_id": "x" * 513}),
@@ -140,6 +146,19 @@ def test_bulk_reports_exactly_the_problems_apply_events_reports(enabled):
     assert stored_counts(enabled) == (0, 0, 0)  # nothing stored
 
 
+def test_a_high_confidence_identifier_keys_the_event_and_low_confidence_ones_come_along(enabled):
+    """The browser and mobile SDKs add the visitor's vuid to every event: through the bulk path too."""
+    enabled.execute("SELECT passthrough.add_identifier_type('cookie', false)")
+    result = load_rows(enabled, payload_of([
+        event(identifiers={"vuid": "vuid_1", "fs_user_id": "user-1"}),
+        event(identifiers={"cookie": "c", "email": "e@example.com", "vuid": "vuid_2"}, action="disqualify"),
+    ]))
+    assert (result.accepted, result.changed) == (2, 1)
+    assert rows(enabled, "SELECT t.name, e.identifier, e.qualified FROM passthrough.events e"
+                         " JOIN passthrough.identifier_types t ON t.id = e.identifier_type_id ORDER BY 1") == [
+        ("email", "e@example.com", False), ("fs_user_id", "user-1", True)]
+
+
 def test_refusal_names_rows_and_stores_nothing(enabled):
     events = [event(), event(action="nope"), event(), event(data_audience_id=None)]
     with pytest.raises(LoadRefused) as caught:
@@ -163,7 +182,7 @@ def test_refusal_detail_lists_the_first_100(enabled):
 
 def test_rejects_mode_applies_the_rest_and_keeps_the_invalid_rows(enabled):
     events = [event(), event(action="nope", identifiers={"fs_user_id": "bad"}),
-              event(identifiers={"vuid": "v-1"}), event(data_ts="soon")]
+              event(identifiers={"email": "v-1"}), event(data_ts="soon")]
     result = load_rows(enabled, payload_of(events), rejects=True, source="etl")
     assert (result.accepted, result.rejected, result.changed) == (2, 2, 2)
     kept = rows(enabled, "SELECT row_no, problems, action, identifier, source FROM passthrough.get_load_rejects(%s)",
@@ -286,7 +305,7 @@ def test_pg8000_loads_refuses_and_rejects_the_same_way(db_url, conn):
     conn.execute("SELECT passthrough.enable()")
     c = connect(db_url, driver="pg8000")
     try:
-        result = load_rows(c, payload_of([event(), event(identifiers={"vuid": "v\t1\\x"}, action="disqualify")]))
+        result = load_rows(c, payload_of([event(), event(identifiers={"email": "v\t1\\x"}, action="disqualify")]))
         c.commit()
         assert (result.accepted, result.changed) == (2, 1)
         with pytest.raises(LoadRefused) as caught:

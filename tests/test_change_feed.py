@@ -177,7 +177,7 @@ def test_concurrent_writers_committing_in_random_order_are_read_exactly_once(db_
 
 events_strategy = st.builds(
     Event,
-    identifier_type=st.sampled_from(["fs_user_id", "vuid"]),
+    identifier_type=st.sampled_from(["fs_user_id", "email"]),
     identifier=st.sampled_from(["u1", "u2", "u3"]),
     audience_id=st.sampled_from(["aud-a", "aud-b"]),
     qualified=st.booleans(),
@@ -261,11 +261,11 @@ def test_get_changes_pages_with_next(client, enabled, private_key):
 
 def test_changes_made_over_http_show_in_the_feed(client, enabled, private_key):
     sent = client.post("/v3/events", headers=json_headers(private_key), json=[
-        {"type": "passthrough", "action": "qualify", "identifiers": {"vuid": "v1"},
+        {"type": "passthrough", "action": "qualify", "identifiers": {"email": "v1"},
          "data": {"audience_id": "aud-x", "ts": TS}}])
     assert sent.status_code == 202
     [change] = client.get("/v3/changes", headers={"x-api-key": private_key}).json()["changes"]
-    assert (change["identifier_type"], change["identifier"], change["source"]) == ("vuid", "v1", "http")
+    assert (change["identifier_type"], change["identifier"], change["source"]) == ("email", "v1", "http")
 
 
 @pytest.mark.parametrize("query, code", [

@@ -453,7 +453,7 @@ def populate(url: str) -> dict:
         q("SELECT passthrough.enable()")
         q("SELECT passthrough.set_max_future_skew(interval '2 hours')")
         q("SELECT passthrough.add_identifier_type('anon_id', false)")
-        q("SELECT passthrough.add_identifier_type('vuid', false)")        # a seeded type, changed
+        q("SELECT passthrough.add_identifier_type('vuid', true)")         # a seeded type, changed
         q("SELECT passthrough.remove_identifier_type('customer_id')")     # a seeded type, removed and added
         q("SELECT passthrough.add_identifier_type('customer_id')")        # again (a new id)
         q("SELECT passthrough.create_audience('buyers', 'ext-buyers', 'Bought twice', '{\"team\": \"crm\"}')")
@@ -568,7 +568,7 @@ def test_the_restore_triggers_change_nothing_in_normal_operation(extension_insta
     with connect(url, autocommit=True) as c:
         ids = dict(c.execute("SELECT name, id FROM passthrough.identifier_types").fetchall())
         # an upsert of a seeded type keeps its id (memberships refer to it), seeded or not
-        c.execute("SELECT passthrough.add_identifier_type('vuid', false)")
+        c.execute("SELECT passthrough.add_identifier_type('vuid', true)")
         c.execute("SELECT passthrough.add_identifier_type('fs-user-id', true)")
         c.execute("SELECT passthrough.add_identifier_type('anon_id', false)")
         after = dict(c.execute("SELECT name, id FROM passthrough.identifier_types").fetchall())
@@ -581,7 +581,7 @@ def test_the_restore_triggers_change_nothing_in_normal_operation(extension_insta
         # nor is a changed identifier type, even by an insert with its own id
         with pytest.raises(psycopg.errors.UniqueViolation):
             c.execute("INSERT INTO passthrough.identifier_types (id, name, high_confidence)"
-                      " OVERRIDING SYSTEM VALUE VALUES (%s, 'vuid', true)", (ids["vuid"],))
+                      " OVERRIDING SYSTEM VALUE VALUES (%s, 'vuid', false)", (ids["vuid"],))
 
 
 # --------------------------------------------------------------------------- releases

@@ -147,7 +147,6 @@ def populated(db: psycopg.Connection) -> psycopg.Connection:
     qualify(conn, "fs_user_id", "u1", "ext-seg_a", "ext-seg_b", "ext-seg_c", "ext-undefined")
     disqualify(conn, "fs_user_id", "u1", "ext-seg_b")
     qualify(conn, "fs_user_id", "u2", "ext-seg_a")
-    qualify(conn, "vuid", "vuid_abc", "ext-seg_b")
     return conn
 
 
@@ -178,11 +177,12 @@ def field_args(data: dict[str, Any], field_name: str, *, type_: str = "Query") -
     return {a["name"]: a["type"] for a in found["args"]}
 
 
-def test_customer_has_one_nullable_string_argument_per_high_confidence_identifier_type(conn, own_app):
-    conn.execute("SELECT passthrough.add_identifier_type('phone', false)")  # low confidence: no argument
+def test_customer_has_one_nullable_string_argument_per_identifier_type(conn, own_app):
+    conn.execute("SELECT passthrough.add_identifier_type('phone', false)")  # low confidence too: an argument
     data = own_app.ok(INTROSPECT_ARGS)
     string = {"kind": "SCALAR", "name": "String", "ofType": None}
-    assert field_args(data, "customer") == {t: string for t in ("customer_id", "email", "fs_user_id", "vuid")}
+    assert field_args(data, "customer") == {
+        t: string for t in ("customer_id", "email", "fs_user_id", "phone", "vuid")}
     # nullable list of nullable strings, as the SDKs declare $audiences: [String]
     assert field_args(data, "audiences", type_="Customer") == {
         "subset": {"kind": "LIST", "name": None, "ofType": {"kind": "SCALAR", "name": "String"}},
@@ -222,7 +222,8 @@ def test_inline_form_as_the_javascript_sdk_sends_it(populated, gql):
     assert gql.ok(js_query("u1", ["seg_a", "seg_b"])) == {
         "customer": {"audiences": {"edges": [{"node": {"name": "seg_a", "state": "qualified"}}]}}
     }
-    assert names(gql.ok(js_query("vuid_abc", ["seg_a", "seg_b", "seg_c"]))) == ["seg_b"]
+    # an anonymous visitor: the SDK asks by vuid, low-confidence, which keys no membership
+    assert gql.ok(js_query("vuid_abc", ["seg_a", "seg_b", "seg_c"])) == {"customer": {"audiences": {"edges": []}}}
 
 
 def test_every_node_field(populated, gql):
@@ -429,7 +430,7 @@ def test_audiences_are_keyset_paginated_with_exact_sizes(populated, gql):
     everything = gql.ok(query, {})["audiences"]  # default page: 100
     assert [e["node"] for e in everything["edges"]] == [
         {"name": "seg_a", "state": None, "revision": 1, "description": "about seg_a", "is_ready": True, "size": 2},
-        {"name": "seg_b", "state": None, "revision": 1, "description": "about seg_b", "is_ready": True, "size": 1},
+        {"name": "seg_b", "state": None, "revision": 1, "description": "about seg_b", "is_ready": True, "size": 0},
         {"name": "seg_c", "state": None, "revision": 1, "description": "about seg_c", "is_ready": True, "size": 1},
     ]
     assert everything["pageInfo"]["hasNextPage"] is False
@@ -595,7 +596,6 @@ def test_schema_is_rebuilt_when_identifier_types_change_without_restart(conn, ow
     populated.execute("SELECT passthrough.enable()")
     populated.execute("SELECT passthrough.put_audience('seg_a', 'ext-seg_a'), passthrough.put_audience('seg_b', 'ext-seg_b')")
     qualify(populated, "fs_user_id", "u1", "ext-seg_a")
-    qualify(populated, "vuid", "vuid_abc", "ext-seg_b")
     loyalty = '{ customer(loyalty_id: "L1") { audiences { edges { node { name } } } } }'
     _, (error,) = gql.errors(loyalty)
     assert error["message"] == "Unknown argument 'loyalty_id' on field 'Query.customer'."
@@ -606,10 +606,10 @@ def test_schema_is_rebuilt_when_identifier_types_change_without_restart(conn, ow
     assert names(gql.ok(loyalty)) == ["seg_b"]
     assert gql.facade.identifier_types == ("customer_id", "email", "fs_user_id", "loyalty_id", "vuid")
 
-    populated.execute("SELECT passthrough.add_identifier_type('vuid', false)")  # low confidence: argument gone
-    wait_for(lambda: "vuid" not in gql.facade.identifier_types)
-    _, (error,) = gql.errors(js_query("vuid_abc", ["seg_b"]))
-    assert error["message"] == "Unknown argument 'vuid' on field 'Query.customer'."
+    populated.execute("SELECT passthrough.remove_identifier_type('customer_id')")  # removed: argument gone
+    wait_for(lambda: "customer_id" not in gql.facade.identifier_types)
+    _, (error,) = gql.errors('{ customer(customer_id: "c1") { audiences { edges { node { name } } } } }')
+    assert error["message"].startswith("Unknown argument 'customer_id' on field 'Query.customer'.")
     assert names(gql.ok(js_query("u1", ["seg_a"]))) == ["seg_a"]  # the rest is untouched
 
 

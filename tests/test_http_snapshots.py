@@ -185,12 +185,12 @@ def test_a_large_snapshot_streamed_without_content_length(client, enabled, priva
 
 
 def test_other_identifier_types_and_columns_in_any_order(client, enabled, private_key):
-    body = b"vuid,ts,audience_id,action,type\nvuid_1,,crm-vip,qualify,passthrough\n"
+    body = b"email,ts,audience_id,action,type\nv@example.com,,crm-vip,qualify,passthrough\n"
     response = post(client, private_key, body, content_type="text/csv", params={"force": "true"})
     assert response.status_code == 200, response.text
     assert enabled.execute("SELECT t.name, m.identifier FROM passthrough.memberships m"
                            " JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id").fetchall() == [
-        ("vuid", "vuid_1")]
+        ("email", "v@example.com")]
 
 
 @pytest.mark.parametrize("path_id", ["crm%2Fvip%2F2026", "crm/vip/2026"], ids=["escaped", "as-is"])

@@ -11,7 +11,7 @@ def test_seeded_types_are_high_confidence(conn):
         ("customer_id", True),
         ("email", True),
         ("fs_user_id", True),
-        ("vuid", True),
+        ("vuid", False),
     ]
 
 

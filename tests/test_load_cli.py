@@ -27,7 +27,7 @@ def make_events(n: int, seed: int = 7) -> list[Event]:
     events = []
     for _ in range(n):
         ts = BASE + Decimal(rng.randrange(0, 50_000_000)) / 1_000_000
-        events.append(Event(rng.choice(["fs_user_id", "vuid"]), f"u{rng.randrange(60)}", f"aud-{rng.randrange(5)}",
+        events.append(Event(rng.choice(["fs_user_id", "email"]), f"u{rng.randrange(60)}", f"aud-{rng.randrange(5)}",
                             rng.random() < 0.6, ts))
     return events + rng.sample(events, n // 10)  # duplicates
 
@@ -85,14 +85,14 @@ def test_ndjson_json_and_csv_files(enabled, db_url, tmp_path, capsys, gz):
     events = make_events(600)
     ext = ".gz" if gz else ""
     fs = [e for e in events if e.identifier_type == "fs_user_id"]
-    vu = [e for e in events if e.identifier_type == "vuid"]
+    vu = [e for e in events if e.identifier_type == "email"]
     third = len(events) // 3
     files = [
         write_ndjson(tmp_path / f"a.ndjson{ext}", events[:third]),
         write_json(tmp_path / f"b.json{ext}", events[third:2 * third]),
         write_csv(tmp_path / f"c.csv{ext}", [e for e in events[2 * third:] if e.identifier_type == "fs_user_id"],
                   "fs_user_id"),
-        write_csv(tmp_path / f"d.csv{ext}", [e for e in events[2 * third:] if e.identifier_type == "vuid"], "vuid"),
+        write_csv(tmp_path / f"d.csv{ext}", [e for e in events[2 * third:] if e.identifier_type == "email"], "email"),
     ]
     assert fs and vu
     assert run(db_url, *map(str, files)) == 0

@@ -18,7 +18,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 events_strategy = st.builds(
     Event,
-    identifier_type=st.sampled_from(["fs_user_id", "vuid"]),
+    identifier_type=st.sampled_from(["fs_user_id", "email"]),
     identifier=st.sampled_from(["u1", "u2", "u3"]),
     audience_id=st.sampled_from(sorted(NAMES)),
     qualified=st.booleans(),

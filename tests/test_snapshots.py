@@ -419,7 +419,7 @@ def test_members_whose_qualify_ran_out_are_neither_counted_nor_disqualified(enab
 
 def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):
     path = tmp_path / "aud-z.csv"
-    path.write_text("type,action,audience_id,ts,vuid\npassthrough,qualify,aud-z,1700000000,v1\n"
+    path.write_text("type,action,audience_id,ts,email\npassthrough,qualify,aud-z,1700000000,v1\n"
                     "passthrough,qualify,aud-y,1700000000,v2\n")
     assert run(db_url, str(path)) == 1
     err = capsys.readouterr().err

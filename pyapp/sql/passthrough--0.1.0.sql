@@ -170,7 +170,9 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._setting_interval(text, text) IS
   'Private: a setting''s text value as an interval, or PT010 naming the setting.';
--- Identifier types: the names a client may use for its one identifier (fs_user_id, vuid, ...).
+-- Identifier types: the names a client may give its identifiers (fs_user_id, vuid, ...). A passthrough
+-- event is keyed by exactly one high-confidence identifier; low-confidence ones (vuid: a browser's id,
+-- not a person's) may come along, as the browser and mobile SDKs send them, and key nothing.
 
 CREATE TABLE passthrough.identifier_types (
   id              smallint    GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -180,10 +182,10 @@ CREATE TABLE passthrough.identifier_types (
   created_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.identifier_types IS
-  'Identifier types. Only high-confidence types are accepted in passthrough events and reads.';
+  'Identifier types. A passthrough event is keyed by its one high-confidence identifier; low-confidence ones may come with it and key nothing, and reads by them find no memberships.';
 
 INSERT INTO passthrough.identifier_types (name, high_confidence) VALUES
-  ('fs_user_id', true), ('vuid', true), ('customer_id', true), ('email', true);
+  ('fs_user_id', true), ('vuid', false), ('customer_id', true), ('email', true);
 
 -- The SDKs rewrite fs-user-id and FS_USER_ID to fs_user_id; every path normalises the same way.
 CREATE FUNCTION passthrough._normalize_identifier_type(p_name text) RETURNS text
@@ -655,9 +657,33 @@ CREATE TYPE passthrough.apply_result AS (
 );
 COMMENT ON TYPE passthrough.apply_result IS 'What applying a batch of events did.';
 
+-- Which of an event's identifiers keys it (ODP: one and only one high-confidence identifier; the browser
+-- and mobile SDKs add the visitor's low-confidence vuid to every event). key is the identifier the event
+-- is keyed by, or the one its error must name: an unknown type, else the only high-confidence one, else
+-- (none is high-confidence) the first low-confidence one. high_count is 1 with a key; without one, how
+-- many high-confidence identifiers there are (0 for an empty object, 2 or more). Called only for events
+-- naming more than one identifier: one is its own key.
+CREATE FUNCTION passthrough._key_identifier(p_identifiers jsonb, OUT key text, OUT high_count integer)
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE WHEN u.unknown IS NOT NULL THEN u.unknown
+              WHEN u.high = 1 THEN u.high_key
+              WHEN u.high = 0 THEN u.any_key END,
+         CASE WHEN u.unknown IS NOT NULL OR u.high = 1 OR (u.high = 0 AND u.n > 0) THEN 1 ELSE u.high END
+  FROM (SELECT min(k.key) FILTER (WHERE t.id IS NULL) AS unknown,
+               count(*) FILTER (WHERE t.high_confidence)::integer AS high,
+               min(k.key) FILTER (WHERE t.high_confidence) AS high_key,
+               min(k.key) AS any_key, count(*) AS n
+        FROM jsonb_object_keys(p_identifiers) AS k(key)
+        LEFT JOIN passthrough.identifier_types t ON t.name = passthrough._normalize_identifier_type(k.key)) u;
+$$;
+COMMENT ON FUNCTION passthrough._key_identifier(jsonb) IS
+  'Private: of an identifiers object, the identifier that keys the event (its one high-confidence identifier) or the one its error names, and how many high-confidence identifiers it has when none keys it.';
+
 -- The rules an event's values must meet, whatever transport brought them. Each problem is
 -- 'field: reason'. Presence is checked here (NULL means missing); a transport adds what only it can
--- see (a JSON value of the wrong type). p_identifier_count is how many identifiers the event named.
+-- see (a JSON value of the wrong type). p_identifier_count is 1 for an event keyed by one identifier
+-- (p_identifier_key), else how many high-confidence identifiers it named (passthrough._key_identifier).
 CREATE FUNCTION passthrough._event_problems(
   p_type text, p_action text,
   p_identifier_count integer, p_identifier_key text, p_identifier_high_confidence boolean,
@@ -677,15 +703,16 @@ AS $$
            THEN format('action: must be "qualify" or "disqualify", got %s', to_json(left(p_action, 64)))
     END,
     CASE WHEN p_identifier_count IS NULL
-           THEN 'identifiers: is required, as an object with one identifier, e.g. {"fs_user_id": "user-1"}'
+           THEN 'identifiers: is required, as an object with one high-confidence identifier, e.g. {"fs_user_id": "user-1"}'
          WHEN p_identifier_count <> 1
-           THEN format('identifiers: must hold exactly one identifier, got %s', p_identifier_count)
+           THEN format('identifiers: must hold exactly one high-confidence identifier, got %s '
+                       '(low-confidence ones, such as vuid, may come with it)', p_identifier_count)
          WHEN p_identifier_high_confidence IS NULL
            THEN format('identifiers: unknown identifier type %s (passthrough.list_identifier_types() lists them)',
                        to_json(left(p_identifier_key, 64)))
          WHEN NOT p_identifier_high_confidence
-           THEN format('identifiers: identifier type %s is not high-confidence; passthrough events need one that is',
-                       to_json(left(p_identifier_key, 64)))
+           THEN format('identifiers: %s is a low-confidence identifier type, and a passthrough event needs exactly one '
+                       'high-confidence identifier (such as fs_user_id) to key it', to_json(left(p_identifier_key, 64)))
          WHEN p_identifier IS NULL OR p_identifier = ''
            THEN format('identifiers.%s: must be a non-empty string', left(p_identifier_key, 64))
          WHEN length(p_identifier) > 512
@@ -1052,10 +1079,13 @@ BEGIN
            CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'idempotence_id' END AS idem_j
     FROM raw r
   ), keyed AS (
-    SELECT f.*, k.key, f.ids->k.key AS id_j
+    -- the identifier that keys the event: its only one, or the one high-confidence identifier of several
+    SELECT f.*, k.key, f.ids->k.key AS id_j, CASE WHEN f.id_count > 1 THEN k.n ELSE f.id_count END AS key_count
     FROM fields f
     LEFT JOIN LATERAL (
-      SELECT jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS key
+      SELECT o.key, 1 AS n FROM jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS o(key)
+      UNION ALL
+      SELECT r.key, r.high_count FROM passthrough._key_identifier(f.ids) r WHERE f.id_count > 1
     ) k ON true
   ), checked AS (
     SELECT k.pos, k.ignored, t.id AS type_id,
@@ -1079,7 +1109,7 @@ BEGIN
                     THEN format('data.idempotence_id: must be a string, got %s', jsonb_typeof(k.idem_j)) END
                 ], NULL)
                 || passthrough._event_problems(
-                     k.type, k.action, k.id_count, k.key, t.high_confidence,
+                     k.type, k.action, k.key_count, k.key, t.high_confidence,
                      k.id_j #>> '{}', k.audience_j #>> '{}',
                      CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END,
                      v_max_ts,
@@ -1196,7 +1226,10 @@ BEGIN
       ts                 numeric,
       idempotence_id     text,
       identifier_count   integer DEFAULT 1,
-      transport_problems text[]
+      transport_problems text[],
+      -- an event naming several identifiers: all of them as sent, identifier_type and identifier left
+      -- NULL; load_staged and import_snapshot pick the one that keys it (passthrough._key_identifier)
+      identifiers        jsonb
     );
     -- Only this session can see its temporary tables, so PUBLIC here means the caller.
     GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON pg_temp.passthrough_load TO PUBLIC;
@@ -1248,6 +1281,35 @@ $$;
 COMMENT ON FUNCTION passthrough.register_staged_audiences() IS
   'Registers the audience ids of the rows staged in pg_temp.passthrough_load that were never seen before and returns how many. Parallel writers commit it before passthrough.load_staged(), so that no writer waits for another''s batch to end because both name a new audience id. It stores no event; the staged rows stay for load_staged. PT021 without a staging table.';
 
+-- Staged events that named several identifiers: each is keyed by its one high-confidence identifier
+-- (passthrough._key_identifier), moved into identifier_type and identifier; a row without one is left
+-- for the validation to name what is wrong. One UPDATE of those rows only: the usual row names one.
+CREATE FUNCTION passthrough._key_staged_identifiers() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_keyed bigint;
+BEGIN
+  UPDATE pg_temp.passthrough_load s
+  SET (identifier_type, identifier_count) = (SELECT r.key, r.high_count FROM passthrough._key_identifier(s.identifiers) r)
+  WHERE s.identifiers IS NOT NULL AND jsonb_typeof(s.identifiers) = 'object';
+  GET DIAGNOSTICS v_keyed = ROW_COUNT;
+  IF v_keyed = 0 THEN
+    RETURN;
+  END IF;
+  UPDATE pg_temp.passthrough_load s
+  SET identifier = s.identifiers->>s.identifier_type,
+      transport_problems = CASE WHEN jsonb_typeof(s.identifiers->s.identifier_type) NOT IN ('string', 'null')
+        THEN coalesce(s.transport_problems, '{}')
+             || format('identifiers.%s: must be a string, got %s', left(s.identifier_type, 64),
+                       jsonb_typeof(s.identifiers->s.identifier_type))
+        ELSE s.transport_problems END
+  WHERE s.identifiers IS NOT NULL AND s.identifier_type IS NOT NULL;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._key_staged_identifiers() IS
+  'Private: keys each staged row that named several identifiers by its one high-confidence identifier (passthrough._key_identifier).';
+
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
 ) RETURNS passthrough.load_result
@@ -1266,6 +1328,7 @@ DECLARE
   v_result   passthrough.load_result;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
+  PERFORM passthrough._key_staged_identifiers();
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();
@@ -1480,6 +1543,7 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
+  PERFORM passthrough._key_staged_identifiers();
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN
@@ -2650,13 +2714,12 @@ LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
   v_id   smallint;
-  v_high boolean;
 BEGIN
-  SELECT id, high_confidence INTO v_id, v_high FROM passthrough.identifier_types
+  SELECT id INTO v_id FROM passthrough.identifier_types
   WHERE name = passthrough._normalize_identifier_type(p_identifier_type);
-  IF v_id IS NULL OR NOT v_high THEN
+  IF v_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT003',
-      MESSAGE = format('invalid identifier: %s is not a high-confidence identifier type',
+      MESSAGE = format('invalid identifier: %s is not an identifier type',
                        coalesce(quote_literal(left(p_identifier_type, 64)), 'NULL')),
       DETAIL = 'field: identifier_type',
       HINT = 'SELECT * FROM passthrough.list_identifier_types() lists them.';
@@ -2670,7 +2733,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._identifier_type_id_for_read(text, text) IS
-  'Private: the id of a high-confidence identifier type, or PT003 naming what is wrong.';
+  'Private: the id of an identifier type, or PT003 naming what is wrong. A low-confidence type (vuid) is valid to ask by and keys no membership, so its answers are empty.';
 
 CREATE FUNCTION passthrough._check_subset(p_subset text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -2711,7 +2774,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown or low-confidence identifier type or an empty identifier; an identifier with no memberships gives no rows.';
+  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown identifier type or an empty identifier; an identifier with no memberships, or of a low-confidence type (vuid: it keys no membership), gives no rows.';
 -- Webhooks: the change feed pushed to HTTP endpoints, at least once, in feed order, signed.
 --
 -- A subscription has a delivery cursor (a feed cursor: the last change its endpoint acknowledged) and

@@ -3,7 +3,7 @@
 Schema (built with Strawberry from the database)::
 
     type Query {
-      customer(fs_user_id: String, vuid: String, ...one per high-confidence identifier type): Customer
+      customer(fs_user_id: String, vuid: String, ...one per identifier type): Customer
       audiences(first: Int, after: String): AudienceConnection!
       size_history(audience: String!, from: Float!, to: Float!, bucket: String = "hour"): [SizeBucket!]!
     }
@@ -95,7 +95,8 @@ SIZE_HISTORY_SQL = (
     "FROM passthrough.audience_size_history(%s, %s, %s, %s)"
 )
 LIST_SQL = "SELECT name, description, is_ready, revision, size FROM passthrough.list_audiences(%s, %s)"
-IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() WHERE high_confidence ORDER BY name"
+# every type: a customer asked by a low-confidence one (the JavaScript SDK's anonymous vuid) is in no audience
+IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() ORDER BY name"
 
 _CURSOR_PREFIX = "audience:"
 
