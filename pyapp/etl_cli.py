@@ -1,4 +1,5 @@
-"""The ETL subcommands of ``passthrough``: ``load`` (bulk events) and ``import`` (audience snapshots).
+"""The ETL subcommands of ``passthrough``: ``load`` (bulk events), ``import`` (audience snapshots) and ``export``
+(an audience's members, as the snapshot files ``import`` reads).
 
 Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py); the work itself lives in
 pyapp/load.py and pyapp/snapshot.py.
@@ -144,11 +145,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise CommandError(f"--diff-limit must be from 0 to {MAX_DIFF_LIMIT:,}, got {args.diff_limit}")
     console = _stderr_console()
     failures = 0
+    # files naming the same audience are one snapshot (an export writes one file per identifier type)
+    groups: dict[str, list[str]] = {}
+    for name in args.files:
+        groups.setdefault(args.audience or snapshot.audience_id_from_path(name), []).append(name)
     with open_database(args) as db:
         print(f"database: {db.source}", file=sys.stderr, flush=True)
-        for name in args.files:
-            audience = args.audience or snapshot.audience_id_from_path(name)
-            total = _input_size([name])
+        for audience, names in groups.items():
+            label = names[0] if len(names) == 1 else f"{audience} ({', '.join(names)})"
+            total = _input_size(names)
             with _progress(console, args.quiet) as progress:
                 task = progress.add_task(f"{audience}: read", total=total, rows=0, rate=0.0)
                 read = [0]
@@ -157,8 +162,14 @@ def cmd_import(args: argparse.Namespace) -> int:
                     read[0] += n
                     progress.update(task, completed=read[0])
 
+                payloads, count, starts = [], 0, []  # starts: (first staged row number, file)
                 try:
-                    payload, count = snapshot.read_snapshot(name, on_read)
+                    for name in names:
+                        first_row = starts[-1][0] + last + 1 if starts else 0
+                        payload, rows, last = snapshot.read_snapshot(name, on_read, first_row)
+                        payloads.append(payload)
+                        count += rows
+                        starts.append((first_row, name))
                 except loadlib.InputError as exc:
                     raise CommandError(str(exc)) from exc
                 elapsed = progress.tasks[0].elapsed or 0.0
@@ -167,7 +178,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 conn = connect(db.url)
                 try:
                     result = snapshot.import_rows(
-                        conn, payload, audience, at=at, max_disqualify_share=args.max_disqualify_share,
+                        conn, payloads, audience, at=at, max_disqualify_share=args.max_disqualify_share,
                         force=args.force, dry_run=args.dry_run)
                     diff = snapshot.snapshot_diff(conn, args.diff_limit) if args.dry_run else []
                     if args.dry_run:
@@ -178,18 +189,59 @@ def cmd_import(args: argparse.Namespace) -> int:
                     conn.rollback()
                     progress.stop()
                     failures += 1
-                    _print_refusal(name, exc)
+                    _print_refusal(label, exc, starts)
                     continue
                 finally:
                     conn.close()
-            _print_snapshot(name, audience, result, diff, args.diff_limit)
+            _print_snapshot(label, audience, result, diff, args.diff_limit)
     return 1 if failures else 0
 
 
-def _print_refusal(name: str, exc: Any) -> None:
+def cmd_export(args: argparse.Namespace) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    import psycopg
+
+    from pyapp import epoch, export
+    from pyapp.cli import CommandError, open_database
+    from pyapp.db import connect
+    from pyapp.errors import report
+
+    at = None
+    if args.at is not None:
+        try:
+            at = epoch.from_seconds(Decimal(args.at))
+        except (ArithmeticError, ValueError):
+            raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
+    console = _stderr_console()
+    with open_database(args) as db:
+        print(f"database: {db.source}", file=sys.stderr, flush=True)
+        with connect(db.url) as conn, _progress(console, args.quiet) as progress:
+            try:
+                total = sum(export.member_counts(conn, args.segment, at).values())
+                conn.rollback()
+                task = progress.add_task(f"{args.segment}: export", total=total, rows=0, rate=0.0)
+                done = [0]
+
+                def on_rows(n: int) -> None:
+                    done[0] += n
+                    elapsed = progress.tasks[0].elapsed or 0.0
+                    progress.update(task, completed=done[0], rows=done[0], rate=done[0] / elapsed if elapsed else 0.0)
+
+                files = export.export_audience(conn, args.segment, at, args.output, on_rows)
+            except psycopg.Error as exc:
+                raise CommandError(report(exc).message) from exc
+    for f in files:
+        print(f"{f.path}: {f.members:,} members of {args.segment} ({f.identifier_type})"
+              + (f" as of {at.isoformat()}" if at else ""), flush=True)
+    return 0
+
+
+def _print_refusal(name: str, exc: Any, starts: list[tuple[int, str]]) -> None:
     lines = [f"error: {name}: {exc.message}"]
     for item in exc.invalid:
-        lines.append(f"  {name}:{item['row']}: {item['message']}")
+        first_row, path = max((s for s in starts if s[0] < item["row"]), default=starts[0])
+        lines.append(f"  {path}:{item['row'] - first_row}: {item['message']}")
     if exc.detail and not exc.invalid:
         lines.append(f"detail: {exc.detail}")
     if exc.hint:
@@ -246,7 +298,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "import",
         parents=[common],
         help="import audience snapshots (<audience_id>.csv.gz): each replaces the audience's membership",
-        description="Import full membership lists, one audience per file, named <audience_id>.csv.gz (or .csv), "
+        description="Import full membership lists, named <audience_id>.csv.gz (or .csv); files naming the same "
+        "audience (one per identifier type, as passthrough export writes them) are one snapshot. "
         "with the header type, action, audience_id, ts and one identifier column. Listed identifiers are "
         "qualified; members not listed whose deciding event is older than the snapshot time are disqualified; "
         "events newer than the snapshot time stand. Each file is applied atomically.",
@@ -263,3 +316,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     imp.add_argument("--force", action="store_true", help="apply an empty or over-the-share snapshot anyway")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
+
+    exp = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a segment's members as the snapshot file passthrough import reads (<audience_id>.csv.gz)",
+        description="Write the members of a segment, now or --at a past instant, as an ODP snapshot file: "
+        "<audience_id>.csv.gz with the header type, action, audience_id, ts, <identifier type> and one row per "
+        "member, ts being when it qualified. A snapshot file has one identifier column: members of several "
+        "identifier types go to one file per type, each in a directory named after its type "
+        "(fs_user_id/<audience_id>.csv.gz, ...); passthrough import takes such files together as one snapshot.",
+    )
+    exp.add_argument("segment", metavar="SEGMENT", help="the segment (audience) name")
+    exp.add_argument("--at", metavar="TS", help="the members at this time, in seconds since the Unix epoch "
+                     "(default: now)")
+    exp.add_argument("-o", "--output", metavar="FILE",
+                     help="the file to write (default: <audience_id>.csv.gz in the current directory)")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.set_defaults(func=cmd_export)

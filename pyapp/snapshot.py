@@ -67,12 +67,15 @@ def audience_id_from_path(path: str) -> str:
     return name
 
 
-def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None) -> tuple[bytes, int]:
-    """The staging payload of an ODP-convention snapshot file (CSV, plain or gzip), and its row count."""
-    lines = []
+def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None,
+                  first_row: int = 0) -> tuple[bytes, int, int]:
+    """The staging payload of an ODP-convention snapshot file (CSV, plain or gzip), its row count, and its last
+    line number. Rows are numbered by their line in the file, plus ``first_row`` (files staged together)."""
+    lines, last = [], 0
     for line, row in read_records(path, "csv", on_read):
-        lines.append(format_row(line, row))
-    return "".join(lines).encode("utf-8", "surrogatepass"), len(lines)
+        lines.append(format_row(first_row + line, row))
+        last = line
+    return "".join(lines).encode("utf-8", "surrogatepass"), len(lines), last
 
 
 def copy_chunks(records: Iterable[tuple[int, StagedRow]], chunk_bytes: int = 1 << 20) -> Iterator[bytes]:

@@ -307,6 +307,9 @@ def test_the_reader_reads(roles):
         assert feed == [("entered", "r1")]
         assert r.execute("SELECT passthrough.current_change_cursor() <> ''").fetchone() == (True,)
         assert r.execute("SELECT passthrough.changes_pending()").fetchone() == (False,)
+        # the export
+        assert r.execute("SELECT identifier_type, identifier FROM passthrough.audience_members('seg_r')"
+                         ).fetchall() == [("fs_user_id", "r1")]
 
 
 def test_what_the_reader_may_execute_written_out(roles):
@@ -317,7 +320,8 @@ def test_what_the_reader_may_execute_written_out(roles):
             " AND has_function_privilege(%s, p.oid, 'EXECUTE')", (roles.reader,)).fetchall()}
     assert may == {"customer_audiences", "get_audience", "list_audiences", "list_identifier_types", "get_settings",
                    "is_enabled", "customer_audiences_at", "membership_history", "audience_size_at",
-                   "audience_size_history", "changes", "current_change_cursor", "changes_pending"}
+                   "audience_size_history", "changes", "current_change_cursor", "changes_pending",
+                   "audience_members", "audience_member_counts"}
 
 
 # --------------------------------------------------------------------------- planted staging tables

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
 from pyapp.upkeep import Upkeep
-from pyapp.web import changes, events, health, openapi, segments, snapshots
+from pyapp.web import changes, events, health, members, openapi, segments, snapshots
 from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
@@ -51,6 +51,7 @@ def api_routes() -> list[BaseRoute]:
         _route("/v3/segments", GET=segments.list_segments),
         # before /v3/segments/{segment_id}, which would also match "name:validate"
         _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment),
+        _route("/v3/segments/{segment_id}/members", GET=members.get_members),
         _route(
             "/v3/segments/{segment_id}",
             GET=segments.get_segment,

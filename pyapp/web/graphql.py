@@ -42,8 +42,8 @@ import base64
 import binascii
 import inspect
 import logging
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta
+from decimal import Decimal
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +58,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from strawberry.schema.config import StrawberryConfig
 
-from pyapp import errors
+from pyapp import epoch, errors
 from pyapp.web import database
 from pyapp.web.auth import Scope, require_scope
 from pyapp.jsontypes import json_type
@@ -277,20 +277,16 @@ async def _fetch(info: strawberry.Info, sql: str, params: tuple[Any, ...]) -> li
         raise _database_error(exc) from exc
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _instant(seconds: float, field_name: str) -> datetime:
     """Seconds since the Unix epoch (a GraphQL Float) as a timestamp, to the microsecond, as ts is read."""
     try:
-        micros = (Decimal(repr(seconds)) * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP)
-        return _EPOCH + timedelta(microseconds=int(micros))
+        return epoch.from_seconds(Decimal(repr(seconds)))
     except (ArithmeticError, OverflowError, ValueError):
         raise _domain_error("PT010", f"{field_name} must be seconds since the Unix epoch, got {seconds}") from None
 
 
 def _seconds(moment: datetime) -> float:
-    return (moment - _EPOCH) / timedelta(seconds=1)
+    return (moment - epoch.EPOCH) / timedelta(seconds=1)
 
 
 def _selects(fields: Sequence[Any], name: str) -> bool:

@@ -126,6 +126,26 @@ CHANGES_PARAMETERS = [
     },
 ]
 
+MEMBERS_DESCRIPTION = """\
+The members of one segment: now (the live membership, as reads and sizes count it), or at `at`. Each comes
+with `ts`, the time of the input that made it a member (seconds since the Unix epoch), which a snapshot
+import (`passthrough import`, `POST /v3/audiences/{audience_id}/snapshot`) reads back as the row's ts.
+NDJSON by default; `Accept: text/csv` for CSV. Pages follow `after`, the cursor the previous page's
+`X-Next-Cursor` (or `Link`) named; the order is by identifier type, then identifier (byte order).
+`passthrough export` writes the same as import-ready files. SQL: `passthrough.audience_members`."""
+
+MEMBERS_PARAMETERS = [
+    {"name": "at", "in": "query", "required": False,
+     "description": "Seconds since the Unix epoch: the members at that instant (default: now).",
+     "schema": {"type": "number", "examples": [1735689600]}},
+    {"name": "after", "in": "query", "required": False,
+     "description": "The cursor of the previous page (`X-Next-Cursor`); none for the first page.",
+     "schema": {"type": "string", "examples": ["fs_user_id:user-1"]}},
+    {"name": "limit", "in": "query", "required": False,
+     "description": "At most this many members, 1 to 100000 (default 10000).",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 10000}},
+]
+
 SNAPSHOT_DESCRIPTION = f"""\
 Replaces the membership of one audience with a full list of its members at time T: the HTTP twin of
 `passthrough import`. `audience_id` is the external audience id (the one events carry in `data.audience_id`).
@@ -278,6 +298,33 @@ PATHS: dict[str, dict[str, Any]] = {
                     "`cursor_pruned`: changes after `after` were deleted by the retention (`prune_history`); "
                     "resuming from it would miss some. Rebuild from the current state, then follow from now."
                 ),
+            },
+        )
+    },
+    "/v3/segments/{segment_id}/members": {
+        "get": _operation(
+            "getSegmentMembers",
+            "Who is in a segment, now or at a past instant, a page at a time (an export).",
+            description=MEMBERS_DESCRIPTION,
+            scope="private",
+            parameters=[SEGMENT_ID, *MEMBERS_PARAMETERS],
+            responses={
+                "200": {
+                    "description": "One page of members, by identifier type and identifier. When another page "
+                                   "follows, `Link: <...>; rel=\"next\"` and `X-Next-Cursor` name it.",
+                    "content": {
+                        "application/x-ndjson": {"schema": {"type": "string", "description": (
+                            'One JSON object per line: {"identifier_type": "fs_user_id", "identifier": "user-1", '
+                            '"ts": 1735689600}.')}},
+                        "text/csv": {"schema": {"type": "string", "description": (
+                            "A header `identifier_type,identifier,ts`, then one row per member.")}},
+                    },
+                },
+                "400": _error("`at`, `after` or `limit` is invalid, or the query names another parameter "
+                              "(`invalid_argument`, `detail.field` names it)."),
+                "404": _error("No segment has this id."),
+                "406": _error("`Accept` names neither `application/x-ndjson` nor `text/csv`."),
+                "410": _error("`history_pruned`: `at` is before the history horizon (the retention pruned it)."),
             },
         )
     },

@@ -1,0 +1,25 @@
+"""Seconds since the Unix epoch (ODP's ts) to and from timestamps, to the microsecond.
+
+Seconds round to the microsecond half away from zero, as ``passthrough._ts_from_seconds`` does in SQL,
+so a time a client sends reads the same instant as the same ts in an event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_seconds(seconds: Decimal) -> datetime:
+    """A timestamp; OverflowError or ValueError for seconds no timestamp can hold."""
+    micros = (seconds * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP)
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+def seconds_text(moment: datetime) -> str:
+    """The exact seconds of a timestamp as a decimal number, no trailing zeros: ``1735689600.5``."""
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    text = f"{Decimal(micros).scaleb(-6):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,86 @@
+-- Who is in an audience, now or at a time T: the export a DBA, an ETL job or an application pages
+-- through (GET /v3/segments/{id}/members and passthrough export call it). Keyset-paged by (identifier
+-- type, identifier); each row carries its cursor, "<identifier type>:<identifier>" (a type name holds no
+-- colon). Each member comes with the ts of the input that made it one, which passthrough import reads
+-- back as the row's ts.
+
+-- The members now (the live state, as customer_audiences and the size count them: an event ahead of the
+-- clock counts) or, with p_at, at that instant (passthrough._audience_members_at).
+CREATE FUNCTION passthrough._members_now_or_at(p_audience_key integer, p_at timestamptz)
+RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF p_at IS NOT NULL THEN
+    RETURN QUERY SELECT x.identifier_type_id, x.identifier, x.event_ts
+                 FROM passthrough._audience_members_at(p_audience_key, p_at) x;
+  ELSE
+    RETURN QUERY SELECT m.identifier_type_id, m.identifier::text, m.event_ts
+                 FROM passthrough.memberships m
+                 LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+                 WHERE m.audience_key = p_audience_key AND m.qualified
+                   AND passthrough._within_ttl(m.event_ts, a.ttl, now());
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._members_now_or_at(integer, timestamptz) IS
+  'Private: the live members of an audience (p_at NULL) or its members at p_at, with the ts that decided each.';
+
+CREATE FUNCTION passthrough.audience_members(
+  p_segment text, p_at timestamptz DEFAULT NULL, p_after text DEFAULT NULL, p_limit integer DEFAULT NULL
+) RETURNS TABLE (identifier_type text, identifier text, event_ts timestamptz, cursor text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key        integer := passthrough._audience_key_for_read(p_segment);
+  v_limit      integer := coalesce(p_limit, 1000);
+  v_after_type text;
+  v_after_id   text;
+BEGIN
+  PERFORM passthrough._check_limit(v_limit, 1000000);
+  IF p_after IS NOT NULL THEN
+    IF position(':' IN p_after) < 2 THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT010',
+        MESSAGE = 'after must be a cursor this function returned ("<identifier type>:<identifier>")',
+        DETAIL = 'field: after';
+    END IF;
+    v_after_type := split_part(p_after, ':', 1);
+    v_after_id := substr(p_after, length(v_after_type) + 2);
+  END IF;
+  IF p_at IS NOT NULL THEN
+    PERFORM passthrough._check_instant(p_at, 'at');
+    PERFORM passthrough._check_horizon(p_at, 'at');
+  END IF;
+  RETURN QUERY
+    SELECT t.name::text, s.identifier::text, s.event_ts, t.name || ':' || s.identifier
+    FROM passthrough._members_now_or_at(v_key, p_at) s
+    JOIN passthrough.identifier_types t ON t.id = s.identifier_type_id
+    WHERE p_after IS NULL OR (t.name::text COLLATE "C", s.identifier COLLATE "C") > (v_after_type, v_after_id)
+    ORDER BY t.name COLLATE "C", s.identifier COLLATE "C"
+    LIMIT v_limit;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_members(text, timestamptz, text, integer) IS
+  'The members of a defined audience (p_segment: the segment id, as in GET /v3/segments/{id}/members), now (p_at NULL: the live members) or at p_at, by identifier type and identifier, with the ts of the input that made each a member, p_limit at a time (default 1000, at most 1000000) after the cursor p_after (a row''s cursor). Reads the audience''s whole membership per call. PT006 for an unknown audience, PT010 for an invalid argument, PT031 for a time before the history horizon.';
+
+CREATE FUNCTION passthrough.audience_member_counts(p_segment text, p_at timestamptz DEFAULT NULL)
+RETURNS TABLE (identifier_type text, members bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_key integer := passthrough._audience_key_for_read(p_segment);
+BEGIN
+  IF p_at IS NOT NULL THEN
+    PERFORM passthrough._check_instant(p_at, 'at');
+    PERFORM passthrough._check_horizon(p_at, 'at');
+  END IF;
+  RETURN QUERY
+    SELECT t.name::text, count(*)
+    FROM passthrough._members_now_or_at(v_key, p_at) s
+    JOIN passthrough.identifier_types t ON t.id = s.identifier_type_id
+    GROUP BY t.name
+    ORDER BY t.name COLLATE "C";
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_member_counts(text, timestamptz) IS
+  'How many members a defined audience has of each identifier type, now (p_at NULL) or at p_at, as passthrough.audience_members would list them: what an export writes, one snapshot file per identifier type. PT006 for an unknown audience, PT010 for an invalid time, PT031 for one before the history horizon.';
