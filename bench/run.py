@@ -23,6 +23,7 @@ Every bulk path must reproduce the final state of bench/data.py's model exactly;
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import os
 import platform
@@ -356,6 +357,88 @@ def rewritten_since(db: Database, xid: str) -> int:
     with connect(db.url, autocommit=True) as c:
         return int(c.execute("SELECT count(*) FROM passthrough.memberships WHERE age(xmin) < age(%s::xid)",
                              (xid,)).fetchone()[0])
+
+
+EXPORT_SEGMENT, EXPORT_AUDIENCE = "bench_export", "bench-export"
+EXPORT_RAW_SQL = ("COPY (SELECT t.name, m.identifier, m.event_ts FROM passthrough.memberships m"
+                  " JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id"
+                  " WHERE m.audience_key = (SELECT id FROM passthrough.external_audiences WHERE external_id = %s)"
+                  " AND m.qualified{order}) TO STDOUT")
+EXPORT_SQL = ("COPY (SELECT identifier_type, identifier, event_ts FROM passthrough.audience_members(%s, NULL, NULL, "
+              "1000000)) TO STDOUT")
+
+
+def _copy_out(db: Database, statement: str, params: tuple) -> tuple[float, int]:
+    """Seconds for one ``COPY ... TO STDOUT`` read to the end by the client, and the bytes it sent."""
+    with connect(db.url) as conn:
+        cur = conn.cursor()
+        started = time.perf_counter()
+        size = 0
+        with cur.copy(statement, params) as copy:
+            for chunk in copy:
+                size += len(chunk)
+        return time.perf_counter() - started, size
+
+
+def exports(db: Database, members: int, log_dir: Path) -> list[Row]:
+    """The export of one audience of ``members`` members in each transport, against raw COPY ... TO of the same
+    rows (the same columns, from memberships; with and without the export's order) in the same run."""
+    payload = "".join(
+        format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                identifier=f"x{n:07d}", audience_id=EXPORT_AUDIENCE, ts=ts_text(1_700_000_000_000_000 + n)))
+        for n in range(1, members + 1)).encode()
+    with connect(db.url) as conn:  # the members, through the bulk path (not timed)
+        conn.execute("SELECT passthrough.create_audience(%s, %s)", (EXPORT_SEGMENT, EXPORT_AUDIENCE))
+        conn.commit()
+        load_rows(conn, payload, source="bench-export")
+        conn.commit()
+    with connect(db.url, autocommit=True) as c:
+        c.execute("VACUUM (ANALYZE) passthrough.memberships")
+        key = c.execute("SELECT passthrough.create_api_key(%s, 'private')", (f"bench-{uuid.uuid4().hex[:8]}",)
+                        ).fetchone()[0]
+    rows = []
+    raw, _ = _copy_out(db, EXPORT_RAW_SQL.format(order=""), (EXPORT_AUDIENCE,))
+    rows.append(Row("raw `COPY (SELECT ... FROM memberships WHERE audience ...) TO STDOUT`, 1 audience", members, raw,
+                    "the reference: the same rows and columns, no order", compared=False))
+    ordered, _ = _copy_out(db, EXPORT_RAW_SQL.format(order=" ORDER BY t.name COLLATE \"C\", m.identifier COLLATE \"C\""),
+                           (EXPORT_AUDIENCE,))
+    rows.append(Row("raw `COPY ... TO`, in the export's order", members, ordered, "", compared=False))
+    sql_seconds, _ = _copy_out(db, EXPORT_SQL, (EXPORT_SEGMENT,))
+    rows.append(Row("export over SQL: `COPY (SELECT ... FROM passthrough.audience_members(...)) TO STDOUT`",
+                    members, sql_seconds, "", compared=False))
+    out = log_dir / "export.csv.gz"
+    exe = Path(sys.executable).with_name("passthrough")
+    started = time.perf_counter()
+    proc = subprocess.run([str(exe) if exe.exists() else "passthrough", "export", EXPORT_SEGMENT, "--database-url",
+                           db.url, "--quiet", "-o", str(out)], capture_output=True, text=True)
+    cli_seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"FAILED: passthrough export exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    with gzip.open(out, "rt") as f:
+        written = sum(1 for _ in f) - 1
+    if written != members:
+        raise SystemExit(f"FAILED: passthrough export wrote {written:,} members, not {members:,}")
+    rows.append(Row("`passthrough export` end to end (process start, gzip file)", members, cli_seconds, "",
+                    compared=False))
+    import httpx
+
+    with served(db, log_dir) as base, httpx.Client(base_url=base, headers={"x-api-key": key}, timeout=120) as client:
+        client.get(f"/v3/segments/{EXPORT_SEGMENT}/members?limit=1")  # the connection pool warm
+        started, url, got = time.perf_counter(), f"/v3/segments/{EXPORT_SEGMENT}/members?limit=100000", 0
+        while url:
+            response = client.get(url)
+            response.raise_for_status()
+            got += response.content.count(b"\n")
+            link = response.headers.get("link")
+            url = link[1:link.index(">")] if link else None
+        http_seconds = time.perf_counter() - started
+    if got != members:
+        raise SystemExit(f"FAILED: GET /v3/segments/{{id}}/members gave {got:,} members, not {members:,}")
+    rows.append(Row("HTTP `GET /v3/segments/{id}/members`, NDJSON pages of 100,000", members, http_seconds, "",
+                    compared=False))
+    for r in rows[1:]:
+        r.note = (r.note + "; " if r.note else "") + f"{raw / r.seconds:.0%} of raw COPY's rate"
+    return rows
 
 
 def check_state(db: Database, expected, label: str, sql: str = STATE_SQL) -> str:
@@ -699,6 +782,12 @@ def table(rows: list[Row], raw2: float, naive_rate: float) -> str:
     return "\n".join(lines)
 
 
+def export_table(rows: list[Row]) -> str:
+    lines = ["| export path | members | seconds | members/s | note |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {r.path} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | {r.note} |" for r in rows]
+    return "\n".join(lines)
+
+
 def read_table(rows: list[ReadRow]) -> str:
     lines = ["| read | clients | queries | seconds | queries/s | p50 ms | p99 ms | vs raw SQL | note |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -735,6 +824,8 @@ def main(argv=None) -> int:
                     "starts (default: %(default)s)")
     ap.add_argument("--read-seconds", type=float, default=10.0, help="seconds each read row is measured "
                     "(default: %(default)s)")
+    ap.add_argument("--export-members", type=int, default=1_000_000, help="members of the audience each export row "
+                    "writes out (default: %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args(argv)
     if args.audiences < 10:
@@ -844,6 +935,8 @@ def main(argv=None) -> int:
                     f"{args.http_clients} client connections", len(sample), seconds)
             r.note = check_state(db, model_digest(sample), r.path) + f"; first {len(sample):,} events"
             rows.append(r)
+        info(f"export of a {args.export_members:,}-member audience: raw COPY, SQL, CLI, HTTP ...")
+        export_rows = exports(db, args.export_members, tmp)
     finally:
         db.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -881,7 +974,8 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPUs, {platform.machine()}; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; whole run {total:.0f} s. All ratios come from this one run."
     )
-    report = f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n{read_described}\n"
+    report = (f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n{read_described}\n\n"
+              f"{export_table(export_rows)}\n")
     print(report)
     if not args.no_write and DOCS.exists():
         text = DOCS.read_text()

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
 
 PAGE = 1_000_000  # passthrough.audience_members' largest page
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
 LAST_SQL = "SELECT max(m.cursor COLLATE \"C\") FROM passthrough.audience_members(%s, %s, %s, %s) m"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
-COPY_SQL = ("COPY (SELECT 'passthrough', 'qualify', {audience_id}, trim_scale(extract(epoch FROM m.event_ts)), "
-            "m.identifier FROM passthrough.audience_members({segment}, {at}, {after}, {page}) m "
-            "WHERE m.identifier_type = {identifier_type}) TO STDOUT WITH (FORMAT csv)")
+# COPY takes no server-side parameters: psycopg binds these on the client, as values
+COPY_SQL = ("COPY (SELECT 'passthrough', 'qualify', %s::text, trim_scale(extract(epoch FROM m.event_ts)), "
+            "m.identifier FROM passthrough.audience_members(%s, %s, %s, %s) m "
+            "WHERE m.identifier_type = %s) TO STDOUT WITH (FORMAT csv)")
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,8 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_
     # fewer than PAGE of them holds its last one
     after, total = f"{identifier_type}:", 0
     while True:
-        statement = sql.SQL(COPY_SQL).format(
-            audience_id=sql.Literal(audience_id), segment=sql.Literal(segment), at=sql.Literal(at),
-            after=sql.Literal(after), page=sql.Literal(PAGE), identifier_type=sql.Literal(identifier_type))
         cur = conn.cursor()
-        with cur.copy(statement) as copy:
+        with cur.copy(COPY_SQL, (audience_id, segment, at, after, PAGE, identifier_type)) as copy:
             for chunk in copy:
                 data = bytes(chunk)  # psycopg hands a memoryview
                 out.write(data)
