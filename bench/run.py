@@ -56,7 +56,7 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 # the columns of the staged payload (pyapp.load.COPY_COLUMNS), untyped beyond what COPY needs
 RAW_COLUMNS = """
   row_no bigint, type text, action text, identifier_type text, identifier text, audience_id text,
-  ts numeric, idempotence_id text, identifier_count integer, transport_problems text[]"""
+  ts numeric, idempotence_id text, identifier_count integer, transport_problems text[], identifiers jsonb"""
 RAW_DDL = "CREATE TABLE bench_raw_{n} (" + RAW_COLUMNS + ")"
 NAIVE_DDL = """
 CREATE TABLE bench_naive (

@@ -1,4 +1,4 @@
-"""Seconds since the Unix epoch (ODP's ts) to and from timestamps, to the microsecond.
+"""Seconds since the Unix epoch (ODP's ts) to timestamps, to the microsecond.
 
 Seconds round to the microsecond half away from zero, as ``passthrough._ts_from_seconds`` does in SQL,
 so a time a client sends reads the same instant as the same ts in an event.
@@ -17,9 +17,3 @@ def from_seconds(seconds: Decimal) -> datetime:
     micros = (seconds * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP)
     return EPOCH + timedelta(microseconds=int(micros))
 
-
-def seconds_text(moment: datetime) -> str:
-    """The exact seconds of a timestamp as a decimal number, no trailing zeros: ``1735689600.5``."""
-    micros = (moment - EPOCH) // timedelta(microseconds=1)
-    text = f"{Decimal(micros).scaleb(-6):f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text

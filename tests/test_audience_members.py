@@ -35,10 +35,10 @@ def test_members_by_type_and_identifier_with_the_ts_that_made_each_one(audience)
                      Event("fs_user_id", "u1", "crm-vip", True, BASE + 1), Event("fs_user_id", "u3", "crm-vip", True, BASE),
                      Event("fs_user_id", "u3", "crm-vip", False, BASE + 5),  # out
                      Event("fs_user_id", "u9", "crm-other", True, BASE)])  # another audience
-    assert rows(audience, MEMBERS, ("vip", None, None, None)) == [
-        ("email", "z@x", at(BASE), "email:z@x"),
+    assert rows(audience, MEMBERS, ("vip", None, None, None)) == [  # fs_user_id was added before email
         ("fs_user_id", "u1", at(BASE + 1), "fs_user_id:u1"),
         ("fs_user_id", "u2", at(BASE + 2), "fs_user_id:u2"),
+        ("email", "z@x", at(BASE), "email:z@x"),
     ]
 
 

@@ -1,24 +1,20 @@
 """GET /v3/segments/{segment_id}/members: who is in a segment, now or at ``?at=``, a page at a time.
 
 ``passthrough.audience_members`` (sql/083_audience_members.sql) owns the rules: the segment, the cursor's
-form, the instant, the history horizon. This module reads the query string, asks for one row more than the
-page to know whether another follows, and writes the rows as NDJSON (the default) or CSV, by ``Accept``.
-The next page is named in a ``Link`` header (``rel="next"``) and in ``X-Next-Cursor``. A page is read whole
-before it is sent (the headers come first), hence its own maximum.
+form, the instant, the history horizon. This module reads the query string, reads the cursor of the page's
+last member and whether another follows it, and has the database write the page (COPY) as NDJSON (the
+default) or CSV, by ``Accept``. The next page is named in a ``Link`` header (``rel="next"``) and in
+``X-Next-Cursor``. A page is read whole before it is sent (the headers come first), hence its own maximum.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 
 from pyapp import epoch
 from pyapp.web.auth import Scope, authorized_connection
@@ -29,25 +25,38 @@ MAX_LIMIT = 100_000
 PARAMETERS = ("at", "after", "limit")
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
-CSV_HEADER = ("identifier_type", "identifier", "ts")
-ROWS_PER_CHUNK = 5_000
-MEMBERS_SQL = "SELECT identifier_type, identifier, event_ts, cursor FROM passthrough.audience_members(%s, %s, %s, %s)"
+MEMBERS = "passthrough.audience_members(%s, %s, %s, %s) m"
+# the limit-th member's cursor, and whether one follows it: at most two rows
+NEXT_SQL = f"SELECT m.cursor FROM {MEMBERS} OFFSET %s"
+# each page is formatted by the database (COPY): NDJSON lines hold no raw control character, so CSV format with
+# control characters for delimiter and quote passes them through as they are
+COPY_SQL = {
+    NDJSON: f"COPY (SELECT json_build_object('identifier_type', m.identifier_type, 'identifier', m.identifier, "
+            f"'ts', trim_scale(extract(epoch FROM m.event_ts))) FROM {MEMBERS}) "
+            "TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')",
+    CSV: f"COPY (SELECT m.identifier_type, m.identifier, trim_scale(extract(epoch FROM m.event_ts)) AS ts "
+         f"FROM {MEMBERS}) TO STDOUT WITH (FORMAT csv, HEADER)",
+}
 
 
-async def get_members(request: Request) -> StreamingResponse:
+async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
+    page = (request.path_params["segment_id"], at, after, limit)
+    body: list[bytes] = []
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
-        cursor = await conn.execute(MEMBERS_SQL, (request.path_params["segment_id"], at, after, limit + 1))
-        rows = await cursor.fetchall()
+        async with conn.transaction():  # one snapshot for the page and its next cursor
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor = await conn.execute(NEXT_SQL, (*page[:3], limit + 1, limit - 1))
+            following = [c for (c,) in await cursor.fetchall()]
+            async with conn.cursor().copy(COPY_SQL[media_type], page) as copy:
+                async for data in copy:
+                    body.append(bytes(data))
     headers = {}
-    if len(rows) > limit:
-        rows = rows[:limit]
-        following = rows[-1][3]
-        query = urlencode({**dict(request.query_params), "after": following})
-        headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following}
-    body = _csv_chunks(rows) if media_type == CSV else _ndjson_chunks(rows)
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    if len(following) == 2:
+        query = urlencode({**dict(request.query_params), "after": following[0]})
+        headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following[0]}
+    return Response(b"".join(body), media_type=media_type, headers=headers)
 
 
 def _media_type(accept: str | None) -> str:
@@ -89,25 +98,3 @@ def _query(request: Request) -> tuple[Any, str | None, int]:
 
 def _invalid(name: str, reason: str) -> ApiError:
     return ApiError(400, "invalid_argument", f"{name}: {reason}", field=name)
-
-
-def _ndjson_chunks(rows: list[tuple]) -> Iterator[bytes]:
-    dumps = orjson.dumps
-    for start in range(0, len(rows), ROWS_PER_CHUNK):
-        yield b"".join(
-            b'{"identifier_type":%s,"identifier":%s,"ts":%s}\n'
-            % (dumps(t), dumps(i), epoch.seconds_text(ts).encode())
-            for t, i, ts, _ in rows[start:start + ROWS_PER_CHUNK])
-
-
-def _csv_chunks(rows: list[tuple]) -> Iterator[bytes]:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for start in range(0, len(rows), ROWS_PER_CHUNK):
-        writer.writerows((t, i, epoch.seconds_text(ts)) for t, i, ts, _ in rows[start:start + ROWS_PER_CHUNK])
-        yield out.getvalue().encode()
-        out.seek(0)
-        out.truncate()
-    if not rows:
-        yield out.getvalue().encode()

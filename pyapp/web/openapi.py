@@ -131,7 +131,7 @@ The members of one segment: now (the live membership, as reads and sizes count i
 with `ts`, the time of the input that made it a member (seconds since the Unix epoch), which a snapshot
 import (`passthrough import`, `POST /v3/audiences/{audience_id}/snapshot`) reads back as the row's ts.
 NDJSON by default; `Accept: text/csv` for CSV. Pages follow `after`, the cursor the previous page's
-`X-Next-Cursor` (or `Link`) named; the order is by identifier type, then identifier (byte order).
+`X-Next-Cursor` (or `Link`) named; the order is by identifier type (in the order the types were added), then identifier (byte order).
 `passthrough export` writes the same as import-ready files. SQL: `passthrough.audience_members`."""
 
 MEMBERS_PARAMETERS = [
