@@ -400,7 +400,7 @@ def exports(db: Database, members: int, log_dir: Path) -> list[Row]:
     raw, _ = _copy_out(db, EXPORT_RAW_SQL.format(order=""), (EXPORT_AUDIENCE,))
     rows.append(Row("raw `COPY (SELECT ... FROM memberships WHERE audience ...) TO STDOUT`, 1 audience", members, raw,
                     "the reference: the same rows and columns, no order", compared=False))
-    ordered, _ = _copy_out(db, EXPORT_RAW_SQL.format(order=" ORDER BY t.name COLLATE \"C\", m.identifier COLLATE \"C\""),
+    ordered, _ = _copy_out(db, EXPORT_RAW_SQL.format(order=" ORDER BY m.identifier_type_id, m.identifier"),
                            (EXPORT_AUDIENCE,))
     rows.append(Row("raw `COPY ... TO`, in the export's order", members, ordered, "", compared=False))
     sql_seconds, _ = _copy_out(db, EXPORT_SQL, (EXPORT_SEGMENT,))

@@ -18,6 +18,7 @@ from typing import Any
 
 
 PAGE = 1_000_000  # passthrough.audience_members' largest page
+BLOCK = 10_000  # rows written (and reported) at a time
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
 LAST_SQL = "SELECT max(m.cursor COLLATE \"C\") FROM passthrough.audience_members(%s, %s, %s, %s) m"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
@@ -78,11 +79,16 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_
     after, total = f"{identifier_type}:", 0
     while True:
         cur = conn.cursor()
+        rows: list = []
         with cur.copy(COPY_SQL, (audience_id, segment, at, after, PAGE, identifier_type)) as copy:
-            for chunk in copy:
-                data = bytes(chunk)  # psycopg hands a memoryview
-                out.write(data)
-                on_rows(data.count(b"\n"))
+            for row in copy:  # one row at a time, as libpq hands them: written in blocks
+                rows.append(bytes(row))
+                if len(rows) == BLOCK:
+                    out.write(b"".join(rows))
+                    on_rows(len(rows))
+                    rows = []
+        out.write(b"".join(rows))
+        on_rows(len(rows))
         total += cur.rowcount
         if cur.rowcount < PAGE:
             return total

@@ -3090,28 +3090,6 @@ COMMENT ON FUNCTION passthrough._webhook_failed(integer, text, integer, interval
 -- colon). Each member comes with the ts of the input that made it one, which passthrough import reads
 -- back as the row's ts.
 
--- The members now (the live state, as customer_audiences and the size count them: an event ahead of the
--- clock counts) or, with p_at, at that instant (passthrough._audience_members_at).
-CREATE FUNCTION passthrough._members_now_or_at(p_audience_key integer, p_at timestamptz)
-RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  IF p_at IS NOT NULL THEN
-    RETURN QUERY SELECT x.identifier_type_id, x.identifier, x.event_ts
-                 FROM passthrough._audience_members_at(p_audience_key, p_at) x;
-  ELSE
-    RETURN QUERY SELECT m.identifier_type_id, m.identifier::text, m.event_ts
-                 FROM passthrough.memberships m
-                 LEFT JOIN passthrough.audiences a ON a.audience_key = m.audience_key
-                 WHERE m.audience_key = p_audience_key AND m.qualified
-                   AND passthrough._within_ttl(m.event_ts, a.ttl, now());
-  END IF;
-END;
-$$;
-COMMENT ON FUNCTION passthrough._members_now_or_at(integer, timestamptz) IS
-  'Private: the live members of an audience (p_at NULL) or its members at p_at, with the ts that decided each.';
-
 CREATE FUNCTION passthrough.audience_members(
   p_segment text, p_at timestamptz DEFAULT NULL, p_after text DEFAULT NULL, p_limit integer DEFAULT NULL
 ) RETURNS TABLE (identifier_type text, identifier text, event_ts timestamptz, cursor text)
@@ -3167,21 +3145,28 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_key integer := passthrough._audience_key_for_read(p_segment);
+  v_ttl interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.name = p_segment);
 BEGIN
   IF p_at IS NOT NULL THEN
     PERFORM passthrough._check_instant(p_at, 'at');
     PERFORM passthrough._check_horizon(p_at, 'at');
+    RETURN QUERY
+      SELECT t.name::text, count(*)
+      FROM passthrough._audience_members_at(v_key, p_at) s
+      JOIN passthrough.identifier_types t ON t.id = s.identifier_type_id
+      GROUP BY t.id, t.name ORDER BY t.id;
+    RETURN;
   END IF;
   RETURN QUERY
     SELECT t.name::text, count(*)
-    FROM passthrough._members_now_or_at(v_key, p_at) s
-    JOIN passthrough.identifier_types t ON t.id = s.identifier_type_id
-    GROUP BY t.name
-    ORDER BY t.name COLLATE "C";
+    FROM passthrough.memberships m
+    JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id
+    WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+    GROUP BY t.id, t.name ORDER BY t.id;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.audience_member_counts(text, timestamptz) IS
-  'How many members a defined audience has of each identifier type, now (p_at NULL) or at p_at, as passthrough.audience_members would list them: what an export writes, one snapshot file per identifier type. PT006 for an unknown audience, PT010 for an invalid time, PT031 for one before the history horizon.';
+  'How many members a defined audience has of each identifier type (in the order the types were added), now (p_at NULL) or at p_at, as passthrough.audience_members would list them: what an export writes, one snapshot file per identifier type. PT006 for an unknown audience, PT010 for an invalid time, PT031 for one before the history horizon.';
 -- API keys for the HTTP API. A key is a high-entropy random secret shown once when it is created;
 -- only its SHA-256 is stored, so the table (or a dump of it) cannot be used to call the API.
 --

@@ -50,8 +50,8 @@ async def get_members(request: Request) -> Response:
             cursor = await conn.execute(NEXT_SQL, (*page[:3], limit + 1, limit - 1))
             following = [c for (c,) in await cursor.fetchall()]
             async with conn.cursor().copy(COPY_SQL[media_type], page) as copy:
-                async for data in copy:
-                    body.append(bytes(data))
+                async for row in copy:  # one row at a time, as libpq hands them
+                    body.append(bytes(row))
     headers = {}
     if len(following) == 2:
         query = urlencode({**dict(request.query_params), "after": following[0]})
