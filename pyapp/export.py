@@ -1,31 +1,61 @@
 """Exporting an audience's members as the snapshot files ``passthrough import`` reads back.
 
-``passthrough.audience_members`` (sql/083_audience_members.sql) decides who is in; this module asks it through
-``COPY ... TO STDOUT`` with every row already in the ODP snapshot convention (header ``type, action,
-audience_id, ts, <identifier type>``, rows ``passthrough,qualify,<audience_id>,<ts>,<identifier>``, ts being
-when the member qualified), and gzips the bytes as they come. A snapshot file has one identifier column, so
-members of several identifier types give one file per type.
+``passthrough.audience_members`` (sql/083_audience_members.sql) decides who is in; this module has the database
+write every row already in the ODP snapshot convention (header ``type, action, audience_id, ts, <identifier
+type>``, rows ``passthrough,qualify,<audience_id>,<ts>,<identifier>``, ts being when the member qualified) and
+gzips the bytes as they come. A snapshot file has one identifier column, so members of several identifier types
+give one file per type.
+
+The database sends the lines in blocks of BLOCK (``blocked_copy``): libpq hands a COPY's output over a row at a
+time, and a row per member would cost more in Python than everything else together.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-
 PAGE = 1_000_000  # passthrough.audience_members' largest page
-BLOCK = 10_000  # rows written (and reported) at a time
+BLOCK = 10_000  # lines per row of a blocked COPY
+MEMBERS = "passthrough.audience_members(%s, %s, %s, %s) m"
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
-LAST_SQL = "SELECT max(m.cursor COLLATE \"C\") FROM passthrough.audience_members(%s, %s, %s, %s) m"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
-# COPY takes no server-side parameters: psycopg binds these on the client, as values
-COPY_SQL = ("COPY (SELECT 'passthrough', 'qualify', %s::text, trim_scale(extract(epoch FROM m.event_ts)), "
-            "m.identifier FROM passthrough.audience_members(%s, %s, %s, %s) m "
-            "WHERE m.identifier_type = %s) TO STDOUT WITH (FORMAT csv)")
+LAST_SQL = f"SELECT max(m.cursor COLLATE \"C\") FROM {MEMBERS}"
+TS_SQL = "trim_scale(extract(epoch FROM m.event_ts))"
+
+
+def csv_field_sql(expression: str) -> str:
+    """SQL for ``expression`` (text) as one CSV field: quoted, quotes doubled, when it holds a quote, a comma, a
+    carriage return or a newline (RFC 4180, as Python's csv module and COPY's CSV format write it)."""
+    return (f"CASE WHEN strpos({expression}, '\"') + strpos({expression}, ',') + strpos({expression}, E'\\r') "
+            f"+ strpos({expression}, E'\\n') > 0 THEN '\"' || replace({expression}, '\"', '\"\"') || '\"' "
+            f"ELSE {expression} END")
+
+
+def blocked_copy(lines_sql: str, source: str) -> str:
+    """A COPY that sends the text of ``lines_sql`` (one line, newline included, per row of ``source``) in the
+    order of ``source``, BLOCK lines to a row with their number, in binary format (no escaping): read it with
+    ``set_types(["int8", "text"])`` and ``rows()``."""
+    return (f"COPY (SELECT count(*), string_agg(x.line, '' ORDER BY x.n) FROM ("
+            f"SELECT row_number() OVER () AS n, {lines_sql} AS line FROM {source}) x "
+            f"GROUP BY (x.n - 1) / {BLOCK} ORDER BY (x.n - 1) / {BLOCK}) TO STDOUT WITH (FORMAT binary)")
+
+
+# each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts
+COPY_SQL = blocked_copy(f"%s || {TS_SQL} || ',' || {csv_field_sql('m.identifier')} || E'\\n'",
+                        f"{MEMBERS} WHERE m.identifier_type = %s")
+
+
+def _csv_line(fields: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(fields)
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -54,7 +84,7 @@ def member_counts(conn: Any, segment: str, at: datetime | None) -> dict[str, int
 def export_audience(conn: Any, segment: str, at: datetime | None, output: str | None,
                     on_rows: Callable[[int], None] = lambda n: None) -> list[ExportedFile]:
     """Write the members of ``segment`` (now, or at ``at``) as import-ready snapshot files; one per identifier
-    type. Reads in one REPEATABLE READ transaction: the files agree with each other."""
+    type. Reads in one REPEATABLE READ transaction: the files agree with each other. psycopg only."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     try:
         (audience_id,) = conn.execute(AUDIENCE_SQL, (segment,)).fetchone()
@@ -77,20 +107,17 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_
     # pages of the members from the type's first one on: the type's members are consecutive, so a page holding
     # fewer than PAGE of them holds its last one
     after, total = f"{identifier_type}:", 0
+    start = _csv_line(["passthrough", "qualify", audience_id, ""]).rstrip("\n")
     while True:
-        cur = conn.cursor()
-        rows: list = []
-        with cur.copy(COPY_SQL, (audience_id, segment, at, after, PAGE, identifier_type)) as copy:
-            for row in copy:  # one row at a time, as libpq hands them: written in blocks
-                rows.append(bytes(row))
-                if len(rows) == BLOCK:
-                    out.write(b"".join(rows))
-                    on_rows(len(rows))
-                    rows = []
-        out.write(b"".join(rows))
-        on_rows(len(rows))
-        total += cur.rowcount
-        if cur.rowcount < PAGE:
+        written = 0
+        with conn.cursor().copy(COPY_SQL, (start, segment, at, after, PAGE, identifier_type)) as copy:
+            copy.set_types(["int8", "text"])
+            for rows, block in copy.rows():
+                out.write(block.encode())
+                written += rows
+                on_rows(rows)
+        total += written
+        if written < PAGE:
             return total
-        # more than a page of this type (rare): go on after the page's last member
+        # as many lines as a page (rare): maybe more of this type after the page's last member
         after = conn.execute(LAST_SQL, (segment, at, after, PAGE)).fetchone()[0]

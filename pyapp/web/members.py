@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pyapp import epoch
+from pyapp import epoch, export
 from pyapp.web.auth import Scope, authorized_connection
 from pyapp.web.responses import ApiError
 
@@ -25,17 +25,17 @@ MAX_LIMIT = 100_000
 PARAMETERS = ("at", "after", "limit")
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
-MEMBERS = "passthrough.audience_members(%s, %s, %s, %s) m"
 # the limit-th member's cursor, and whether one follows it: at most two rows
-NEXT_SQL = f"SELECT m.cursor FROM {MEMBERS} OFFSET %s"
-# each page is formatted by the database (COPY): NDJSON lines hold no raw control character, so CSV format with
-# control characters for delimiter and quote passes them through as they are
+NEXT_SQL = f"SELECT m.cursor FROM {export.MEMBERS} OFFSET %s"
+CSV_HEADER = b"identifier_type,identifier,ts\n"
+# each page is written by the database, in blocks of lines (pyapp/export.py says why)
 COPY_SQL = {
-    NDJSON: f"COPY (SELECT json_build_object('identifier_type', m.identifier_type, 'identifier', m.identifier, "
-            f"'ts', trim_scale(extract(epoch FROM m.event_ts))) FROM {MEMBERS}) "
-            "TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')",
-    CSV: f"COPY (SELECT m.identifier_type, m.identifier, trim_scale(extract(epoch FROM m.event_ts)) AS ts "
-         f"FROM {MEMBERS}) TO STDOUT WITH (FORMAT csv, HEADER)",
+    NDJSON: export.blocked_copy(
+        f"json_build_object('identifier_type', m.identifier_type, 'identifier', m.identifier, 'ts', {export.TS_SQL})"
+        "::text || E'\\n'", export.MEMBERS),
+    CSV: export.blocked_copy(
+        f"{export.csv_field_sql('m.identifier_type')} || ',' || {export.csv_field_sql('m.identifier')} || ',' || "
+        f"{export.TS_SQL} || E'\\n'", export.MEMBERS),
 }
 
 
@@ -43,15 +43,16 @@ async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
     page = (request.path_params["segment_id"], at, after, limit)
-    body: list[bytes] = []
+    body = [CSV_HEADER] if media_type == CSV else []
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
         async with conn.transaction():  # one snapshot for the page and its next cursor
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             cursor = await conn.execute(NEXT_SQL, (*page[:3], limit + 1, limit - 1))
             following = [c for (c,) in await cursor.fetchall()]
             async with conn.cursor().copy(COPY_SQL[media_type], page) as copy:
-                async for row in copy:  # one row at a time, as libpq hands them
-                    body.append(bytes(row))
+                copy.set_types(["int8", "text"])
+                async for _, block in copy.rows():
+                    body.append(block.encode())
     headers = {}
     if len(following) == 2:
         query = urlencode({**dict(request.query_params), "after": following[0]})
