@@ -3101,8 +3101,13 @@ DECLARE
   v_limit         integer := coalesce(p_limit, 1000);
   v_after_type_id smallint;
   v_after_id      text;
+  v_type_names    text[];  -- by id: a lookup per row, where a join chose a nested loop over a million rows
+  v_type          record;
 BEGIN
   PERFORM passthrough._check_limit(v_limit, 1000000);
+  FOR v_type IN SELECT t.id, t.name FROM passthrough.identifier_types t LOOP
+    v_type_names[v_type.id] := v_type.name;
+  END LOOP;
   IF p_after IS NOT NULL THEN
     SELECT t.id INTO v_after_type_id FROM passthrough.identifier_types t WHERE t.name = split_part(p_after, ':', 1);
     IF position(':' IN p_after) < 2 OR v_after_type_id IS NULL THEN
@@ -3116,9 +3121,9 @@ BEGIN
     PERFORM passthrough._check_instant(p_at, 'at');
     PERFORM passthrough._check_horizon(p_at, 'at');
     RETURN QUERY
-      SELECT t.name::text, s.identifier::text, s.event_ts, t.name || ':' || s.identifier
+      SELECT v_type_names[s.identifier_type_id], s.identifier::text, s.event_ts,
+             v_type_names[s.identifier_type_id] || ':' || s.identifier
       FROM passthrough._audience_members_at(v_key, p_at) s
-      JOIN passthrough.identifier_types t ON t.id = s.identifier_type_id
       WHERE p_after IS NULL OR (s.identifier_type_id, s.identifier COLLATE "C") > (v_after_type_id, v_after_id)
       ORDER BY s.identifier_type_id, s.identifier COLLATE "C"
       LIMIT v_limit;
@@ -3127,9 +3132,9 @@ BEGIN
   -- now: the live members, as customer_audiences and the sizes count them, in the primary key's order, so a
   -- page is a range of the key read from the cursor on, not a sort of the whole audience
   RETURN QUERY
-    SELECT t.name::text, m.identifier::text, m.event_ts, t.name || ':' || m.identifier
+    SELECT v_type_names[m.identifier_type_id], m.identifier::text, m.event_ts,
+           v_type_names[m.identifier_type_id] || ':' || m.identifier
     FROM passthrough.memberships m
-    JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id
     WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
       AND (p_after IS NULL OR (m.identifier_type_id, m.identifier) > (v_after_type_id, v_after_id))
     ORDER BY m.identifier_type_id, m.identifier
