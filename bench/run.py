@@ -785,7 +785,10 @@ def table(rows: list[Row], raw2: float, naive_rate: float) -> str:
 def export_table(rows: list[Row]) -> str:
     lines = ["| export path | members | seconds | members/s | note |", "|---|---:|---:|---:|---|"]
     lines += [f"| {r.path} | {r.events:,} | {r.seconds:.2f} | {r.rate:,.0f} | {r.note} |" for r in rows]
-    return "\n".join(lines)
+    raw, transports = rows[0], rows[2:]
+    verdicts = ", ".join(f"{r.path.split(':')[0].split(' (')[0]} {raw.seconds / r.seconds:.0%} "
+                         f"({'met' if raw.seconds / r.seconds >= 0.5 else 'NOT met'})" for r in transports)
+    return "\n".join(lines) + f"\n\nTarget: every export transport at >= 50% of raw COPY's rate: {verdicts}."
 
 
 def read_table(rows: list[ReadRow]) -> str:
