@@ -97,17 +97,17 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def events_answer(page: Page, server: str, action: str, send: str) -> Response:
-    """Run ``send`` in the page and wait for the answer to the SDK's POST /v3/events carrying that passthrough event."""
+def events_answer(page: Page, server: str, kind: tuple[str, str], script: str, *args: Any) -> tuple[Any, Response]:
+    """Run ``script`` in the page; its result and the answer to the SDK's POST /v3/events that carried the
+    event of that (type, action)."""
     def is_it(response: Response) -> bool:
         request = response.request
         return (request.method == "POST" and response.url == f"{server}/v3/events"
-                and any(e.get("type") == "passthrough" and e.get("action") == action
-                        for e in request.post_data_json))
+                and any((e.get("type"), e.get("action")) == kind for e in request.post_data_json))
 
     with page.expect_response(is_it, timeout=10_000) as answer:
-        page.evaluate(send)
-    return answer.value
+        result = page.evaluate(script, *args)
+    return result, answer.value
 
 
 def qualified_in_db(conn: psycopg.Connection, user: str) -> list[str]:
@@ -133,15 +133,20 @@ def test_the_browser_sdk_in_chromium_qualifies_and_disqualifies_across_origins(
         page.on("pageerror", lambda error: page_errors.append(str(error)))
         page.goto(f"{site}/index.html")
         try:
-            started = page.evaluate("df => site.start(df)", datafile(server, public_key))
+            # once ready, the SDK announces the new visitor: an event with the vuid alone (acknowledged, not stored)
+            started, initialized = events_answer(page, server, ("fullstack", "client_initialized"),
+                                                 "df => site.start(df)", datafile(server, public_key))
             vuid = started["vuid"]
             assert re.fullmatch(r"vuid_[0-9a-f]{27}", vuid), vuid
             assert started["odpIntegrated"] is True
+            assert initialized.status == 202
+            assert [e["identifiers"] for e in initialized.request.post_data_json] == [{"vuid": vuid}]
 
             # nobody qualified yet: an empty answer, not a failure
             assert page.evaluate(f"site.segments({USER!r})") == {"userId": USER, "ok": True, "segments": []}
 
-            qualify = events_answer(page, server, "qualify", f"site.send('qualify', {USER!r}, 'crm-gold', {TS})")
+            _, qualify = events_answer(page, server, ("passthrough", "qualify"),
+                                       f"site.send('qualify', {USER!r}, 'crm-gold', {TS})")
             assert qualify.status == 202
             assert qualify.headers["access-control-allow-origin"] == site
             sent = [e for e in qualify.request.post_data_json if e["type"] == "passthrough"]
@@ -157,8 +162,8 @@ def test_the_browser_sdk_in_chromium_qualifies_and_disqualifies_across_origins(
             # no membership, so the answer is empty, not an error, though its events carried that vuid
             assert page.evaluate("site.segments(null)") == {"userId": vuid, "ok": True, "segments": []}
 
-            disqualify = events_answer(page, server, "disqualify",
-                                       f"site.send('disqualify', {USER!r}, 'crm-gold', {TS + 1})")
+            _, disqualify = events_answer(page, server, ("passthrough", "disqualify"),
+                                          f"site.send('disqualify', {USER!r}, 'crm-gold', {TS + 1})")
             assert disqualify.status == 202
             assert disqualify.json()["accepted"] == 1 and disqualify.json()["changed"] == 1
             assert qualified_in_db(conn, USER) == []
@@ -179,9 +184,9 @@ def test_the_browser_sdk_in_chromium_qualifies_and_disqualifies_across_origins(
     for_visitor = f'query {{customer(vuid : "{vuid}") {asked}'
     queries = [json.loads(r.post_data)["query"] for r in requests if r.url == f"{server}/v3/graphql"]
     assert queries == [for_user, for_user, for_visitor, for_user]
-    # every event the SDK sent, each once (a refused one would have been retried): its own client_initialized
-    # (vuid only, not stored) and the two passthrough events. The identified event needs 2 identifiers and
-    # createUserContext passes the SDK only the user id, so it never sends one.
+    # every event the SDK sent, each once (a refused one would have been retried): its client_initialized and
+    # the two passthrough events. No identified event: the SDK sends one only with two identifiers, and
+    # createUserContext gives it the user id alone.
     sent_events = sorted((e["type"], e["action"]) for r in requests if r.url == f"{server}/v3/events"
                          for e in json.loads(r.post_data))
     assert sent_events == [("fullstack", "client_initialized"), ("passthrough", "disqualify"),
