@@ -85,8 +85,17 @@ uninstall-extension:
 run: venv sql
 	$(VENV)/bin/passthrough serve $(SERVE_ARGS)
 
-test: venv sql
+# The Optimizely browser SDK that tests/test_browser_sdk.py loads in Chromium, pinned by tests/browser/package-lock.json.
+# Re-installed only when the lock file changes (or node_modules is gone).
+BROWSER_STAMP := tests/browser/node_modules/.installed
+
+test: venv sql $(BROWSER_STAMP)
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+$(BROWSER_STAMP): tests/browser/package-lock.json
+	@command -v npm >/dev/null || { echo "make test: no npm; install Node.js 18+ with npm (tests/browser pins the Optimizely browser SDK)" >&2; exit 1; }
+	npm ci --prefix tests/browser
+	touch $@
 
 # Every loading path measured in one run on a fresh database (bench/run.py; results in docs/benchmarks.md).
 # Uses the server of PASSTHROUGH_DATABASE_URL when set, else a throwaway embedded PostgreSQL. BENCH_ARGS=--no-write
