@@ -23,7 +23,9 @@ from typing import Any
 
 PAGE = 1_000_000  # passthrough.audience_members' largest page
 BLOCK = 10_000  # lines per row of a blocked COPY
-MEMBERS = "passthrough.audience_members(%s, %s, %s, %s) m"
+# WITH ORDINALITY numbers the rows in the function's order (blocked_copy groups them by it)
+MEMBERS = ("passthrough.audience_members(%s, %s, %s, %s) WITH ORDINALITY "
+           "AS m(identifier_type, identifier, event_ts, cursor, n)")
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
 LAST_SQL = f"SELECT max(m.cursor COLLATE \"C\") FROM {MEMBERS}"
@@ -38,13 +40,22 @@ def csv_field_sql(expression: str) -> str:
             f"ELSE {expression} END")
 
 
-def blocked_copy(lines_sql: str, source: str) -> str:
+def blocked_copy(lines_sql: str, source: str, paged: bool = False) -> str:
     """A COPY that sends the text of ``lines_sql`` (one line, newline included, per row of ``source``) in the
     order of ``source``, BLOCK lines to a row with their number, in binary format (no escaping): read it with
-    ``set_types(["int8", "text"])`` and ``rows()``."""
-    return (f"COPY (SELECT count(*), string_agg(x.line, '' ORDER BY x.n) FROM ("
-            f"SELECT row_number() OVER () AS n, {lines_sql} AS line FROM {source}) x "
+    ``set_types(BLOCK_TYPES)`` and ``rows()``. ``paged``: ``source`` reads one row more than the page, whose
+    size follows as three more parameters; that row is left out, and the block holding the page's last row
+    names its cursor when a row follows it (the third column), so one statement tells where the next page
+    starts."""
+    page = "" if not paged else " FILTER (WHERE x.n <= %s)"
+    following = ("NULL::text" if not paged else
+                 "CASE WHEN count(*) FILTER (WHERE x.n > %s) > 0 THEN max(x.cursor) FILTER (WHERE x.n = %s) END")
+    return (f"COPY (SELECT count(*){page}, coalesce(string_agg(x.line, '' ORDER BY x.n){page}, ''), {following} "
+            f"FROM (SELECT m.n, m.cursor, {lines_sql} AS line FROM {source}) x "
             f"GROUP BY (x.n - 1) / {BLOCK} ORDER BY (x.n - 1) / {BLOCK}) TO STDOUT WITH (FORMAT binary)")
+
+
+BLOCK_TYPES = ["int8", "text", "text"]
 
 
 # each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts
@@ -111,8 +122,8 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_
     while True:
         written = 0
         with conn.cursor().copy(COPY_SQL, (start, segment, at, after, PAGE, identifier_type)) as copy:
-            copy.set_types(["int8", "text"])
-            for rows, block in copy.rows():
+            copy.set_types(BLOCK_TYPES)
+            for rows, block, _ in copy.rows():
                 out.write(block.encode())
                 written += rows
                 on_rows(rows)

@@ -1,9 +1,9 @@
 """GET /v3/segments/{segment_id}/members: who is in a segment, now or at ``?at=``, a page at a time.
 
 ``passthrough.audience_members`` (sql/083_audience_members.sql) owns the rules: the segment, the cursor's
-form, the instant, the history horizon. This module reads the query string, reads the cursor of the page's
-last member and whether another follows it, and has the database write the page (COPY) as NDJSON (the
-default) or CSV, by ``Accept``. The next page is named in a ``Link`` header (``rel="next"``) and in
+form, the instant, the history horizon. This module reads the query string and has the database write the
+page (one COPY) as NDJSON (the default) or CSV, by ``Accept``, with the cursor of its last member when
+another follows. The next page is named in a ``Link`` header (``rel="next"``) and in
 ``X-Next-Cursor``. A page is read whole before it is sent (the headers come first), hence its own maximum.
 """
 
@@ -25,38 +25,34 @@ MAX_LIMIT = 100_000
 PARAMETERS = ("at", "after", "limit")
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
-# the limit-th member's cursor, and whether one follows it: at most two rows
-NEXT_SQL = f"SELECT m.cursor FROM {export.MEMBERS} OFFSET %s"
 CSV_HEADER = b"identifier_type,identifier,ts\n"
-# each page is written by the database, in blocks of lines (pyapp/export.py says why)
+# the page (and one member more, to know whether another follows), written by the database in blocks of lines
+# (pyapp/export.py says why)
 COPY_SQL = {
     NDJSON: export.blocked_copy(
         f"json_build_object('identifier_type', m.identifier_type, 'identifier', m.identifier, 'ts', {export.TS_SQL})"
-        "::text || E'\\n'", export.MEMBERS),
+        "::text || E'\\n'", export.MEMBERS, paged=True),
     CSV: export.blocked_copy(
         f"{export.csv_field_sql('m.identifier_type')} || ',' || {export.csv_field_sql('m.identifier')} || ',' || "
-        f"{export.TS_SQL} || E'\\n'", export.MEMBERS),
+        f"{export.TS_SQL} || E'\\n'", export.MEMBERS, paged=True),
 }
 
 
 async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
-    page = (request.path_params["segment_id"], at, after, limit)
-    body = [CSV_HEADER] if media_type == CSV else []
+    body, following = [CSV_HEADER] if media_type == CSV else [], None
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
-        async with conn.transaction():  # one snapshot for the page and its next cursor
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cursor = await conn.execute(NEXT_SQL, (*page[:3], limit + 1, limit - 1))
-            following = [c for (c,) in await cursor.fetchall()]
-            async with conn.cursor().copy(COPY_SQL[media_type], page) as copy:
-                copy.set_types(["int8", "text"])
-                async for _, block in copy.rows():
-                    body.append(block.encode())
+        params = (limit, limit, limit, limit, request.path_params["segment_id"], at, after, limit + 1)
+        async with conn.cursor().copy(COPY_SQL[media_type], params) as copy:
+            copy.set_types(export.BLOCK_TYPES)
+            async for _, block, cursor in copy.rows():
+                body.append(block.encode())
+                following = cursor or following
     headers = {}
-    if len(following) == 2:
-        query = urlencode({**dict(request.query_params), "after": following[0]})
-        headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following[0]}
+    if following is not None:
+        query = urlencode({**dict(request.query_params), "after": following})
+        headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following}
     return Response(b"".join(body), media_type=media_type, headers=headers)
 
 
