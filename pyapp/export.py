@@ -44,18 +44,18 @@ def blocked_copy(lines_sql: str, source: str, paged: bool = False) -> str:
     """A COPY that sends the text of ``lines_sql`` (one line, newline included, per row of ``source``) in the
     order of ``source``, BLOCK lines to a row with their number, in binary format (no escaping): read it with
     ``set_types(BLOCK_TYPES)`` and ``rows()``. ``paged``: ``source`` reads one row more than the page, whose
-    size follows as three more parameters; that row is left out, and the block holding the page's last row
-    names its cursor when a row follows it (the third column), so one statement tells where the next page
-    starts."""
+    size follows as three more parameters; that row is left out of the lines and counted in the fourth column,
+    and the block holding the page's last row names its cursor (the third), so one statement tells where
+    the next page starts, if one does."""
     page = "" if not paged else " FILTER (WHERE x.n <= %s)"
-    following = ("NULL::text" if not paged else
-                 "CASE WHEN count(*) FILTER (WHERE x.n > %s) > 0 THEN max(x.cursor) FILTER (WHERE x.n = %s) END")
-    return (f"COPY (SELECT count(*){page}, coalesce(string_agg(x.line, '' ORDER BY x.n){page}, ''), {following} "
-            f"FROM (SELECT m.n, m.cursor, {lines_sql} AS line FROM {source}) x "
+    cursor, beyond = (("NULL::text", "0::bigint") if not paged else
+                      ("max(x.cursor) FILTER (WHERE x.n = %s)", "count(*) FILTER (WHERE x.n > %s)"))
+    return (f"COPY (SELECT count(*){page}, coalesce(string_agg(x.line, '' ORDER BY x.n){page}, ''), {cursor}, "
+            f"{beyond} FROM (SELECT m.n, m.cursor, {lines_sql} AS line FROM {source}) x "
             f"GROUP BY (x.n - 1) / {BLOCK} ORDER BY (x.n - 1) / {BLOCK}) TO STDOUT WITH (FORMAT binary)")
 
 
-BLOCK_TYPES = ["int8", "text", "text"]
+BLOCK_TYPES = ["int8", "text", "text", "int8"]
 
 
 # each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts
@@ -123,7 +123,7 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_
         written = 0
         with conn.cursor().copy(COPY_SQL, (start, segment, at, after, PAGE, identifier_type)) as copy:
             copy.set_types(BLOCK_TYPES)
-            for rows, block, _ in copy.rows():
+            for rows, block, _, _ in copy.rows():
                 out.write(block.encode())
                 written += rows
                 on_rows(rows)

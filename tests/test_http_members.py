@@ -94,3 +94,17 @@ def test_an_unknown_segment_is_404_and_an_unacceptable_type_406(client, vip, pri
 
 def test_a_public_key_may_not_export(client, vip, public_key):
     assert client.get(URL, headers={"x-api-key": public_key}).status_code == 403
+
+
+def test_a_page_ending_a_block_of_the_database_output_still_names_the_next(client, enabled, private_key):
+    """The database sends a page in blocks of 10,000 lines (pyapp/export.py): a page of 10,000 ends one block and
+    the member after it, which tells that another page follows, is in the next block."""
+    enabled.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
+    enabled.execute("SELECT passthrough.apply_events(%s::jsonb)", (orjson.dumps([
+        {"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": f"u{n:05d}"},
+         "data": {"audience_id": "crm-vip", "ts": TS}} for n in range(10_001)]).decode(),))
+    first = client.get(f"{URL}?limit=10000", headers={"x-api-key": private_key})
+    assert len(ndjson(first)) == 10_000 and first.headers["x-next-cursor"] == "fs_user_id:u09999"
+    link = first.headers["link"]
+    second = client.get(link[1:link.index(">")], headers={"x-api-key": private_key})
+    assert [row["identifier"] for row in ndjson(second)] == ["u10000"] and "link" not in second.headers

@@ -41,15 +41,16 @@ COPY_SQL = {
 async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
-    body, following = [CSV_HEADER] if media_type == CSV else [], None
+    body, last, beyond = [CSV_HEADER] if media_type == CSV else [], None, 0
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
         params = (limit, limit, limit, limit, request.path_params["segment_id"], at, after, limit + 1)
         async with conn.cursor().copy(COPY_SQL[media_type], params) as copy:
             copy.set_types(export.BLOCK_TYPES)
-            async for _, block, cursor in copy.rows():
+            async for _, block, cursor, more in copy.rows():
                 body.append(block.encode())
-                following = cursor or following
+                last, beyond = cursor or last, beyond + more
     headers = {}
+    following = last if beyond else None
     if following is not None:
         query = urlencode({**dict(request.query_params), "after": following})
         headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following}
