@@ -232,7 +232,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             except psycopg.Error as exc:
                 raise CommandError(report(exc).message) from exc
     for f in files:
-        print(f"{f.path}: {f.members:,} members of {args.segment} ({f.identifier_type})"
+        print(f"{f.path}: {f.members:,} member{'' if f.members == 1 else 's'} of {args.segment} ({f.identifier_type})"
               + (f" as of {at.isoformat()}" if at else ""), flush=True)
     return 0
 
