@@ -218,17 +218,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"database: {db.source}", file=sys.stderr, flush=True)
         with connect(db.url) as conn, _progress(console, args.quiet) as progress:
             try:
-                total = sum(export.member_counts(conn, args.segment, at).values())
-                conn.rollback()
-                task = progress.add_task(f"{args.segment}: export", total=total, rows=0, rate=0.0)
+                task = progress.add_task(f"{args.segment}: export", total=None, rows=0, rate=0.0)
                 done = [0]
+
+                def on_total(n: int) -> None:
+                    progress.update(task, total=n)
 
                 def on_rows(n: int) -> None:
                     done[0] += n
                     elapsed = progress.tasks[0].elapsed or 0.0
                     progress.update(task, completed=done[0], rows=done[0], rate=done[0] / elapsed if elapsed else 0.0)
 
-                files = export.export_audience(conn, args.segment, at, args.output, on_rows)
+                files = export.export_audience(conn, args.segment, at, args.output, on_rows, on_total)
             except psycopg.Error as exc:
                 raise CommandError(report(exc).message) from exc
     for f in files:

@@ -16,20 +16,23 @@ import csv
 import gzip
 import io
 import os
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-PAGE = 1_000_000  # passthrough.audience_members' largest page
+PAGE = 999_999  # and one more: passthrough.audience_members' largest page
 BLOCK = 10_000  # lines per row of a blocked COPY
 # WITH ORDINALITY numbers the rows in the function's order (blocked_copy groups them by it)
 MEMBERS = ("passthrough.audience_members(%s, %s, %s, %s) WITH ORDINALITY "
            "AS m(identifier_type, identifier, event_ts, cursor, n)")
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
-LAST_SQL = f"SELECT max(m.cursor COLLATE \"C\") FROM {MEMBERS}"
 TS_SQL = "trim_scale(extract(epoch FROM m.event_ts))"
+# A page of up to a million members is sorted into blocks in memory, not on disk (4MB being the default)
+WORK_MEM_SQL = "SET LOCAL work_mem = '128MB'"
 
 
 def csv_field_sql(expression: str) -> str:
@@ -58,9 +61,10 @@ def blocked_copy(lines_sql: str, source: str, paged: bool = False) -> str:
 BLOCK_TYPES = ["int8", "text", "text", "int8"]
 
 
-# each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts
+# each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts; a page
+# (PAGE members, and one more to know whether another follows) after the parameters of blocked_copy
 COPY_SQL = blocked_copy(f"%s || {TS_SQL} || ',' || {csv_field_sql('m.identifier')} || E'\\n'",
-                        f"{MEMBERS} WHERE m.identifier_type = %s")
+                        f"{MEMBERS} WHERE m.identifier_type = %s", paged=True)
 
 
 def _csv_line(fields: list[str]) -> str:
@@ -93,18 +97,22 @@ def member_counts(conn: Any, segment: str, at: datetime | None) -> dict[str, int
 
 
 def export_audience(conn: Any, segment: str, at: datetime | None, output: str | None,
-                    on_rows: Callable[[int], None] = lambda n: None) -> list[ExportedFile]:
+                    on_rows: Callable[[int], None] = lambda n: None,
+                    on_total: Callable[[int], None] = lambda n: None) -> list[ExportedFile]:
     """Write the members of ``segment`` (now, or at ``at``) as import-ready snapshot files; one per identifier
-    type. Reads in one REPEATABLE READ transaction: the files agree with each other. psycopg only."""
+    type. Reads in one REPEATABLE READ transaction: the files agree with each other. ``on_total`` hears how
+    many members the files will hold before the first is written, ``on_rows`` each block written. psycopg only."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     try:
+        conn.execute(WORK_MEM_SQL)
         (audience_id,) = conn.execute(AUDIENCE_SQL, (segment,)).fetchone()
         counts = member_counts(conn, segment, at)
+        on_total(sum(counts.values()))
         written = []
         for identifier_type, path in output_paths(audience_id, list(counts) or ["fs_user_id"], output).items():
             if os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            with gzip.open(path, "wb", compresslevel=1) as out:
+            with _GzipWriter(path) as out:
                 out.write(f"type,action,audience_id,ts,{identifier_type}\n".encode())
                 count = _copy_type(conn, out, segment, at, audience_id, identifier_type, on_rows)
             written.append(ExportedFile(path, identifier_type, count))
@@ -113,22 +121,56 @@ def export_audience(conn: Any, segment: str, at: datetime | None, output: str | 
         conn.rollback()  # read only: nothing to keep
 
 
+class _GzipWriter:
+    """A gzip file written by a thread of its own, so that compressing one block overlaps reading the next
+    (zlib lets go of the GIL while it compresses). Level 1: the file is for moving, not for keeping."""
+
+    def __init__(self, path: str) -> None:
+        self._file = gzip.open(path, "wb", compresslevel=1)
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="export-gzip", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            if self._failed is None:
+                try:
+                    self._file.write(block)
+                except BaseException as exc:  # re-raised in the reading thread
+                    self._failed = exc
+
+    def write(self, block: bytes) -> None:
+        if self._failed is not None:
+            raise self._failed
+        self._blocks.put(block)
+
+    def __enter__(self) -> _GzipWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._blocks.put(None)
+        self._thread.join()
+        self._file.close()
+        if self._failed is not None and exc_info[0] is None:
+            raise self._failed
+
+
 def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_id: str, identifier_type: str,
                on_rows: Callable[[int], None]) -> int:
-    # pages of the members from the type's first one on: the type's members are consecutive, so a page holding
-    # fewer than PAGE of them holds its last one
+    # pages of the members from the type's first one on; each page says whether more of the type follow
     after, total = f"{identifier_type}:", 0
     start = _csv_line(["passthrough", "qualify", audience_id, ""]).rstrip("\n")
     while True:
-        written = 0
-        with conn.cursor().copy(COPY_SQL, (start, segment, at, after, PAGE, identifier_type)) as copy:
+        following, beyond = None, 0
+        params = (PAGE, PAGE, PAGE, PAGE, start, segment, at, after, PAGE + 1, identifier_type)
+        with conn.cursor().copy(COPY_SQL, params) as copy:
             copy.set_types(BLOCK_TYPES)
-            for rows, block, _, _ in copy.rows():
+            for rows, block, cursor, more in copy.rows():
                 out.write(block.encode())
-                written += rows
+                total += rows
                 on_rows(rows)
-        total += written
-        if written < PAGE:
+                following, beyond = cursor or following, beyond + more
+        if not beyond:
             return total
-        # as many lines as a page (rare): maybe more of this type after the page's last member
-        after = conn.execute(LAST_SQL, (segment, at, after, PAGE)).fetchone()[0]
+        after = following

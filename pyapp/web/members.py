@@ -29,12 +29,13 @@ CSV_HEADER = b"identifier_type,identifier,ts\n"
 # the page (and one member more, to know whether another follows), written by the database in blocks of lines
 # (pyapp/export.py says why)
 COPY_SQL = {
+    # a type name needs no quoting in either format (a letter, then letters, digits and underscores)
     NDJSON: export.blocked_copy(
-        f"json_build_object('identifier_type', m.identifier_type, 'identifier', m.identifier, 'ts', {export.TS_SQL})"
-        "::text || E'\\n'", export.MEMBERS, paged=True),
+        f"'{{\"identifier_type\":\"' || m.identifier_type || '\",\"identifier\":' || to_json(m.identifier)::text "
+        f"|| ',\"ts\":' || {export.TS_SQL} || E'}}\\n'", export.MEMBERS, paged=True),
     CSV: export.blocked_copy(
-        f"{export.csv_field_sql('m.identifier_type')} || ',' || {export.csv_field_sql('m.identifier')} || ',' || "
-        f"{export.TS_SQL} || E'\\n'", export.MEMBERS, paged=True),
+        f"m.identifier_type || ',' || {export.csv_field_sql('m.identifier')} || ',' || {export.TS_SQL} || E'\\n'",
+        export.MEMBERS, paged=True),
 }
 
 
@@ -42,7 +43,8 @@ async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
     body, last, beyond = [CSV_HEADER] if media_type == CSV else [], None, 0
-    async with authorized_connection(request, Scope.PRIVATE) as (conn, _):
+    async with authorized_connection(request, Scope.PRIVATE) as (conn, _), conn.transaction():
+        await conn.execute(export.WORK_MEM_SQL)
         params = (limit, limit, limit, limit, request.path_params["segment_id"], at, after, limit + 1)
         async with conn.cursor().copy(COPY_SQL[media_type], params) as copy:
             copy.set_types(export.BLOCK_TYPES)
