@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pyapp import epoch, export
+from pyapp.export import WORK_MEM_SQL
 from pyapp.web.auth import Scope, authorized_connection
 from pyapp.web.responses import ApiError
 
@@ -44,7 +45,7 @@ async def get_members(request: Request) -> Response:
     at, after, limit = _query(request)
     body, last, beyond = [CSV_HEADER] if media_type == CSV else [], None, 0
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _), conn.transaction():
-        await conn.execute(export.WORK_MEM_SQL)
+        await conn.execute(WORK_MEM_SQL)
         params = (limit, limit, limit, limit, request.path_params["segment_id"], at, after, limit + 1)
         async with conn.cursor().copy(COPY_SQL[media_type], params) as copy:
             copy.set_types(export.BLOCK_TYPES)
