@@ -303,24 +303,6 @@ $$;
 COMMENT ON FUNCTION passthrough._apply_valid_events(text, bigint, bigint) IS
   'Private: stores the validated events in pg_temp.passthrough_incoming as one batch: the input with the greatest ts decides each pair, an audience''s newest snapshot included.';
 
--- The same for callers that hold their events as parallel arrays.
-CREATE FUNCTION passthrough._apply_valid_events(
-  p_source text,
-  p_identifier_type_ids smallint[], p_identifiers text[], p_audience_ids text[],
-  p_qualified boolean[], p_event_ts timestamptz[], p_idempotence_ids text[]
-) RETURNS passthrough.apply_result
-LANGUAGE plpgsql
-AS $$
-BEGIN
-  PERFORM passthrough._incoming_table();
-  INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
-  SELECT * FROM unnest(p_identifier_type_ids, p_identifiers, p_audience_ids, p_qualified, p_event_ts, p_idempotence_ids);
-  RETURN passthrough._apply_valid_events(p_source, coalesce(cardinality(p_identifiers), 0));
-END;
-$$;
-COMMENT ON FUNCTION passthrough._apply_valid_events(text, smallint[], text[], text[], boolean[], timestamptz[], text[]) IS
-  'Private: stores validated events (parallel arrays) as one batch with last-writer-wins semantics.';
-
 CREATE FUNCTION passthrough._raise_if_disabled() RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -397,12 +379,6 @@ DECLARE
   v_total    integer;
   v_ignored  integer;
   v_invalid  jsonb;
-  v_type_ids smallint[];
-  v_ids      text[];
-  v_auds     text[];
-  v_quals    boolean[];
-  v_ts       timestamptz[];
-  v_idems    text[];
   v_result   passthrough.apply_result;
 BEGIN
   IF p_events IS NULL OR jsonb_typeof(p_events) <> 'array' THEN
@@ -413,6 +389,7 @@ BEGIN
       HINT = 'Send [{"type": "passthrough", "action": "qualify", "identifiers": {...}, "data": {...}}].';
   END IF;
   v_total := jsonb_array_length(p_events);
+  PERFORM passthrough._incoming_table();
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
 
   WITH raw AS (
@@ -420,40 +397,49 @@ BEGIN
            jsonb_typeof(x.e) AS kind,
            x.e->'identifiers' AS ids, x.e->'data' AS data
     FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, o)
-  ), fields AS (
+  ), fields AS MATERIALIZED (
     SELECT r.pos, r.kind,
            -- never NULL: an event without a type is invalid, not ignored (nor silently dropped)
            coalesce(r.kind = 'object' AND p_skip_other_types AND jsonb_typeof(r.e->'type') = 'string'
                     AND r.e->>'type' <> 'passthrough', false) AS ignored,
            r.e->'type' #>> '{}' AS type,
            r.e->'action' #>> '{}' AS action,
-           CASE WHEN jsonb_typeof(r.ids) = 'object' THEN (SELECT count(*)::integer FROM jsonb_object_keys(r.ids)) END
-             AS id_count,
-           r.ids, r.data,
+           CASE WHEN jsonb_typeof(r.ids) = 'object' THEN c.n END AS id_count, c.only_key,
+           r.ids, jsonb_typeof(r.data) AS data_kind,
            CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'audience_id' END AS audience_j,
            CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'ts' END AS ts_j,
            CASE WHEN jsonb_typeof(r.data) = 'object' THEN r.data->'idempotence_id' END AS idem_j
     FROM raw r
-  ), keyed AS (
+    CROSS JOIN LATERAL (SELECT count(*)::integer AS n, min(o.key) AS only_key
+                        FROM jsonb_object_keys(CASE WHEN jsonb_typeof(r.ids) = 'object' THEN r.ids END) AS o(key)) c
+  ), keyed AS MATERIALIZED (
     -- the identifier that keys the event: its only one, or the one high-confidence identifier of several
-    SELECT f.*, k.key, f.ids->k.key AS id_j, CASE WHEN f.id_count > 1 THEN k.n ELSE f.id_count END AS key_count
+    SELECT f.*, k.key, f.ids->k.key AS id_j, CASE WHEN f.id_count > 1 THEN k.n ELSE f.id_count END AS key_count,
+           CASE WHEN jsonb_typeof(f.ts_j) = 'number' THEN (f.ts_j #>> '{}')::numeric END AS ts,
+           CASE WHEN jsonb_typeof(f.idem_j) = 'string' THEN f.idem_j #>> '{}' END AS idempotence_id
     FROM fields f
     LEFT JOIN LATERAL (
-      SELECT o.key, 1 AS n FROM jsonb_object_keys(CASE WHEN f.id_count = 1 THEN f.ids END) AS o(key)
+      SELECT f.only_key AS key, 1 AS n WHERE f.id_count = 1
       UNION ALL
       SELECT r.key, r.high_count FROM passthrough._key_identifier(f.ids) r WHERE f.id_count > 1
     ) k ON true
-  ), checked AS (
+  ), checked AS MATERIALIZED (
     SELECT k.pos, k.ignored, t.id AS type_id,
            k.id_j #>> '{}' AS identifier,
            k.audience_j #>> '{}' AS audience_id,
            k.action = 'qualify' AS qualified,
-           CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END AS ts,
-           CASE WHEN jsonb_typeof(k.idem_j) = 'string' THEN k.idem_j #>> '{}' END AS idempotence_id,
-           CASE WHEN k.kind <> 'object' THEN ARRAY[format('event: must be a JSON object, got %s', k.kind)]
+           k.ts, k.idempotence_id,
+           -- most events break no rule: a cheap test first, the messages only when it fails
+           CASE WHEN k.kind = 'object' AND jsonb_typeof(k.id_j) = 'string' AND jsonb_typeof(k.audience_j) = 'string'
+                     AND (k.ts IS NOT NULL OR jsonb_typeof(k.ts_j) IS NULL OR jsonb_typeof(k.ts_j) = 'null')
+                     AND (k.idempotence_id IS NOT NULL OR jsonb_typeof(k.idem_j) IS NULL OR jsonb_typeof(k.idem_j) = 'null')
+                     AND passthrough._event_plainly_valid(NULL, k.type, k.action, k.key_count, t.high_confidence,
+                           k.id_j #>> '{}', k.audience_j #>> '{}', k.ts, v_max_ts, k.idempotence_id)
+                THEN '{}'::text[]
+                WHEN k.kind <> 'object' THEN ARRAY[format('event: must be a JSON object, got %s', k.kind)]
                 ELSE array_remove(ARRAY[
-                  CASE WHEN k.data IS NOT NULL AND jsonb_typeof(k.data) NOT IN ('object', 'null')
-                    THEN format('data: must be an object, got %s', jsonb_typeof(k.data)) END,
+                  CASE WHEN k.data_kind NOT IN ('object', 'null')
+                    THEN format('data: must be an object, got %s', k.data_kind) END,
                   CASE WHEN jsonb_typeof(k.id_j) NOT IN ('string', 'null')
                     THEN format('identifiers.%s: must be a string, got %s', left(k.key, 64), jsonb_typeof(k.id_j)) END,
                   CASE WHEN jsonb_typeof(k.audience_j) NOT IN ('string', 'null')
@@ -466,28 +452,24 @@ BEGIN
                 ], NULL)
                 || passthrough._event_problems(
                      k.type, k.action, k.key_count, k.key, t.high_confidence,
-                     k.id_j #>> '{}', k.audience_j #>> '{}',
-                     CASE WHEN jsonb_typeof(k.ts_j) = 'number' THEN (k.ts_j #>> '{}')::numeric END,
-                     v_max_ts,
-                     CASE WHEN jsonb_typeof(k.idem_j) = 'string' THEN k.idem_j #>> '{}' END)
+                     k.id_j #>> '{}', k.audience_j #>> '{}', k.ts, v_max_ts, k.idempotence_id)
            END AS problems
     FROM keyed k
     LEFT JOIN passthrough.identifier_types t ON t.name = passthrough._normalize_identifier_type(k.key)
+  ), stored AS (
+    -- the writer's input, straight from the checked events; an invalid batch raises below, which undoes this
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem)
+    SELECT c.type_id, c.identifier, c.audience_id, c.qualified,
+           coalesce(passthrough._ts_from_seconds(c.ts), v_now), c.idempotence_id
+    FROM checked c
+    WHERE NOT c.ignored AND cardinality(c.problems) = 0
+    ORDER BY c.pos
   )
   SELECT count(*) FILTER (WHERE c.ignored),
          jsonb_agg(jsonb_build_object('event', c.pos, 'message', array_to_string(c.problems, '; '),
                                       'problems', to_jsonb(c.problems)) ORDER BY c.pos)
-           FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0),
-         array_agg(c.type_id) FILTER (WHERE NOT c.ignored),
-         array_agg(c.identifier) FILTER (WHERE NOT c.ignored),
-         array_agg(c.audience_id) FILTER (WHERE NOT c.ignored),
-         array_agg(c.qualified) FILTER (WHERE NOT c.ignored),
-         -- an invalid ts may lie outside timestamptz's range: only a valid event's is converted
-         array_agg(CASE WHEN c.ts IS NULL THEN v_now
-                        WHEN cardinality(c.problems) = 0 THEN passthrough._ts_from_seconds(c.ts) END)
-           FILTER (WHERE NOT c.ignored),
-         array_agg(c.idempotence_id) FILTER (WHERE NOT c.ignored)
-  INTO v_ignored, v_invalid, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems
+           FILTER (WHERE NOT c.ignored AND cardinality(c.problems) > 0)
+  INTO v_ignored, v_invalid
   FROM checked c;
 
   IF v_total > v_ignored THEN
@@ -499,7 +481,7 @@ BEGIN
     PERFORM passthrough._raise_invalid_events(v_invalid, v_total);
   END IF;
 
-  v_result := passthrough._apply_valid_events(p_source, v_type_ids, v_ids, v_auds, v_quals, v_ts, v_idems);
+  v_result := passthrough._apply_valid_events(p_source, v_total - v_ignored);
   v_result.ignored := v_ignored;
   RETURN v_result;
 END;
