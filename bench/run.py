@@ -1,8 +1,13 @@
 """``make bench``: every loading path, then point reads, measured in one run against a fresh database.
 
     python -m bench.run [--events 1000000] [--users 200000] [--audiences 50] [--batch-size 100000]
-                        [--naive-sample 20000] [--http-sample 200000] [--http-clients 4]
-                        [--read-clients 4] [--read-warmup 3] [--read-seconds 10] [--no-write]
+                        [--naive-sample 20000] [--json-sample 0] [--http-sample 200000] [--http-clients 4]
+                        [--read-clients 4] [--read-warmup 3] [--read-seconds 10] [--export-members 1000000]
+                        [--no-write]
+
+The SQL `apply_events` rows send the same events as JSON arrays (`SELECT passthrough.apply_events(%s::jsonb)`,
+one transaction per batch; the JSON text is built before the clock starts): 5,000-event batches on one
+connection, and 500-event batches on 2 connections, routed by identifier as the 2 bulk writers are.
 
 After the 2-writer SQL bulk row, the late-event path: the same events again into the loaded state (no
 snapshots), then one snapshot per audience (COPY -> `passthrough.import_snapshot`) at a T after every event,
@@ -512,6 +517,45 @@ def served(db: Database, log_dir: Path) -> Iterator[str]:
             server.wait()
 
 
+def odp_events(events) -> list[dict]:
+    """The generated events as ODP passthrough event objects (what POST /v3/events and apply_events take)."""
+    return [{"type": "passthrough", "action": "qualify" if q else "disqualify", "identifiers": {"fs_user_id": ident},
+             "data": {"audience_id": aud, "ts": float(ts_text(ts))}}
+            for ident, aud, q, ts in events]
+
+
+APPLY_EVENTS_SQL = "SELECT passthrough.apply_events(%s::jsonb)"
+JSON_SAMPLE = 0  # events each `apply_events` row sends by default (0: the whole run)
+
+
+def json_batches(events, connections: int, batch: int) -> list[list[str]]:
+    """The JSON text of every `apply_events` batch, per connection: events routed by identifier as the bulk
+    writers route them (pyapp.load.route, so each user's events stay on one connection in stream order), then
+    cut into `batch`-event JSON arrays."""
+    import orjson
+
+    per: list[list] = [[] for _ in range(connections)]
+    for event in events:
+        per[route(event[0], connections)].append(event)
+    return [[orjson.dumps(odp_events(mine[i:i + batch])).decode() for i in range(0, len(mine), batch)]
+            for mine in per]
+
+
+def sql_apply_events(db: Database, streams: list[list[str]]) -> float:
+    """`SELECT passthrough.apply_events(%s::jsonb)` over psycopg, one connection per stream, one transaction
+    per batch (commit after each), from the empty state."""
+    db.reset()
+
+    def worker(batches):
+        with connect(db.url) as conn:
+            cur = conn.cursor()
+            for body in batches:
+                cur.execute(APPLY_EVENTS_SQL, (body,), prepare=True)
+                conn.commit()
+
+    return parallel(worker, streams)
+
+
 def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500) -> float | None:
     """POST /v3/events with `batch`-event bodies from `clients` keep-alive connections to a real uvicorn
     server (`passthrough serve`). None when the HTTP API is not there."""
@@ -528,12 +572,7 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
         # private: public keys may not send passthrough events unless an operator allows it (the default)
         key = c.execute("SELECT passthrough.create_api_key(%s, 'private')", (f"bench-{uuid.uuid4().hex[:8]}",)
                         ).fetchone()[0]
-    bodies = []
-    for i in range(0, len(events), batch):
-        bodies.append(orjson.dumps([
-            {"type": "passthrough", "action": "qualify" if q else "disqualify", "identifiers": {"fs_user_id": ident},
-             "data": {"audience_id": aud, "ts": float(ts_text(ts))}}
-            for ident, aud, q, ts in events[i:i + batch]]))
+    bodies = [orjson.dumps(odp_events(events[i:i + batch])) for i in range(0, len(events), batch)]
     with served(db, log_dir) as base:
         shares = [bodies[i::clients] for i in range(clients)]
 
@@ -819,6 +858,8 @@ def main(argv=None) -> int:
     ap.add_argument("--naive-sample", type=int, default=20_000, help="events the naive upsert row applies "
                     "(default: %(default)s)")
     ap.add_argument("--http-sample", type=int, default=200_000, help="events sent over HTTP (default: %(default)s)")
+    ap.add_argument("--json-sample", type=int, default=JSON_SAMPLE, help="events each SQL `apply_events` row sends, "
+                    "the first ones of the run; 0: all (default: %(default)s)")
     ap.add_argument("--http-clients", type=int, default=4, help="HTTP client connections for POST /v3/events "
                     "(default: %(default)s)")
     ap.add_argument("--read-clients", type=int, default=4, help="client connections for each point-read row "
@@ -864,9 +905,9 @@ def main(argv=None) -> int:
                         f"first {len(sample):,} events, rate extrapolated")
         rows.append(naive_row)
         info("SQL bulk path, 1 writer ...")
-        r = Row("SQL bulk path (COPY -> `load_staged`), 1 writer, with event log", n, bulk(db, one))
-        r.note = check_state(db, expected, r.path)
-        rows.append(r)
+        bulk1 = Row("SQL bulk path (COPY -> `load_staged`), 1 writer, with event log", n, bulk(db, one))
+        bulk1.note = check_state(db, expected, bulk1.path)
+        rows.append(bulk1)
         info("SQL bulk path, 2 writers ...")
         bulk2 = Row("SQL bulk path (COPY -> `load_staged`), 2 writers, with event log", n, bulk(db, two))
         bulk2.note = check_state(db, expected, bulk2.path)
@@ -907,6 +948,23 @@ def main(argv=None) -> int:
         if cpu_seconds(late_cpu) is not None:
             late.note += f"; writers' CPU {cpu_seconds(late_cpu):.2f} s"
         rows.append(late)
+        # SQL apply_events (the JSON path the HTTP API and apply_event use), called directly: run here, after the
+        # late-event chain that needs bulk2's state, each from the empty state; listed next to the bulk rows.
+        json_events = events[: args.json_sample] if 0 < args.json_sample < n else events
+        json_expected = expected if json_events is events else model_digest(json_events)
+        json_note = "" if json_events is events else f"; first {len(json_events):,} events, rate extrapolated"
+        json_rows = []
+        for batch, connections in ((5000, 1), (500, 2)):
+            streams = json_batches(json_events, connections, batch)  # the JSON text, before the clock starts
+            path = (f"SQL `apply_events` (JSON), {batch:,}-event batches, {connections} "
+                    f"connection{'s' if connections > 1 else ''}")
+            info(f"{path}, {len(json_events):,} events ...")
+            r = Row(path, len(json_events), sql_apply_events(db, streams))
+            r.note = check_state(db, json_expected, r.path) + "; one transaction per batch" + json_note
+            json_rows.append(r)
+        json1 = json_rows[0]
+        at = rows.index(bulk2) + 1
+        rows[at:at] = json_rows
         info("bare pipeline (the reference design), 2 writers ...")
         bare2 = Row("bare pipeline for scale: COPY -> log + one upsert, no validation, feed, history index or "
                     "sizes, 2 writers", n, bare(db, two))
@@ -953,7 +1011,9 @@ def main(argv=None) -> int:
         f">= 60x naive: **{bulk2.rate / naive_row.rate:,.0f}x** "
         f"({'met' if bulk2.rate / naive_row.rate >= 60 else 'NOT met'}). For scale, the bare pipeline in this "
         f"run: {bare2.rate / raw2.rate:.1%} of raw 2-stream COPY, {bare2.rate / naive_row.rate:,.0f}x naive; "
-        f"the 2-writer bulk path runs at {bulk2.rate / bare2.rate:.0%} of its speed."
+        f"the 2-writer bulk path runs at {bulk2.rate / bare2.rate:.0%} of its speed. "
+        f"SQL `apply_events` with 5,000-event batches on 1 connection >= 67% of the 1-writer bulk path's "
+        f"events/s: **{json1.rate / bulk1.rate:.0%}** ({'met' if json1.rate / bulk1.rate >= 0.67 else 'NOT met'})."
     )
     def more(ratio: float) -> str:
         return f"{abs(ratio - 1):.1%} {'more' if ratio >= 1 else 'less'}"
