@@ -1,20 +1,16 @@
 """Exporting an audience's members as the snapshot files ``passthrough import`` reads back.
 
-``passthrough.audience_members`` (sql/083_audience_members.sql) decides who is in; this module has the database
-write every row already in the ODP snapshot convention (header ``type, action, audience_id, ts, <identifier
-type>``, rows ``passthrough,qualify,<audience_id>,<ts>,<identifier>``, ts being when the member qualified) and
-gzips the bytes as they come. A snapshot file has one identifier column, so members of several identifier types
-give one file per type.
-
-The database sends the lines in blocks of BLOCK (``blocked_copy``): libpq hands a COPY's output over a row at a
-time, and a row per member would cost more in Python than everything else together.
+``passthrough.audience_member_lines`` (sql/083_audience_members.sql) decides who is in and writes every row
+already in the ODP snapshot convention (rows ``passthrough,qualify,<audience_id>,<ts>,<identifier>``, ts being
+when the member qualified), in blocks of lines: libpq hands a COPY's output over a row at a time, and a row per
+member would cost more in Python than everything else together. This module writes the header (``type, action,
+audience_id, ts, <identifier type>``) and gzips the blocks as they come. A snapshot file has one identifier
+column, so members of several identifier types give one file per type.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import os
 import queue
 import threading
@@ -23,54 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-PAGE = 999_999  # and one more: passthrough.audience_members' largest page
-BLOCK = 10_000  # lines per row of a blocked COPY
-# WITH ORDINALITY numbers the rows in the function's order (blocked_copy groups them by it)
-MEMBERS = ("passthrough.audience_members(%s, %s, %s, %s) WITH ORDINALITY "
-           "AS m(identifier_type, identifier, event_ts, cursor, n)")
+# Members per call of audience_member_lines: it hands a page over whole, so pages overlap the database's work
+# with compressing the page before
+PAGE = 100_000
 AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
 COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
-TS_SQL = "trim_scale(extract(epoch FROM m.event_ts))"
-# A page of up to a million members is sorted into blocks in memory, not on disk (4MB being the default)
+# A page is kept, and at p_at sorted, in memory rather than on disk (4MB being the default)
 WORK_MEM_SQL = "SET LOCAL work_mem = '128MB'"
-
-
-def csv_field_sql(expression: str) -> str:
-    """SQL for ``expression`` (text) as one CSV field: quoted, quotes doubled, when it holds a quote, a comma, a
-    carriage return or a newline (RFC 4180, as Python's csv module and COPY's CSV format write it)."""
-    return (f"CASE WHEN strpos({expression}, '\"') + strpos({expression}, ',') + strpos({expression}, E'\\r') "
-            f"+ strpos({expression}, E'\\n') > 0 THEN '\"' || replace({expression}, '\"', '\"\"') || '\"' "
-            f"ELSE {expression} END")
-
-
-def blocked_copy(lines_sql: str, source: str, paged: bool = False) -> str:
-    """A COPY that sends the text of ``lines_sql`` (one line, newline included, per row of ``source``) in the
-    order of ``source``, BLOCK lines to a row with their number, in binary format (no escaping): read it with
-    ``set_types(BLOCK_TYPES)`` and ``rows()``. ``paged``: ``source`` reads one row more than the page, whose
-    size follows as three more parameters; that row is left out of the lines and counted in the fourth column,
-    and the block holding the page's last row names its cursor (the third), so one statement tells where
-    the next page starts, if one does."""
-    page = "" if not paged else " FILTER (WHERE x.n <= %s)"
-    cursor, beyond = (("NULL::text", "0::bigint") if not paged else
-                      ("max(x.cursor) FILTER (WHERE x.n = %s)", "count(*) FILTER (WHERE x.n > %s)"))
-    return (f"COPY (SELECT count(*){page}, coalesce(string_agg(x.line, '' ORDER BY x.n){page}, ''), {cursor}, "
-            f"{beyond} FROM (SELECT m.n, m.cursor, {lines_sql} AS line FROM {source}) x "
-            f"GROUP BY (x.n - 1) / {BLOCK} ORDER BY (x.n - 1) / {BLOCK}) TO STDOUT WITH (FORMAT binary)")
-
-
-BLOCK_TYPES = ["int8", "text", "text", "int8"]
-
-
-# each line a snapshot row of one identifier type; the first parameter is the row's start, up to its ts; a page
-# (PAGE members, and one more to know whether another follows) after the parameters of blocked_copy
-COPY_SQL = blocked_copy(f"%s || {TS_SQL} || ',' || {csv_field_sql('m.identifier')} || E'\\n'",
-                        f"{MEMBERS} WHERE m.identifier_type = %s", paged=True)
-
-
-def _csv_line(fields: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(fields)
-    return out.getvalue()
+# (segment, format, at, after, limit, identifier type): blocks of lines, the last with the next page's cursor
+LINES_SQL = ("COPY (SELECT members, lines, next_after FROM passthrough.audience_member_lines(%s, %s, %s, %s, %s, %s))"
+             " TO STDOUT WITH (FORMAT binary)")
+LINES_TYPES = ["int4", "text", "text"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +73,7 @@ def export_audience(conn: Any, segment: str, at: datetime | None, output: str | 
                 os.makedirs(os.path.dirname(path), exist_ok=True)
             with _GzipWriter(path) as out:
                 out.write(f"type,action,audience_id,ts,{identifier_type}\n".encode())
-                count = _copy_type(conn, out, segment, at, audience_id, identifier_type, on_rows)
+                count = _copy_type(conn, out, segment, at, identifier_type, on_rows)
             written.append(ExportedFile(path, identifier_type, count))
         return written
     finally:
@@ -156,21 +115,18 @@ class _GzipWriter:
             raise self._failed
 
 
-def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, audience_id: str, identifier_type: str,
+def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, identifier_type: str,
                on_rows: Callable[[int], None]) -> int:
-    # pages of the members from the type's first one on; each page says whether more of the type follow
-    after, total = f"{identifier_type}:", 0
-    start = _csv_line(["passthrough", "qualify", audience_id, ""]).rstrip("\n")
+    after, total = None, 0
     while True:
-        following, beyond = None, 0
-        params = (PAGE, PAGE, PAGE, PAGE, start, segment, at, after, PAGE + 1, identifier_type)
-        with conn.cursor().copy(COPY_SQL, params) as copy:
-            copy.set_types(BLOCK_TYPES)
-            for rows, block, cursor, more in copy.rows():
-                out.write(block.encode())
-                total += rows
-                on_rows(rows)
-                following, beyond = cursor or following, beyond + more
-        if not beyond:
+        following = None
+        with conn.cursor().copy(LINES_SQL, (segment, "snapshot", at, after, PAGE, identifier_type)) as copy:
+            copy.set_types(LINES_TYPES)
+            for members, lines, next_after in copy.rows():
+                out.write(lines.encode())
+                total += members
+                on_rows(members)
+                following = next_after or following
+        if following is None:
             return total
         after = following

@@ -310,6 +310,8 @@ def test_the_reader_reads(roles):
         # the export
         assert r.execute("SELECT identifier_type, identifier FROM passthrough.audience_members('seg_r')"
                          ).fetchall() == [("fs_user_id", "r1")]
+        assert r.execute("SELECT members, lines FROM passthrough.audience_member_lines('seg_r', 'csv')"
+                         ).fetchall() == [(1, "fs_user_id,r1,1700000000\n")]
 
 
 def test_what_the_reader_may_execute_written_out(roles):
@@ -321,7 +323,7 @@ def test_what_the_reader_may_execute_written_out(roles):
     assert may == {"customer_audiences", "get_audience", "list_audiences", "list_identifier_types", "get_settings",
                    "is_enabled", "customer_audiences_at", "membership_history", "audience_size_at",
                    "audience_size_history", "changes", "current_change_cursor", "changes_pending",
-                   "audience_members", "audience_member_counts"}
+                   "audience_members", "audience_member_counts", "audience_member_lines"}
 
 
 # --------------------------------------------------------------------------- planted staging tables

@@ -1,9 +1,9 @@
 """GET /v3/segments/{segment_id}/members: who is in a segment, now or at ``?at=``, a page at a time.
 
-``passthrough.audience_members`` (sql/083_audience_members.sql) owns the rules: the segment, the cursor's
-form, the instant, the history horizon. This module reads the query string and has the database write the
-page (one COPY) as NDJSON (the default) or CSV, by ``Accept``, with the cursor of its last member when
-another follows. The next page is named in a ``Link`` header (``rel="next"``) and in
+``passthrough.audience_member_lines`` (sql/083_audience_members.sql) owns the rules: the segment, the cursor's
+form, the instant, the history horizon, the lines of each format. This module reads the query string and has
+the database write the page (one COPY) as NDJSON (the default) or CSV, by ``Accept``, with the cursor of its
+last member when another follows. The next page is named in a ``Link`` header (``rel="next"``) and in
 ``X-Next-Cursor``. A page is read whole before it is sent (the headers come first), hence its own maximum.
 """
 
@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pyapp import epoch, export
-from pyapp.export import WORK_MEM_SQL
+from pyapp import epoch
+from pyapp.export import LINES_SQL, LINES_TYPES, WORK_MEM_SQL
 from pyapp.web.auth import Scope, authorized_connection
 from pyapp.web.responses import ApiError
 
@@ -27,33 +27,22 @@ PARAMETERS = ("at", "after", "limit")
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 CSV_HEADER = b"identifier_type,identifier,ts\n"
-# the page (and one member more, to know whether another follows), written by the database in blocks of lines
-# (pyapp/export.py says why)
-COPY_SQL = {
-    # a type name needs no quoting in either format (a letter, then letters, digits and underscores)
-    NDJSON: export.blocked_copy(
-        f"'{{\"identifier_type\":\"' || m.identifier_type || '\",\"identifier\":' || to_json(m.identifier)::text "
-        f"|| ',\"ts\":' || {export.TS_SQL} || E'}}\\n'", export.MEMBERS, paged=True),
-    CSV: export.blocked_copy(
-        f"m.identifier_type || ',' || {export.csv_field_sql('m.identifier')} || ',' || {export.TS_SQL} || E'\\n'",
-        export.MEMBERS, paged=True),
-}
+FORMATS = {NDJSON: "ndjson", CSV: "csv"}  # passthrough.audience_member_lines' names for them
 
 
 async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
-    body, last, beyond = [CSV_HEADER] if media_type == CSV else [], None, 0
+    body, following = [CSV_HEADER] if media_type == CSV else [], None
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _), conn.transaction():
         await conn.execute(WORK_MEM_SQL)
-        params = (limit, limit, limit, limit, request.path_params["segment_id"], at, after, limit + 1)
-        async with conn.cursor().copy(COPY_SQL[media_type], params) as copy:
-            copy.set_types(export.BLOCK_TYPES)
-            async for _, block, cursor, more in copy.rows():
-                body.append(block.encode())
-                last, beyond = cursor or last, beyond + more
+        params = (request.path_params["segment_id"], FORMATS[media_type], at, after, limit, None)
+        async with conn.cursor().copy(LINES_SQL, params) as copy:
+            copy.set_types(LINES_TYPES)
+            async for _, lines, next_after in copy.rows():
+                body.append(lines.encode())
+                following = next_after or following
     headers = {}
-    following = last if beyond else None
     if following is not None:
         query = urlencode({**dict(request.query_params), "after": following})
         headers = {"link": f'<{request.url.path}?{query}>; rel="next"', "x-next-cursor": following}
