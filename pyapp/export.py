@@ -27,9 +27,10 @@ COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_c
 # A page is kept, and at p_at sorted, in memory rather than on disk (4MB being the default)
 WORK_MEM_SQL = "SET LOCAL work_mem = '128MB'"
 # (segment, format, at, after, limit, identifier type): blocks of lines, the last with the next page's cursor
-LINES_SQL = ("COPY (SELECT members, lines, next_after FROM passthrough.audience_member_lines(%s, %s, %s, %s, %s, %s))"
-             " TO STDOUT WITH (FORMAT binary)")
-LINES_TYPES = ["int4", "text", "text"]
+# the lines as UTF-8 bytes, whatever the connection's encoding: written out as they come, never decoded
+LINES_SQL = ("COPY (SELECT members, convert_to(lines, 'UTF8'), next_after"
+             " FROM passthrough.audience_member_lines(%s, %s, %s, %s, %s, %s)) TO STDOUT WITH (FORMAT binary)")
+LINES_TYPES = ["int4", "bytea", "text"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, identifie
         with conn.cursor().copy(LINES_SQL, (segment, "snapshot", at, after, PAGE, identifier_type)) as copy:
             copy.set_types(LINES_TYPES)
             for members, lines, next_after in copy.rows():
-                out.write(lines.encode())
+                out.write(lines)
                 total += members
                 on_rows(members)
                 following = next_after or following

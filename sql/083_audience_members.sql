@@ -106,13 +106,13 @@ COMMENT ON FUNCTION passthrough._csv_field(text) IS
 
 -- One member as a line of an export format (newline included). The formats' only definition.
 CREATE FUNCTION passthrough._member_line(
-  p_format text, p_identifier_type text, p_identifier text, p_event_ts timestamptz, p_audience_id text
+  p_format text, p_identifier_type text, p_identifier text, p_event_ts timestamptz, p_snapshot_prefix text
 ) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
   SELECT CASE p_format
-    WHEN 'snapshot' THEN 'passthrough,qualify,' || passthrough._csv_field(p_audience_id) || ','
-                         || trim_scale(extract(epoch FROM p_event_ts)) || ',' || passthrough._csv_field(p_identifier)
+    WHEN 'snapshot' THEN p_snapshot_prefix || trim_scale(extract(epoch FROM p_event_ts)) || ','
+                         || passthrough._csv_field(p_identifier)
     WHEN 'ndjson' THEN '{"identifier_type":"' || p_identifier_type || '","identifier":' || to_json(p_identifier)::text
                        || ',"ts":' || trim_scale(extract(epoch FROM p_event_ts)) || '}'
     WHEN 'csv' THEN p_identifier_type || ',' || passthrough._csv_field(p_identifier) || ','
@@ -120,7 +120,7 @@ AS $$
   END || E'\n';
 $$;
 COMMENT ON FUNCTION passthrough._member_line(text, text, text, timestamptz, text) IS
-  'Private: a member as one line (newline included) of the export format p_format: snapshot (the row passthrough import reads: passthrough,qualify,<audience id>,<ts>,<identifier>), ndjson ({"identifier_type", "identifier", "ts"}) or csv (identifier_type,identifier,ts); ts in seconds since the Unix epoch. Inlined by the planner. A type name needs no quoting (a letter, then letters, digits and underscores).';
+  'Private: a member as one line (newline included) of the export format p_format: snapshot (the row passthrough import reads: passthrough,qualify,<audience id>,<ts>,<identifier>, p_snapshot_prefix being its start up to the ts), ndjson ({"identifier_type", "identifier", "ts"}) or csv (identifier_type,identifier,ts); ts in seconds since the Unix epoch. Inlined by the planner. A type name needs no quoting (a letter, then letters, digits and underscores).';
 
 CREATE FUNCTION passthrough.audience_member_lines(
   p_segment text, p_format text, p_at timestamptz DEFAULT NULL, p_after text DEFAULT NULL,
@@ -132,8 +132,6 @@ DECLARE
   c_block      CONSTANT integer := 10000;  -- lines per row: few rows for the client, small sorts for PostgreSQL
   v_key        integer := passthrough._audience_key_for_read(p_segment);
   v_ttl        interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.name = p_segment);
-  v_audience   text := (SELECT e.external_id FROM passthrough.audiences a
-                        JOIN passthrough.external_audiences e ON e.id = a.audience_key WHERE a.name = p_segment);
   v_limit      integer := coalesce(p_limit, 1000);
   v_type_names text[] := passthrough._identifier_type_names();
   v_only_type  smallint;  -- p_identifier_type's id
@@ -144,8 +142,10 @@ DECLARE
   v_n          integer;
   v_want       integer;
   v_lines      text;
+  v_first_t    smallint;
   v_end_t      smallint;
   v_end_i      text;
+  v_prefix     text;     -- a snapshot row's start: passthrough,qualify,<audience id>,
 BEGIN
   IF p_format IS NULL OR p_format NOT IN ('snapshot', 'ndjson', 'csv') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
@@ -170,6 +170,8 @@ BEGIN
     v_i := '';
   END IF;
   v_last_type := coalesce(v_only_type, 32767);
+  v_prefix := 'passthrough,qualify,' || passthrough._csv_field(
+    (SELECT e.external_id FROM passthrough.external_audiences e WHERE e.id = v_key)) || ',';
 
   IF p_at IS NOT NULL THEN
     PERFORM passthrough._check_instant(p_at, 'at');
@@ -183,7 +185,7 @@ BEGIN
                   THEN max(v_type_names[x.t] || ':' || x.i) FILTER (WHERE x.n = v_limit) END
       FROM (SELECT s.identifier_type_id AS t, s.identifier AS i,
                    passthrough._member_line(p_format, v_type_names[s.identifier_type_id], s.identifier, s.event_ts,
-                                            v_audience) AS line,
+                                            v_prefix) AS line,
                    row_number() OVER (ORDER BY s.identifier_type_id, s.identifier COLLATE "C") AS n
             FROM passthrough._audience_members_at(v_key, p_at) s
             WHERE (s.identifier_type_id, s.identifier COLLATE "C") > (v_t, v_i) AND s.identifier_type_id <= v_last_type
@@ -197,17 +199,25 @@ BEGIN
   -- now: a block at a time, each a range of the memberships' primary key read in order (no sort)
   WHILE v_limit > 0 LOOP
     v_want := least(v_limit, c_block);
-    SELECT count(*)::integer, string_agg(b.line, '' ORDER BY b.t, b.i),
-           max(b.t) FILTER (WHERE b.n = v_want), max(b.i) FILTER (WHERE b.n = v_want)
-    INTO v_n, v_lines, v_end_t, v_end_i
+    SELECT count(*)::integer, string_agg(b.line, '' ORDER BY b.t, b.i), min(b.t), max(b.t), max(b.i)
+    INTO v_n, v_lines, v_first_t, v_end_t, v_end_i
     FROM (SELECT m.identifier_type_id AS t, m.identifier AS i,
                  passthrough._member_line(p_format, v_type_names[m.identifier_type_id], m.identifier, m.event_ts,
-                                          v_audience) AS line,
-                 row_number() OVER (ORDER BY m.identifier_type_id, m.identifier) AS n
+                                          v_prefix) AS line
           FROM passthrough._live_members(v_key, v_ttl, now()) m
           WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
           ORDER BY m.identifier_type_id, m.identifier
           LIMIT v_want) b;
+    IF v_first_t <> v_end_t THEN  -- a block across identifier types (rare): its last member, once more
+      SELECT b.t, b.i INTO v_end_t, v_end_i
+      FROM (SELECT m.identifier_type_id AS t, m.identifier AS i
+            FROM passthrough._live_members(v_key, v_ttl, now()) m
+            WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
+            ORDER BY m.identifier_type_id, m.identifier
+            LIMIT v_want) b
+      ORDER BY b.t DESC, b.i DESC
+      LIMIT 1;
+    END IF;
     EXIT WHEN v_n = 0;
     v_limit := v_limit - v_n;
     members := v_n;

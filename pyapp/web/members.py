@@ -40,7 +40,7 @@ async def get_members(request: Request) -> Response:
         async with conn.cursor().copy(LINES_SQL, params) as copy:
             copy.set_types(LINES_TYPES)
             async for _, lines, next_after in copy.rows():
-                body.append(lines.encode())
+                body.append(lines)
                 following = next_after or following
     headers = {}
     if following is not None:
