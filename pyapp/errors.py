@@ -74,6 +74,8 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT034", "webhook_not_found", 404),
     DomainError("PT035", "invalid_webhook", 400),
     DomainError("PT036", "public_key_passthrough_events", 403),
+    DomainError("PT037", "invalid_api_key", 401),
+    DomainError("PT038", "insufficient_scope", 403),
 )
 
 # PostgreSQL's own errors that mean "retry later": the request may succeed as sent.

@@ -96,3 +96,24 @@ AS $$
 $$;
 COMMENT ON FUNCTION passthrough.authenticate_api_key(bytea) IS
   'The scope (public or private) of the active API key whose sha256 is p_key_hash, or NULL for an unknown or revoked key. Callers send the hash, never the key.';
+
+-- The check of every API request, raised as the API answers it. passthrough serve folds it into a hot
+-- request's one statement, so a key revoked a moment ago is refused by that very statement.
+CREATE FUNCTION passthrough._require_api_key(p_key_hash bytea, p_required text) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_scope text := (SELECT k.scope FROM passthrough.api_keys k WHERE k.key_hash = p_key_hash AND k.revoked_at IS NULL);
+BEGIN
+  IF v_scope IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT037', MESSAGE = 'the API key is unknown or revoked';
+  END IF;
+  IF p_required = 'private' AND v_scope <> 'private' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT038',
+      MESSAGE = format('this endpoint needs a %s API key; the key sent is %s', p_required, v_scope);
+  END IF;
+  RETURN v_scope;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._require_api_key(bytea, text) IS
+  'Private: the scope of the active API key whose sha256 is p_key_hash when it allows p_required (public or private): PT037 for an unknown or revoked key, PT038 for a public key where a private one is required.';

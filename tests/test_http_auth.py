@@ -113,3 +113,57 @@ def test_a_missing_key_is_401_even_when_the_database_is_down(tmp_path):
         assert client.get("/v3/segments").status_code == 401
         with_key = client.get("/v3/segments", headers={"x-api-key": "pt_private_" + "0" * 64})
         assert with_key.status_code == 503  # a key cannot be checked without the database
+
+
+# --------------------------------------------------------------------------- one round trip per hot request
+
+CUSTOMER_QUERY = {"query": "query($userId: String) { customer(fs_user_id: $userId) "
+                           "{ audiences { edges { node { name state } } } } }", "variables": {"userId": "u1"}}
+
+
+@pytest.fixture
+def statements(monkeypatch) -> list[str]:
+    """The SQL text of every statement the app's async connections execute from now on."""
+    import psycopg
+
+    seen: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def recording(self, query, params=None, **kwargs):
+        seen.append(query if isinstance(query, str) else repr(query))
+        return await execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recording)
+    return seen
+
+
+def hot(statements: list[str]) -> list[str]:
+    """The statements of requests (the app's background jobs run others meanwhile)."""
+    return [s for s in statements if any(name in s for name in (
+        "_require_api_key", "authenticate_api_key", "apply_events", "customer_audiences"))]
+
+
+def test_a_key_this_worker_knows_costs_no_round_trip_of_its_own(client, enabled, make_key, statements):
+    key = make_key("app", "private")
+    assert client.post("/v3/events", headers=json_headers(key), json=[event()]).status_code == 202
+    assert [s.split("(")[0] for s in hot(statements)] == [  # a new key: checked first, then the work
+        "SELECT passthrough._require_api_key", "SELECT accepted, ignored, changed FROM passthrough.apply_events"]
+    for path, body in (("/v3/events", [event()]), ("/v3/graphql", CUSTOMER_QUERY)):
+        statements.clear()
+        assert client.post(path, headers=json_headers(key), json=body).status_code in (200, 202)
+        (statement,) = hot(statements)  # one statement, which checks the key itself
+        assert "passthrough._require_api_key(%s, 'public')" in statement
+
+
+@pytest.mark.parametrize("path, body", [("/v3/events", [event()]), ("/v3/graphql", CUSTOMER_QUERY),
+                                        ("/v3/graphql", {"query": "{ __typename }"})])
+def test_a_known_key_revoked_is_refused_from_the_next_request(client, db, enabled, make_key, path, body):
+    key = make_key("app", "private")
+    assert client.post(path, headers=json_headers(key), json=body).status_code in (200, 202)
+    assert client.post(path, headers=json_headers(key), json=body).status_code in (200, 202)  # known now
+    db.execute("SELECT passthrough.revoke_api_key('app')")
+    for _ in range(2):  # refused by the request's own statement, then forgotten and refused by the check
+        response = client.post(path, headers=json_headers(key), json=body)
+        assert response.status_code == 401 and error_code(response) == "invalid_api_key"
+    stored = db.execute("SELECT count(*) FROM passthrough.events").fetchone()[0]
+    assert stored == (2 if path == "/v3/events" else 0)  # nothing stored after the revocation

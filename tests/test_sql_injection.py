@@ -55,7 +55,8 @@ IDS = [f"p{i}" for i in range(len(PAYLOADS))]
 # (file, the SQL argument's source text): why it is safe
 ALLOWED_DYNAMIC_SQL = {
     ("pyapp/cli.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
-    ("pyapp/web/graphql.py", "sql"): "_fetch(info, sql, params): callers pass the module constants *_SQL",
+    ("pyapp/web/graphql.py", "statement"): "_fetch(info, sql, params)'s sql (callers pass the module constants "
+                                           "*_SQL), or auth.GATE_SQL wrapped around it",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",
     ("pyapp/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",

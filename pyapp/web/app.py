@@ -25,6 +25,7 @@ from pyapp import errors
 from pyapp.migrate import packaged_migrations
 from pyapp.upkeep import Upkeep
 from pyapp.web import changes, events, health, members, openapi, segments, snapshots
+from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
@@ -107,6 +108,7 @@ def create_app(
     app.state.config = config
     app.state.database_url = database_url  # snapshot imports open a connection of their own (snapshots.py)
     app.state.graphql = graphql
+    app.state.known_keys = KnownKeys()  # the keys this worker found valid (auth.py: one round trip per hot request)
     app.state.migrations = packaged_migrations()  # read once: /readyz compares the database with them
     return app
 

@@ -7,10 +7,16 @@ first thing, or, when the request has no body to read between the check and the 
 connection for the work (one checkout). The GraphQL facade does the same.
 
 Only the SHA-256 of a key travels to the database, which looks it up by that hash
-(``passthrough.authenticate_api_key``). That is the constant-time comparison: the lookup is keyed by
-the hash of a 244-bit random secret, so whatever its timing reveals is about hashes, and no key
-can be recovered or guessed from it. Keys are not cached, so a revoked key is refused from the next
-request on.
+(``passthrough._require_api_key``, which raises PT037/PT038 as the API answers them). That is the
+constant-time comparison: the lookup is keyed by the hash of a 244-bit random secret, so whatever its
+timing reveals is about hashes, and no key can be recovered or guessed from it.
+
+The hot requests (``POST /v3/events``, GraphQL) make one round trip: ``checked_key`` remembers the keys
+this worker has found valid (``KnownKeys``), and for those the check runs inside the request's one
+statement instead of before it (``GATE_SQL``, or an argument of ``apply_events``). A revoked key is
+therefore still refused from the next request on, by that statement, and forgotten. A key this worker
+has not seen valid is checked on its own first, so a missing or unknown key gets its 401 before
+anything is spent on the body.
 
 A request with a body is authenticated before its body is read, and the connection is not kept
 while the body arrives: a client holding a public key (public keys ship in web pages and apps) must
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import psycopg
 from starlette.requests import Request
@@ -31,7 +39,11 @@ from pyapp.web.database import connection_after, get_pool
 from pyapp.web.responses import ApiError
 
 API_KEY_HEADER = "x-api-key"
-AUTHENTICATE_SQL = "SELECT passthrough.authenticate_api_key(%s)"
+AUTHENTICATE_SQL = "SELECT passthrough._require_api_key(%s, %s)"
+# A read that must also check the key (the SQL is a single SELECT; its rows keep their order): a hot
+# request's one statement
+GATE_SQL = "SELECT gated.* FROM ({}) gated WHERE passthrough._require_api_key(%s, 'public') IS NOT NULL"
+KEY_REFUSED_SQLSTATES = frozenset({"PT037", "PT038"})  # an unknown or revoked key; too narrow a scope
 
 
 class Scope(enum.Enum):
@@ -53,6 +65,74 @@ async def require_scope(request: Request, required: Scope) -> Scope:
         return scope
 
 
+@dataclass(frozen=True)
+class CheckedKey:
+    """The request's key: its hash, its scope, and whether the database vouched for it during this request
+    (when not, the request's statement must check it: ``GATE_SQL``)."""
+
+    hash: bytes
+    scope: Scope
+    verified: bool
+
+
+class KnownKeys:
+    """The keys this worker has found valid, by hash (at most ``limit``, the least recently used go first).
+    Only valid keys are kept; a key refused by the database is forgotten."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._scopes: OrderedDict[bytes, Scope] = OrderedDict()
+
+    def get(self, digest: bytes) -> Scope | None:
+        scope = self._scopes.get(digest)
+        if scope is not None:
+            self._scopes.move_to_end(digest)
+        return scope
+
+    def remember(self, digest: bytes, scope: Scope) -> None:
+        self._scopes[digest] = scope
+        self._scopes.move_to_end(digest)
+        while len(self._scopes) > self._limit:
+            self._scopes.popitem(last=False)
+
+    def forget(self, digest: bytes) -> None:
+        self._scopes.pop(digest, None)
+
+
+def known_keys(request: Request) -> KnownKeys:
+    keys = getattr(request.app.state, "known_keys", None)
+    if keys is None:
+        keys = request.app.state.known_keys = KnownKeys()
+    return keys
+
+
+async def checked_key(request: Request, required: Scope) -> CheckedKey:
+    """The request's key, allowing ``required``: from this worker's memory when it has found the key valid
+    before (no round trip; the request's statement checks it again), else checked by the database now
+    (401 or 403 before the body is read)."""
+    digest = key_hash(_presented_key(request))
+    scope = known_keys(request).get(digest)
+    if scope is not None and scope.allows(required):
+        return CheckedKey(digest, scope, verified=False)
+    scope = await require_scope(request, required)
+    return CheckedKey(digest, scope, verified=True)
+
+
+def key_refused(request: Request, key: CheckedKey, exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing ``key`` (then it is forgotten, and the error is the answer)."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate in KEY_REFUSED_SQLSTATES:
+        known_keys(request).forget(key.hash)
+        return True
+    return False
+
+
+def _presented_key(request: Request) -> str:
+    key = request.headers.get(API_KEY_HEADER)
+    if not key:
+        raise ApiError(401, "missing_api_key", f"send an API key in the {API_KEY_HEADER} header")
+    return key
+
+
 @asynccontextmanager
 async def authorized_connection(
     request: Request, required: Scope
@@ -61,26 +141,19 @@ async def authorized_connection(
     ``required``, and the key's scope: 401 without a valid key (a missing key without a checkout),
     403 when its scope is too narrow. The lookup is a read: on a connection found broken it runs
     again on another (pyapp/web/database.py)."""
-    key = request.headers.get(API_KEY_HEADER)
-    if not key:
-        raise ApiError(401, "missing_api_key", f"send an API key in the {API_KEY_HEADER} header")
-    digest = key_hash(key)
+    digest = key_hash(_presented_key(request))
 
-    async def lookup(conn: psycopg.AsyncConnection) -> str | None:
-        cursor = await conn.execute(AUTHENTICATE_SQL, (digest,))
-        row = await cursor.fetchone()
-        return None if row is None else row[0]
+    async def lookup(conn: psycopg.AsyncConnection) -> str:
+        cursor = await conn.execute(AUTHENTICATE_SQL, (digest, required.value))
+        (scope_name,) = await cursor.fetchone()
+        return scope_name
 
-    async with connection_after(get_pool(request), lookup) as (conn, scope_name):
-        yield conn, _allowed_scope(scope_name, required)
-
-
-def _allowed_scope(scope_name: str | None, required: Scope) -> Scope:
-    if scope_name is None:
-        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked")
-    scope = Scope(scope_name)
-    if not scope.allows(required):
-        raise ApiError(
-            403, "insufficient_scope", f"this endpoint needs a {required.value} API key; the key sent is {scope.value}"
-        )
-    return scope
+    try:
+        async with connection_after(get_pool(request), lookup) as (conn, scope_name):
+            scope = Scope(scope_name)
+            known_keys(request).remember(digest, scope)
+            yield conn, scope
+    except psycopg.Error as exc:
+        if exc.sqlstate == "PT037":  # unknown or revoked: not a key to remember
+            known_keys(request).forget(digest)
+        raise

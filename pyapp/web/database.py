@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import select
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -143,6 +144,15 @@ def is_broken(exc: BaseException, conn: psycopg.AsyncConnection) -> bool:
     return isinstance(exc, psycopg.OperationalError) and conn.broken
 
 
+def closed_by_server(conn: psycopg.AsyncConnection) -> bool:
+    """Whether the server has (most likely) closed ``conn`` while it sat idle in the pool (its backend
+    terminated, the server restarted): its socket has something to read although nothing was asked (a pool
+    connection listens to nothing, so that is the server's goodbye, or rarely a notice). No round trip, so a
+    write learns it before it is sent, rather than from a failure that leaves unsaid whether it ran."""
+    socket = conn.pgconn.socket if not conn.closed else -1
+    return socket < 0 or bool(select.select([socket], [], [], 0)[0])
+
+
 async def after_broken(pool: AsyncConnectionPool) -> None:
     """Before running a read again on another connection: let the pool replace its broken ones."""
     if isinstance(pool, Pool):
@@ -199,6 +209,13 @@ async def run_statement(request: Request, work: Callable[[psycopg.AsyncConnectio
     for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
         try:
             async with pool.connection() as conn:
+                if closed_by_server(conn):  # nothing sent yet: another connection, once the pool has replaced it
+                    await conn.close()
+                    if isinstance(pool, Pool):
+                        pool.note_broken()
+                    await after_broken(pool)
+                    async with pool.connection() as other:
+                        return await work(other)
                 return await work(conn)
         except psycopg.Error as exc:
             if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:

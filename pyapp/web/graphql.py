@@ -29,7 +29,9 @@ connection LISTENs; after a lost connection it reconnects and reloads), so no re
 Every error has ``message``, ``locations`` (possibly empty), ``path`` when it belongs to a field, and
 ``extensions.classification`` (graphql-java's names, which the SDKs read) and ``extensions.code``.
 GraphQL errors are HTTP 200; a missing or unknown key 401 (any valid key may read), a malformed
-request 400/413, the database unavailable 503 with Retry-After.
+request 400/413, the database unavailable 503 with Retry-After. A key this worker has found valid before
+is checked by the request's first statement rather than by one of its own (``Context.key_gate``,
+pyapp/web/auth.py): the SDKs' customer query costs one round trip.
 
 Each distinct query text is parsed, measured against ``GraphQLLimits`` and validated once per
 schema; the outcome is kept in an LRU cache.
@@ -60,7 +62,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from pyapp import epoch, errors
 from pyapp.web import database
-from pyapp.web.auth import Scope, require_scope
+from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES, Scope, checked_key, known_keys
 from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.graphql_ide import GRAPHIQL_HTML
@@ -232,6 +234,10 @@ class Context:
 
     pool: AsyncConnectionPool
     limits: GraphQLLimits
+    # the request's key hash while no statement has checked it yet (auth.py): the first statement checks it
+    key_gate: bytes | None = None
+    # the database refused the key (PT037/PT038): the request is answered with that error alone
+    key_refused: psycopg.Error | None = None
     _conn: psycopg.AsyncConnection | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closed: bool = False
@@ -247,15 +253,32 @@ class Context:
                         await database.after_broken(self.pool)
                     self._conn = await self.pool.getconn()
                 conn = self._conn
+                gate = self.key_gate
+                statement, args = (sql, params) if gate is None else (GATE_SQL.format(sql), (*params, gate))
                 try:
-                    cursor = await conn.execute(sql, params)
-                    return await cursor.fetchall()
-                except psycopg.OperationalError as exc:
+                    cursor = await conn.execute(statement, args)
+                    rows = await cursor.fetchall()
+                    self.key_gate = None
+                    return rows
+                except psycopg.Error as exc:
+                    if gate is not None and exc.sqlstate in KEY_REFUSED_SQLSTATES:
+                        self.key_refused = exc
+                    if not isinstance(exc, psycopg.OperationalError):
+                        raise
                     if attempt == 2 or not database.is_broken(exc, conn):
                         raise
                     log.info("connection found broken; trying another: %s", exc)
                     await self._release()
             raise AssertionError("unreachable")  # pragma: no cover
+
+    async def check_key(self) -> None:
+        """Check the key now if no statement has (a query that read nothing): sets ``key_refused``."""
+        if self.key_gate is not None:
+            try:
+                await self.fetchall("SELECT 1", ())
+            except psycopg.Error as exc:
+                if self.key_refused is None:
+                    raise
 
     async def close(self) -> None:
         async with self._lock:
@@ -479,7 +502,8 @@ def _prepare(schema: GraphQLSchema, query: str, limits: GraphQLLimits) -> Prepar
 # --------------------------------------------------------------------------- the facade
 
 
-Authenticate = Callable[[Request], Awaitable[Any]]
+# raises ApiError 401/403, or returns the key hash the request's first statement must check (None: checked)
+Authenticate = Callable[[Request], Awaitable[bytes | None]]
 GetPool = Callable[[Request], AsyncConnectionPool]
 
 
@@ -488,8 +512,9 @@ class GraphQLFacade:
     and ``close()`` before it closes.
 
     ``get_pool(request)`` gives the app's pool (default: ``request.app.state.pool``);
-    ``authenticate(request)`` raises ``ApiError`` 401/403 (default: the HTTP API's
-    ``require_scope(request, Scope.PUBLIC)``: any valid key may read).
+    ``authenticate(request)`` raises ``ApiError`` 401/403, or returns the hash of a key the request's first
+    statement must check (default: the HTTP API's ``checked_key(request, Scope.PUBLIC)``: any valid key may
+    read, and a key this worker has found valid before costs no round trip of its own).
     """
 
     def __init__(
@@ -590,7 +615,7 @@ class GraphQLFacade:
         if request.method in ("GET", "HEAD"):
             return HTMLResponse(GRAPHIQL_HTML)
         try:
-            await self._authenticate(request)
+            key_gate = await self._authenticate(request)
             query, variables, operation_name = await self._read_request(request)
             state = await self._schema_state(request)
         except ApiError as exc:
@@ -603,7 +628,7 @@ class GraphQLFacade:
         prepared = state.prepare(query, self.limits)
         if prepared.document is None:
             return JSONResponse({"errors": prepared.errors})
-        context = Context(self._get_pool(request), self.limits)
+        context = Context(self._get_pool(request), self.limits, key_gate=key_gate)
         try:
             result = execute(
                 state.graphql_schema,
@@ -615,8 +640,17 @@ class GraphQLFacade:
             )
             if inspect.isawaitable(result):
                 result = await result
+            await context.check_key()
+        except psycopg.Error as exc:  # the database is unavailable (503) for the key's own check
+            report = errors.report(exc)
+            return _request_error(report.status, report.code.upper(), report.message)
         finally:
             await context.close()  # the connection goes back to the pool before the answer is sent
+        if context.key_refused is not None:  # revoked since this worker last saw it: as if checked first
+            if key_gate is not None:
+                known_keys(request).forget(key_gate)
+            report = errors.report(context.key_refused)
+            return _request_error(report.status, report.code.upper(), report.message)
         body: dict[str, Any] = {}
         status = 200
         if result.errors:
@@ -644,8 +678,10 @@ class GraphQLFacade:
         return query, variables, operation_name
 
 
-async def _require_public_key(request: Request) -> None:
-    await require_scope(request, Scope.PUBLIC)
+async def _require_public_key(request: Request) -> bytes | None:
+    """Any valid key may read. The key's hash when the request's first statement must check it (auth.py)."""
+    key = await checked_key(request, Scope.PUBLIC)
+    return None if key.verified else key.hash
 
 
 def _request_error(status: int, code: str, message: str) -> JSONResponse:
