@@ -108,6 +108,7 @@ def test_key_functions_are_security_definer_with_a_pinned_search_path_and_docume
         "SELECT p.proname, p.prosecdef, p.proconfig, obj_description(p.oid, 'pg_proc') IS NOT NULL,"
         " has_function_privilege('public', p.oid, 'EXECUTE')"
         " FROM pg_proc p WHERE p.pronamespace = 'passthrough'::regnamespace AND p.proname LIKE '%%api_key%%'"
+        " AND p.proname NOT LIKE '\\_%%'"  # the public ones; _require_api_key is the server's (tested below)
         " ORDER BY 1",
     )
     assert [r[0] for r in found] == ["authenticate_api_key", "create_api_key", "list_api_keys", "revoke_api_key"]
@@ -115,6 +116,21 @@ def test_key_functions_are_security_definer_with_a_pinned_search_path_and_docume
         assert secdef and config == ["search_path=pg_catalog, pg_temp"], name
         assert commented, name
         assert not public_may_execute, name
+
+
+def test_require_api_key_answers_as_the_api_does(db):
+    public = db.execute("SELECT passthrough.create_api_key('pub', 'public')").fetchone()[0]
+    private = db.execute("SELECT passthrough.create_api_key('priv', 'private')").fetchone()[0]
+    check = "SELECT passthrough._require_api_key(sha256(convert_to(%s, 'UTF8')), %s)"
+    assert db.execute(check, (public, "public")).fetchone() == ("public",)
+    assert db.execute(check, (private, "public")).fetchone() == ("private",)
+    assert db.execute(check, (private, "private")).fetchone() == ("private",)
+    error = expect_error(db, check, (public, "private"), "PT038")
+    assert error.message == "this endpoint needs a private API key; the key sent is public"
+    assert expect_error(db, check, ("pt_public_" + "0" * 64, "public"), "PT037").message == (
+        "the API key is unknown or revoked")
+    db.execute("SELECT passthrough.revoke_api_key('pub')")
+    expect_error(db, check, (public, "public"), "PT037")
 
 
 # --------------------------------------------------------------------------- passthrough keys (CLI)
