@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
+from pyapp.serving import default_workers
 from pyapp.db import connect
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
 
@@ -94,10 +95,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
-                          cors_private_origins=_origins(args.cors_private_origins))
+                          cors_private_origins=_origins(args.cors_private_origins), workers=args.workers)
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -107,17 +118,16 @@ def _origins(text: str) -> tuple[str, ...]:
 
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
-                  cors_private_origins: tuple[str, ...] = ()) -> None:
-    """Serve the HTTP API (pyapp/web) with uvicorn on host:port until Ctrl-C / SIGTERM."""
-    import uvicorn
-
-    from pyapp.web import ApiConfig, create_app
+                  cors_private_origins: tuple[str, ...] = (), workers: int = 1) -> None:
+    """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py)."""
+    from pyapp import serving
+    from pyapp.web import ApiConfig
 
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins)
-    app = create_app(url, config=config)
-    _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json); press Ctrl-C to stop")
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="info")).run()
+    config, sizing = serving.sized_config(url, config, workers)
+    _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
+    serving.serve(url, host, port, config, workers)
 
 
 def run_sql(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -285,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=env("PASSTHROUGH_PORT", "8080"),
                        help="HTTP listen port (default: $PASSTHROUGH_PORT or 8080)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
+    serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS", str(default_workers())),
+                       help="server processes sharing the port (default: $PASSTHROUGH_WORKERS or one per CPU, "
+                       f"here {default_workers()})")
     serve.add_argument("--max-events", type=int, default=env("PASSTHROUGH_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)),
                        help=f"events per POST /v3/events (default: $PASSTHROUGH_MAX_EVENTS or {DEFAULT_MAX_EVENTS})")
     serve.add_argument("--max-body-bytes", type=int,

@@ -56,7 +56,9 @@ def test_transfer_encoding_with_content_length_is_refused(server, db_url):
     answer = exchange(base, head(key, "Transfer-Encoding: chunked", f"Content-Length: {len(BODY)}") + chunked(BODY))
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 400"), answer[:300]
-    assert b'"code":"ambiguous_framing"' in rest and b"connection: close" in rest.lower()
+    assert b"connection: close" in rest.lower()
+    # passthrough serve's parser (httptools) refuses it before the app; pyapp/web/framing.py under other servers
+    assert b"Invalid HTTP request received." in rest or b'"code":"ambiguous_framing"' in rest, rest
     with connect(db_url) as c:
         assert c.execute("SELECT count(*) FROM passthrough.events").fetchone() == (0,)
 

@@ -31,6 +31,7 @@ from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
 from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql import GraphQLFacade
+from pyapp.web.leader import Leadership
 from pyapp.web.responses import ApiError, error_response
 from pyapp.webhooks import Webhooks
 
@@ -71,6 +72,8 @@ def create_app(
     graphql = GraphQLFacade()  # POST/GET /v3/graphql; its schema follows the identifier types
     upkeep = Upkeep(config.expire_every, config.prune_every)  # expiry sweeper, retention pruning
     webhooks = Webhooks(config.webhook_every, timeout=config.webhook_timeout)  # the change feed, POSTed
+    # once per deployment: in the worker that holds the jobs' advisory lock (leader.py)
+    leadership = Leadership(database_url, [upkeep, webhooks], retry=config.leadership_retry)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -79,13 +82,11 @@ def create_app(
         await pool.open(wait=False)
         app.state.pool = pool
         await graphql.start(pool)
-        await upkeep.start(pool)
-        await webhooks.start(pool)
+        await leadership.start(pool)
         try:
             yield
         finally:
-            await webhooks.close()
-            await upkeep.close()
+            await leadership.close()
             await graphql.close()
             await pool.close()
 
@@ -108,6 +109,7 @@ def create_app(
     app.state.config = config
     app.state.database_url = database_url  # snapshot imports open a connection of their own (snapshots.py)
     app.state.graphql = graphql
+    app.state.leadership = leadership
     app.state.known_keys = KnownKeys()  # the keys this worker found valid (auth.py: one round trip per hot request)
     app.state.migrations = packaged_migrations()  # read once: /readyz compares the database with them
     return app

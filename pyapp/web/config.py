@@ -29,6 +29,9 @@ class ApiConfig:
     # and how long one POST may take.
     webhook_every: float = 1.0
     webhook_timeout: float = 10.0
+    # How often a worker that does not run the background jobs (expiry, retention, webhooks) tries to take
+    # them over, and how often the one that does checks its hold on them (pyapp/web/leader.py).
+    leadership_retry: float = 5.0
     # CORS (pyapp/web/cors.py): the origins whose pages may call the public-key routes ("*": any), and the
     # routes that need a private key (none by default).
     cors_origins: tuple[str, ...] = ("*",)
@@ -42,6 +45,8 @@ class ApiConfig:
             raise ValueError("pool_min_size must be between 0 and pool_max_size")
         if self.expire_every <= 0 or self.prune_every <= 0:
             raise ValueError("expire_every and prune_every must be positive")
+        if self.leadership_retry <= 0:
+            raise ValueError("leadership_retry must be positive")
         if self.webhook_every <= 0 or self.webhook_timeout <= 0:
             raise ValueError("webhook_every and webhook_timeout must be positive")
         if self.pool_timeout <= 0:

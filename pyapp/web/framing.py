@@ -2,6 +2,8 @@
 
 RFC 9112 section 6.3: such a message may be an attempt at request smuggling (a proxy in front and this server
 could disagree on where the body ends), and a server ought to treat it as an error and close the connection.
+Under ``passthrough serve`` the HTTP parser (httptools) already refuses such a request before the app sees it;
+this middleware keeps the rule under any other ASGI server.
 """
 
 from __future__ import annotations

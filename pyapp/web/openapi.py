@@ -690,7 +690,8 @@ DOCUMENT: dict[str, Any] = {
         "and `/v3/graphql` answer CORS preflights (`OPTIONS`: 200, or 400 for an origin not allowed) and allow any "
         "origin unless `PASSTHROUGH_CORS_ORIGINS` says otherwise; the other routes allow no origin unless "
         "`PASSTHROUGH_CORS_PRIVATE_ORIGINS` names it. Any request with both `Transfer-Encoding` and "
-        "`Content-Length` is refused with 400 `ambiguous_framing` (RFC 9112, section 6.3).",
+        "`Content-Length` is refused with 400 and the connection closed (RFC 9112, section 6.3): by the HTTP "
+        "parser of `passthrough serve` (httptools), before the API sees it, or else with 400 `ambiguous_framing`.",
     },
     "paths": PATHS,
     "components": {

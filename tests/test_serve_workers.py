@@ -1,0 +1,80 @@
+"""A smoke run of a real ``passthrough serve --workers 2`` (pyapp/serving.py): events, GraphQL, revocation and
+one webhook delivery, with two worker processes on one port."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from live_server import serving
+from test_webhooks import Receiver
+
+from pyapp.db import connect
+from pyapp.serving import CONNECTIONS_BESIDES_POOL, pool_size_per_worker
+
+SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
+             "{audiences(subset: $audiences) {edges {node {name state}}}}}")
+
+
+def event(who: str, ts: int) -> dict:
+    return {"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": who},
+            "data": {"audience_id": "crm-vip", "ts": ts}}
+
+
+def fresh_connection_post(base: str, path: str, key: str, body) -> httpx.Response:
+    """One request on a connection of its own: the kernel hands each new connection to either worker."""
+    with httpx.Client(base_url=base, headers={"x-api-key": key}, timeout=10) as client:
+        return client.post(path, json=body)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_two_workers_serve_events_graphql_revocation_and_one_webhook_delivery(db_url, tmp_path, receiver):
+    with connect(db_url, autocommit=True) as c:
+        c.execute("SELECT passthrough.enable()")
+        c.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
+        key = c.execute("SELECT passthrough.create_api_key('app', 'private')").fetchone()[0]
+        c.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    with serving(db_url, tmp_path, "--workers", "2") as base, connect(db_url, autocommit=True) as c:
+        # both workers are up: each has a pool, named after its process
+        workers = {name for (name,) in c.execute(
+            "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE 'passthrough-http-%'")}
+        assert len(workers) == 2, workers
+        for n in range(20):  # on new connections: both workers come to know the key
+            assert fresh_connection_post(base, "/v3/events", key, [event(f"u{n}", 1_700_000_000 + n)]).status_code == 202
+        assert c.execute("SELECT count(*) FROM passthrough.events").fetchone() == (20,)
+        answer = fresh_connection_post(base, "/v3/graphql", key, {"query": SDK_QUERY, "variables": {"userId": "u3"}})
+        assert answer.json() == {"data": {"customer": {"audiences": {"edges": [
+            {"node": {"name": "vip", "state": "qualified"}}]}}}}
+        # one webhook round: delivered by one worker only
+        deadline = time.monotonic() + 15
+        while len(receiver.acknowledged_changes()) < 20:
+            assert time.monotonic() < deadline, receiver.acknowledged_changes()
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert sorted(ch["identifier"] for ch in receiver.acknowledged_changes()) == sorted(f"u{n}" for n in range(20))
+        # revoked: refused from the next request on, by every worker
+        c.execute("SELECT passthrough.revoke_api_key('app')")
+        for n in range(20):
+            response = fresh_connection_post(base, "/v3/events", key, [event(f"r{n}", 1_700_000_100 + n)])
+            assert response.status_code == 401, response.text
+            response = fresh_connection_post(base, "/v3/graphql", key, {"query": SDK_QUERY, "variables": {"userId": "u3"}})
+            assert response.status_code == 401, response.text
+        assert c.execute("SELECT count(*) FROM passthrough.events").fetchone() == (20,)
+
+
+@pytest.mark.parametrize("max_connections, reserved, workers, wanted, size", [
+    (100, 3, 2, 10, 10),  # 48 each may use: the wanted 10
+    (100, 3, 8, 10, 3),   # 48 // 8 = 6, less the 3 outside the pool
+    (20, 3, 8, 10, 1),    # never below 1
+    (1000, 3, 1, 50, 50),
+])
+def test_the_pools_share_half_of_the_servers_connections(max_connections, reserved, workers, wanted, size):
+    assert CONNECTIONS_BESIDES_POOL == 3
+    assert pool_size_per_worker(max_connections, reserved, workers, wanted) == size
