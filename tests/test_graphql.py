@@ -3,6 +3,7 @@ against the test's own database."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 import warnings
@@ -109,9 +110,16 @@ def keys(module_db_url: str) -> dict[str, str]:
         return {scope: create_key(conn, f"graphql-{scope}", scope) for scope in ("public", "private")}
 
 
+@pytest.fixture(scope="module", params=["compiled", "general"])
+def config(request: pytest.FixtureRequest) -> ApiConfig:
+    """Every test of the module runs twice: with the SDKs' query answered through its compiled plan
+    (pyapp/web/graphql_plan.py), and with graphql-core's executor answering everything."""
+    return dataclasses.replace(CONFIG, graphql_compiled=request.param == "compiled")
+
+
 @pytest.fixture(scope="module")
-def app_client(module_db_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(module_db_url, config=CONFIG)) as client:
+def app_client(module_db_url: str, config: ApiConfig) -> Iterator[TestClient]:
+    with TestClient(create_app(module_db_url, config=config)) as client:
         yield client
 
 
@@ -130,10 +138,10 @@ def gql(app_client: TestClient, keys: dict[str, str], db: psycopg.Connection) ->
 
 
 @pytest.fixture
-def own_app(db_url: str, conn: psycopg.Connection) -> Iterator[Gql]:
+def own_app(db_url: str, conn: psycopg.Connection, config: ApiConfig) -> Iterator[Gql]:
     """An app on a database of the test's own, for tests that change the identifier types."""
     key = create_key(conn, "own", "public")
-    with TestClient(create_app(db_url, config=CONFIG)) as client:
+    with TestClient(create_app(db_url, config=config)) as client:
         yield Gql(client, key)
 
 

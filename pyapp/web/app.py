@@ -69,7 +69,8 @@ def create_app(
 ) -> Starlette:
     """The HTTP API talking to ``database_url``; the pool opens when the app starts (lifespan)."""
     config = config or ApiConfig()
-    graphql = GraphQLFacade()  # POST/GET /v3/graphql; its schema follows the identifier types
+    # POST/GET /v3/graphql; its schema follows the identifier types
+    graphql = GraphQLFacade(compiled=config.graphql_compiled)
     upkeep = Upkeep(config.expire_every, config.prune_every)  # expiry sweeper, retention pruning
     webhooks = Webhooks(config.webhook_every, timeout=config.webhook_timeout)  # the change feed, POSTed
     # once per deployment: in the worker that holds the jobs' advisory lock (leader.py)

@@ -1,0 +1,123 @@
+"""pyapp/web/graphql_plan.py: the SDKs' customer query through its compiled plan, answered with the same
+bytes as graphql-core's executor gives, and every other query left to the executor."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+import pytest
+from graphql import parse
+from http_helpers import TEST_CONFIG, make_client
+
+from pyapp.web.graphql_plan import compile_plan
+
+pytest_plugins = ["http_fixtures"]
+
+TYPES = ("email", "fs_user_id", "vuid")
+PYTHON_SDK = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
+              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
+JS_SDK = 'query {customer(fs_user_id : "u1") {audiences(subset: ["vip","news","gone"]) {edges {node {name state}}}}}'
+
+
+@pytest.fixture
+def data(enabled):
+    for name, external in (("vip", "crm-vip"), ("news", "crm-news"), ("old", "crm-old")):
+        enabled.execute("SELECT passthrough.put_audience(%s, %s)", (name, external))
+    enabled.execute("UPDATE passthrough.audiences SET description = 'big spenders' WHERE name = 'vip'")
+    for who, audience, action in (("u1", "crm-vip", "qualify"), ("u1", "crm-news", "qualify"),
+                                  ("u2", "crm-vip", "qualify"), ("u1", "crm-old", "disqualify")):
+        enabled.execute("SELECT passthrough.apply_event('fs_user_id', %s, %s, %s, 1700000000)", (who, audience, action))
+    return enabled
+
+
+@pytest.fixture
+def both(data, http_database_url, public_key):
+    """(compiled, general): two apps on the same database, with and without compiled plans."""
+    general = dataclasses.replace(TEST_CONFIG, graphql_compiled=False)
+    with make_client(http_database_url) as compiled, make_client(http_database_url, general) as executor:
+        for client in (compiled, executor):
+            client.headers.update({"x-api-key": public_key, "content-type": "application/json"})
+        yield compiled, executor
+
+
+def post(client, query: str, variables=None, **body):
+    payload = {"query": query, **body}
+    if variables is not None:
+        payload["variables"] = variables
+    return client.post("/v3/graphql", content=orjson.dumps(payload))
+
+
+def test_the_sdks_queries_take_the_compiled_path(both):
+    compiled, _ = both
+    facade = compiled.app.state.graphql
+    before = facade.compiled_answers
+    answer = post(compiled, PYTHON_SDK, {"userId": "u1", "audiences": ["vip", "news", "old"]})
+    assert answer.json() == {"data": {"customer": {"audiences": {"edges": [
+        {"node": {"name": "news", "state": "qualified"}}, {"node": {"name": "vip", "state": "qualified"}}]}}}}
+    assert post(compiled, JS_SDK).json() == {"data": {"customer": {"audiences": {"edges": [
+        {"node": {"name": "news", "state": "qualified"}}, {"node": {"name": "vip", "state": "qualified"}}]}}}}
+    assert facade.compiled_answers == before + 2
+
+
+ALIASED = ('{ c: customer(fs_user_id: "u1") { a: audiences { e: edges { n: node '
+           '{ size revision s: state name is_ready description } } } } }')
+
+
+@pytest.mark.parametrize("query, variables, body", [
+    (PYTHON_SDK, {"userId": "u1", "audiences": ["vip", "news"]}, {}),
+    (PYTHON_SDK, {"userId": "u1", "audiences": None}, {}),
+    (PYTHON_SDK, {"userId": "u1"}, {}),  # subset not sent: every audience
+    (PYTHON_SDK, {"userId": "u1", "audiences": ["vip", None]}, {}),
+    (PYTHON_SDK, {"userId": "u1", "audiences": "vip"}, {}),  # a lone string: the executor coerces it
+    (PYTHON_SDK, {"userId": "nobody"}, {}),
+    (PYTHON_SDK, {"userId": ""}, {}),  # PT003 from SQL
+    (PYTHON_SDK, {"userId": None}, {}),  # no identifier
+    (PYTHON_SDK, {}, {}),
+    (PYTHON_SDK, {"userId": 5}, {}),  # a variable of the wrong type
+    (PYTHON_SDK, {"userId": "u1", "audiences": [1]}, {}),
+    (PYTHON_SDK, {"userId": "u1", "audiences": ["x" * 300]}, {}),
+    (PYTHON_SDK, {"userId": "u1"}, {"operationName": "Other"}),
+    ("query Q($u: String) {customer(fs_user_id: $u) {audiences {edges {node {name}}}}}", {"u": "u1"},
+     {"operationName": "Q"}),
+    (JS_SDK, None, {}),
+    ('query {customer(vuid : "vuid_abc") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
+    ('{customer(fs_user_id: "u1") {audiences(subset: "vip") {edges {node {name}}}}}', None, {}),
+    (ALIASED, None, {}),
+    ('{customer(fs_user_id: "u2") {audiences {edges {node {name state} cursor}}}}', None, {}),
+    ('{customer(fs_user_id: "u1", email: "a@b") {audiences {edges {node {name}}}}}', None, {}),
+])
+def test_both_paths_answer_the_same_bytes(both, query, variables, body):
+    compiled, executor = both
+    got = post(compiled, query, variables, **body)
+    expected = post(executor, query, variables, **body)
+    assert (got.status_code, got.content) == (expected.status_code, expected.content)
+
+
+@pytest.mark.parametrize("query", [
+    PYTHON_SDK,
+    JS_SDK,
+    "query Named($u: String) {customer(email: $u) {audiences {edges {node {size}}}}}",
+    ALIASED,
+])
+def test_the_sdks_shape_compiles(query):
+    assert compile_plan(parse(query), TYPES) is not None
+
+
+@pytest.mark.parametrize("query", [
+    '{customer(fs_user_id: "u1") {audiences(at: 1700000000) {edges {node {name}}}}}',  # a past instant
+    '{customer(fs_user_id: "u1") {audiences {edges {node {name} cursor}}}}',
+    '{customer(fs_user_id: "u1") {audiences {edges {node {name}} pageInfo {hasNextPage}}}}',
+    '{customer(fs_user_id: "u1") {audiences {edges {node {...F}}}}} fragment F on Audience {name}',
+    '{customer(fs_user_id: "u1") {audiences {edges {node {name @include(if: true)}}}}}',
+    '{customer(fs_user_id: "u1") {audiences {edges {node {name __typename}}}}}',
+    '{customer(fs_user_id: "u1") {audiences {edges {node {name}}}} audiences {edges {node {name}}}}',
+    '{customer(fs_user_id: "u1", email: "a@b") {audiences {edges {node {name}}}}}',
+    '{customer(other: "u1") {audiences {edges {node {name}}}}}',
+    "query($u: String!) {customer(fs_user_id: $u) {audiences {edges {node {name}}}}}",  # non-null: refused if null
+    'query($u: String = "u1") {customer(fs_user_id: $u) {audiences {edges {node {name}}}}}',
+    "query($s: [String!]) {customer(fs_user_id: \"u1\") {audiences(subset: $s) {edges {node {name}}}}}",
+    "query A {customer(fs_user_id: \"u1\") {audiences {edges {node {name}}}}} query B {audiences {edges {node {name}}}}",
+])
+def test_other_shapes_are_left_to_the_executor(query):
+    assert compile_plan(parse(query), TYPES) is None
