@@ -163,8 +163,9 @@ def test_kill_9_of_the_postmaster_mid_stream(tmp_path):
             with psycopg.connect(db_url, autocommit=True) as watcher:
                 def waiting() -> tuple[int, int] | None:
                     found = dict(watcher.execute(
-                        "SELECT application_name, count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' GROUP BY 1").fetchall())
+                        # every worker's pool: passthrough-http-<pid> (pyapp/serving.py)
+                        "SELECT regexp_replace(application_name, '^passthrough-http-[0-9]+$', 'passthrough-http'),"
+                        " count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' GROUP BY 1").fetchall())
                     if found.get("passthrough-http", 0) >= CLIENTS and found.get("snapshot-import", 0) == 1:
                         return found["passthrough-http"], found["snapshot-import"]
                     return None
