@@ -10,6 +10,7 @@ import pytest
 from graphql import parse
 from http_helpers import TEST_CONFIG, make_client
 
+from pyapp.web.graphql import SchemaState
 from pyapp.web.graphql_plan import compile_plan
 
 pytest_plugins = ["http_fixtures"]
@@ -48,6 +49,19 @@ def post(client, query: str, variables=None, **body):
     return client.post("/v3/graphql", content=orjson.dumps(payload))
 
 
+def test_the_javascript_sdks_query_is_read_without_parsing(both, monkeypatch):
+    compiled, _ = both
+    facade = compiled.app.state.graphql
+    parsed = []
+    prepare = SchemaState.prepare
+    monkeypatch.setattr(SchemaState, "prepare", lambda self, *args: parsed.append(args) or prepare(self, *args))
+    before = facade.compiled_answers
+    for user in ("u1", "u2", "nobody"):  # a new text per visitor
+        answer = post(compiled, JS_SDK.replace('"u1"', f'"{user}"'))
+        assert answer.status_code == 200 and "errors" not in answer.json()
+    assert parsed == [] and facade.compiled_answers == before + 3
+
+
 def test_the_sdks_queries_take_the_compiled_path(both):
     compiled, _ = both
     facade = compiled.app.state.graphql
@@ -81,6 +95,17 @@ ALIASED = ('{ c: customer(fs_user_id: "u1") { a: audiences { e: edges { n: node 
     ("query Q($u: String) {customer(fs_user_id: $u) {audiences {edges {node {name}}}}}", {"u": "u1"},
      {"operationName": "Q"}),
     (JS_SDK, None, {}),
+    (JS_SDK, {}, {}),
+    (JS_SDK, None, {"operationName": "Other"}),
+    ('query {customer(fs_user_id : "u\\"1\\u00e9\\/") {audiences(subset: ["vip","n\\u0065ws"]) {edges {node {name state}}}}}',
+     None, {}),
+    ('query {customer(fs_user_id : "u1") {audiences(subset: []) {edges {node {name state}}}}}', None, {}),
+    ('query {customer(fs_user_id : "") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
+    ('query {customer(fs_user_id : "\\u0000") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
+    ('query {customer(fs_user_id : "\\ud800") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
+    ('query {customer(nope : "u1") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
+    ('query {customer(fs_user_id : "u1") {audiences(subset: [' + ",".join(['"vip"'] * 1100) + ']) '
+     '{edges {node {name state}}}}}', None, {}),  # more tokens than the parser allows
     ('query {customer(vuid : "vuid_abc") {audiences(subset: ["vip"]) {edges {node {name state}}}}}', None, {}),
     ('{customer(fs_user_id: "u1") {audiences(subset: "vip") {edges {node {name}}}}}', None, {}),
     (ALIASED, None, {}),

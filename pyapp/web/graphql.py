@@ -67,7 +67,7 @@ from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.graphql_ide import GRAPHIQL_HTML
 from pyapp.web.graphql_limits import GraphQLLimits, check_limits
-from pyapp.web.graphql_plan import Plan, compile_plan
+from pyapp.web.graphql_plan import Plan, compile_plan, literal_plan
 from pyapp.web.responses import RETRY_AFTER_SECONDS, ApiError, JSONResponse
 
 __all__ = ["GRAPHQL_PATH", "GraphQLFacade", "GraphQLLimits", "build_schema"]
@@ -632,17 +632,24 @@ class GraphQLFacade:
             if report.status >= 500 and report.status != 503:
                 log.error("GraphQL request failed", exc_info=exc)
             return _request_error(report.status, report.code.upper(), report.message)
-        prepared = state.prepare(query, self.limits)
-        if prepared.document is None:
-            return JSONResponse({"errors": prepared.errors})
+        # the JavaScript SDK's literal query is read without parsing it; any other is parsed once per text
+        plan = literal_plan(query, state.identifier_types) if self.compiled else None
+        prepared = None
+        if plan is None:
+            prepared = state.prepare(query, self.limits)
+            if prepared.document is None:
+                return JSONResponse({"errors": prepared.errors})
+            plan = prepared.plan if self.compiled else None
         context = Context(self._get_pool(request), self.limits, key_gate=key_gate)
         try:
             data = None
-            if self.compiled and prepared.plan is not None:
-                data = await self._run_plan(prepared.plan, context, variables, operation_name)
+            if plan is not None:
+                data = await self._run_plan(plan, context, variables, operation_name)
             if data is not None:
                 result = ExecutionResult(data)
             else:
+                if prepared is None:  # literal_plan reads only what parses and validates
+                    prepared = state.prepare(query, self.limits)
                 result = execute(
                     state.graphql_schema,
                     prepared.document,
