@@ -13,6 +13,8 @@ from __future__ import annotations
 import gzip
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +24,9 @@ from typing import Any
 # Members per call of audience_member_lines: it hands a page over whole, so pages overlap the database's work
 # with compressing the page before
 PAGE = 100_000
-AUDIENCE_SQL = "SELECT external_audience_id FROM passthrough.get_audience(%s)"
-COUNTS_SQL = "SELECT identifier_type, members FROM passthrough.audience_member_counts(%s, %s)"
+AUDIENCE_SQL = "SELECT external_audience_id, size FROM passthrough.get_audience(%s)"
+# the types that may key a membership (a low-confidence one, vuid, never does)
+TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() WHERE high_confidence ORDER BY created_at, name"
 # A page is kept, and at p_at sorted, in memory rather than on disk (4MB being the default)
 WORK_MEM_SQL = "SET LOCAL work_mem = '128MB'"
 # (segment, format, at, after, limit, identifier type): blocks of lines, the last with the next page's cursor
@@ -51,34 +54,53 @@ def output_paths(audience_id: str, identifier_types: list[str], output: str | No
     return {t: os.path.join(head, t, tail) for t in identifier_types}
 
 
-def member_counts(conn: Any, segment: str, at: datetime | None) -> dict[str, int]:
-    """{identifier type: members} of the segment: the files an export writes, and their sizes."""
-    return dict(conn.execute(COUNTS_SQL, (segment, at)).fetchall())
-
-
 def export_audience(conn: Any, segment: str, at: datetime | None, output: str | None,
                     on_rows: Callable[[int], None] = lambda n: None,
                     on_total: Callable[[int], None] = lambda n: None) -> list[ExportedFile]:
     """Write the members of ``segment`` (now, or at ``at``) as import-ready snapshot files; one per identifier
-    type. Reads in one REPEATABLE READ transaction: the files agree with each other. ``on_total`` hears how
-    many members the files will hold before the first is written, ``on_rows`` each block written. psycopg only."""
+    type that has members. Reads in one REPEATABLE READ transaction: the files agree with each other.
+    ``on_total`` hears the audience's size before the first file is written (now only: the size at a past
+    instant would cost a pass of its own), ``on_rows`` each block written. psycopg only.
+
+    Which identifier types have members shows only as they are read, and the files' names depend on how many
+    there are (``output_paths``), so each type is written to a temporary file beside the output first."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    target = os.path.dirname(output or "") or "."
+    os.makedirs(target, exist_ok=True)
+    spool = tempfile.mkdtemp(prefix=".passthrough-export-", dir=target)
     try:
         conn.execute(WORK_MEM_SQL)
-        (audience_id,) = conn.execute(AUDIENCE_SQL, (segment,)).fetchone()
-        counts = member_counts(conn, segment, at)
-        on_total(sum(counts.values()))
-        written = []
-        for identifier_type, path in output_paths(audience_id, list(counts) or ["fs_user_id"], output).items():
+        audience_id, size = conn.execute(AUDIENCE_SQL, (segment,)).fetchone()
+        if at is None:
+            on_total(size)  # exact: the live members
+        written: list[tuple[str, str, int]] = []  # (identifier type, spooled file, members)
+        for (identifier_type,) in conn.execute(TYPES_SQL).fetchall():
+            spooled = os.path.join(spool, identifier_type)
+            count = _write_type(conn, spooled, segment, at, identifier_type, on_rows)
+            if count:
+                written.append((identifier_type, spooled, count))
+        if not written:  # no member: one file, with the header alone
+            spooled = os.path.join(spool, "fs_user_id")
+            written.append(("fs_user_id", spooled, _write_type(conn, spooled, segment, at, "fs_user_id", on_rows)))
+        paths = output_paths(audience_id, [identifier_type for identifier_type, _, _ in written], output)
+        files = []
+        for identifier_type, spooled, count in written:
+            path = paths[identifier_type]
             if os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-            with _GzipWriter(path) as out:
-                out.write(f"type,action,audience_id,ts,{identifier_type}\n".encode())
-                count = _copy_type(conn, out, segment, at, identifier_type, on_rows)
-            written.append(ExportedFile(path, identifier_type, count))
-        return written
+            os.replace(spooled, path)
+            files.append(ExportedFile(path, identifier_type, count))
+        return files
     finally:
+        shutil.rmtree(spool, ignore_errors=True)
         conn.rollback()  # read only: nothing to keep
+
+
+def _write_type(conn: Any, path: str, segment: str, at: datetime | None, identifier_type: str,
+                on_rows: Callable[[int], None]) -> int:
+    with _GzipWriter(path) as out:
+        out.write(f"type,action,audience_id,ts,{identifier_type}\n".encode())
+        return _copy_type(conn, out, segment, at, identifier_type, on_rows)
 
 
 class _GzipWriter:

@@ -59,6 +59,9 @@ def test_one_file_per_identifier_type_each_with_when_its_members_qualified(db_ur
         ["type", "action", "audience_id", "ts", "email"], ["passthrough", "qualify", "crm-vip", "1700000002", 'a,"b"@x']]
     out = capsys.readouterr().out
     assert f"{tmp_path / 'fs_user_id' / 'crm-vip.csv.gz'}: 2 members of vip (fs_user_id)" in out
+    # the files were spooled beside the output, then moved: nothing else is left
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "email", "email/crm-vip.csv.gz", "fs_user_id", "fs_user_id/crm-vip.csv.gz"]
 
 
 def test_the_round_trip_into_a_fresh_database_keeps_every_membership(db_url, make_database, migrated_template,
@@ -109,7 +112,9 @@ def test_more_than_a_page_of_one_type(db_url, tmp_path, monkeypatch):
     (["nope"], "audience 'nope' does not exist"),
     (["vip", "--at", "soon"], "--at: not a number of seconds since the Unix epoch: 'soon'"),
 ])
-def test_errors_are_one_line(db_url, capsys, args, message):
+def test_errors_are_one_line(db_url, capsys, args, message, tmp_path, monkeypatch):
     setup(db_url)
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["export", *args, "--database-url", db_url, "--quiet"]) == 1
     assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no file, no spool left behind
