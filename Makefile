@@ -99,7 +99,11 @@ $(BROWSER_STAMP): tests/browser/package-lock.json
 
 # Every loading path measured in one run on a fresh database (bench/run.py; results in docs/benchmarks.md).
 # Uses the server of PASSTHROUGH_DATABASE_URL when set, else a throwaway embedded PostgreSQL. BENCH_ARGS=--no-write
+# The HTTP rows are driven by wrk (Debian's package), installed here when missing.
 bench: venv sql
+	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk \
+	  || { apt-get update && apt-get install -y --no-install-recommends wrk; } \
+	  || echo "make bench: could not install wrk (apt-get install wrk); the HTTP rows will fail" >&2
 	$(VENV_PY) -m bench.run $(BENCH_ARGS)
 
 # ---------------------------------------------------------------- cleanup

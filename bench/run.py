@@ -2,8 +2,8 @@
 
     python -m bench.run [--events 1000000] [--users 200000] [--audiences 50] [--batch-size 100000]
                         [--naive-sample 20000] [--json-sample 0] [--http-sample 200000] [--http-clients 4]
-                        [--read-clients 4] [--read-warmup 3] [--read-seconds 10] [--export-members 1000000]
-                        [--no-write]
+                        [--read-clients 4] [--read-clients-many 64] [--read-warmup 3] [--read-seconds 10]
+                        [--export-members 1000000] [--no-write]
 
 The SQL `apply_events` rows send the same events as JSON arrays (`SELECT passthrough.apply_events(%s::jsonb)`,
 one transaction per batch; the JSON text is built before the clock starts): 5,000-event batches on one
@@ -16,8 +16,16 @@ report gives the second pass's cost over the first.
 
 After `passthrough load` has left the whole run's state in the database, the point reads define one audience
 per external id and ask "which of these 10 audiences is this customer in?" for random loaded users: raw SQL
-(`passthrough.customer_audiences`, prepared) and GraphQL (the SDK's query against `passthrough serve`), each from
---read-clients connections for --read-seconds after --read-warmup, with queries/s and p50/p99 latency.
+(`passthrough.customer_audiences`, prepared, Python threads) from --read-clients connections; then, driven by
+wrk (bench/wrk.py, bench/wrk.lua; installed from Debian's packages when missing), the floor (bench/floor.py: the
+SDK's body -> that one SQL call -> the same JSON, on uvicorn with uvloop + httptools and as many workers as
+`passthrough serve` runs) from --read-clients connections, and GraphQL (the SDK's query against a real
+`passthrough serve`, with `--workers 2` when it has that option) from --read-clients and --read-clients-many
+connections; each for --read-seconds after --read-warmup, with queries/s and p50/p99/p99.9 latency, and the read
+targets (GraphQL >= 80% of the floor with p99 <= 10 ms; more connections no slower).
+
+HTTP `POST /v3/events`: the first --http-sample events in 500-event bodies, each sent exactly once by wrk from
+--http-clients connections to a real `passthrough serve`; the state left must equal the model of those events.
 
 The database is a fresh embedded PostgreSQL 18 in a temp dir (durable defaults: fsync on), or, when
 $PASSTHROUGH_DATABASE_URL is set, a new database created on that server (dropped afterwards). The
@@ -48,6 +56,9 @@ from pathlib import Path
 
 import psycopg
 
+from bench.floor import READ_SQL
+from bench.wrk import WrkResult, ensure_wrk, measure, send_once, write_bodies
+from bench.wrk import server as wrk_server
 from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate, model_digest, model_snapshot_digest,
                         model_state, sql_digest, ts_text)
 from pyapp import migrate
@@ -476,18 +487,49 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def served(db: Database, log_dir: Path) -> Iterator[str]:
-    """A real `passthrough serve` (uvicorn) on a free port for the duration; yields its base URL. Its stderr goes
-    to a file (a pipe nobody reads would stall the server once full)."""
-    port = _free_port()
+SERVE_WORKERS = 2  # what served() asks `passthrough serve` for, when it has a --workers option
+
+
+def _passthrough_exe() -> str:
     exe = Path(sys.executable).with_name("passthrough")
+    return str(exe) if exe.exists() else "passthrough"
+
+
+_serve_help: list[str] = []
+
+
+def serve_workers() -> int:
+    """The worker processes served() runs `passthrough serve` with: SERVE_WORKERS when `passthrough serve` has a
+    --workers option (its --help says), else 1 (one process)."""
+    if not _serve_help:
+        proc = subprocess.run([_passthrough_exe(), "serve", "--help"], capture_output=True, text=True)
+        _serve_help.append(proc.stdout)
+    return SERVE_WORKERS if re.search(r"(^|\s)--workers\b", _serve_help[0]) else 1
+
+
+def uvicorn_engine() -> str:
+    """The event loop and HTTP parser uvicorn picks with its defaults (loop and http "auto") in this venv."""
+    from importlib.util import find_spec
+
+    return (f"{'uvloop' if find_spec('uvloop') else 'asyncio'} + "
+            f"{'httptools' if find_spec('httptools') else 'h11'}")
+
+
+@contextmanager
+def served(db: Database, log_dir: Path, about: dict | None = None) -> Iterator[str]:
+    """A real `passthrough serve` on a free port for the duration; yields its base URL. Its stderr goes to a
+    file (a pipe nobody reads would stall the server once full). With `--workers N` (serve_workers()) when the
+    command has that option. ``about``, when given, receives "engine" (as the server's log names it, with the
+    loop and parser uvicorn picks by default) and "workers"."""
+    port = _free_port()
     log_path = log_dir / f"serve-{port}.log"
+    workers = serve_workers()
+    cmd = [_passthrough_exe(), "serve", "--database-url", db.url, "--no-migrate", "--host", "127.0.0.1",
+           "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [str(exe) if exe.exists() else "passthrough", "serve", "--database-url", db.url, "--no-migrate",
-             "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=log)
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -507,6 +549,11 @@ def served(db: Database, log_dir: Path) -> Iterator[str]:
                 raise RuntimeError("passthrough serve did not start: " + (tail if server.poll() is not None
                                                                          else "timeout"))
             time.sleep(0.2)
+        if about is not None:
+            logged = log_path.read_text(errors="replace").lower()
+            engine = ("granian" if "granian" in logged else
+                      f"uvicorn, {uvicorn_engine()}" if "uvicorn" in logged else "engine unknown")
+            about.update(engine=engine, workers=workers)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
@@ -515,6 +562,10 @@ def served(db: Database, log_dir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def workers_text(n: int) -> str:
+    return f"{n} worker{'s' if n != 1 else ''}"
 
 
 def odp_events(events) -> list[dict]:
@@ -556,11 +607,13 @@ def sql_apply_events(db: Database, streams: list[list[str]]) -> float:
     return parallel(worker, streams)
 
 
-def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500) -> float | None:
-    """POST /v3/events with `batch`-event bodies from `clients` keep-alive connections to a real uvicorn
-    server (`passthrough serve`). None when the HTTP API is not there."""
+def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500, about: dict | None = None
+                ) -> float | None:
+    """POST /v3/events with `batch`-event bodies to a real `passthrough serve`, driven by wrk (1 thread,
+    `clients` keep-alive connections, bench/wrk.lua "once" mode): each body, a different slice of `events`, is
+    sent exactly once, so the state left must equal the model of `events`. Seconds from the first request to
+    the last answer (the bodies are built before); None when the HTTP API is not there."""
     try:
-        import httpx
         import orjson
 
         import pyapp.web.app  # noqa: F401
@@ -572,28 +625,18 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
         # private: public keys may not send passthrough events unless an operator allows it (the default)
         key = c.execute("SELECT passthrough.create_api_key(%s, 'private')", (f"bench-{uuid.uuid4().hex[:8]}",)
                         ).fetchone()[0]
-    bodies = [orjson.dumps(odp_events(events[i:i + batch])) for i in range(0, len(events), batch)]
-    with served(db, log_dir) as base:
-        shares = [bodies[i::clients] for i in range(clients)]
-
-        def worker(mine):
-            with httpx.Client(base_url=base, headers={"x-api-key": key, "content-type": "application/json"},
-                              timeout=60) as client:
-                for body in mine:
-                    response = client.post("/v3/events", content=body)
-                    if response.status_code != 202:
-                        raise RuntimeError(f"POST /v3/events: {response.status_code} {response.text[:300]}")
-
-        return parallel(worker, shares)
+    path = write_bodies([orjson.dumps(odp_events(events[i:i + batch])) for i in range(0, len(events), batch)],
+                        log_dir / "events-bodies.txt")
+    ensure_wrk()
+    with served(db, log_dir, about) as base:
+        return send_once(f"{base}/v3/events", path, clients, status=202, key=key).seconds
 
 
 # --------------------------------------------------------------------------- point reads
 
-# The question both read rows ask: which of these 10 audiences is this customer in? READ_SQL is the statement
-# the GraphQL facade runs for it (pyapp/web/graphql.py CUSTOMER_SQL); SDK_QUERY is what the Optimizely Python,
-# Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
-READ_SQL = ("SELECT name, state, description, is_ready, revision, size "
-            "FROM passthrough.customer_audiences(%s, %s, %s::text[])")
+# The question every read row asks: which of these 10 audiences is this customer in? READ_SQL (bench/floor.py) is
+# the statement the GraphQL facade runs for it (pyapp/web/graphql.py CUSTOMER_SQL); SDK_QUERY is what the
+# Optimizely Python, Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
 SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
 READ_POOL = 20_000  # distinct requests prepared before the clock starts, cycled by the clients
@@ -610,6 +653,14 @@ class ReadRow:
     p99_ms: float = 0.0
     note: str = ""
     measured: bool = True
+    p999_ms: float = 0.0
+    driver: str = "-"  # the load generator
+    kind: str = ""  # "sql", "floor", "graphql": what the targets compare
+
+    @classmethod
+    def from_wrk(cls, path: str, result: WrkResult, note: str, kind: str) -> ReadRow:
+        return cls(path, result.connections, result.requests, result.seconds, result.p50_ms, result.p99_ms, note,
+                   p999_ms=result.p999_ms, driver="wrk, 1 thread", kind=kind)
 
     @property
     def rate(self) -> float:
@@ -683,14 +734,18 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 def read_row(path: str, clients: int, result: tuple[int, float, list[float]], note: str = "") -> ReadRow:
     count, seconds, merged = result
-    return ReadRow(path, clients, count, seconds, percentile(merged, 50) * 1000, percentile(merged, 99) * 1000, note)
+    return ReadRow(path, clients, count, seconds, percentile(merged, 50) * 1000, percentile(merged, 99) * 1000, note,
+                   p999_ms=percentile(merged, 99.9) * 1000)
 
 
-def reads(db: Database, events, n_audiences: int, clients: int, warmup: float, seconds: float,
+def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmup: float, seconds: float,
           log_dir: Path) -> tuple[list[ReadRow], str]:
     """Point reads of "which of these 10 audiences is this customer in?" against the loaded state: raw SQL over
-    psycopg (prepared, autocommit), then GraphQL through a real `passthrough serve`. Defines one audience per
-    external id first, as an operator would. Returns the rows and a line describing what was asked."""
+    psycopg (prepared, autocommit, `clients` threads); then, driven by wrk, the floor (bench/floor.py, the same
+    SQL call behind a minimal endpoint) from `clients` connections and GraphQL through a real `passthrough serve`
+    from `clients` and from `many` connections. Defines one audience per external id first, as an operator
+    would. Every row's answers are checked against the model before its clock starts. Returns the rows and a
+    line describing what was asked."""
     import random
 
     names = [f"aud_{i:03d}" for i in range(n_audiences)]
@@ -712,8 +767,10 @@ def reads(db: Database, events, n_audiences: int, clients: int, warmup: float, s
     members = sum(1 for u in users if expected(u))
     described = (f"Reads: a fixed subset of {len(subset)} of the {n_audiences} audiences, users drawn at random from "
                  f"the {len(identifiers):,} loaded identifiers ({members / len(users):.0%} of them in at least one "
-                 f"of the 10); {clients} client connections each, {warmup:g} s warm-up, then {seconds:g} s "
-                 f"measured; latency is per request, at the client.")
+                 f"of the 10); each row {warmup:g} s warm-up, then {seconds:g} s measured. Raw SQL: Python threads, "
+                 f"one psycopg connection each, latency per request at the client. The HTTP rows: wrk (1 thread, "
+                 f"keep-alive connections, bench/wrk.lua cycling through the {READ_POOL:,} prepared SDK bodies), its "
+                 f"latency percentiles; wrk, the server and PostgreSQL share the {os.cpu_count()} CPUs.")
 
     def sql_client():
         conn = psycopg.connect(db.url, autocommit=True)
@@ -737,55 +794,100 @@ def reads(db: Database, events, n_audiences: int, clients: int, warmup: float, s
     sql_row = read_row(f"raw SQL point reads (`customer_audiences`, prepared, psycopg), {clients} connections",
                        clients, closed_loop(sql_client, users, clients, warmup, seconds),
                        f"answers = model ({READ_CHECKS} checked)")
+    sql_row.driver, sql_row.kind = f"Python, {clients} threads", "sql"
     rows = [sql_row]
 
-    graphql_path = "GraphQL `customer` query (uvicorn, `passthrough serve`), the SDK's query and variables"
-    try:
-        import orjson
+    import orjson
 
-        import pyapp.web.graphql  # noqa: F401
-    except ImportError as exc:
-        info(f"  GraphQL facade not available ({exc}); slot left empty")
-        rows.append(ReadRow(graphql_path, note="slot: GraphQL facade not available", measured=False))
-        return rows, described
     bodies = [orjson.dumps({"query": SDK_QUERY, "variables": {"userId": u, "audiences": subset}}) for u in users]
-    headers = {"content-type": "application/json", "x-api-key": key}
+    bodies_path = write_bodies(bodies, log_dir / "graphql-bodies.txt")
+    workers = serve_workers()
+    checked = f"answers = model ({READ_CHECKS} checked)"
+
+    def check(port: int, what: str, headers: dict) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for user, body in zip(users[:READ_CHECKS], bodies):
+                conn.request("POST", "/v3/graphql", body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200 or b'"errors"' in data:
+                    raise RuntimeError(f"POST /v3/graphql ({what}): {response.status} {data[:300]!r}")
+                edges = orjson.loads(data)["data"]["customer"]["audiences"]["edges"]
+                got = [e["node"]["name"] for e in edges if e["node"]["state"] == "qualified"]
+                if got != expected(user):
+                    raise SystemExit(f"FAILED: {what} for {user} answered {got}, the model says {expected(user)}")
+        finally:
+            conn.close()
+
+    floor_path = (f"floor: bench/floor.py, the SDK body -> the same one SQL call -> the same JSON (uvicorn, "
+                  f"{uvicorn_engine()}, {workers_text(workers)}; AsyncConnectionPool, orjson), {clients} connections")
     try:
-        with served(db, log_dir) as base:
-            port = int(base.rsplit(":", 1)[1])
-
-            def graphql_client():
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-                def ask(body: bytes) -> bytes:
-                    conn.request("POST", "/v3/graphql", body=body, headers=headers)
-                    response = conn.getresponse()
-                    data = response.read()
-                    if response.status != 200 or b'"errors"' in data:
-                        raise RuntimeError(f"POST /v3/graphql: {response.status} {data[:300]!r}")
-                    return data
-
-                return ask, conn.close
-
-            ask, close = graphql_client()
-            try:
-                for user, body in zip(users[:READ_CHECKS], bodies):
-                    edges = orjson.loads(ask(body))["data"]["customer"]["audiences"]["edges"]
-                    got = [e["node"]["name"] for e in edges if e["node"]["state"] == "qualified"]
-                    if got != expected(user):
-                        raise SystemExit(f"FAILED: GraphQL for {user} answered {got}, the model says {expected(user)}")
-            finally:
-                close()
-            info(f"  GraphQL customer queries, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
-            row = read_row(f"{graphql_path}, {clients} keep-alive connections", clients,
-                           closed_loop(graphql_client, bodies, clients, warmup, seconds),
-                           f"answers = model ({READ_CHECKS} checked); server and clients share the CPUs")
+        ensure_wrk()
+        port = _free_port()
+        cmd = [sys.executable, "-m", "bench.floor", "--database-url", db.url, "--port", str(port),
+               "--workers", str(workers)]
+        with wrk_server(cmd, log_dir, "floor", port=port) as base:
+            check(port, "the floor", {"content-type": "application/json"})
+            info(f"  floor (bench/floor.py), wrk, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
+            rows.append(ReadRow.from_wrk(floor_path, measure(f"{base}/v3/graphql", bodies_path, clients, warmup,
+                                                            seconds), checked + "; no API key check", "floor"))
     except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
         failed = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
         info(f"  {failed}")
-        row = ReadRow(graphql_path, note=failed, measured=False)
-    rows.append(row)
+        rows.append(ReadRow(floor_path, note=failed, measured=False, kind="floor"))
+
+    graphql_path = "GraphQL `customer` query, the SDK's query and variables (`passthrough serve`"
+    try:
+        import pyapp.web.graphql  # noqa: F401
+    except ImportError as exc:
+        info(f"  GraphQL facade not available ({exc}); slot left empty")
+        rows.append(ReadRow(graphql_path + ")", note="slot: GraphQL facade not available", measured=False,
+                            kind="graphql"))
+        return rows, described
+    about: dict = {}
+    try:
+        with served(db, log_dir, about) as base:
+            check(int(base.rsplit(":", 1)[1]), "GraphQL", {"content-type": "application/json", "x-api-key": key})
+            for connections in dict.fromkeys((clients, many)):
+                info(f"  GraphQL customer queries, wrk, {connections} connections, {warmup:g} s warm-up + "
+                     f"{seconds:g} s ...")
+                result = measure(f"{base}/v3/graphql", bodies_path, connections, warmup, seconds, key=key)
+                rows.append(ReadRow.from_wrk(
+                    f"{graphql_path}, {about['engine']}, {workers_text(about['workers'])}), {connections} connections",
+                    result, checked, "graphql"))
+    except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
+        failed = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        info(f"  {failed}")
+        rows.append(ReadRow(graphql_path + ")", note=failed, measured=False, kind="graphql"))
     return rows, described
+
+
+def read_targets(rows: list[ReadRow]) -> str:
+    """The read targets (issue 16): GraphQL at the first connection count >= 80% of the floor's queries/s with
+    p99 <= 10 ms; against raw SQL; the most connections' queries/s no lower than the fewest's."""
+    by = {r.kind: r for r in reversed(rows) if r.measured}  # the first measured row of each kind
+    floor, sql = by.get("floor"), by.get("sql")
+    graphql = [r for r in rows if r.kind == "graphql" and r.measured]
+    if not graphql:
+        return "Read targets: no GraphQL row was measured (NOT met)."
+    few, most = graphql[0], graphql[-1]
+    parts = []
+    if floor:
+        ratio = few.rate / floor.rate
+        parts.append(f"GraphQL at {few.clients} connections >= 80% of the floor's queries/s: **{ratio:.0%}** "
+                     f"({few.rate:,.0f} against {floor.rate:,.0f}; {'met' if ratio >= 0.8 else 'NOT met'})")
+    else:
+        parts.append("GraphQL against the floor: the floor row failed (NOT met)")
+    parts.append(f"p99 <= 10 ms: **{few.p99_ms:.2f} ms** ({'met' if few.p99_ms <= 10 else 'NOT met'})")
+    if sql:
+        parts.append(f"against raw SQL point reads ({sql.clients} connections): {few.rate / sql.rate:.0%}"
+                     + (f", the floor {floor.rate / sql.rate:.0%}" if floor else ""))
+    if most is not few:
+        parts.append(f"{most.clients} connections' queries/s no lower than {few.clients}'s: **{most.rate:,.0f}** "
+                     f"against {few.rate:,.0f} ({'met' if most.rate >= few.rate else 'NOT met'}); p99 at "
+                     f"{most.clients}: {most.p99_ms:.2f} ms")
+    return "Read targets: " + "; ".join(parts) + "."
 
 
 def write_ndjson(events, path: Path) -> None:
@@ -831,16 +933,19 @@ def export_table(rows: list[Row]) -> str:
 
 
 def read_table(rows: list[ReadRow]) -> str:
-    lines = ["| read | clients | queries | seconds | queries/s | p50 ms | p99 ms | vs raw SQL | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    base = rows[0].rate if rows and rows[0].measured else 0.0
+    lines = ["| read | load generator | connections | queries | seconds | queries/s | p50 ms | p99 ms | p99.9 ms | "
+             "vs raw SQL | vs floor | note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    base = next((r.rate for r in rows if r.kind == "sql" and r.measured), 0.0)
+    floor = next((r.rate for r in rows if r.kind == "floor" and r.measured), 0.0)
     for r in rows:
         if not r.measured:
-            lines.append(f"| {r.path} | - | - | - | - | - | - | - | {r.note} |")
+            lines.append(f"| {r.path} | - | - | - | - | - | - | - | - | - | - | {r.note} |")
             continue
         ratio = f"{r.rate / base:.1%}" if base else "-"
-        lines.append(f"| {r.path} | {r.clients} | {r.queries:,} | {r.seconds:.1f} | {r.rate:,.0f} | {r.p50_ms:.2f} | "
-                     f"{r.p99_ms:.2f} | {ratio} | {r.note} |")
+        to_floor = f"{r.rate / floor:.1%}" if floor and r.kind != "sql" else "-"
+        lines.append(f"| {r.path} | {r.driver} | {r.clients} | {r.queries:,} | {r.seconds:.1f} | {r.rate:,.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.p999_ms:.2f} | {ratio} | {to_floor} | {r.note} |")
     return "\n".join(lines)
 
 
@@ -860,9 +965,11 @@ def main(argv=None) -> int:
     ap.add_argument("--http-sample", type=int, default=200_000, help="events sent over HTTP (default: %(default)s)")
     ap.add_argument("--json-sample", type=int, default=JSON_SAMPLE, help="events each SQL `apply_events` row sends, "
                     "the first ones of the run; 0: all (default: %(default)s)")
-    ap.add_argument("--http-clients", type=int, default=4, help="HTTP client connections for POST /v3/events "
+    ap.add_argument("--http-clients", type=int, default=4, help="wrk connections for POST /v3/events "
                     "(default: %(default)s)")
     ap.add_argument("--read-clients", type=int, default=4, help="client connections for each point-read row "
+                    "(default: %(default)s)")
+    ap.add_argument("--read-clients-many", type=int, default=64, help="wrk connections of the second GraphQL row "
                     "(default: %(default)s)")
     ap.add_argument("--read-warmup", type=float, default=3.0, help="seconds of reads before each read row's clock "
                     "starts (default: %(default)s)")
@@ -978,24 +1085,27 @@ def main(argv=None) -> int:
         # The database now holds the whole run's state (= model): the point reads ask about it.
         info("point reads, 10-audience subset ...")
         read_started = time.perf_counter()
-        read_rows, read_described = reads(db, events, args.audiences, args.read_clients, args.read_warmup,
-                                          args.read_seconds, tmp)
+        read_rows, read_described = reads(db, events, args.audiences, args.read_clients, args.read_clients_many,
+                                          args.read_warmup, args.read_seconds, tmp)
         info(f"  point reads took {time.perf_counter() - read_started:.0f} s")
         sample = events[: args.http_sample]
-        info(f"HTTP POST /v3/events, {len(sample):,} events in 500-event batches, {args.http_clients} clients ...")
+        info(f"HTTP POST /v3/events, {len(sample):,} events in 500-event bodies, wrk, {args.http_clients} "
+             f"connections ...")
+        about: dict = {}
         try:
-            seconds = http_events(db, sample, args.http_clients, tmp)
+            seconds = http_events(db, sample, args.http_clients, tmp, about=about)
             failed = "slot: HTTP API not available"
         except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
             seconds, failed = None, f"failed: {type(exc).__name__}: {str(exc)[:200]}"
             info(f"  {failed}")
         if seconds is None:
-            rows.append(Row("HTTP `POST /v3/events`, 500-event batches", 0, 0, failed, measured=False))
+            http_row = Row("HTTP `POST /v3/events`, 500-event bodies, wrk", 0, 0, failed, measured=False)
         else:
-            r = Row(f"HTTP `POST /v3/events` (uvicorn, `passthrough serve`), 500-event batches, "
-                    f"{args.http_clients} client connections", len(sample), seconds)
-            r.note = check_state(db, model_digest(sample), r.path) + f"; first {len(sample):,} events"
-            rows.append(r)
+            http_row = Row(f"HTTP `POST /v3/events` (`passthrough serve`: {about['engine']}, "
+                           f"{workers_text(about['workers'])}), 500-event bodies, each sent once by wrk "
+                           f"(1 thread, {args.http_clients} connections)", len(sample), seconds)
+            http_row.note = check_state(db, model_digest(sample), http_row.path) + f"; first {len(sample):,} events"
+        rows.append(http_row)
         info(f"export of a {args.export_members:,}-member audience: raw COPY, SQL, CLI, HTTP ...")
         export_rows = exports(db, args.export_members, tmp)
     finally:
@@ -1013,7 +1123,11 @@ def main(argv=None) -> int:
         f"run: {bare2.rate / raw2.rate:.1%} of raw 2-stream COPY, {bare2.rate / naive_row.rate:,.0f}x naive; "
         f"the 2-writer bulk path runs at {bulk2.rate / bare2.rate:.0%} of its speed. "
         f"SQL `apply_events` with 5,000-event batches on 1 connection >= 67% of the 1-writer bulk path's "
-        f"events/s: **{json1.rate / bulk1.rate:.0%}** ({'met' if json1.rate / bulk1.rate >= 0.67 else 'NOT met'})."
+        f"events/s: **{json1.rate / bulk1.rate:.0%}** ({'met' if json1.rate / bulk1.rate >= 0.67 else 'NOT met'}). "
+        + (f"HTTP `POST /v3/events` (wrk) >= 50% of the 2-writer SQL bulk path's events/s: "
+           f"**{http_row.rate / bulk2.rate:.0%}** ({'met' if http_row.rate / bulk2.rate >= 0.5 else 'NOT met'})."
+           if http_row.measured else "HTTP `POST /v3/events` >= 50% of the 2-writer SQL bulk path: no measurement "
+           "(NOT met).")
     )
     def more(ratio: float) -> str:
         return f"{abs(ratio - 1):.1%} {'more' if ratio >= 1 else 'less'}"
@@ -1037,7 +1151,8 @@ def main(argv=None) -> int:
         f"{os.cpu_count()} CPUs, {platform.machine()}; load average {load_before[0]:.2f} before, "
         f"{load_after[0]:.2f} after; whole run {total:.0f} s. All ratios come from this one run."
     )
-    report = (f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n{read_described}\n\n"
+    report = (f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n"
+              f"{read_targets(read_rows)}\n\n{read_described}\n\n"
               f"{export_table(export_rows)}\n")
     print(report)
     if not args.no_write and DOCS.exists():
