@@ -738,6 +738,27 @@ def read_row(path: str, clients: int, result: tuple[int, float, list[float]], no
                    p999_ms=percentile(merged, 99.9) * 1000)
 
 
+def check_answers(port: int, what: str, headers: dict, users: list[str], bodies: list[bytes], expected) -> None:
+    """POSTs the SDK's GraphQL `bodies` (one per user) to 127.0.0.1:`port`/v3/graphql and compares each answer's
+    qualified audiences with expected(user); a wrong answer fails the run."""
+    import orjson
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for user, body in zip(users, bodies):
+            conn.request("POST", "/v3/graphql", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status != 200 or b'"errors"' in data:
+                raise RuntimeError(f"POST /v3/graphql ({what}): {response.status} {data[:300]!r}")
+            edges = orjson.loads(data)["data"]["customer"]["audiences"]["edges"]
+            got = [e["node"]["name"] for e in edges if e["node"]["state"] == "qualified"]
+            if got != expected(user):
+                raise SystemExit(f"FAILED: {what} for {user} answered {got}, the model says {expected(user)}")
+    finally:
+        conn.close()
+
+
 def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmup: float, seconds: float,
           log_dir: Path) -> tuple[list[ReadRow], str]:
     """Point reads of "which of these 10 audiences is this customer in?" against the loaded state: raw SQL over
@@ -805,20 +826,7 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
     checked = f"answers = model ({READ_CHECKS} checked)"
 
     def check(port: int, what: str, headers: dict) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            for user, body in zip(users[:READ_CHECKS], bodies):
-                conn.request("POST", "/v3/graphql", body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                if response.status != 200 or b'"errors"' in data:
-                    raise RuntimeError(f"POST /v3/graphql ({what}): {response.status} {data[:300]!r}")
-                edges = orjson.loads(data)["data"]["customer"]["audiences"]["edges"]
-                got = [e["node"]["name"] for e in edges if e["node"]["state"] == "qualified"]
-                if got != expected(user):
-                    raise SystemExit(f"FAILED: {what} for {user} answered {got}, the model says {expected(user)}")
-        finally:
-            conn.close()
+        check_answers(port, what, headers, users[:READ_CHECKS], bodies, expected)
 
     floor_path = (f"floor: bench/floor.py, the SDK body -> the same one SQL call -> the same JSON (uvicorn, "
                   f"{uvicorn_engine()}, {workers_text(workers)}; AsyncConnectionPool, orjson), {clients} connections")
