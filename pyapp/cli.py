@@ -95,7 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
-                          cors_private_origins=_origins(args.cors_private_origins), workers=args.workers)
+                          cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
+                          access_log=args.access_log)
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
@@ -118,7 +119,7 @@ def _origins(text: str) -> tuple[str, ...]:
 
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
-                  cors_private_origins: tuple[str, ...] = (), workers: int = 1) -> None:
+                  cors_private_origins: tuple[str, ...] = (), workers: int = 1, access_log: bool = False) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py)."""
     from pyapp import serving
     from pyapp.web import ApiConfig
@@ -127,7 +128,7 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins)
     config, sizing = serving.sized_config(url, config, workers)
     _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
-    serving.serve(url, host, port, config, workers)
+    serving.serve(url, host, port, config, workers, access_log)
 
 
 def run_sql(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=env("PASSTHROUGH_PORT", "8080"),
                        help="HTTP listen port (default: $PASSTHROUGH_PORT or 8080)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
+    serve.add_argument("--access-log", action="store_true", default=env("PASSTHROUGH_ACCESS_LOG", "") == "1",
+                       help="log a line per request (default: $PASSTHROUGH_ACCESS_LOG=1, else off)")
     serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS", str(default_workers())),
                        help="server processes sharing the port (default: $PASSTHROUGH_WORKERS or one per CPU, "
                        f"here {default_workers()})")

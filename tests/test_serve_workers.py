@@ -42,9 +42,13 @@ def test_two_workers_serve_events_graphql_revocation_and_one_webhook_delivery(db
         key = c.execute("SELECT passthrough.create_api_key('app', 'private')").fetchone()[0]
         c.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
     with serving(db_url, tmp_path, "--workers", "2") as base, connect(db_url, autocommit=True) as c:
-        # both workers are up: each has a pool, named after its process
-        workers = {name for (name,) in c.execute(
-            "SELECT DISTINCT application_name FROM pg_stat_activity WHERE application_name LIKE 'passthrough-http-%'")}
+        # both workers are up: each has a pool, named after its process (the second may still be starting)
+        deadline = time.monotonic() + 15
+        while len(workers := {name for (name,) in c.execute(
+                "SELECT DISTINCT application_name FROM pg_stat_activity"
+                " WHERE application_name LIKE 'passthrough-http-%'")}) < 2:
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.1)
         assert len(workers) == 2, workers
         for n in range(20):  # on new connections: both workers come to know the key
             assert fresh_connection_post(base, "/v3/events", key, [event(f"u{n}", 1_700_000_000 + n)]).status_code == 202
@@ -78,3 +82,12 @@ def test_two_workers_serve_events_graphql_revocation_and_one_webhook_delivery(db
 def test_the_pools_share_half_of_the_servers_connections(max_connections, reserved, workers, wanted, size):
     assert CONNECTIONS_BESIDES_POOL == 3
     assert pool_size_per_worker(max_connections, reserved, workers, wanted) == size
+
+
+@pytest.mark.parametrize("flag, logged", [((), False), (("--access-log",), True)])
+def test_a_line_per_request_only_when_asked(db_url, tmp_path, flag, logged):
+    with serving(db_url, tmp_path, "--workers", "1", *flag) as base:
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        time.sleep(0.2)
+    [log] = tmp_path.glob("serve-*.log")
+    assert ('"GET /healthz HTTP/1.1" 200' in log.read_text()) is logged
