@@ -57,7 +57,7 @@ from pathlib import Path
 import psycopg
 
 from bench.floor import READ_SQL
-from bench.wrk import WrkResult, ensure_wrk, measure, send_once, write_bodies
+from bench.wrk import WrkResult, ensure_wrk, measure, send_once, stop, wait_healthy, write_bodies
 from bench.wrk import server as wrk_server
 from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate, model_digest, model_snapshot_digest,
                         model_state, sql_digest, ts_text)
@@ -531,24 +531,9 @@ def served(db: Database, log_dir: Path, about: dict | None = None) -> Iterator[s
     with open(log_path, "wb") as log:
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            # /healthz, not /readyz: the database was migrated by this run; readyz would also compare it
-            # with pyapp/sql as it is now, which a concurrent `make sql` may have changed
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            try:
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            finally:
-                conn.close()
-            if time.monotonic() > deadline or server.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-500:]
-                raise RuntimeError("passthrough serve did not start: " + (tail if server.poll() is not None
-                                                                         else "timeout"))
-            time.sleep(0.2)
+        # /healthz, not /readyz: the database was migrated by this run; readyz would also compare it with
+        # pyapp/sql as it is now, which a concurrent `make sql` may have changed
+        wait_healthy(port, server, log_path, "passthrough serve", deadline_s=30)
         if about is not None:
             logged = log_path.read_text(errors="replace").lower()
             engine = ("granian" if "granian" in logged else
@@ -556,12 +541,7 @@ def served(db: Database, log_dir: Path, about: dict | None = None) -> Iterator[s
             about.update(engine=engine, workers=workers)
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def workers_text(n: int) -> str:

@@ -9,10 +9,11 @@ the functions directly).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
+
+from pyapp.background import BackgroundLoop
 
 log = logging.getLogger("passthrough.upkeep")
 
@@ -52,24 +53,15 @@ def _call(conn: Any, sql: str, arg: int) -> tuple:
     return tuple(row)
 
 
-class Upkeep:
+class Upkeep(BackgroundLoop):
     """Runs the sweeper every ``expire_every`` seconds and pruning every ``prune_every`` seconds."""
 
+    task_name = "passthrough-upkeep"
+
     def __init__(self, expire_every: float, prune_every: float) -> None:
+        super().__init__()
         self.expire_every = expire_every
         self.prune_every = prune_every
-        self._task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
-
-    async def start(self, pool: Any) -> None:
-        self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(pool), name="passthrough-upkeep")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._stopping.set()
-            await self._task
-            self._task = None
 
     async def _run(self, pool: Any) -> None:
         next_prune = time.monotonic()
@@ -94,7 +86,4 @@ class Upkeep:
                 last_error = message
             else:
                 last_error = None
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.expire_every)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(self.expire_every)

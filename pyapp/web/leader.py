@@ -12,12 +12,13 @@ again. Jobs that hold per-process state (the GraphQL schema's listener) are not 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import suppress
 from typing import Any, Protocol
 
 import psycopg
+
+from pyapp.background import BackgroundLoop
 
 log = logging.getLogger("passthrough.leader")
 
@@ -34,26 +35,17 @@ class Job(Protocol):
     async def close(self) -> None: ...
 
 
-class Leadership:
+class Leadership(BackgroundLoop):
     """Runs ``jobs`` (each with ``start(pool)`` and ``close()``) while this process holds the lock."""
 
+    task_name = "passthrough-leadership"
+
     def __init__(self, database_url: str, jobs: list[Job], retry: float = 5.0) -> None:
+        super().__init__()
         self.database_url = database_url
         self.jobs = jobs
         self.retry = retry
         self.leading = False
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-
-    async def start(self, pool: Any) -> None:
-        self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(pool), name="passthrough-leadership")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._stopping.set()
-            await self._task
-            self._task = None
 
     async def _run(self, pool: Any) -> None:
         last_error: str | None = None  # the same failure every few seconds is logged once
@@ -68,7 +60,7 @@ class Leadership:
                 message = f"{type(exc).__name__}: {exc}"
                 log.log(logging.DEBUG if message == last_error else logging.WARNING, "leadership: %s", message)
                 last_error = message
-            await self._pause()
+            await self._pause(self.retry)
 
     async def _try_lock(self, conn: psycopg.AsyncConnection) -> bool:
         # a connection that does not get the lock keeps trying, rather than connecting anew each time
@@ -76,7 +68,7 @@ class Leadership:
             cursor = await conn.execute(TRY_LOCK_SQL, LOCK_KEYS)
             if (await cursor.fetchone())[0]:
                 return True
-            await self._pause()
+            await self._pause(self.retry)
         return False
 
     async def _lead(self, conn: psycopg.AsyncConnection, pool: Any) -> None:
@@ -88,7 +80,7 @@ class Leadership:
                 await job.start(pool)
                 started.append(job)
             while not self._stopping.is_set():
-                await self._pause()
+                await self._pause(self.retry)
                 await conn.execute("SELECT 1")  # still holding the lock: the session is alive
         finally:
             self.leading = False
@@ -96,6 +88,3 @@ class Leadership:
                 with suppress(Exception):
                     await job.close()
 
-    async def _pause(self) -> None:
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self.retry)
