@@ -119,14 +119,18 @@ def _origins(text: str) -> tuple[str, ...]:
 
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
-                  cors_private_origins: tuple[str, ...] = (), workers: int = 1, access_log: bool = False) -> None:
+                  cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
+                  access_log: bool = False) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py)."""
     from pyapp import serving
     from pyapp.web import ApiConfig
 
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins)
-    config, sizing = serving.sized_config(url, config, workers)
+    try:
+        config, workers, sizing = serving.sized_config(url, config, workers)
+    except ValueError as exc:
+        raise CommandError(f"--workers: {exc}") from None
     _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
     serving.serve(url, host, port, config, workers, access_log)
 
@@ -298,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
     serve.add_argument("--access-log", action="store_true", default=env("PASSTHROUGH_ACCESS_LOG", "") == "1",
                        help="log a line per request (default: $PASSTHROUGH_ACCESS_LOG=1, else off)")
-    serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS", str(default_workers())),
-                       help="server processes sharing the port (default: $PASSTHROUGH_WORKERS or one per CPU, "
-                       f"here {default_workers()})")
+    serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS"),
+                       help="server processes sharing the port (default: $PASSTHROUGH_WORKERS, else one per CPU, "
+                       f"here {default_workers()}, as many as half of the server's max_connections allows)")
     serve.add_argument("--max-events", type=int, default=env("PASSTHROUGH_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)),
                        help=f"events per POST /v3/events (default: $PASSTHROUGH_MAX_EVENTS or {DEFAULT_MAX_EVENTS})")
     serve.add_argument("--max-body-bytes", type=int,

@@ -41,20 +41,34 @@ def pool_size_per_worker(max_connections: int, reserved: int, workers: int, want
     return max(1, min(wanted, budget))
 
 
-def sized_config(url: str, config: Any, workers: int) -> tuple[Any, str]:
-    """``config`` with its pool sized for ``workers`` workers on the server at ``url``; and a line saying so."""
+def max_workers(max_connections: int, reserved: int) -> int:
+    """How many workers fit within CONNECTION_SHARE of the server's connections, each with a pool of one; at
+    least 1."""
+    return max(1, int((max_connections - reserved) * CONNECTION_SHARE) // (1 + CONNECTIONS_BESIDES_POOL))
+
+
+def sized_config(url: str, config: Any, workers: int | None) -> tuple[Any, int, str]:
+    """``config`` with its pool sized for ``workers`` workers (None: one per CPU, as many as fit) on the server
+    at ``url``, the number of workers, and a line saying so. ValueError when ``workers`` do not fit."""
     from pyapp.db import connect
 
     with connect(url, autocommit=True) as conn:
         max_connections, reserved = (int(v) for v in conn.execute(
             "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')"
         ).fetchone())
+    fit = max_workers(max_connections, reserved)
+    if workers is None:
+        workers = min(default_workers(), fit)
+    elif workers > fit:
+        raise ValueError(f"{workers} workers need at least {workers * (1 + CONNECTIONS_BESIDES_POOL)} connections, "
+                         f"more than {CONNECTION_SHARE:.0%} of the {max_connections - reserved} the server allows "
+                         f"(max_connections less superuser_reserved_connections): at most {fit} workers here")
     size = pool_size_per_worker(max_connections, reserved, workers, config.pool_max_size)
     sized = dataclasses.replace(config, pool_max_size=size, pool_min_size=min(config.pool_min_size, size))
     plural = "s" if workers != 1 else ""
-    return sized, (f"{workers} worker{plural}, a pool of at most {size} connection{'s' if size != 1 else ''} each "
-                   f"(the server allows {max_connections}; all workers together use at most "
-                   f"{CONNECTION_SHARE:.0%} of them)")
+    return sized, workers, (
+        f"{workers} worker{plural}, a pool of at most {size} connection{'s' if size != 1 else ''} each "
+        f"(the server allows {max_connections}; all workers together use at most {CONNECTION_SHARE:.0%} of them)")
 
 
 def app_from_environment() -> Any:

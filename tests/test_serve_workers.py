@@ -11,7 +11,7 @@ from live_server import serving
 from test_webhooks import Receiver
 
 from pyapp.db import connect
-from pyapp.serving import CONNECTIONS_BESIDES_POOL, pool_size_per_worker
+from pyapp.serving import CONNECTIONS_BESIDES_POOL, max_workers, pool_size_per_worker
 
 SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
@@ -91,3 +91,15 @@ def test_a_line_per_request_only_when_asked(db_url, tmp_path, flag, logged):
         time.sleep(0.2)
     [log] = tmp_path.glob("serve-*.log")
     assert ('"GET /healthz HTTP/1.1" 200' in log.read_text()) is logged
+
+
+@pytest.mark.parametrize("max_connections, reserved, fit", [(100, 3, 12), (1000, 3, 124), (10, 3, 1)])
+def test_as_many_workers_as_half_of_the_connections_allow(max_connections, reserved, fit):
+    assert max_workers(max_connections, reserved) == fit  # 4 connections each at least: a pool of 1, 3 besides
+
+
+def test_more_workers_than_fit_is_refused_before_serving(db_url, capsys):
+    from pyapp import cli
+
+    assert cli.main(["serve", "--database-url", db_url, "--no-migrate", "--workers", "5000"]) == 1
+    assert "--workers: 5000 workers need at least 20000 connections" in capsys.readouterr().err
