@@ -103,3 +103,52 @@ def test_more_workers_than_fit_is_refused_before_serving(db_url, capsys):
 
     assert cli.main(["serve", "--database-url", db_url, "--no-migrate", "--workers", "5000"]) == 1
     assert "--workers: 5000 workers need at least 20000 connections" in capsys.readouterr().err
+
+
+def test_a_stop_lets_the_requests_in_flight_finish(db_url, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from live_server import free_port, readyz
+
+    with connect(db_url, autocommit=True) as c:
+        c.execute("SELECT passthrough.enable()")
+        key = c.execute("SELECT passthrough.create_api_key('app', 'private')").fetchone()[0]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--database-url", db_url, "--host",
+                                   "127.0.0.1", "--port", str(port), "--no-migrate", "--workers", "2"],
+                                  stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 30
+        while readyz(base) != 200:
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        answers: list[httpx.Response] = []
+        with connect(db_url) as blocker, connect(db_url, autocommit=True) as watcher:
+            blocker.execute("LOCK TABLE passthrough.memberships IN SHARE MODE")  # the writer waits inside its statement
+            request = threading.Thread(target=lambda: answers.append(
+                fresh_connection_post(base, "/v3/events", key, [event("u1", 1_700_000_000)])))
+            request.start()
+            deadline = time.monotonic() + 15
+            while not watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                      " AND application_name LIKE 'passthrough-http-%'").fetchone()[0]:
+                assert time.monotonic() < deadline, "the request never reached the database"
+                time.sleep(0.05)
+            server.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert server.poll() is None  # draining: the request is still in flight
+            blocker.rollback()  # the lock goes; the request finishes
+            request.join(timeout=15)
+        assert [a.status_code for a in answers] == [202]
+        assert server.wait(timeout=30) == 0
+        with connect(db_url) as c:
+            assert c.execute("SELECT count(*) FROM passthrough.events").fetchone() == (1,)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
