@@ -31,6 +31,7 @@ from pyapp.web.cors import RouteCors
 from pyapp.web.database import make_pool
 from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql import GraphQLFacade
+from pyapp.web.graphql_fast import GraphQLFastPath
 from pyapp.web.leader import Leadership
 from pyapp.web.responses import ApiError, error_response
 from pyapp.webhooks import Webhooks
@@ -93,7 +94,8 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
-        middleware=[Middleware(RefuseAmbiguousFraming),
+        # the SDKs' GraphQL query, when plain and known, is answered before the rest (graphql_fast.py)
+        middleware=[Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
                     Middleware(RouteCors, public_origins=config.cors_origins,
                                private_origins=config.cors_private_origins)],
         lifespan=lifespan,

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from starlette.requests import Request
@@ -100,9 +101,14 @@ class KnownKeys:
 
 
 def known_keys(request: Request) -> KnownKeys:
-    keys = getattr(request.app.state, "known_keys", None)
+    return app_known_keys(request.app)
+
+
+def app_known_keys(app: Any) -> KnownKeys:
+    """The keys the worker running ``app`` has found valid."""
+    keys = getattr(app.state, "known_keys", None)
     if keys is None:
-        keys = request.app.state.known_keys = KnownKeys()
+        keys = app.state.known_keys = KnownKeys()
     return keys
 
 
