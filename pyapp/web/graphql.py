@@ -31,7 +31,8 @@ Every error has ``message``, ``locations`` (possibly empty), ``path`` when it be
 GraphQL errors are HTTP 200; a missing or unknown key 401 (any valid key may read), a malformed
 request 400/413, the database unavailable 503 with Retry-After. A key this worker has found valid before
 is checked by the request's first statement rather than by one of its own (``Context.key_gate``,
-pyapp/web/auth.py): the SDKs' customer query costs one round trip.
+pyapp/web/auth.py): the SDKs' customer query costs one round trip. That query, when plain and its text known,
+is answered in front of the framework (pyapp/web/graphql_fast.py), with the same bytes.
 
 Each distinct query text is parsed, measured against ``GraphQLLimits`` and validated once per
 schema; the outcome is kept in an LRU cache.
