@@ -124,7 +124,8 @@ def test_the_browser_sdk_in_chromium_qualifies_and_disqualifies_across_origins(
         conn.execute("SELECT passthrough.create_audience(%s, %s)", (segment, external_id))
     public_key = create_key(conn, "web", "public")
 
-    with serving(db_url, tmp_path, "--cors-origins", site) as server:
+    # --access-log: the preflights are checked in the server's log
+    with serving(db_url, tmp_path, "--cors-origins", site, "--access-log") as server:
         assert site != server  # two origins: the SDK's calls are cross-origin
         page = browser.new_page()
         requests: list[Request] = []

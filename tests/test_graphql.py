@@ -187,6 +187,7 @@ def field_args(data: dict[str, Any], field_name: str, *, type_: str = "Query") -
 
 def test_customer_has_one_nullable_string_argument_per_identifier_type(conn, own_app):
     conn.execute("SELECT passthrough.add_identifier_type('phone', false)")  # low confidence too: an argument
+    wait_for(lambda: "phone" in (own_app.facade.identifier_types or ()))  # the NOTIFY reached the app
     data = own_app.ok(INTROSPECT_ARGS)
     string = {"kind": "SCALAR", "name": "String", "ofType": None}
     assert field_args(data, "customer") == {
