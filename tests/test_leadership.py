@@ -48,7 +48,7 @@ def test_one_of_two_servers_runs_the_jobs_and_the_other_takes_over(conn, db_url)
         (first, second)[leader].close()  # the leader stops: its session, and the lock, end
         other = clients[1 - leader]
         wait_for(lambda: other.app.state.leadership.leading, seconds=5)
-        assert running_jobs(other) == 2
+        assert running_jobs(other) == 2  # leading means every job runs
 
 
 def test_two_servers_deliver_each_change_once(conn, db_url, receiver):

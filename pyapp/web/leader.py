@@ -74,11 +74,11 @@ class Leadership(BackgroundLoop):
     async def _lead(self, conn: psycopg.AsyncConnection, pool: Any) -> None:
         log.info("this worker runs the background jobs (expiry, retention, webhooks)")
         started: list[Job] = []
-        self.leading = True
         try:
             for job in self.jobs:
                 await job.start(pool)
                 started.append(job)
+            self.leading = True  # once every job runs
             while not self._stopping.is_set():
                 await self._pause(self.retry)
                 await conn.execute("SELECT 1")  # still holding the lock: the session is alive
