@@ -633,8 +633,7 @@ class GraphQLFacade:
             if report.status >= 500 and report.status != 503:
                 log.error("GraphQL request failed", exc_info=exc)
             return _request_error(report.status, report.code.upper(), report.message)
-        # the JavaScript SDK's literal query is read without parsing it; any other is parsed once per text
-        plan = literal_plan(query, state.identifier_types) if self.compiled else None
+        plan = self.known_plan(query)  # no parsing: the JavaScript SDK's literal form, or a text seen before
         prepared = None
         if plan is None:
             prepared = state.prepare(query, self.limits)
@@ -645,11 +644,11 @@ class GraphQLFacade:
         try:
             data = None
             if plan is not None:
-                data = await self._run_plan(plan, context, variables, operation_name)
+                data = await self.run_plan(plan, context, variables, operation_name)
             if data is not None:
                 result = ExecutionResult(data)
             else:
-                if prepared is None:  # literal_plan reads only what parses and validates
+                if prepared is None:  # known_plan found only a text that parses and validates
                     prepared = state.prepare(query, self.limits)
                 result = execute(
                     state.graphql_schema,
@@ -683,8 +682,20 @@ class GraphQLFacade:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         return JSONResponse(body, status_code=status, headers=headers)
 
-    async def _run_plan(self, plan: Plan, context: Context, variables: dict[str, Any] | None,
-                        operation_name: str | None) -> dict[str, Any] | None:
+    def known_plan(self, query: str) -> Plan | None:
+        """The compiled plan of ``query`` found without parsing it: the JavaScript SDK's literal form, or a
+        text prepared before. None otherwise, with compiled plans off, or before the schema is built."""
+        state = self._state
+        if not self.compiled or state is None:
+            return None
+        plan = literal_plan(query, state.identifier_types)
+        if plan is None:
+            prepared = state.cache.get(query)
+            plan = prepared.plan if prepared is not None else None
+        return plan
+
+    async def run_plan(self, plan: Plan, context: Context, variables: dict[str, Any] | None,
+                       operation_name: str | None) -> dict[str, Any] | None:
         """The query's ``data`` through its compiled plan (graphql_plan.py), or None: the executor answers
         (another variable value, or any error: the executor meets it again and reports it as always)."""
         arguments = plan.arguments(variables, operation_name)

@@ -13,15 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import psycopg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyapp.web.auth import Scope as KeyScope
 from pyapp.web.auth import app_known_keys, key_hash
-from pyapp.web.graphql import CUSTOMER_SQL, GRAPHQL_PATH, Context, GraphQLFacade
-from pyapp.web.graphql_plan import literal_plan
+from pyapp.web.graphql import GRAPHQL_PATH, Context, GraphQLFacade
+from pyapp.web.responses import JSONResponse
 
-JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE  # as pyapp/web/responses.py's JSONResponse
 
 
 class GraphQLFastPath:
@@ -29,11 +27,11 @@ class GraphQLFastPath:
         self.app = app
         self.facade = facade
         # what pyapp/web/cors.py's policy adds to an answer to a request without Origin (none without a policy)
-        self.extra_headers = [(b"vary", b"Origin")] if vary_origin else []
+        self.extra_headers = [("vary", "Origin")] if vary_origin else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != GRAPHQL_PATH
-                or not self.facade.compiled or self.facade._state is None):
+                or not self.facade.compiled):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -55,13 +53,10 @@ class GraphQLFastPath:
         if answer is None:
             await self.app(scope, _replay(body, complete, message, receive), send)
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json"),
-            *self.extra_headers]})
-        await send({"type": "http.response.body", "body": answer})
+        await answer(scope, receive, send)
 
-    async def _answer(self, app: Any, body: bytes, digest: bytes) -> bytes | None:
-        """The response body, or None: the app answers (after this, nothing has been sent)."""
+    async def _answer(self, app: Any, body: bytes, digest: bytes) -> JSONResponse | None:
+        """The response, or None: the app answers (after this, nothing has been sent)."""
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -72,23 +67,20 @@ class GraphQLFastPath:
         if (not isinstance(query, str) or not (variables is None or isinstance(variables, dict))
                 or not (operation_name is None or isinstance(operation_name, str))):
             return None
-        state = self.facade._state
-        plan = literal_plan(query, state.identifier_types)
+        plan = self.facade.known_plan(query)
         if plan is None:
-            prepared = state.cache.get(query)  # only a text the facade has parsed and validated before
-            plan = prepared.plan if prepared is not None else None
-        arguments = plan.arguments(variables, operation_name) if plan is not None else None
-        if arguments is None:
             return None
         context = Context(app.state.pool, self.facade.limits, key_gate=digest)
         try:
-            rows = await context.fetchall(CUSTOMER_SQL, arguments)
-        except psycopg.Error:
-            return None  # the app meets the error again (a refused key included) and answers it
+            data = await self.facade.run_plan(plan, context, variables, operation_name)
         finally:
             await context.close()
-        self.facade.compiled_answers += 1
-        return orjson.dumps({"data": plan.data(rows)}, option=JSON_OPTIONS)
+        if data is None:
+            return None  # the app meets the error again (a refused key included) and answers it
+        response = JSONResponse({"data": data})  # the facade's answer: the same body and headers
+        for name, value in self.extra_headers:
+            response.headers.append(name, value)
+        return response
 
 
 async def _read_body(receive: Receive, declared: int) -> tuple[bytes, bool, Message | None]:
