@@ -124,12 +124,14 @@ async def checked_key(request: Request, required: Scope) -> CheckedKey:
     return CheckedKey(digest, scope, verified=True)
 
 
-def key_refused(request: Request, key: CheckedKey, exc: BaseException) -> bool:
-    """Whether ``exc`` is the database refusing ``key`` (then it is forgotten, and the error is the answer)."""
-    if isinstance(exc, psycopg.Error) and exc.sqlstate in KEY_REFUSED_SQLSTATES:
-        known_keys(request).forget(key.hash)
-        return True
-    return False
+def key_refused(request: Request, digest: bytes, exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing the key whose hash is ``digest`` (PT037/PT038: the error is
+    the answer). An unknown or revoked key (PT037) is forgotten; one of too narrow a scope stays known."""
+    if not isinstance(exc, psycopg.Error) or exc.sqlstate not in KEY_REFUSED_SQLSTATES:
+        return False
+    if exc.sqlstate == "PT037":
+        known_keys(request).forget(digest)
+    return True
 
 
 def _presented_key(request: Request) -> str:
@@ -160,6 +162,5 @@ async def authorized_connection(
             known_keys(request).remember(digest, scope)
             yield conn, scope
     except psycopg.Error as exc:
-        if exc.sqlstate == "PT037":  # unknown or revoked: not a key to remember
-            known_keys(request).forget(digest)
+        key_refused(request, digest, exc)  # unknown or revoked: not a key to remember
         raise

@@ -40,7 +40,7 @@ async def post_events(request: Request) -> JSONResponse:
     try:
         accepted, ignored, changed = await run_statement(request, apply)
     except psycopg.Error as exc:
-        key_refused(request, key, exc)  # revoked since this worker last saw it: forgotten, and the answer
+        key_refused(request, key.hash, exc)  # revoked since this worker last saw it: forgotten, and the answer
         raise
     # run_statement has returned without an error: the batch is committed.
     return accepted_response(accepted=accepted, ignored=ignored, changed=changed)

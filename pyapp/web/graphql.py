@@ -63,7 +63,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from pyapp import epoch, errors
 from pyapp.web import database
-from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES, Scope, checked_key, known_keys
+from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES, Scope, checked_key, key_refused
 from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.graphql_ide import GRAPHIQL_HTML
@@ -668,7 +668,7 @@ class GraphQLFacade:
             await context.close()  # the connection goes back to the pool before the answer is sent
         if context.key_refused is not None:  # revoked since this worker last saw it: as if checked first
             if key_gate is not None:
-                known_keys(request).forget(key_gate)
+                key_refused(request, key_gate, context.key_refused)
             report = errors.report(context.key_refused)
             return _request_error(report.status, report.code.upper(), report.message)
         body: dict[str, Any] = {}
