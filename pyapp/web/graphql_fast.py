@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pyapp.web.auth import Scope as KeyScope
 from pyapp.web.auth import app_known_keys, key_hash
 from pyapp.web.graphql import GRAPHQL_PATH, Context, GraphQLFacade
-from pyapp.web.responses import JSONResponse
+from pyapp.web.responses import json_bytes
 
 
 
@@ -27,7 +27,7 @@ class GraphQLFastPath:
         self.app = app
         self.facade = facade
         # what pyapp/web/cors.py's policy adds to an answer to a request without Origin (none without a policy)
-        self.extra_headers = [("vary", "Origin")] if vary_origin else []
+        self.extra_headers = [(b"vary", b"Origin")] if vary_origin else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != GRAPHQL_PATH
@@ -53,10 +53,14 @@ class GraphQLFastPath:
         if answer is None:
             await self.app(scope, _replay(body, complete, message, receive), send)
             return
-        await answer(scope, receive, send)
+        # the headers of the facade's JSONResponse, in its order, and the CORS policy's
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json"),
+            *self.extra_headers]})
+        await send({"type": "http.response.body", "body": answer})
 
-    async def _answer(self, app: Any, body: bytes, digest: bytes) -> JSONResponse | None:
-        """The response, or None: the app answers (after this, nothing has been sent)."""
+    async def _answer(self, app: Any, body: bytes, digest: bytes) -> bytes | None:
+        """The response body, or None: the app answers (after this, nothing has been sent)."""
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -77,10 +81,7 @@ class GraphQLFastPath:
             await context.close()
         if data is None:
             return None  # the app meets the error again (a refused key included) and answers it
-        response = JSONResponse({"data": data})  # the facade's answer: the same body and headers
-        for name, value in self.extra_headers:
-            response.headers.append(name, value)
-        return response
+        return json_bytes({"data": data})  # the facade's JSONResponse body
 
 
 async def _read_body(receive: Receive, declared: int) -> tuple[bytes, bool, Message | None]:

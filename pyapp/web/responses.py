@@ -27,12 +27,17 @@ from pyapp.errors import ErrorReport
 RETRY_AFTER_SECONDS = 1
 
 
+def json_bytes(content: Any) -> bytes:
+    """The API's JSON encoding of ``content``: orjson, UTC as Z, and a trailing newline, which keeps curl's
+    output off the shell prompt."""
+    return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
+
+
 class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        # the trailing newline keeps curl output off the shell prompt
-        return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
+        return json_bytes(content)
 
 
 class ApiError(Exception):
