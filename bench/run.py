@@ -57,7 +57,7 @@ from pathlib import Path
 import psycopg
 
 from bench.floor import READ_SQL
-from bench.wrk import WrkResult, ensure_wrk, measure, send_once, stop, wait_healthy, write_bodies
+from bench.wrk import Target, WrkResult, ensure_wrk, interleaved, measure, send_once, stop, wait_healthy, write_bodies
 from bench.wrk import server as wrk_server
 from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate, model_digest, model_snapshot_digest,
                         model_state, sql_digest, ts_text)
@@ -621,6 +621,8 @@ SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id:
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
 READ_POOL = 20_000  # distinct requests prepared before the clock starts, cycled by the clients
 READ_CHECKS = 200  # requests whose answers are compared with the model before timing
+READ_WINDOW = 2.0  # seconds of each turn when the floor and GraphQL are measured in turns
+TURNS = f"measured in turns with the other HTTP read rows ({READ_WINDOW:g} s windows)"
 
 
 @dataclass
@@ -810,21 +812,6 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
 
     floor_path = (f"floor: bench/floor.py, the SDK body -> the same one SQL call -> the same JSON (uvicorn, "
                   f"{uvicorn_engine()}, {workers_text(workers)}; AsyncConnectionPool, orjson), {clients} connections")
-    try:
-        ensure_wrk()
-        port = _free_port()
-        cmd = [sys.executable, "-m", "bench.floor", "--database-url", db.url, "--port", str(port),
-               "--workers", str(workers)]
-        with wrk_server(cmd, log_dir, "floor", port=port) as base:
-            check(port, "the floor", {"content-type": "application/json"})
-            info(f"  floor (bench/floor.py), wrk, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
-            rows.append(ReadRow.from_wrk(floor_path, measure(f"{base}/v3/graphql", bodies_path, clients, warmup,
-                                                            seconds), checked + "; no API key check", "floor"))
-    except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
-        failed = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-        info(f"  {failed}")
-        rows.append(ReadRow(floor_path, note=failed, measured=False, kind="floor"))
-
     graphql_path = "GraphQL `customer` query, the SDK's query and variables (`passthrough serve`"
     try:
         import pyapp.web.graphql  # noqa: F401
@@ -833,21 +820,36 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
         rows.append(ReadRow(graphql_path + ")", note="slot: GraphQL facade not available", measured=False,
                             kind="graphql"))
         return rows, described
+    # The floor and GraphQL (at `clients` and at `many` connections) are measured in turns (bench/wrk.py
+    # interleaved): the targets are ratios between these rows, and on a shared machine rows measured one after
+    # the other compare two different minutes.
     about: dict = {}
     try:
-        with served(db, log_dir, about) as base:
+        ensure_wrk()
+        port = _free_port()
+        cmd = [sys.executable, "-m", "bench.floor", "--database-url", db.url, "--port", str(port),
+               "--workers", str(workers)]
+        with wrk_server(cmd, log_dir, "floor", port=port) as floor_base, served(db, log_dir, about) as base:
+            check(port, "the floor", {"content-type": "application/json"})
             check(int(base.rsplit(":", 1)[1]), "GraphQL", {"content-type": "application/json", "x-api-key": key})
-            for connections in dict.fromkeys((clients, many)):
-                info(f"  GraphQL customer queries, wrk, {connections} connections, {warmup:g} s warm-up + "
-                     f"{seconds:g} s ...")
-                result = measure(f"{base}/v3/graphql", bodies_path, connections, warmup, seconds, key=key)
+            counts = list(dict.fromkeys((clients, many)))
+            info(f"  the floor (bench/floor.py, {clients} connections) and GraphQL customer queries "
+                 f"({' and '.join(map(str, counts))} connections) in turns, wrk, {warmup:g} s warm-up each + "
+                 f"{seconds:g} s each in {READ_WINDOW:g} s windows ...")
+            floor_result, *graphql_results = interleaved(
+                [Target(f"{floor_base}/v3/graphql", clients), *(Target(f"{base}/v3/graphql", n, key) for n in counts)],
+                bodies_path, warmup, seconds, READ_WINDOW)
+            rows.append(ReadRow.from_wrk(floor_path, floor_result, f"{checked}; no API key check; {TURNS}", "floor"))
+            for connections, result in zip(counts, graphql_results):
                 rows.append(ReadRow.from_wrk(
                     f"{graphql_path}, {about['engine']}, {workers_text(about['workers'])}), {connections} connections",
-                    result, checked, "graphql"))
+                    result, f"{checked}; {TURNS}", "graphql"))
     except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
         failed = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
         info(f"  {failed}")
-        rows.append(ReadRow(graphql_path + ")", note=failed, measured=False, kind="graphql"))
+        for path, kind in ((floor_path, "floor"), (graphql_path + ")", "graphql")):
+            if not any(r.kind == kind for r in rows):
+                rows.append(ReadRow(path, note=failed, measured=False, kind=kind))
     return rows, described
 
 

@@ -106,6 +106,45 @@ def measure(url: str, bodies: Path, connections: int, warmup: float, seconds: fl
     return result
 
 
+@dataclass
+class Target:
+    url: str
+    connections: int
+    key: str | None = None
+
+
+def interleaved(targets: Sequence[Target], bodies: Path, warmup: float, seconds: float, window: float = 2.0
+                ) -> list[WrkResult]:
+    """The same measurement as measure() for several servers at once, taken in turns: a warm-up of each, then
+    windows of `window` seconds, one per target in turn, until each has had `seconds`. A ratio between two
+    targets then compares the same minutes of a shared, noisy machine, not a quiet minute with a busy one.
+    Each target's result sums its windows' answers and seconds; p50 is the median of its windows' p50, p99,
+    p99.9 and max the worst window's (never better than one window measured alone). Fails on any bad answer."""
+    for target in targets:
+        if warmup > 0:
+            run_wrk(target.url, bodies, target.connections, warmup, key=target.key)
+    rounds = max(1, round(seconds / window))
+    windows: list[list[WrkResult]] = [[] for _ in targets]
+    for _ in range(rounds):
+        for target, done in zip(targets, windows):
+            result = run_wrk(target.url, bodies, target.connections, seconds / rounds, key=target.key)
+            if result.bad or result.socket_errors or not result.requests:
+                raise RuntimeError(f"wrk against {target.url}: {result.requests} good answers, {result.bad} bad, "
+                                   f"{result.socket_errors} socket errors/timeouts")
+            done.append(result)
+    return [_combined(done) for done in windows]
+
+
+def _combined(results: Sequence[WrkResult]) -> WrkResult:
+    p50s = sorted(r.p50_ms for r in results)
+    return WrkResult(
+        connections=results[0].connections, requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results), bad=sum(r.bad for r in results),
+        socket_errors=sum(r.socket_errors for r in results), p50_ms=p50s[len(p50s) // 2],
+        p99_ms=max(r.p99_ms for r in results), p999_ms=max(r.p999_ms for r in results),
+        max_ms=max(r.max_ms for r in results), all_requests=sum(r.all_requests for r in results))
+
+
 def send_once(url: str, bodies: Path, connections: int, *, status: int, key: str | None = None,
               cap_seconds: float | None = None, timeout: float = 60.0) -> WrkResult:
     """Every body in `bodies` POSTed exactly once over `connections` connections (bench/wrk.lua's "once" mode);
