@@ -201,11 +201,15 @@ class Database:
 # --------------------------------------------------------------------------- measurements
 
 
-def payloads(events, writers: int, batch_size: int) -> list[list[bytes]]:
-    """COPY payloads per writer, rows routed by identifier; each payload is one batch."""
+def payloads(events, writers: int, batch_size: int, bad_every: int = 0) -> list[list[bytes]]:
+    """COPY payloads per writer, rows routed by identifier; each payload is one batch. With ``bad_every``, every
+    bad_every-th row has an action no event may have (the writer rejects it; bad_rows() lists them)."""
     per: list[list[str]] = [[] for _ in range(writers)]
     for n, (identifier, audience, qualified, ts) in enumerate(events, 1):
-        row = StagedRow(type="passthrough", action="qualify" if qualified else "disqualify",
+        action = "qualify" if qualified else "disqualify"
+        if bad_every and n % bad_every == 0:
+            action = "requalify"
+        row = StagedRow(type="passthrough", action=action,
                         identifier_type="fs_user_id", identifier=identifier, audience_id=audience,
                         ts=ts_text(ts))
         per[route(identifier, writers)].append(format_row(n, row))
@@ -277,9 +281,11 @@ def backend_cpu(conn) -> float | None:
         return None
 
 
-def bulk(db: Database, streams: list[list[bytes]], fresh: bool = True, cpu: list | None = None) -> float:
+def bulk(db: Database, streams: list[list[bytes]], fresh: bool = True, cpu: list | None = None,
+         rejects: bool = False) -> float:
     """The SQL bulk path, one writer connection per stream; from the empty state unless ``fresh`` is false
-    (then into whatever the database holds). ``cpu``, when given, receives each writer backend's CPU seconds
+    (then into whatever the database holds). With ``rejects``, invalid rows are set aside and the rest applied
+    (as `passthrough load` does), else a batch with one is refused. ``cpu``, when given, receives each writer backend's CPU seconds
     (None when unknown): steadier than the clock on a shared machine."""
     if fresh:
         db.reset()
@@ -291,7 +297,7 @@ def bulk(db: Database, streams: list[list[bytes]], fresh: bool = True, cpu: list
         with connect(db.url) as conn:
             started = backend_cpu(conn) if cpu is not None else None
             for payload in batches:
-                load_rows(conn, payload, source="bench", register_audiences=True)
+                load_rows(conn, payload, source="bench", register_audiences=True, rejects=rejects)
                 conn.commit()
             if cpu is not None:
                 ended = backend_cpu(conn)
@@ -619,6 +625,7 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
 # Optimizely Python, Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
 SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
+BAD_EVERY = 1000  # the bulk row with invalid rows: 0.1% of them
 READ_POOL = 20_000  # distinct requests prepared before the clock starts, cycled by the clients
 READ_CHECKS = 200  # requests whose answers are compared with the model before timing
 READ_WINDOW = 2.0  # seconds of each turn when the floor and GraphQL are measured in turns
@@ -853,6 +860,89 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
     return rows, described
 
 
+# Reads of the past (issue 20: every change to the writer keeps these as fast or faster). Each is a
+# prepared statement asked back to back over psycopg, like the raw SQL point reads, on the whole run's state.
+PAST_AT_FRACTION = 0.5  # T of the `at:` reads: the middle of the generated stream's event time
+
+
+def past_reads(db: Database, events, subset: list[str], clients: int, warmup: float, seconds: float
+               ) -> tuple[list[ReadRow], str]:
+    """One customer's history, a customer `at:` read, an audience's size at an instant and `size_history` over a
+    day, each checked against bench/data.py's model first. Returns the rows and a line saying what was asked."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    first, last = min(e[3] for e in events), max(e[3] for e in events)
+    at_us = first + int((last - first) * PAST_AT_FRACTION)
+    at = datetime.fromtimestamp(at_us / 1e6, timezone.utc)
+    day_from = datetime.fromtimestamp(first // 86_400_000_000 * 86_400, timezone.utc)
+    state_at = model_state([e for e in events if e[3] <= at_us])
+    state_now = model_state(events)
+    rng = random.Random(11)
+    identifiers = sorted({identifier for identifier, _, _, _ in events})
+    users = [rng.choice(identifiers) for _ in range(READ_POOL)]
+    audiences = [rng.choice(subset) for _ in range(READ_POOL)]
+    pairs = {}  # events per (user, audience), for the history rows' checks
+    for identifier, audience, _, _ in events:
+        pairs[(identifier, audience)] = pairs.get((identifier, audience), 0) + 1
+    history_pairs = [p for p in pairs if p[1] in subset]
+    history_asks = [rng.choice(history_pairs) for _ in range(READ_POOL)]
+
+    def size(state, audience: str) -> int:
+        return sum(1 for (_, a), (_, q) in state.items() if a == audience and q)
+
+    sizes_at = {a: size(state_at, a) for a in subset}
+    sizes_now = {a: size(state_now, a) for a in subset}
+    per_audience = sum(1 for e in events if e[1] in sizes_now) // len(subset)
+    asks = [
+        ("one customer's history in one audience (`membership_history`)",
+         "SELECT count(*), bool_or(changed) FROM passthrough.membership_history('fs_user_id', %s, %s)",
+         history_asks, lambda a: a,
+         lambda a, r: r[0][0] == pairs[a]),  # every logged event, repeats included
+        ("a customer `at:` read, 10-audience subset, no sizes (`customer_audiences_at`)",
+         "SELECT name FROM passthrough.customer_audiences_at('fs_user_id', %s, %s::text[], %s, false)",
+         users, lambda u: (u, subset, at),
+         lambda u, r: [x[0] for x in r] == [a for a in subset if state_at.get((u, a), (0, False))[1]]),
+        ("an audience's size at an instant (`audience_size_at`)",
+         "SELECT passthrough.audience_size_at(%s, %s)", audiences, lambda a: (a, at),
+         lambda a, r: r[0][0] == sizes_at[a]),
+        ("`size_history` over a day, hourly buckets (`audience_size_history`)",
+         "SELECT size_at_end FROM passthrough.audience_size_history(%s, %s, %s, 'hour') ORDER BY bucket_start",
+         audiences, lambda a: (a, day_from, day_from + timedelta(days=1)),
+         lambda a, r: len(r) == 24 and r[-1][0] == sizes_now[a]),
+    ]
+    rows = []
+    for what, sql, requests, params, correct in asks:
+        def client(sql=sql, params=params):
+            conn = psycopg.connect(db.url, autocommit=True)
+            cur = conn.cursor()
+
+            def ask(request):
+                cur.execute(sql, params(request), prepare=True)
+                return cur.fetchall()
+
+            return ask, conn.close
+
+        ask, close = client()
+        try:
+            for request in requests[:READ_CHECKS // 10]:
+                answer = ask(request)
+                if not correct(request, answer):
+                    raise SystemExit(f"FAILED: {what} for {request} answered {answer}; not what the model says")
+        finally:
+            close()
+        info(f"  past reads: {what}, {clients} connections, {warmup:g} s warm-up + {seconds:g} s ...")
+        row = read_row(f"{what}, prepared, psycopg, {clients} connections", clients,
+                       closed_loop(client, requests, clients, warmup, seconds),
+                       f"answers = model ({READ_CHECKS // 10} checked)")
+        row.driver, row.kind = f"Python, {clients} threads", "past"
+        rows.append(row)
+    described = (f"Reads of the past: the instant T is the middle of the events' time ({at.isoformat()}); the "
+                 f"audiences are the point reads' 10 ({per_audience:,} events each on average); "
+                 f"customers drawn at random; the day runs from midnight before the first event.")
+    return rows, described
+
+
 def read_targets(rows: list[ReadRow]) -> str:
     """The read targets (issue 16): GraphQL at the first connection count >= 80% of the floor's queries/s with
     p99 <= 10 ms; against raw SQL; the most connections' queries/s no lower than the fewest's."""
@@ -920,6 +1010,15 @@ def export_table(rows: list[Row]) -> str:
     verdicts = ", ".join(f"{r.path.split(':')[0].split(' (')[0]} {raw.seconds / r.seconds:.0%} "
                          f"({'met' if raw.seconds / r.seconds >= 0.5 else 'NOT met'})" for r in transports)
     return "\n".join(lines) + f"\n\nTarget: every export transport at >= 50% of raw COPY's rate: {verdicts}."
+
+
+def past_table(rows: list[ReadRow]) -> str:
+    lines = ["| read of the past | load generator | connections | queries | seconds | queries/s | p50 ms | p99 ms | "
+             "p99.9 ms | note |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.path} | {r.driver} | {r.clients} | {r.queries:,} | {r.seconds:.1f} | {r.rate:,.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.p999_ms:.2f} | {r.note} |")
+    return "\n".join(lines)
 
 
 def read_table(rows: list[ReadRow]) -> str:
@@ -1045,6 +1144,18 @@ def main(argv=None) -> int:
         if cpu_seconds(late_cpu) is not None:
             late.note += f"; writers' CPU {cpu_seconds(late_cpu):.2f} s"
         rows.append(late)
+        # 0.1% of rows invalid: the writer validates every row of such a batch, not only the plainly valid test
+        info(f"SQL bulk path, 2 writers, 1 row in {BAD_EVERY:,} invalid (set aside as rejects) ...")
+        good = [e for i, e in enumerate(events, 1) if i % BAD_EVERY]
+        with_bad = Row(f"SQL bulk path, 2 writers, 1 row in {BAD_EVERY:,} invalid (set aside, the rest applied)", n,
+                       bulk(db, payloads(events, 2, args.batch_size, BAD_EVERY), rejects=True))
+        with connect(db.url) as c:
+            set_aside = c.execute("SELECT count(*) FROM passthrough.load_rejects").fetchone()[0]
+        with_bad.note = (check_state(db, model_digest(good), with_bad.path)
+                         + f"; {set_aside:,} rows set aside (expected {n - len(good):,})")
+        if set_aside != n - len(good):
+            raise SystemExit(f"FAILED: {with_bad.path}: {set_aside} rows set aside, expected {n - len(good)}")
+        rows.insert(rows.index(bulk2) + 1, with_bad)
         # SQL apply_events (the JSON path the HTTP API and apply_event use), called directly: run here, after the
         # late-event chain that needs bulk2's state, each from the empty state; listed next to the bulk rows.
         json_events = events[: args.json_sample] if 0 < args.json_sample < n else events
@@ -1078,6 +1189,10 @@ def main(argv=None) -> int:
         read_rows, read_described = reads(db, events, args.audiences, args.read_clients, args.read_clients_many,
                                           args.read_warmup, args.read_seconds, tmp)
         info(f"  point reads took {time.perf_counter() - read_started:.0f} s")
+        info("reads of the past ...")
+        subset = [f"aud_{i:03d}" for i in range(args.audiences)][:: max(1, args.audiences // 10)][:10]
+        past_rows, past_described = past_reads(db, events, subset, args.read_clients, min(1.0, args.read_warmup),
+                                               args.read_seconds / 2)
         sample = events[: args.http_sample]
         info(f"HTTP POST /v3/events, {len(sample):,} events in 500-event bodies, wrk, {args.http_clients} "
              f"connections ...")
@@ -1142,7 +1257,7 @@ def main(argv=None) -> int:
         f"{load_after[0]:.2f} after; whole run {total:.0f} s. All ratios come from this one run."
     )
     report = (f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n"
-              f"{read_targets(read_rows)}\n\n{read_described}\n\n"
+              f"{read_targets(read_rows)}\n\n{read_described}\n\n{past_table(past_rows)}\n\n{past_described}\n\n"
               f"{export_table(export_rows)}\n")
     print(report)
     if not args.no_write and DOCS.exists():
