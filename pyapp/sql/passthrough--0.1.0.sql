@@ -1346,7 +1346,9 @@ BEGIN
   END IF;
 
   IF v_bad > 0 THEN
-    -- The rare path: name every invalid row and what is wrong with it.
+    -- The rare path: name every invalid row and what is wrong with it. Only the rows that are not plainly
+    -- valid can be invalid, so only they pay for their list of problems (0.1% bad rows no longer cost a
+    -- second _event_problems call for every row).
     IF passthrough._session_table('passthrough_load_invalid') IS NULL THEN
       CREATE TEMPORARY TABLE passthrough_load_invalid (LIKE passthrough.load_rejects INCLUDING DEFAULTS);
     END IF;
@@ -1366,6 +1368,9 @@ BEGIN
       LEFT JOIN passthrough.identifier_types t
         ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
       WHERE NOT (p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
+        AND NOT coalesce(passthrough._event_plainly_valid(
+                           s.transport_problems, s.type, s.action, s.identifier_count, t.high_confidence,
+                           s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id), false)
     ) c
     WHERE cardinality(c.problems) > 0;
 
