@@ -140,7 +140,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, backend: GuardedBackend) -> None:
         super().__init__(trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=backend)
+        # no cap on connections (httpcore's default is 10): receivers that hang would hold the others back; the
+        # delivery loop caps how many deliveries are in flight
+        self._pool = httpcore.AsyncConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=backend,
+                                                  max_connections=None, max_keepalive_connections=20,
+                                                  keepalive_expiry=5.0)
 
 
 def refusal_of(exc: BaseException) -> RefusedAddress | None:

@@ -448,9 +448,12 @@ HANG_TIMEOUT = 25.0  # the hanging receiver's POST would end only after this lon
 INDEPENDENCE_BOUND = 5.0  # what the other webhook may wait for a change, at most
 
 
-def test_a_hanging_receiver_does_not_delay_another_webhooks_deliveries(feed, receiver, db_url):
+@pytest.mark.parametrize("hanging_webhooks", [1, 12])  # 12: more than an HTTP client's default connection pool
+def test_a_hanging_receiver_does_not_delay_another_webhooks_deliveries(feed, receiver, db_url, hanging_webhooks):
     hanging = HangingReceiver()
-    feed.execute("SELECT passthrough.create_webhook('hangs', %s, p_allow_private_network => true)", (hanging.url,))
+    for n in range(hanging_webhooks):
+        feed.execute("SELECT passthrough.create_webhook(%s, %s, p_allow_private_network => true)",
+                     (f"hangs{n}", hanging.url))
     feed.execute("SELECT passthrough.create_webhook('normal', %s, p_allow_private_network => true)", (receiver.url,))
 
     async def until(condition, seconds: float) -> float:
@@ -467,12 +470,14 @@ def test_a_hanging_receiver_does_not_delay_another_webhooks_deliveries(feed, rec
         await hooks.start(pool)
         try:
             await asyncio.to_thread(qualify, feed, "u0")
-            await until(lambda: len(receiver.acknowledged_changes()) == 1 and len(hanging.accepted) == 1, 10)
+            await until(lambda: len(receiver.acknowledged_changes()) == 1
+                        and len(hanging.accepted) == hanging_webhooks, 10)
             waits = []
             for i in (1, 2, 3):  # while the hanging receiver holds its POST
                 await asyncio.to_thread(qualify, feed, f"u{i}", ts=TS + i)
                 waits.append(await until(lambda: len(receiver.acknowledged_changes()) == i + 1, INDEPENDENCE_BOUND))
-            assert len(hanging.accepted) == 1 and webhook(feed, "hangs")["failures"] == 0  # still hanging
+            assert len(hanging.accepted) == hanging_webhooks  # each still hanging, none failed yet:
+            assert {webhook(feed, f"hangs{n}")["failures"] for n in range(hanging_webhooks)} == {0}
             return waits
         finally:
             hanging.close()  # its POST fails now: close() need not wait for the timeout
@@ -482,7 +487,7 @@ def test_a_hanging_receiver_does_not_delay_another_webhooks_deliveries(feed, rec
     waits = asyncio.run(scenario())
     assert [c["identifier"] for c in receiver.acknowledged_changes()] == ["u0", "u1", "u2", "u3"]
     print(f"\nFIGURES webhook independence: another webhook's changes arrived after {max(waits):.2f} s at most "
-          f"while a receiver hung (timeout {HANG_TIMEOUT:g} s)")
+          f"while {hanging_webhooks} receivers hung (timeout {HANG_TIMEOUT:g} s)")
 
 
 # --------------------------------------------------------------------------- the server and the command
