@@ -422,6 +422,34 @@ def test_a_deleted_webhook_mid_delivery_is_harmless(feed, receiver):
     assert scalar(feed, "SELECT passthrough._webhook_failed(%s, 'x', 500)", (hook_id,)) is None
 
 
+def test_the_background_loop_delivers_a_webhook_one_page_at_a_time_in_feed_order(feed, receiver, db_url):
+    """The loop claims again while deliveries are in flight: the lease (and the loop's own record of what it
+    delivers) keeps a webhook to one POST at a time, so its pages arrive in feed order, each once."""
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, true)", (receiver.url,))
+    for i in range(6):
+        qualify(feed, f"u{i}", ts=TS + i)
+    receiver.delay = 0.2  # many polls of the loop per POST
+
+    async def scenario() -> None:
+        pool = make_pool(db_url, POOL_CONFIG)
+        await pool.open()
+        hooks = Webhooks(every=0.02, page_size=2, listen=False)
+        await hooks.start(pool)
+        try:
+            deadline = time.monotonic() + 15
+            while len(receiver.acknowledged_changes()) < 6:
+                assert time.monotonic() < deadline, "timed out"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # and nothing more arrives
+        finally:
+            await hooks.close()
+            await pool.close()
+
+    asyncio.run(scenario())
+    assert receiver.max_in_flight == 1 and len(receiver.requests) == 3
+    assert [c["identifier"] for c in receiver.acknowledged_changes()] == [f"u{i}" for i in range(6)]
+
+
 class HangingReceiver:
     """Accepts connections on 127.0.0.1 and never reads nor answers: a receiver that hangs."""
 
