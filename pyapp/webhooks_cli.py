@@ -11,17 +11,19 @@ SQL function of the same purpose (sql/081_webhooks.sql), which owns every rule a
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from pyapp.cli import _info, run_sql
 
-LIST_COLUMNS = ("name", "url", "audiences", "cursor", "paused", "failures", "next_attempt_at", "last_status",
-                "last_error", "last_delivered_at", "created_at")
+LIST_COLUMNS = ("name", "url", "audiences", "allow_private_network", "cursor", "paused", "failures", "next_attempt_at",
+                "last_status", "last_error", "last_delivered_at", "created_at")
+LIST_HEADERS = {"allow_private_network": "private_network"}  # narrower: the table has many columns
 
 
 def cmd_webhooks_create(args: argparse.Namespace) -> int:
-    (secret,) = run_sql(args, "SELECT passthrough.create_webhook(%s, %s, %s, %s)",
-                      (args.name, args.url, args.audience or None, not args.from_start))[0]
+    (secret,) = run_sql(args, "SELECT passthrough.create_webhook(%s, %s, %s, %s, %s)",
+                        (args.name, args.url, args.audience or None, not args.from_start, args.allow_private_network))[0]
     print(secret, flush=True)
     _info(f"created webhook {args.name!r} -> {args.url}; its signing secret is shown only this once "
           f"(deliveries start {'at the start of the feed' if args.from_start else 'with the changes from now on'}, "
@@ -35,9 +37,11 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
     found = run_sql(args, f"SELECT {', '.join(LIST_COLUMNS)} FROM passthrough.list_webhooks()", ())
     rows = []
     for row in found:
-        record = dict(zip(LIST_COLUMNS, row))
+        record = {k: v.isoformat(sep=" ", timespec="seconds") if isinstance(v, datetime) else v
+                  for k, v in zip(LIST_COLUMNS, row)}
         record["audiences"] = "(all)" if record["audiences"] is None else ", ".join(record["audiences"])
-        rows.append(record)
+        record["allow_private_network"] = "allowed" if record["allow_private_network"] else "refused"
+        rows.append({LIST_HEADERS.get(k, k): v for k, v in record.items()})
     _print_rows(rows, empty="no webhooks")
     return 0
 
@@ -75,6 +79,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="deliver only this audience's changes (repeat for several; default: every audience)")
     create.add_argument("--from-start", action="store_true",
                         help="deliver the whole feed from its start (default: the changes from now on)")
+    create.add_argument("--allow-private-network", action="store_true",
+                        help="let deliveries reach loopback, link-local, private and other non-global addresses "
+                        "(default: refused, whatever the host name resolves to; for a receiver on this host or network)")
     create.set_defaults(func=cmd_webhooks_create)
 
     actions.add_parser("list", parents=[common], help="list webhooks and their delivery state (never the secrets)"

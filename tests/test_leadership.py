@@ -54,7 +54,7 @@ def test_one_of_two_servers_runs_the_jobs_and_the_other_takes_over(conn, db_url)
 def test_two_servers_deliver_each_change_once(conn, db_url, receiver):
     conn.execute("SELECT passthrough.enable()")
     conn.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
-    conn.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    conn.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     with make_client(db_url, CONFIG) as a, make_client(db_url, CONFIG) as b:
         wait_for(lambda: a.app.state.leadership.leading or b.app.state.leadership.leading)
         for who in ("u1", "u2", "u3"):

@@ -40,7 +40,7 @@ def test_two_workers_serve_events_graphql_revocation_and_one_webhook_delivery(db
         c.execute("SELECT passthrough.enable()")
         c.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
         key = c.execute("SELECT passthrough.create_api_key('app', 'private')").fetchone()[0]
-        c.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+        c.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     with serving(db_url, tmp_path, "--workers", "2") as base, connect(db_url, autocommit=True) as c:
         # both workers are up: each has a pool, named after its process (the second may still be starting)
         deadline = time.monotonic() + 15

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -138,9 +139,9 @@ def due_now(conn, name: str = "hook") -> None:
 
 
 def test_create_returns_a_secret_shown_once_and_list_never_shows_it(feed, receiver):
-    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     assert secret.startswith("whsec_") and len(secret) == 6 + 64
-    other = scalar(feed, "SELECT passthrough.create_webhook('other', %s, ARRAY['vip', 'news', 'vip'], false)",
+    other = scalar(feed, "SELECT passthrough.create_webhook('other', %s, ARRAY['vip', 'news', 'vip'], false, p_allow_private_network => true)",
                    (receiver.url,))
     assert other != secret
     listed = rows(feed, "SELECT * FROM passthrough.list_webhooks()")
@@ -155,7 +156,7 @@ def test_create_returns_a_secret_shown_once_and_list_never_shows_it(feed, receiv
 
 
 def test_create_and_delete_errors(feed, receiver):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     error = expect_error(feed, "SELECT passthrough.create_webhook('hook', 'https://example.com/x')", sqlstate="PT033")
     assert error.detail == "field: name" and error.hint
     for url in ["ftp://example.com/x", "http://", "example.com/hook", "https://user:pw@example.com/",
@@ -171,8 +172,14 @@ def test_create_and_delete_errors(feed, receiver):
                              (audiences,), sqlstate="PT035")
         assert error.detail == "field: audiences"
     assert "'nope'" in error.message
-    for url in ["https://example.com", "HTTP://10.0.0.1:8080/x?y=1#z", "http://[::1]:9000/hook", "https://a-b.c.d/"]:
+    for url in ["https://example.com", "HTTP://93.184.215.14:8080/x?y=1#z", "http://[2606:4700::1]:9000/hook",
+                "https://a-b.c.d/", "https://10.example.com/"]:
         feed.execute("SELECT passthrough.create_webhook(%s, %s)", (f"ok{len(url)}", url))
+    for url in ["HTTP://10.0.0.1:8080/x?y=1#z", "http://[::1]:9000/hook"]:  # private, loopback: only when asked
+        feed.execute("SELECT passthrough.create_webhook(%s, %s, p_allow_private_network => true)", (f"ok{len(url)}", url))
+    error = expect_error(feed, "SELECT passthrough.create_webhook('h2', 'https://example.com/', p_allow_private_network"
+                         " => NULL)", sqlstate="PT035")
+    assert error.detail == "field: allow_private_network"
     for call in ["delete_webhook('nope')", "pause_webhook('nope')", "resume_webhook('nope')"]:
         error = expect_error(feed, f"SELECT passthrough.{call}", sqlstate="PT034")
         assert error.detail == "field: name" and "'nope'" in error.message
@@ -189,7 +196,7 @@ def test_the_error_mapping_of_the_new_codes():
 
 
 def test_a_delivery_is_signed_and_carries_the_feeds_change_objects(feed, receiver, db_url):
-    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
     qualify(feed, "u1")
     qualify(feed, "u2", "crm-news")
     before = time.time()
@@ -224,7 +231,7 @@ def test_a_delivery_is_signed_and_carries_the_feeds_change_objects(feed, receive
 
 def test_from_now_skips_the_past_and_pages_arrive_in_feed_order_each_change_once(feed, receiver, db_url):
     qualify(feed, "old")
-    feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     for i in range(7):
         qualify(feed, f"u{i}", ts=TS + i)
     qualify(feed, "u0", action="disqualify", ts=TS + 100)
@@ -245,7 +252,7 @@ def test_deliveries_replay_to_the_state_when_an_older_transaction_replaced_a_you
     """Webhooks read the feed through passthrough.changes, so they inherit its order (tests/test_change_feed_order.py):
     the older transaction's batch waits on u0 while a younger one qualifies u1 and commits; then the older
     batch disqualifies both. Delivered in order, each pair's last change is its state."""
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
 
     def batch(*events):
         body = [{"type": "passthrough", "action": action, "identifiers": {"fs_user_id": who},
@@ -271,7 +278,7 @@ def test_deliveries_replay_to_the_state_when_an_older_transaction_replaced_a_you
 
 
 def test_a_failing_receiver_gets_the_same_page_again_with_a_growing_backoff(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
     qualify(feed, "u1")
     receiver.plan = [500, "close", 503]
     waits = []
@@ -297,7 +304,7 @@ def test_a_failing_receiver_gets_the_same_page_again_with_a_growing_backoff(feed
 
 
 def test_the_backoff_is_capped_at_ten_minutes_and_overridable(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
     hook_id = scalar(feed, "SELECT id FROM passthrough.webhooks")
     feed.execute("UPDATE passthrough.webhooks SET failures = 1000")
     at = scalar(feed, "SELECT passthrough._webhook_failed(%s, 'boom', 500) - now()", (hook_id,))
@@ -317,7 +324,7 @@ def test_the_backoff_is_capped_at_ten_minutes_and_overridable(feed, receiver, db
 
 
 def test_the_audience_filter_and_pages_it_filters_out_entirely(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, ARRAY['news'])", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, ARRAY['news'], p_allow_private_network => true)", (receiver.url,))
     for i in range(4):
         qualify(feed, f"v{i}")  # vip only: a whole page with nothing selected
     outcomes = deliver(db_url, rounds=2, page_size=2)
@@ -334,7 +341,7 @@ def test_the_audience_filter_and_pages_it_filters_out_entirely(feed, receiver, d
 
 def test_two_workers_never_deliver_the_same_webhook_at_once(feed, receiver, db_url):
     for name in ("a", "b", "c"):
-        feed.execute("SELECT passthrough.create_webhook(%s, %s, NULL, false)", (name, receiver.url))
+        feed.execute("SELECT passthrough.create_webhook(%s, %s, NULL, false, p_allow_private_network => true)", (name, receiver.url))
     qualify(feed, "u1")
     receiver.delay = 0.3
     workers = [Webhooks(listen=False) for _ in range(4)]
@@ -345,7 +352,7 @@ def test_two_workers_never_deliver_the_same_webhook_at_once(feed, receiver, db_u
 
 
 def test_the_lease_keeps_a_claimed_webhook_from_other_claims_until_it_expires(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     qualify(feed, "u1")  # something to deliver: a caught-up webhook is never claimed
     from pyapp.db import connect
 
@@ -362,7 +369,7 @@ def test_the_lease_keeps_a_claimed_webhook_from_other_claims_until_it_expires(fe
 
 
 def test_the_cursor_moves_by_compare_and_set_and_only_forward(feed, receiver):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
     for i in range(3):
         qualify(feed, f"u{i}", ts=TS + i)
     hook_id = scalar(feed, "SELECT id FROM passthrough.webhooks")
@@ -378,7 +385,7 @@ def test_the_cursor_moves_by_compare_and_set_and_only_forward(feed, receiver):
 
 
 def test_a_pruned_cursor_shows_as_last_error_and_is_retried_slowly(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     cursor = webhook(feed)["cursor"]
     pos = int(cursor.split("-")[0])
     feed.execute("UPDATE passthrough.settings SET feed_pruned_through = %s", (f"{pos}-0-1-1",))
@@ -398,7 +405,7 @@ def test_a_pruned_cursor_shows_as_last_error_and_is_retried_slowly(feed, receive
 
 
 def test_a_paused_webhook_is_not_delivered_and_resumes_from_its_cursor(feed, receiver, db_url):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     feed.execute("SELECT passthrough.pause_webhook('hook')")
     qualify(feed, "u1")
     assert deliver(db_url) == [[]] and webhook(feed)["paused"] is True
@@ -408,18 +415,114 @@ def test_a_paused_webhook_is_not_delivered_and_resumes_from_its_cursor(feed, rec
 
 
 def test_a_deleted_webhook_mid_delivery_is_harmless(feed, receiver):
-    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false)", (receiver.url,))
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, p_allow_private_network => true)", (receiver.url,))
     hook_id = scalar(feed, "SELECT id FROM passthrough.webhooks")
     feed.execute("SELECT passthrough.delete_webhook('hook')")
     assert scalar(feed, "SELECT passthrough._webhook_delivered(%s, NULL, '1-0-1-1', 200)", (hook_id,)) is False
     assert scalar(feed, "SELECT passthrough._webhook_failed(%s, 'x', 500)", (hook_id,)) is None
 
 
+def test_the_background_loop_delivers_a_webhook_one_page_at_a_time_in_feed_order(feed, receiver, db_url):
+    """The loop claims again while deliveries are in flight: the lease (and the loop's own record of what it
+    delivers) keeps a webhook to one POST at a time, so its pages arrive in feed order, each once."""
+    feed.execute("SELECT passthrough.create_webhook('hook', %s, NULL, false, true)", (receiver.url,))
+    for i in range(6):
+        qualify(feed, f"u{i}", ts=TS + i)
+    receiver.delay = 0.2  # many polls of the loop per POST
+
+    async def scenario() -> None:
+        pool = make_pool(db_url, POOL_CONFIG)
+        await pool.open()
+        hooks = Webhooks(every=0.02, page_size=2, listen=False)
+        await hooks.start(pool)
+        try:
+            deadline = time.monotonic() + 15
+            while len(receiver.acknowledged_changes()) < 6:
+                assert time.monotonic() < deadline, "timed out"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # and nothing more arrives
+        finally:
+            await hooks.close()
+            await pool.close()
+
+    asyncio.run(scenario())
+    assert receiver.max_in_flight == 1 and len(receiver.requests) == 3
+    assert [c["identifier"] for c in receiver.acknowledged_changes()] == [f"u{i}" for i in range(6)]
+
+
+class HangingReceiver:
+    """Accepts connections on 127.0.0.1 and never reads nor answers: a receiver that hangs."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+HANG_TIMEOUT = 25.0  # the hanging receiver's POST would end only after this long
+INDEPENDENCE_BOUND = 5.0  # what the other webhook may wait for a change, at most
+
+
+@pytest.mark.parametrize("hanging_webhooks", [1, 12])  # 12: more than an HTTP client's default connection pool
+def test_a_hanging_receiver_does_not_delay_another_webhooks_deliveries(feed, receiver, db_url, hanging_webhooks):
+    hanging = HangingReceiver()
+    for n in range(hanging_webhooks):
+        feed.execute("SELECT passthrough.create_webhook(%s, %s, p_allow_private_network => true)",
+                     (f"hangs{n}", hanging.url))
+    feed.execute("SELECT passthrough.create_webhook('normal', %s, p_allow_private_network => true)", (receiver.url,))
+
+    async def until(condition, seconds: float) -> float:
+        started = time.monotonic()
+        while not condition():
+            assert time.monotonic() - started < seconds, "timed out"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+    async def scenario() -> list[float]:
+        pool = make_pool(db_url, POOL_CONFIG)
+        await pool.open()
+        hooks = Webhooks(every=0.1, timeout=HANG_TIMEOUT)
+        await hooks.start(pool)
+        try:
+            await asyncio.to_thread(qualify, feed, "u0")
+            await until(lambda: len(receiver.acknowledged_changes()) == 1
+                        and len(hanging.accepted) == hanging_webhooks, 10)
+            waits = []
+            for i in (1, 2, 3):  # while the hanging receiver holds its POST
+                await asyncio.to_thread(qualify, feed, f"u{i}", ts=TS + i)
+                waits.append(await until(lambda: len(receiver.acknowledged_changes()) == i + 1, INDEPENDENCE_BOUND))
+            assert len(hanging.accepted) == hanging_webhooks  # each still hanging, none failed yet:
+            assert {webhook(feed, f"hangs{n}")["failures"] for n in range(hanging_webhooks)} == {0}
+            return waits
+        finally:
+            hanging.close()  # its POST fails now: close() need not wait for the timeout
+            await hooks.close()
+            await pool.close()
+
+    waits = asyncio.run(scenario())
+    assert [c["identifier"] for c in receiver.acknowledged_changes()] == ["u0", "u1", "u2", "u3"]
+    print(f"\nFIGURES webhook independence: another webhook's changes arrived after {max(waits):.2f} s at most "
+          f"while {hanging_webhooks} receivers hung (timeout {HANG_TIMEOUT:g} s)")
+
+
 # --------------------------------------------------------------------------- the server and the command
 
 
 def test_the_server_delivers_in_the_background(feed, receiver, db_url):
-    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s)", (receiver.url,))
+    secret = scalar(feed, "SELECT passthrough.create_webhook('hook', %s, p_allow_private_network => true)", (receiver.url,))
     config = ApiConfig(pool_min_size=1, pool_max_size=4, pool_timeout=2.0, webhook_every=0.1)
     with make_client(db_url, config):
         qualify(feed, "u1")
@@ -437,14 +540,24 @@ def test_the_server_delivers_in_the_background(feed, receiver, db_url):
 
 def test_cli_webhooks_create_list_pause_resume_delete(feed, receiver, db_url, capsys):
     assert cli.main(["webhooks", "create", "--name", "crm", "--url", receiver.url, "--audience", "vip",
-                     "--audience", "news", "--from-start", "--database-url", db_url]) == 0
+                     "--audience", "news", "--from-start", "--database-url", db_url]) == 1  # 127.0.0.1: refused
+    assert "is refused: 127.0.0.1 is a loopback address" in capsys.readouterr().err
+    assert cli.main(["webhooks", "create", "--name", "crm", "--url", receiver.url, "--audience", "vip",
+                     "--audience", "news", "--from-start", "--allow-private-network", "--database-url", db_url]) == 0
     out, err = capsys.readouterr()
     secret = out.strip()
     assert secret.startswith("whsec_") and "only this once" in err
     assert webhook(feed, "crm")["audiences"] == ["news", "vip"] and webhook(feed, "crm")["cursor"] is None
+    assert webhook(feed, "crm")["allow_private_network"] is True
+    assert cli.main(["webhooks", "create", "--name", "public", "--url", "https://example.com/hook",
+                     "--database-url", db_url]) == 0
+    assert webhook(feed, "public")["allow_private_network"] is False
+    capsys.readouterr()
     assert cli.main(["webhooks", "list", "--database-url", db_url]) == 0
     out = capsys.readouterr().out
     assert "crm" in out and "news, vip" in out and secret not in out
+    assert [("allowed" in line, "refused" in line) for line in out.splitlines() if "crm" in line or "public" in line
+            ] == [(True, False), (False, True)]
     assert cli.main(["webhooks", "pause", "crm", "--database-url", db_url]) == 0
     assert webhook(feed, "crm")["paused"] is True
     assert cli.main(["webhooks", "resume", "crm", "--from-now", "--database-url", db_url]) == 0

@@ -2782,6 +2782,11 @@ COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
 -- a page that failed is sent again (with any changes that arrived since, when it was not full).
 -- Receivers drop repeats by cursor. The secret signs every payload (HMAC-SHA256, see README.md,
 -- "Webhooks"); it is shown once, by create_webhook, and kept here because signing needs it.
+--
+-- A webhook may not reach loopback, link-local (cloud metadata), private or other non-global addresses
+-- unless it was created with p_allow_private_network. create_webhook refuses a URL whose host is such an
+-- IP address; the delivery loop checks every address a host name resolves to when it connects, and
+-- connects to the address it checked (pyapp/webhook_network.py, which lists the same networks).
 
 CREATE TABLE passthrough.webhooks (
   id                integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -2789,6 +2794,7 @@ CREATE TABLE passthrough.webhooks (
   url               text        NOT NULL CHECK (url ~* '^https?://'),
   secret            text        NOT NULL,
   audiences         text[],
+  allow_private_network boolean NOT NULL DEFAULT false,
   feed_cursor       text,
   failures          integer     NOT NULL DEFAULT 0 CHECK (failures >= 0),
   next_attempt_at   timestamptz NOT NULL DEFAULT now(),
@@ -2806,6 +2812,8 @@ COMMENT ON COLUMN passthrough.webhooks.secret IS
   'The HMAC-SHA256 key that signs each delivery; shown once by create_webhook, never listed.';
 COMMENT ON COLUMN passthrough.webhooks.audiences IS
   'Names of the defined audiences whose changes are delivered; NULL: every change.';
+COMMENT ON COLUMN passthrough.webhooks.allow_private_network IS
+  'true: deliveries may connect to loopback, link-local, private and other non-global addresses; false (the default): such an address is refused at creation (an IP in the URL) and at every connection (what the host name resolves to).';
 COMMENT ON COLUMN passthrough.webhooks.feed_cursor IS
   'The feed cursor of the last change acknowledged (or skipped by the filter); NULL: the start of the feed.';
 COMMENT ON COLUMN passthrough.webhooks.locked_until IS
@@ -2836,8 +2844,81 @@ $$;
 COMMENT ON FUNCTION passthrough._check_webhook_url(text) IS
   'Private: PT035 unless p_url is an absolute http(s) URL with a host, an optional port (1-65535), no credentials and no spaces.';
 
+CREATE FUNCTION passthrough._non_global_networks()
+RETURNS TABLE (network cidr, kind text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  -- IANA's special-purpose registries' non-global blocks; pyapp/webhook_network.py lists the same ones
+  -- (tests/test_webhook_addresses.py holds them equal). The most specific block names the kind.
+  VALUES ('0.0.0.0/8'::cidr, 'unspecified'), ('10.0.0.0/8', 'private'), ('100.64.0.0/10', 'shared (carrier-grade NAT)'),
+         ('127.0.0.0/8', 'loopback'), ('169.254.0.0/16', 'link-local'), ('172.16.0.0/12', 'private'),
+         ('192.0.0.0/24', 'reserved'), ('192.0.2.0/24', 'reserved'), ('192.88.99.0/24', 'reserved'),
+         ('192.168.0.0/16', 'private'), ('198.18.0.0/15', 'reserved'), ('198.51.100.0/24', 'reserved'),
+         ('203.0.113.0/24', 'reserved'), ('224.0.0.0/4', 'multicast'), ('240.0.0.0/4', 'reserved'),
+         ('::/8', 'reserved'), ('::/128', 'unspecified'), ('::1/128', 'loopback'), ('64:ff9b:1::/48', 'private'),
+         ('100::/64', 'reserved'), ('2001::/23', 'reserved'), ('2001:db8::/32', 'reserved'), ('2002::/16', 'reserved'),
+         ('3fff::/20', 'reserved'), ('fc00::/7', 'private'), ('fe80::/10', 'link-local'), ('fec0::/10', 'private'),
+         ('ff00::/8', 'multicast')
+$$;
+COMMENT ON FUNCTION passthrough._non_global_networks() IS
+  'Private: the networks a webhook may reach only with allow_private_network, each with the kind of address it holds (loopback, link-local, private, ...).';
+
+CREATE FUNCTION passthrough._non_global_kind(p_address inet) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+  v_address inet := host(p_address)::inet;
+BEGIN
+  -- IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses reach the IPv4 address in their last 32 bits
+  IF v_address <<= '::ffff:0:0/96'::inet OR v_address <<= '64:ff9b::/96'::inet THEN
+    v_address := '0.0.0.0'::inet + (v_address - set_masklen(v_address, 96)::cidr::inet);
+  END IF;
+  RETURN (SELECT n.kind FROM passthrough._non_global_networks() n
+          WHERE family(n.network) = family(v_address) AND v_address <<= n.network
+          ORDER BY masklen(n.network) DESC LIMIT 1);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._non_global_kind(inet) IS
+  'Private: NULL for an address a webhook may reach by default; else its kind (loopback, link-local, private, multicast, unspecified, reserved, shared).';
+
+CREATE FUNCTION passthrough._check_webhook_address(p_url text, p_allow_private_network boolean) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+  v_host    text := (regexp_match(p_url, '^https?://(\[[^]]*\]|[^/?#:]*)', 'i'))[1];
+  v_address inet;
+  v_kind    text;
+BEGIN
+  IF p_allow_private_network THEN
+    RETURN;
+  END IF;
+  -- only an IP literal can be checked here; a host name is checked each time a delivery connects
+  IF v_host ~ '^\[.*\]$' OR v_host ~ '^[0-9]{1,3}(\.[0-9]{1,3}){3}$' THEN
+    BEGIN
+      v_address := btrim(v_host, '[]')::inet;
+    EXCEPTION WHEN invalid_text_representation THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT035',
+        MESSAGE = format('invalid webhook url %s: %s is not an IP address', to_json(left(p_url, 200)), v_host),
+        DETAIL = 'field: url',
+        HINT = 'An IPv4 address is four numbers from 0 to 255; an IPv6 address goes in brackets.';
+    END;
+    v_kind := passthrough._non_global_kind(v_address);
+    IF v_kind IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT035',
+        MESSAGE = format('webhook url %s is refused: %s is %s %s address', to_json(left(p_url, 200)),
+                         host(v_address), CASE WHEN v_kind ~ '^[aeiou]' THEN 'an' ELSE 'a' END, v_kind),
+        DETAIL = 'field: url',
+        HINT = 'Webhooks reach public addresses only, unless created with p_allow_private_network => true (passthrough webhooks create --allow-private-network), for a receiver on this host or network.';
+    END IF;
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._check_webhook_address(text, boolean) IS
+  'Private: PT035 if the URL''s host is an IP address a webhook may not reach (loopback, link-local, private, ...) and p_allow_private_network is false.';
+
 CREATE FUNCTION passthrough.create_webhook(p_name text, p_url text, p_audiences text[] DEFAULT NULL,
-                                           p_from_now boolean DEFAULT true) RETURNS text
+                                           p_from_now boolean DEFAULT true,
+                                           p_allow_private_network boolean DEFAULT false) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -2858,6 +2939,13 @@ BEGIN
       DETAIL = 'field: from_now',
       HINT = 'true: deliver the changes from now on; false: from the start of the feed.';
   END IF;
+  IF p_allow_private_network IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT035',
+      MESSAGE = 'allow_private_network must be true or false, got NULL',
+      DETAIL = 'field: allow_private_network',
+      HINT = 'false (the default): deliveries reach public addresses only; true: private, loopback and link-local ones too.';
+  END IF;
+  PERFORM passthrough._check_webhook_address(p_url, p_allow_private_network);
   IF p_audiences IS NOT NULL THEN
     IF cardinality(p_audiences) = 0 OR cardinality(p_audiences) > 1000 OR array_position(p_audiences, NULL) IS NOT NULL THEN
       RAISE EXCEPTION USING ERRCODE = 'PT035',
@@ -2879,8 +2967,8 @@ BEGIN
 
   -- 244 random bits from the server's strong random source (as API keys, sql/085_api_keys.sql)
   v_secret := 'whsec_' || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
-  INSERT INTO passthrough.webhooks (name, url, secret, audiences, feed_cursor)
-  VALUES (p_name, p_url, v_secret, v_audiences,
+  INSERT INTO passthrough.webhooks (name, url, secret, audiences, allow_private_network, feed_cursor)
+  VALUES (p_name, p_url, v_secret, v_audiences, p_allow_private_network,
           CASE WHEN p_from_now THEN passthrough.current_change_cursor() END)
   ON CONFLICT (name) DO NOTHING;
   IF NOT FOUND THEN
@@ -2892,22 +2980,23 @@ BEGIN
   RETURN v_secret;
 END;
 $$;
-COMMENT ON FUNCTION passthrough.create_webhook(text, text, text[], boolean) IS
-  'Subscribes an http(s) URL to the change feed and returns the secret that signs its deliveries; the only time it is shown. p_audiences: names of defined audiences whose changes are delivered (NULL: all). p_from_now: deliver the changes from now on (default), else from the start of the feed. passthrough serve delivers: at least once, in feed order, with retries. PT033 a webhook has that name; PT035 an invalid name, url or audience list.';
+COMMENT ON FUNCTION passthrough.create_webhook(text, text, text[], boolean, boolean) IS
+  'Subscribes an http(s) URL to the change feed and returns the secret that signs its deliveries; the only time it is shown. p_audiences: names of defined audiences whose changes are delivered (NULL: all). p_from_now: deliver the changes from now on (default), else from the start of the feed. p_allow_private_network: let deliveries reach loopback, link-local, private and other non-global addresses (default false: refused, at creation for an IP in the URL and at every connection for what the host resolves to). passthrough serve delivers: at least once, in feed order, with retries. PT033 a webhook has that name; PT035 an invalid name, url (or one that is a non-global IP address) or audience list.';
 
 CREATE FUNCTION passthrough.list_webhooks()
-RETURNS TABLE (name text, url text, audiences text[], cursor text, paused boolean, failures integer,
+RETURNS TABLE (name text, url text, audiences text[], allow_private_network boolean, cursor text, paused boolean,
+               failures integer,
                next_attempt_at timestamptz, last_attempt_at timestamptz, last_status integer, last_error text,
                last_delivered_at timestamptz, created_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT w.name::text, w.url, w.audiences, w.feed_cursor, w.paused_at IS NOT NULL, w.failures,
+  SELECT w.name::text, w.url, w.audiences, w.allow_private_network, w.feed_cursor, w.paused_at IS NOT NULL, w.failures,
          w.next_attempt_at, w.last_attempt_at, w.last_status, w.last_error, w.last_delivered_at, w.created_at
   FROM passthrough.webhooks w
   ORDER BY w.name;
 $$;
 COMMENT ON FUNCTION passthrough.list_webhooks() IS
-  'Every webhook by name with its delivery state: the cursor of the last change acknowledged, failures in a row, the next attempt, the last HTTP status and error; never the secret.';
+  'Every webhook by name with whether it may reach private addresses and its delivery state: the cursor of the last change acknowledged, failures in a row, the next attempt, the last HTTP status and error; never the secret.';
 
 CREATE FUNCTION passthrough._webhook_not_found(p_name text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -2967,7 +3056,7 @@ COMMENT ON FUNCTION passthrough.resume_webhook(text, boolean) IS
 -- ------------------------------------------------------------------ the delivery loop's calls
 
 CREATE FUNCTION passthrough._claim_webhooks(p_lease interval, p_limit integer)
-RETURNS TABLE (id integer, name text, url text, secret text, feed_cursor text)
+RETURNS TABLE (id integer, name text, url text, secret text, feed_cursor text, allow_private_network boolean)
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -2992,7 +3081,7 @@ BEGIN
     UPDATE passthrough.webhooks w SET locked_until = now() + p_lease
     FROM due
     WHERE w.id = due.id
-    RETURNING w.id, w.name::text, w.url, w.secret, w.feed_cursor;
+    RETURNING w.id, w.name::text, w.url, w.secret, w.feed_cursor, w.allow_private_network;
 END;
 $$;
 COMMENT ON FUNCTION passthrough._claim_webhooks(interval, integer) IS
