@@ -28,8 +28,9 @@ connection LISTENs; after a lost connection it reconnects and reloads), so no re
 
 Every error has ``message``, ``locations`` (possibly empty), ``path`` when it belongs to a field, and
 ``extensions.classification`` (graphql-java's names, which the SDKs read) and ``extensions.code``.
-GraphQL errors are HTTP 200; a missing or unknown key 401 (any valid key may read), a malformed
-request 400/413, the database unavailable 503 with Retry-After. A key this worker has found valid before
+GraphQL errors are HTTP 200 (a statement past the read statement timeout too: ``TIMEOUT`` on its field);
+a missing or unknown key 401 (any valid key may read), a malformed request 400/413, the database unavailable
+503 with Retry-After. Every statement runs on the app's read budget (pyapp/web/database.py). A key this worker has found valid before
 is checked by the request's first statement rather than by one of its own (``Context.key_gate``,
 pyapp/web/auth.py): the SDKs' customer query costs one round trip. That query, when plain and its text known,
 is answered in front of the framework (pyapp/web/graphql_fast.py), with the same bytes.
