@@ -31,6 +31,7 @@ from pyapp import __version__
 from pyapp.serving import default_workers
 from pyapp.db import connect
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
+from pyapp.web.config import DEFAULT_READ_STATEMENT_TIMEOUT
 
 DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -96,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
-                          access_log=args.access_log)
+                          access_log=args.access_log,
+                          read_statement_timeout=args.read_statement_timeout)
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
@@ -120,13 +122,15 @@ def _origins(text: str) -> tuple[str, ...]:
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
-                  access_log: bool = False) -> None:
+                  access_log: bool = False,
+                  read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py)."""
     from pyapp import serving
     from pyapp.web import ApiConfig
 
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
-                       cors_origins=cors_origins, cors_private_origins=cors_private_origins)
+                       cors_origins=cors_origins, cors_private_origins=cors_private_origins,
+                       read_statement_timeout=read_statement_timeout)
     try:
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
@@ -321,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-private-origins", default=env("PASSTHROUGH_CORS_PRIVATE_ORIGINS", ""),
                        metavar="ORIGINS", help="origins whose pages may call the routes that need a private key "
                        "(default: $PASSTHROUGH_CORS_PRIVATE_ORIGINS or none); a private key in a web page is public")
+    serve.add_argument("--read-statement-timeout", type=float, metavar="SECONDS",
+                       default=env("PASSTHROUGH_READ_STATEMENT_TIMEOUT", str(DEFAULT_READ_STATEMENT_TIMEOUT)),
+                       help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
+                       f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
+                       f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)

@@ -7,7 +7,9 @@ and the structured parts SQL put in DETAIL and HINT. It knows nothing about HTTP
 HTTP endpoints and the GraphQL facade (``graphql_code``) share it.
 
 Transient failures (the database cannot be reached, a pool timeout, a serialization failure, a
-deadlock, the server shutting down) become 503 so that clients retry.
+deadlock, the server shutting down) become 503 so that clients retry. A statement PostgreSQL cancelled
+(57014: an API read past its statement timeout, pyapp/web/database.py) is 503 too, but with a code of its
+own (``statement_timeout``; GraphQL ``TIMEOUT``): asking again for the same may meet the same limit.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT038", "insufficient_scope", 403),
 )
 
+# PostgreSQL's query_canceled: a statement that ran past statement_timeout (or that an operator cancelled)
+STATEMENT_TIMEOUT = DomainError("57014", "statement_timeout", 503, "TIMEOUT")
+TIMEOUT_MESSAGE = ("the statement was cancelled: it ran longer than the server allows (API reads: "
+                   "--read-statement-timeout), or an operator cancelled it; nothing was stored. Ask for less "
+                   "(fewer sizes as of a past instant, a shorter window, a smaller page), or retry later")
+
 # PostgreSQL's own errors that mean "retry later": the request may succeed as sent.
 TRANSIENT_SQLSTATES: dict[str, str] = {
     "40001": "serialization_failure",
@@ -131,6 +139,8 @@ def http_status(sqlstate: str) -> int:
     domain = DOMAIN_ERRORS.get(sqlstate)
     if domain is not None:
         return domain.http_status
+    if sqlstate == STATEMENT_TIMEOUT.sqlstate:
+        return STATEMENT_TIMEOUT.http_status
     if _is_transient_sqlstate(sqlstate):
         return 503
     if sqlstate in BAD_INPUT_SQLSTATES:
@@ -139,8 +149,9 @@ def http_status(sqlstate: str) -> int:
 
 
 def graphql_code(sqlstate: str) -> str | None:
-    """The GraphQL ``extensions.code`` for a domain error's SQLSTATE, or None when docs/errors.md gives none."""
-    domain = DOMAIN_ERRORS.get(sqlstate)
+    """The GraphQL ``extensions.code`` for a domain error's SQLSTATE (or a statement timeout's), or None when
+    docs/errors.md gives none."""
+    domain = STATEMENT_TIMEOUT if sqlstate == STATEMENT_TIMEOUT.sqlstate else DOMAIN_ERRORS.get(sqlstate)
     return domain.graphql_code if domain is not None else None
 
 
@@ -166,6 +177,8 @@ def report(exc: BaseException) -> ErrorReport:
         return ErrorReport(400, "invalid_input", str(exc) or "invalid input")
     if sqlstate is None or not isinstance(exc, psycopg.Error):
         return ErrorReport(500, "internal_error", INTERNAL_MESSAGE)
+    if sqlstate == STATEMENT_TIMEOUT.sqlstate:
+        return ErrorReport(STATEMENT_TIMEOUT.http_status, STATEMENT_TIMEOUT.name, TIMEOUT_MESSAGE, sqlstate=sqlstate)
     diag = exc.diag
     domain = DOMAIN_ERRORS.get(sqlstate)
     if domain is not None:

@@ -21,6 +21,7 @@ from typing import Any
 SETTINGS_ENV = "PASSTHROUGH_SERVE_SETTINGS"
 CONNECTION_SHARE = 0.5  # of max_connections, for every worker's connections together
 CONNECTIONS_BESIDES_POOL = 3  # per worker: the GraphQL schema's listener, the webhooks' listener, the jobs' lock
+MIN_POOL_SIZE = 2  # per worker: one read and one write connection, the least of each budget (pyapp/web/database.py)
 GRACEFUL_SECONDS = 30
 ENGINE = {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio", "http": "httptools"}
 
@@ -36,15 +37,15 @@ def default_workers() -> int:
 def pool_size_per_worker(max_connections: int, reserved: int, workers: int, wanted: int) -> int:
     """The largest pool (at most ``wanted``) each of ``workers`` processes may have, so that all of them,
     their connections outside the pools included, use at most CONNECTION_SHARE of the connections that
-    are not reserved for superusers; at least 1."""
+    are not reserved for superusers; at least MIN_POOL_SIZE."""
     budget = int((max_connections - reserved) * CONNECTION_SHARE) // workers - CONNECTIONS_BESIDES_POOL
-    return max(1, min(wanted, budget))
+    return max(MIN_POOL_SIZE, min(wanted, budget))
 
 
 def max_workers(max_connections: int, reserved: int) -> int:
-    """How many workers fit within CONNECTION_SHARE of the server's connections, each with a pool of one; at
-    least 1."""
-    return max(1, int((max_connections - reserved) * CONNECTION_SHARE) // (1 + CONNECTIONS_BESIDES_POOL))
+    """How many workers fit within CONNECTION_SHARE of the server's connections, each with a pool of
+    MIN_POOL_SIZE; at least 1."""
+    return max(1, int((max_connections - reserved) * CONNECTION_SHARE) // (MIN_POOL_SIZE + CONNECTIONS_BESIDES_POOL))
 
 
 def sized_config(url: str, config: Any, workers: int | None) -> tuple[Any, int, str]:
@@ -60,14 +61,15 @@ def sized_config(url: str, config: Any, workers: int | None) -> tuple[Any, int, 
     if workers is None:
         workers = min(default_workers(), fit)
     elif workers > fit:
-        raise ValueError(f"{workers} workers need at least {workers * (1 + CONNECTIONS_BESIDES_POOL)} connections, "
+        raise ValueError(f"{workers} workers need at least {workers * (MIN_POOL_SIZE + CONNECTIONS_BESIDES_POOL)} connections, "
                          f"more than {CONNECTION_SHARE:.0%} of the {max_connections - reserved} the server allows "
                          f"(max_connections less superuser_reserved_connections): at most {fit} workers here")
     size = pool_size_per_worker(max_connections, reserved, workers, config.pool_max_size)
     sized = dataclasses.replace(config, pool_max_size=size, pool_min_size=min(config.pool_min_size, size))
     plural = "s" if workers != 1 else ""
     return sized, workers, (
-        f"{workers} worker{plural}, a pool of at most {size} connection{'s' if size != 1 else ''} each "
+        f"{workers} worker{plural}, a pool of at most {size} connections each ({sized.read_pool_max_size} for reads, "
+        f"{sized.write_pool_max_size} for writes) "
         f"(the server allows {max_connections}; all workers together use at most {CONNECTION_SHARE:.0%} of them)")
 
 

@@ -292,7 +292,7 @@ def test_one_connection_checkout_per_customer_query_whatever_the_number_of_audie
     for i in range(20):
         populated.execute("SELECT passthrough.put_audience(%s, %s)", (f"many_{i:02}", f"ext-many-{i}"))
         qualify(populated, "fs_user_id", "u1", f"ext-many-{i}")
-    pool = gql.client.app.state.pool
+    pool = gql.client.app.state.read_pool
     gql.ok(SDK_QUERY, {"userId": "u1", "audiences": ["seg_a"]})  # warm: the schema is loaded
     before = pool.get_stats()["requests_num"]
     data = gql.ok(SDK_QUERY, {"userId": "u1", "audiences": None})

@@ -138,17 +138,18 @@ def test_round_trips_per_request(counting_client, requests):
 
 
 def test_checkouts_per_request(counting_client, requests):
-    pool = counting_client.app.state.pool
-    for name, checkouts in [("graphql customer", 1), ("graphql three customers", 1), ("GET /v3/segments/{id}", 1),
-                            ("POST /v3/events", 1)]:
+    pools = counting_client.app.state.pools  # reads from the read budget, writes from the write budget
+    for name, budget, checkouts in [("graphql customer", "read", 1), ("graphql three customers", "read", 1),
+                                    ("GET /v3/segments/{id}", "read", 1), ("POST /v3/events", "write", 1)]:
         requests[name]()
-        before = pool.get_stats()["requests_num"]
+        before = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
         requests[name]()
-        assert pool.get_stats()["requests_num"] - before == checkouts, name
+        after = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
+        assert {b: after[b] - before[b] for b in pools} == {"read": 0, "write": 0, budget: checkouts}, name
 
 
 def test_an_idle_connection_is_checked_at_checkout_a_recently_used_one_is_not(counting_client, requests):
-    pool: Pool = counting_client.app.state.pool
+    pool: Pool = counting_client.app.state.read_pool  # a GET's budget
     assert pool.idle_check_seconds == IDLE_CHECK_SECONDS
     send = requests["GET /v3/segments/{id}"]
     assert trips_per_request(counting_client, send) == 2
@@ -182,8 +183,9 @@ def terminate_idle_app_backends(conn: psycopg.Connection) -> int:
 def test_connections_broken_since_their_last_use_fail_no_request(counting_client, requests, enabled, name):
     """The pool's connections all die between two requests (within IDLE_CHECK_SECONDS: no check at
     checkout); the next request of every kind is answered as if nothing happened, and so are the following."""
-    pool: Pool = counting_client.app.state.pool
-    pool.idle_check_seconds = 3600  # so that only the recovery from a broken connection is at work
+    pools: list[Pool] = list(counting_client.app.state.pools.values())  # the read and the write budget
+    for pool in pools:
+        pool.idle_check_seconds = 3600  # so that only the recovery from a broken connection is at work
     for _ in range(3):
         requests[name]()
     assert terminate_idle_app_backends(enabled) >= 2
@@ -194,4 +196,4 @@ def test_connections_broken_since_their_last_use_fail_no_request(counting_client
     assert time.monotonic() - started < 0.9
     for _ in range(3):
         requests[name]()
-    assert pool.get_stats().get("connections_lost", 0) + pool.get_stats().get("returns_bad", 0) >= 1
+    assert sum(p.get_stats().get("connections_lost", 0) + p.get_stats().get("returns_bad", 0) for p in pools) >= 1

@@ -76,7 +76,7 @@ def test_two_workers_serve_events_graphql_revocation_and_one_webhook_delivery(db
 @pytest.mark.parametrize("max_connections, reserved, workers, wanted, size", [
     (100, 3, 2, 10, 10),  # 48 each may use: the wanted 10
     (100, 3, 8, 10, 3),   # 48 // 8 = 6, less the 3 outside the pool
-    (20, 3, 8, 10, 1),    # never below 1
+    (20, 3, 8, 10, 2),    # never below 2: a read and a write connection
     (1000, 3, 1, 50, 50),
 ])
 def test_the_pools_share_half_of_the_servers_connections(max_connections, reserved, workers, wanted, size):
@@ -93,16 +93,16 @@ def test_a_line_per_request_only_when_asked(db_url, tmp_path, flag, logged):
     assert ('"GET /healthz HTTP/1.1" 200' in log.read_text()) is logged
 
 
-@pytest.mark.parametrize("max_connections, reserved, fit", [(100, 3, 12), (1000, 3, 124), (10, 3, 1)])
+@pytest.mark.parametrize("max_connections, reserved, fit", [(100, 3, 9), (1000, 3, 99), (10, 3, 1)])
 def test_as_many_workers_as_half_of_the_connections_allow(max_connections, reserved, fit):
-    assert max_workers(max_connections, reserved) == fit  # 4 connections each at least: a pool of 1, 3 besides
+    assert max_workers(max_connections, reserved) == fit  # 5 connections each at least: a pool of 2, 3 besides
 
 
 def test_more_workers_than_fit_is_refused_before_serving(db_url, capsys):
     from pyapp import cli
 
     assert cli.main(["serve", "--database-url", db_url, "--no-migrate", "--workers", "5000"]) == 1
-    assert "--workers: 5000 workers need at least 20000 connections" in capsys.readouterr().err
+    assert "--workers: 5000 workers need at least 25000 connections" in capsys.readouterr().err
 
 
 def test_a_stop_lets_the_requests_in_flight_finish(db_url, tmp_path):

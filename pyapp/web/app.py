@@ -28,7 +28,7 @@ from pyapp.web import changes, events, health, members, openapi, segments, snaps
 from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
-from pyapp.web.database import make_pool
+from pyapp.web.database import BUDGET_SCOPE_KEY, READ, WRITE, Budget, make_pools
 from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql import GraphQLFacade
 from pyapp.web.graphql_fast import GraphQLFastPath
@@ -45,7 +45,8 @@ def api_routes() -> list[BaseRoute]:
     """Every route of the HTTP API. Add new endpoints here (and to openapi.py)."""
     return [
         _route("/healthz", GET=health.healthz),
-        _route("/readyz", GET=health.readyz),
+        # on the write budget: busy readers must not make a load balancer take the worker out of service
+        _route("/readyz", GET=health.readyz, budget=WRITE),
         _route("/openapi.json", GET=openapi.openapi_json),
         _route("/v3/events", POST=events.post_events),
         # :path: an external audience id may hold "/", which arrives decoded from %2F
@@ -53,7 +54,7 @@ def api_routes() -> list[BaseRoute]:
         _route("/v3/changes", GET=changes.get_changes),
         _route("/v3/segments", GET=segments.list_segments),
         # before /v3/segments/{segment_id}, which would also match "name:validate"
-        _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment),
+        _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment, budget=READ),
         _route("/v3/segments/{segment_id}/members", GET=members.get_members),
         _route(
             "/v3/segments/{segment_id}",
@@ -79,18 +80,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = make_pool(database_url, config)
-        # wait=False: the app starts even when the database is down; /readyz says so, requests get 503
-        await pool.open(wait=False)
-        app.state.pool = pool
-        await graphql.start(pool)
-        await leadership.start(pool)
+        pools = make_pools(database_url, config)  # a read budget and a write budget (database.py)
+        for pool in pools.values():
+            # wait=False: the app starts even when the database is down; /readyz says so, requests get 503
+            await pool.open(wait=False)
+        app.state.pools = pools
+        app.state.pool, app.state.read_pool = pools[WRITE], pools[READ]
+        # the schema's listener and the background jobs: short statements, on the write budget
+        await graphql.start(pools[WRITE])
+        await leadership.start(pools[WRITE])
         try:
             yield
         finally:
             await leadership.close()
             await graphql.close()
-            await pool.close()
+            for pool in pools.values():
+                await pool.close()
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
@@ -118,11 +123,14 @@ def create_app(
     return app
 
 
-def _route(path: str, **handlers: Endpoint) -> Route:
-    """One route per path, dispatching on the method, so that a wrong method gets 405 with the right Allow."""
+def _route(path: str, budget: Budget | None = None, **handlers: Endpoint) -> Route:
+    """One route per path, dispatching on the method, so that a wrong method gets 405 with the right Allow.
+    ``budget``: the connections its handlers use (database.py; None: read for GET, write for the others)."""
 
     async def endpoint(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
+        if budget is not None:
+            request.scope[BUDGET_SCOPE_KEY] = budget
         return await handlers[method](request)
 
     return Route(path, endpoint, methods=list(handlers))

@@ -8,6 +8,9 @@ DEFAULT_MAX_EVENTS = 500  # ODP's limit per request
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 500 events of the largest valid size fit with room to spare
 # A snapshot upload (POST /v3/audiences/{id}/snapshot) is a whole audience: about 50 bytes a member as CSV.
 DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
+# The longest one statement of an API read may run (GraphQL, member listings, the change feed, segment reads):
+# a read past it is cancelled by PostgreSQL (57014) and answered with its own error (pyapp/errors.py).
+DEFAULT_READ_STATEMENT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -17,8 +20,14 @@ class ApiConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # The same for a snapshot upload, which is spooled to a temporary file, never held in memory.
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    # The worker's pooled connections in all, split into two budgets (pyapp/web/database.py): reads
+    # (read_pool_share of them) and writes (the rest), so that slow reads cannot take the connections
+    # events wait for. Each budget has at least one connection: a total below 2 still opens two.
     pool_min_size: int = 1
     pool_max_size: int = 10
+    read_pool_share: float = 0.5
+    # Seconds; 0: none. Writes (events, snapshots, segment changes) have no statement timeout of their own.
+    read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT
     # How long a request waits for a database connection before it is answered 503.
     pool_timeout: float = 5.0
     application_name: str = "passthrough-http"
@@ -54,6 +63,21 @@ class ApiConfig:
             raise ValueError("webhook_every and webhook_timeout must be positive")
         if self.pool_timeout <= 0:
             raise ValueError("pool_timeout must be positive")
+        if not 0 < self.read_pool_share < 1:
+            raise ValueError(f"read_pool_share must be between 0 and 1 (exclusive), got {self.read_pool_share}")
+        if not 0 <= self.read_statement_timeout < 86400:
+            raise ValueError(f"read_statement_timeout must be from 0 (none) to 86400 seconds, "
+                             f"got {self.read_statement_timeout}")
         for origin in (*self.cors_origins, *self.cors_private_origins):
             if (origin != "*" and not origin.startswith(("http://", "https://"))) or origin.endswith("/"):
                 raise ValueError(f"a CORS origin is * or scheme://host[:port] with no path, got {origin!r}")
+
+    @property
+    def read_pool_max_size(self) -> int:
+        """The read budget: read_pool_share of pool_max_size, at least 1, leaving at least 1 to writes."""
+        return max(1, min(self.pool_max_size - 1, round(self.pool_max_size * self.read_pool_share)))
+
+    @property
+    def write_pool_max_size(self) -> int:
+        """The write budget: the rest of pool_max_size, at least 1."""
+        return max(1, self.pool_max_size - self.read_pool_max_size)

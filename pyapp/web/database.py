@@ -13,6 +13,16 @@ connection used less than ``IDLE_CHECK_SECONDS`` ago and broken since without an
 caught by the request's first statement: the API-key lookup and every read run through
 ``connection_after``/``read``, which replace a connection found broken and run the read again,
 once. A write is never run again after a broken connection: whether it was committed is unknown.
+
+Two budgets: each worker has a read pool and a write pool (``make_pools``), sized from ``ApiConfig`` so
+that both together are the worker's ``pool_max_size`` (which ``passthrough serve`` fits within the
+server's ``max_connections``, pyapp/serving.py). Reads (GraphQL, member listings, the change feed, segment
+reads) take the read pool's connections, whose statements PostgreSQL cancels after
+``read_statement_timeout``; writes (events, segment changes, the snapshot routes' key check, ``/readyz``,
+the background jobs) take the write pool's, which have no statement timeout. However slow or many the
+reads, they wait for each other, never for a writer's connection, and a writer never waits for theirs
+(docs/reliability.md, "Abuse"). ``get_pool(request)`` picks the request's budget: the one its route names
+(``BUDGET_SCOPE_KEY``, set by pyapp/web/app.py), else read for GET and HEAD, write for any other method.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 import psycopg
@@ -43,6 +53,12 @@ log = logging.getLogger("passthrough.pool")
 # is safe; it is retried this many times in all before the client gets 503 (docs/reliability.md).
 RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_TRANSACTION_ATTEMPTS = 4
+
+Budget = Literal["read", "write"]
+READ: Budget = "read"
+WRITE: Budget = "write"
+# The ASGI scope key under which a route names its budget (pyapp/web/app.py)
+BUDGET_SCOPE_KEY = "passthrough.budget"
 
 # A connection returned to the pool less than this long ago, and after the last broken connection
 # seen, is handed out without a check; any other one is checked first (one round trip).
@@ -114,29 +130,45 @@ class Pool(AsyncConnectionPool):
         await super().close(timeout)
 
 
-def make_pool(database_url: str, config: ApiConfig) -> Pool:
-    """A pool that is not open yet; ``await pool.open()`` in the lifespan."""
+def make_pool(database_url: str, config: ApiConfig, budget: Budget = WRITE) -> Pool:
+    """The pool of one budget, not open yet; ``await pool.open()`` in the lifespan. A read connection
+    gets the read statement timeout when it is made (no round trip per request)."""
     pool: Pool
+    max_size = config.read_pool_max_size if budget == READ else config.write_pool_max_size
+    timeout_ms = round(config.read_statement_timeout * 1000) if budget == READ else 0
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         set_json_loads(orjson.loads, conn)
+        if timeout_ms:
+            await conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (f"{timeout_ms}ms",))
         pool.note_fresh(conn)
 
     pool = Pool(
         database_url,
-        min_size=config.pool_min_size,
-        max_size=config.pool_max_size,
+        min_size=min(config.pool_min_size, max_size),
+        max_size=max_size,
         timeout=config.pool_timeout,
         kwargs={"autocommit": True, "application_name": config.application_name},
         configure=configure,
-        name=config.application_name,
+        name=f"{config.application_name}-{budget}",
         open=False,
     )
     return pool
 
 
+def make_pools(database_url: str, config: ApiConfig) -> dict[Budget, Pool]:
+    """The read pool and the write pool of one worker (not open yet)."""
+    return {READ: make_pool(database_url, config, READ), WRITE: make_pool(database_url, config, WRITE)}
+
+
 def get_pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
+    """The pool of the request's budget (the module's docstring)."""
+    budget = request.scope.get(BUDGET_SCOPE_KEY) or (READ if request.method in ("GET", "HEAD") else WRITE)
+    return request.app.state.pools[budget]
+
+
+def get_read_pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pools[READ]
 
 
 def is_broken(exc: BaseException, conn: psycopg.AsyncConnection) -> bool:

@@ -28,8 +28,9 @@ connection LISTENs; after a lost connection it reconnects and reloads), so no re
 
 Every error has ``message``, ``locations`` (possibly empty), ``path`` when it belongs to a field, and
 ``extensions.classification`` (graphql-java's names, which the SDKs read) and ``extensions.code``.
-GraphQL errors are HTTP 200; a missing or unknown key 401 (any valid key may read), a malformed
-request 400/413, the database unavailable 503 with Retry-After. A key this worker has found valid before
+GraphQL errors are HTTP 200 (a statement past the read statement timeout too: ``TIMEOUT`` on its field);
+a missing or unknown key 401 (any valid key may read), a malformed request 400/413, the database unavailable
+503 with Retry-After. Every statement runs on the app's read budget (pyapp/web/database.py). A key this worker has found valid before
 is checked by the request's first statement rather than by one of its own (``Context.key_gate``,
 pyapp/web/auth.py): the SDKs' customer query costs one round trip. That query, when plain and its text known,
 is answered in front of the framework (pyapp/web/graphql_fast.py), with the same bytes.
@@ -124,14 +125,16 @@ def _domain_error(sqlstate: str, message: str) -> FacadeError:
 
 def _database_error(exc: Exception) -> FacadeError:
     report = errors.report(exc)
-    if report.status == 503:  # the database is unavailable: the whole answer is 503, so clients retry
+    coded = errors.graphql_code(report.sqlstate) if report.sqlstate else None
+    if coded is not None:  # a code of its own, a statement timeout (TIMEOUT) included: an error of the field
+        error = FacadeError(report.message, coded)
+    elif report.status == 503:  # the database is unavailable: the whole answer is 503, so clients retry
         error = FacadeError(report.message, report.code.upper(), status=503)
     elif report.status >= 500:
         log.error("GraphQL resolver failed", exc_info=exc)
         error = FacadeError(report.message, report.code.upper())
     else:
-        code = (errors.graphql_code(report.sqlstate) if report.sqlstate else None) or report.code.upper()
-        error = FacadeError(report.message, code)
+        error = FacadeError(report.message, report.code.upper())
     if report.sqlstate:
         error.extensions["sqlstate"] = report.sqlstate
     return error
@@ -516,7 +519,7 @@ class GraphQLFacade:
     """``POST``/``GET /v3/graphql``: mount ``routes``; call ``start(pool)`` once the app's pool is open
     and ``close()`` before it closes.
 
-    ``get_pool(request)`` gives the app's pool (default: ``request.app.state.pool``);
+    ``get_pool(request)`` gives the pool its reads use (default: the app's read budget, pyapp/web/database.py);
     ``authenticate(request)`` raises ``ApiError`` 401/403, or returns the hash of a key the request's first
     statement must check (default: the HTTP API's ``checked_key(request, Scope.PUBLIC)``: any valid key may
     read, and a key this worker has found valid before costs no round trip of its own).
@@ -530,7 +533,7 @@ class GraphQLFacade:
         limits: GraphQLLimits | None = None,
         compiled: bool = True,
     ) -> None:
-        self._get_pool = get_pool or database.get_pool
+        self._get_pool = get_pool or database.get_read_pool  # every statement of the facade is a read
         self._authenticate = authenticate or _require_public_key
         self.limits = limits or GraphQLLimits()
         self.compiled = compiled  # the SDKs' query through its compiled plan (graphql_plan.py)
@@ -622,6 +625,7 @@ class GraphQLFacade:
     async def endpoint(self, request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
             return HTMLResponse(GRAPHIQL_HTML)
+        request.scope[database.BUDGET_SCOPE_KEY] = database.READ  # the key's own check too (auth.py)
         try:
             key_gate = await self._authenticate(request)
             query, variables, operation_name = await self._read_request(request)

@@ -74,7 +74,7 @@ class GraphQLFastPath:
         plan = self.facade.known_plan(query)
         if plan is None:
             return None
-        context = Context(app.state.pool, self.facade.limits, key_gate=digest)
+        context = Context(app.state.read_pool, self.facade.limits, key_gate=digest)  # the read budget
         try:
             data = await self.facade.run_plan(plan, context, variables, operation_name)
         finally:
