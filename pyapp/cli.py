@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
-from pyapp.serving import default_workers
+from pyapp.serving import add_connection_options, default_workers
 from pyapp.db import connect
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
 from pyapp.web.config import DEFAULT_READ_STATEMENT_TIMEOUT
@@ -98,7 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
                           access_log=args.access_log,
-                          read_statement_timeout=args.read_statement_timeout)
+                          read_statement_timeout=args.read_statement_timeout,
+                          connections=(args.max_connections, args.header_timeout, args.body_timeout))
         except KeyboardInterrupt:
             _info("shutting down")
     return 0
@@ -123,8 +124,10 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
                   access_log: bool = False,
-                  read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT) -> None:
-    """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py)."""
+                  read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
+                  connections: tuple[Any, float, float] = (None, 10.0, 20.0)) -> None:
+    """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
+    --max-connections, --header-timeout, --body-timeout."""
     from pyapp import serving
     from pyapp.web import ApiConfig
 
@@ -135,8 +138,12 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
         raise CommandError(f"--workers: {exc}") from None
+    try:
+        limits = serving.connection_limits(*connections, serving.raise_open_file_limit())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     _info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
-    serving.serve(url, host, port, config, workers, access_log)
+    serving.serve(url, host, port, config, workers, access_log, limits)
 
 
 def run_sql(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -330,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
                        f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
                        f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
+    add_connection_options(serve, env)
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)

@@ -8,6 +8,14 @@ together stay within CONNECTION_SHARE of the server's ``max_connections`` (what 
 aside), counting the few connections each worker keeps outside its pool. The background jobs run in one
 worker only (pyapp/web/leader.py). Ctrl-C or SIGTERM stops taking connections, lets the requests in
 flight finish (at most GRACEFUL_SECONDS), then stops every worker.
+
+Slow clients (issue 17, item 2): each worker caps its open connections, times out request heads and stalled
+bodies, and sheds the connections still sending their heads when at the cap (pyapp/web/connections.py). At
+start, serve raises its soft open-file limit to the hard limit (what servers commonly do: the soft limit is
+often 1,024), and the default cap stays within FILE_LIMIT_SHARE of it. The log handler lets one of each kind of
+message through per LOG_REPEAT_INTERVAL seconds (pyapp/log_throttle.py). On EMFILE, uvloop's libuv accepts and
+closes the pending connections with a spare descriptor (it neither spins nor logs); asyncio's loop logs once and
+stops accepting for a second.
 """
 
 from __future__ import annotations
@@ -16,14 +24,83 @@ import dataclasses
 import importlib.util
 import json
 import os
+import resource
 from typing import Any
+
+from pyapp.web.connections import (
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, FILE_LIMIT_SHARE, ConnectionLimits,
+    default_max_connections,
+)
 
 SETTINGS_ENV = "PASSTHROUGH_SERVE_SETTINGS"
 CONNECTION_SHARE = 0.5  # of max_connections, for every worker's connections together
 CONNECTIONS_BESIDES_POOL = 3  # per worker: the GraphQL schema's listener, the webhooks' listener, the jobs' lock
 MIN_POOL_SIZE = 2  # per worker: one read and one write connection, the least of each budget (pyapp/web/database.py)
 GRACEFUL_SECONDS = 30
-ENGINE = {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio", "http": "httptools"}
+ENGINE = {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+          "http": "pyapp.web.http_protocol:GuardedHttpToolsProtocol"}
+LOG_REPEAT_INTERVAL = 10.0
+BACKLOG = 8192  # connections the kernel queues before accept() (at most net.core.somaxconn): bursts wait, not retry
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (workers inherit it); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def add_connection_options(parser: Any, env: Any) -> None:
+    """``serve``'s options for slow clients (pyapp/web/connections.py)."""
+    parser.add_argument("--max-connections", type=int, default=env("PASSTHROUGH_MAX_CONNECTIONS"),
+                        help="open connections per worker process; at the cap, those still sending their request "
+                        f"heads are dropped, oldest first (default: $PASSTHROUGH_MAX_CONNECTIONS, else "
+                        f"{default_max_connections(1 << 30)} or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if "
+                        "lower)")
+    parser.add_argument("--header-timeout", type=float,
+                        default=env("PASSTHROUGH_HEADER_TIMEOUT", str(DEFAULT_HEADER_TIMEOUT)),
+                        help="seconds a request head may take, from the connection's opening or the previous "
+                        f"response (default: $PASSTHROUGH_HEADER_TIMEOUT or {DEFAULT_HEADER_TIMEOUT:g})")
+    parser.add_argument("--body-timeout", type=float,
+                        default=env("PASSTHROUGH_BODY_TIMEOUT", str(DEFAULT_BODY_TIMEOUT)),
+                        help="seconds a request body may go without receiving anything before it is dropped "
+                        f"(default: $PASSTHROUGH_BODY_TIMEOUT or {DEFAULT_BODY_TIMEOUT:g})")
+
+
+def connection_limits(max_connections: int | str | None, header_timeout: float, body_timeout: float,
+                      open_file_limit: int) -> ConnectionLimits:
+    """The limits, checked against the process's open-file limit; ValueError naming the option at fault."""
+    most = int(open_file_limit * FILE_LIMIT_SHARE)
+    if max_connections is None:
+        max_connections = default_max_connections(open_file_limit)
+    elif not 1 <= int(max_connections) <= most:
+        raise ValueError(f"--max-connections: must be between 1 and {most} ({FILE_LIMIT_SHARE:.0%} of this "
+                         f"process's open-file limit, {open_file_limit}), got {max_connections}")
+    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
+        if not 0 < float(value) <= 3600:
+            raise ValueError(f"{name}: must be more than 0 and at most 3600 seconds, got {value}")
+    return ConnectionLimits(int(max_connections), float(header_timeout), float(body_timeout))
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with RepeatThrottle on the stderr handler, which asyncio's and Passthrough's loggers
+    (WARNING and above, as before) now write to as well."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"repeats": {"()": "pyapp.log_throttle.RepeatThrottle", "interval": LOG_REPEAT_INTERVAL}}
+    config["handlers"]["default"]["filters"] = ["repeats"]
+    for name in ("asyncio", "passthrough"):
+        config["loggers"][name] = {"handlers": ["default"], "level": "WARNING", "propagate": False}
+    return config
 
 
 def default_workers() -> int:
@@ -77,24 +154,37 @@ def app_from_environment() -> Any:
     """The app of one worker process, from the settings ``serve`` put in the environment."""
     from pyapp.web import ApiConfig, create_app
 
+    from pyapp.web import connections
+
     settings = json.loads(os.environ[SETTINGS_ENV])
+    connections.configure(ConnectionLimits(**settings["limits"]))
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in settings["config"].items()}
     # each worker's connections carry its pid in pg_stat_activity
     fields["application_name"] = f"{fields['application_name']}-{os.getpid()}"
     return create_app(settings["database_url"], config=ApiConfig(**fields))
 
 
-def serve(url: str, host: str, port: int, config: Any, workers: int, access_log: bool = False) -> None:
+def serve(url: str, host: str, port: int, config: Any, workers: int, access_log: bool = False,
+          limits: ConnectionLimits | None = None) -> None:
     """Serve until Ctrl-C / SIGTERM. ``access_log``: a line per request on stderr (off by default: it costs
-    about a sixth of a GraphQL request's time; a proxy in front usually keeps the access log)."""
+    about a sixth of a GraphQL request's time; a proxy in front usually keeps the access log). ``limits``: per
+    worker (default: ConnectionLimits' defaults within the open-file limit)."""
     import uvicorn
 
+    from pyapp.web import connections
+
+    open_file_limit = raise_open_file_limit()
+    limits = limits or connection_limits(None, DEFAULT_HEADER_TIMEOUT, DEFAULT_BODY_TIMEOUT, open_file_limit)
     options: dict[str, Any] = dict(host=host, port=port, lifespan="on", log_level="info", access_log=access_log,
-                                   timeout_graceful_shutdown=GRACEFUL_SECONDS, **ENGINE)
+                                   timeout_graceful_shutdown=GRACEFUL_SECONDS, log_config=log_config(), backlog=BACKLOG,
+                                   **ENGINE)
     if workers == 1:
         from pyapp.web import create_app
 
+        connections.configure(limits)
+
         uvicorn.Server(uvicorn.Config(create_app(url, config=config), **options)).run()
         return
-    os.environ[SETTINGS_ENV] = json.dumps({"database_url": url, "config": dataclasses.asdict(config)})
+    os.environ[SETTINGS_ENV] = json.dumps({"database_url": url, "config": dataclasses.asdict(config),
+                                           "limits": dataclasses.asdict(limits)})
     uvicorn.run("pyapp.serving:app_from_environment", factory=True, workers=workers, **options)

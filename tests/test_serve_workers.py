@@ -152,3 +152,19 @@ def test_a_stop_lets_the_requests_in_flight_finish(db_url, tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_every_worker_times_out_a_trickled_request_head(db_url, tmp_path):
+    """The limits travel to each worker process with its settings (pyapp/serving.py, app_from_environment)."""
+    from test_slow_connections import SLOW_HEAD, closed_by_server, open_socket, trickle_until_closed
+
+    with serving(db_url, tmp_path, "--workers", "2", "--header-timeout", "1") as base:
+        sockets = [open_socket(base) for _ in range(6)]  # the kernel hands them to either worker
+        try:
+            closed_after = trickle_until_closed(sockets[0], SLOW_HEAD[:40], every=0.1, limit=5)
+            time.sleep(1.5)  # the others, silent since they opened, are past their deadline too
+            assert closed_after is not None and closed_after <= 3.0, closed_after
+            assert all(closed_by_server(s) for s in sockets[1:])
+        finally:
+            for s in sockets:
+                s.close()
