@@ -16,7 +16,8 @@ pytest_plugins = ["http_fixtures"]
 
 # Public on purpose: probes and the API description must work without a key (see pyapp/web/health.py),
 # and the GraphiQL page is static HTML (the queries it sends need a key).
-PUBLIC_OPERATIONS = {("/healthz", "GET"), ("/readyz", "GET"), ("/openapi.json", "GET"), ("/v3/graphql", "GET")}
+PUBLIC_OPERATIONS = {("/healthz", "GET"), ("/readyz", "GET"), ("/openapi.json", "GET"), ("/v3/graphql", "GET"),
+                     ("/v3/graphql/assets/{version}/{name}", "GET")}
 
 
 def app_operations() -> list[tuple[str, str]]:

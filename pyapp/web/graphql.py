@@ -67,7 +67,7 @@ from pyapp.web import database
 from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES, Scope, checked_key, key_refused
 from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
-from pyapp.web.graphql_ide import GRAPHIQL_HTML
+from pyapp.web.graphql_ide import GRAPHIQL_HTML, GRAPHIQL_ROUTES
 from pyapp.web.graphql_limits import GraphQLLimits, check_limits
 from pyapp.web.graphql_plan import Plan, compile_plan, literal_plan
 from pyapp.web.responses import RETRY_AFTER_SECONDS, ApiError, JSONResponse
@@ -543,7 +543,7 @@ class GraphQLFacade:
         self._reload_lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self.routes = [Route(GRAPHQL_PATH, self.endpoint, methods=["GET", "POST"], name="graphql")]
+        self.routes = [Route(GRAPHQL_PATH, self.endpoint, methods=["GET", "POST"], name="graphql"), *GRAPHIQL_ROUTES]
 
     @property
     def identifier_types(self) -> tuple[str, ...] | None:

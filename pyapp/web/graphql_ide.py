@@ -1,14 +1,26 @@
-"""The GraphiQL page served by ``GET /v3/graphql``.
+"""The GraphiQL page served by ``GET /v3/graphql``, and the files it loads.
 
 The page itself is static and carries no data, so it is served without an API key; the queries
 it sends need one, in the headers editor (pre-filled with an ``x-api-key`` placeholder). GraphiQL
-and React are loaded from unpkg with subresource integrity (the versions and hashes Strawberry
-ships), so the browser needs internet access to render it.
+and React ship inside the package (pyapp/web/static/graphiql, ASSETS.md there says which versions,
+with their licences) and are served by the server itself, so the page works offline. The page keeps
+its state in the tab's sessionStorage, never in localStorage, and does not persist headers: a private
+key typed into it does not stay in the browser.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pyapp.web.responses import ApiError
 
 EXAMPLE_QUERY = """\
 # Passthrough: audience membership, ODP-compatible.
@@ -32,6 +44,41 @@ query($userId: String, $audiences: [String]) {
 EXAMPLE_VARIABLES = '{"userId": "user-1", "audiences": null}'
 EXAMPLE_HEADERS = '{"x-api-key": "<your public API key>"}'
 
+ASSETS_PATH = "/v3/graphql/assets"
+
+
+@dataclass(frozen=True)
+class Asset:
+    version: str  # in the URL: a new version is a new URL, so a browser may cache each for ever
+    media_type: str
+    sha384: str  # the page's subresource integrity: the npm package's file, byte for byte
+
+    def url(self, name: str) -> str:
+        return f"{ASSETS_PATH}/{self.version}/{name}"
+
+
+ASSETS = {
+    "react.production.min.js": Asset(
+        "react-18.2.0", "text/javascript", "tMH8h3BGESGckSAVGZ82T9n90ztNXxvdwvdM6UoR56cYcf+0iGXBliJ29D+wZ/x8"),
+    "react-dom.production.min.js": Asset(
+        "react-dom-18.2.0", "text/javascript", "bm7MnzvK++ykSwVJ2tynSE5TRdN+xL418osEVF2DE/L/gfWHj91J2Sphe582B1Bh"),
+    "graphiql.min.js": Asset(
+        "graphiql-3.8.3", "text/javascript", "HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie"),
+    "graphiql.min.css": Asset(
+        "graphiql-3.8.3", "text/css", "Mq3vbRBY71jfjQAt/DcjxUIYY33ksal4cgdRt9U/hNPvHBCaT2JfJ/PTRiPKf0aM"),
+}
+
+
+def _script(name: str) -> str:
+    asset = ASSETS[name]
+    return f'<script src="{asset.url(name)}" integrity="sha384-{asset.sha384}"></script>'
+
+
+def _stylesheet(name: str) -> str:
+    asset = ASSETS[name]
+    return f'<link rel="stylesheet" href="{asset.url(name)}" integrity="sha384-{asset.sha384}" />'
+
+
 _PAGE = """<!doctype html>
 <html lang="en">
   <head>
@@ -41,19 +88,15 @@ _PAGE = """<!doctype html>
       body { height: 100%; margin: 0; width: 100%; overflow: hidden; }
       #graphiql { height: 100vh; }
     </style>
-    <script crossorigin src="https://unpkg.com/react@18.2.0/umd/react.production.min.js"
-      integrity="sha384-tMH8h3BGESGckSAVGZ82T9n90ztNXxvdwvdM6UoR56cYcf+0iGXBliJ29D+wZ/x8"></script>
-    <script crossorigin src="https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js"
-      integrity="sha384-bm7MnzvK++ykSwVJ2tynSE5TRdN+xL418osEVF2DE/L/gfWHj91J2Sphe582B1Bh"></script>
-    <link crossorigin rel="stylesheet" href="https://unpkg.com/graphiql@3.8.3/graphiql.min.css"
-      integrity="sha384-Mq3vbRBY71jfjQAt/DcjxUIYY33ksal4cgdRt9U/hNPvHBCaT2JfJ/PTRiPKf0aM" />
+    __REACT__
+    __REACT_DOM__
+    __CSS__
   </head>
   <body>
-    <div id="graphiql">Loading GraphiQL (from unpkg.com)...</div>
-    <script crossorigin src="https://unpkg.com/graphiql@3.8.3/graphiql.min.js"
-      integrity="sha384-HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie"></script>
+    <div id="graphiql">Loading GraphiQL...</div>
+    __GRAPHIQL__
     <script>
-      const fetcher = GraphiQL.createFetcher({ url: window.location.href.split("?")[0] });
+      const fetcher = GraphiQL.createFetcher({ url: window.location.href.split("?")[0].split("#")[0] });
       ReactDOM.createRoot(document.getElementById("graphiql")).render(
         React.createElement(GraphiQL, {
           fetcher: fetcher,
@@ -61,7 +104,10 @@ _PAGE = """<!doctype html>
           defaultVariables: __VARIABLES__,
           defaultHeaders: __HEADERS__,
           isHeadersEditorEnabled: true,
-          shouldPersistHeaders: true,
+          // a key typed into the headers must not stay in the browser: nothing goes to localStorage (the
+          // query history would keep each query's headers there), the tab's session storage holds the rest
+          shouldPersistHeaders: false,
+          storage: window.sessionStorage,
           defaultEditorToolsVisibility: true,
         }),
       );
@@ -77,7 +123,33 @@ def _js_string(text: str) -> str:
 
 
 GRAPHIQL_HTML = (
-    _PAGE.replace("__QUERY__", _js_string(EXAMPLE_QUERY))
+    _PAGE.replace("__REACT__", _script("react.production.min.js"))
+    .replace("__REACT_DOM__", _script("react-dom.production.min.js"))
+    .replace("__CSS__", _stylesheet("graphiql.min.css"))
+    .replace("__GRAPHIQL__", _script("graphiql.min.js"))
+    .replace("__QUERY__", _js_string(EXAMPLE_QUERY))
     .replace("__VARIABLES__", _js_string(EXAMPLE_VARIABLES))
     .replace("__HEADERS__", _js_string(EXAMPLE_HEADERS))
 )
+
+
+@cache
+def _asset_bytes(name: str, gzipped: bool) -> bytes:
+    data = files("pyapp.web").joinpath("static", "graphiql", name).read_bytes()
+    return gzip.compress(data, compresslevel=9, mtime=0) if gzipped else data
+
+
+async def graphiql_asset(request: Request) -> Response:
+    """One of GraphiQL's files, gzipped for a browser that takes it; 404 for any other path."""
+    name, version = request.path_params["name"], request.path_params["version"]
+    asset = ASSETS.get(name)
+    if asset is None or asset.version != version:
+        raise ApiError(404, "not_found", f"the GraphiQL page has no file {version}/{name}")
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "Accept-Encoding"}
+    if gzipped:
+        headers["content-encoding"] = "gzip"
+    return Response(_asset_bytes(name, gzipped), media_type=asset.media_type, headers=headers)
+
+
+GRAPHIQL_ROUTES = [Route(ASSETS_PATH + "/{version}/{name}", graphiql_asset, methods=["GET"], name="graphiql_asset")]

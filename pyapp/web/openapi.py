@@ -395,6 +395,26 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         )
     },
+    "/v3/graphql/assets/{version}/{name}": {
+        "get": _operation(
+            "graphiqlAsset",
+            "A file of the GraphiQL page (React, GraphiQL and its stylesheet), shipped with the server.",
+            description="The versions and licences: pyapp/web/static/graphiql/ASSETS.md. Gzipped when the "
+            "client accepts it; cacheable for ever (the version is in the path).",
+            scope=None,
+            parameters=[
+                {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "The package and version, e.g. `graphiql-3.8.3`."},
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "The file, e.g. `graphiql.min.js`."},
+            ],
+            responses={
+                "200": {"description": "The file.", "content": {
+                    "text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
+                "404": _error("No such file."),
+            },
+        ),
+    },
     "/v3/graphql": {
         "get": _operation(
             "graphiql",
