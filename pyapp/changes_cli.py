@@ -6,7 +6,7 @@
 
 Each line is a change as GET /v3/changes shows it (pyapp/feed.py: timestamps in UTC with a Z); resume
 with ``--after`` the last cursor printed.
-Every rule is ``passthrough.changes`` (sql/076_change_feed.sql). ``--follow`` LISTENs on
+Every rule is ``passthrough.changes`` (sql/functions/210_change_feed.sql). ``--follow`` LISTENs on
 ``passthrough_changes``, which the writer notifies once per batch that changed something, and sleeps
 until a notification arrives: no polling. Only while committed changes wait behind an older open
 transaction (``passthrough.changes_pending()``) does it check again, with a growing delay, since that

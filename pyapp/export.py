@@ -1,6 +1,6 @@
 """Exporting an audience's members as the snapshot files ``passthrough import`` reads back.
 
-``passthrough.audience_member_lines`` (sql/083_audience_members.sql) decides who is in and writes every row
+``passthrough.audience_member_lines`` (sql/functions/260_audience_members.sql) decides who is in and writes every row
 already in the ODP snapshot convention (rows ``passthrough,qualify,<audience_id>,<ts>,<identifier>``, ts being
 when the member qualified), in blocks of lines: libpq hands a COPY's output over a row at a time, and a row per
 member would cost more in Python than everything else together. This module writes the header (``type, action,

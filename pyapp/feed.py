@@ -1,6 +1,6 @@
 """The change feed as every transport shows it: GET /v3/changes, webhook payloads and ``passthrough changes``
 print the same objects, with timestamps in UTC ending in Z. The feed's rules are passthrough.changes
-(sql/076_change_feed.sql); this module only shapes its rows."""
+(sql/functions/210_change_feed.sql); this module only shapes its rows."""
 
 from __future__ import annotations
 

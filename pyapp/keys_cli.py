@@ -1,7 +1,7 @@
 """The ``passthrough keys`` subcommands: create, list and revoke HTTP API keys.
 
 Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py). Each is one call of the
-SQL function of the same purpose (sql/085_api_keys.sql), which owns every rule about keys.
+SQL function of the same purpose (sql/functions/270_api_keys.sql), which owns every rule about keys.
 
 ``keys create`` prints the new key, and nothing else, on stdout (``KEY=$(passthrough keys create ...)``);
 it is the only time the key is shown.

@@ -1,6 +1,6 @@
 """Bulk loading of passthrough events: files in, COPY out, SQL decides.
 
-The SQL side (sql/072_bulk_load.sql) owns every rule: ``passthrough.begin_load()`` gives the session a
+The SQL side (sql/functions/170_bulk_load.sql) owns every rule: ``passthrough.begin_load()`` gives the session a
 staging table, rows are COPYed into it, and ``passthrough.load_staged()`` validates them with the rules
 every transport shares and applies them through the one writer, event log included. This module only
 parses the transport (NDJSON, JSON arrays, CSV; plain or gzip; ``-`` for stdin), turns each record into

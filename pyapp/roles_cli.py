@@ -1,6 +1,6 @@
 """The ``passthrough roles create`` command: the explicit step that creates the least-privilege roles.
 
-One call of ``passthrough.create_roles(writer, reader)`` (sql/087_roles.sql), which owns every rule:
+One call of ``passthrough.create_roles(writer, reader)`` (sql/functions/280_roles.sql), which owns every rule:
 which functions each role may execute, and that no role but the owner touches a table. Run it as the
 owner of Passthrough (or a superuser), once after install and again after each upgrade; it prints the
 grants in effect. Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py).

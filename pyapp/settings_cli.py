@@ -3,7 +3,7 @@
     passthrough settings                          every setting, its value and what it means
     passthrough settings set NAME VALUE           e.g. passthrough settings set public_passthrough_events on
 
-Each is one call of passthrough.list_settings() / passthrough.set_setting() (sql/020_settings.sql), which own
+Each is one call of passthrough.list_settings() / passthrough.set_setting() (sql/functions/010_settings.sql), which own
 every rule (the names, what a value may be).
 """
 

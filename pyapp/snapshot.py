@@ -2,7 +2,7 @@
 
 The ODP convention: one gzip CSV per audience named ``<audience_id>.csv.gz`` with the header
 ``type, action, audience_id, ts`` plus exactly one high-confidence identifier column. Every rule lives
-in SQL (sql/074_snapshots.sql: ``passthrough.import_snapshot``); this module reads the file, stages its
+in SQL (sql/functions/200_snapshot_import.sql: ``passthrough.import_snapshot``); this module reads the file, stages its
 rows with COPY (the bulk loader's staging table) and calls the function, in one transaction.
 
 ``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike; the

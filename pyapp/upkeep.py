@@ -1,6 +1,6 @@
 """Background upkeep: the expiry sweeper and retention pruning, as calls of their SQL functions.
 
-Both rules live in SQL (sql/077_expiry.sql, sql/079_retention.sql); this module only calls
+Both rules live in SQL (sql/functions/100_expiry.sql, sql/functions/240_retention.sql); this module only calls
 ``passthrough.expire_memberships`` and ``passthrough.prune_history`` in chunks, each chunk its own
 transaction, until a chunk comes back short. ``passthrough serve`` runs ``Upkeep`` in the background;
 ``passthrough expire`` and ``passthrough prune`` run one round from the command line (or pg_cron calls

@@ -1,7 +1,7 @@
 """``passthrough expire`` and ``passthrough prune``: one round of upkeep from the command line.
 
 ``passthrough serve`` runs both in the background (pyapp/upkeep.py); these commands are for
-deployments without it, e.g. from cron. The rules are SQL's (sql/077_expiry.sql, sql/079_retention.sql).
+deployments without it, e.g. from cron. The rules are SQL's (sql/functions/100_expiry.sql, sql/functions/240_retention.sql).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import httpx
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
-# (network, what kind of address it holds), as in sql/081_webhooks.sql; the most specific one names the kind
+# (network, what kind of address it holds), as in sql/functions/250_webhooks.sql; the most specific one names the kind
 NON_GLOBAL_NETWORKS: tuple[tuple[str, str], ...] = (
     ("0.0.0.0/8", "unspecified"),  # "this network"; 0.0.0.0 reaches the local host
     ("10.0.0.0/8", "private"),

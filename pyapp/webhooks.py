@@ -1,6 +1,6 @@
 """Webhook delivery: the change feed POSTed to subscribed URLs, at least once, in feed order, signed.
 
-Every rule is SQL's (sql/081_webhooks.sql): which subscriptions are due and who holds them (a lease),
+Every rule is SQL's (sql/functions/250_webhooks.sql): which subscriptions are due and who holds them (a lease),
 which changes a page holds and which the audience filter selects, moving the cursor (compare-and-set),
 the backoff after a failure. This module only reads a page, POSTs it and reports the outcome, each
 database call in its own short transaction (autocommit), and never holds a transaction open while it

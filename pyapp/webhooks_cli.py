@@ -1,7 +1,7 @@
 """The ``passthrough webhooks`` subcommands: create, list, pause, resume and delete webhook subscriptions.
 
 Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py). Each is one call of the
-SQL function of the same purpose (sql/081_webhooks.sql), which owns every rule about webhooks;
+SQL function of the same purpose (sql/functions/250_webhooks.sql), which owns every rule about webhooks;
 ``passthrough serve`` delivers them (pyapp/webhooks.py).
 
 ``webhooks create`` prints the new webhook's signing secret, and nothing else, on stdout

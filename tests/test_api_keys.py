@@ -1,4 +1,4 @@
-"""passthrough.create_api_key / list_api_keys / revoke_api_key / authenticate_api_key (sql/085_api_keys.sql)."""
+"""passthrough.create_api_key / list_api_keys / revoke_api_key / authenticate_api_key (sql/functions/270_api_keys.sql)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""passthrough.audience_member_lines (sql/083_audience_members.sql): the export as text, in blocks of lines, for
+"""passthrough.audience_member_lines (sql/functions/260_audience_members.sql): the export as text, in blocks of lines, for
 passthrough export (snapshot rows) and GET /v3/segments/{id}/members (NDJSON, CSV)."""
 
 from __future__ import annotations

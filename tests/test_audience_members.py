@@ -1,4 +1,4 @@
-"""passthrough.audience_members (sql/083_audience_members.sql): who is in an audience, now or at a time,
+"""passthrough.audience_members (sql/functions/260_audience_members.sql): who is in an audience, now or at a time,
 keyset-paged."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The change feed (sql/076_change_feed.sql): every transition, in an order consumers resume from without
+"""The change feed (sql/functions/210_change_feed.sql): every transition, in an order consumers resume from without
 missing a change or seeing one twice, whatever order transactions commit in; GET /v3/changes; the CLI."""
 
 from __future__ import annotations

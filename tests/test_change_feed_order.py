@@ -1,4 +1,4 @@
-"""The change feed's order (sql/076_change_feed.sql): applied in cursor order, the feed reproduces every pair's
+"""The change feed's order (sql/functions/210_change_feed.sql): applied in cursor order, the feed reproduces every pair's
 state, whatever order concurrent writers (events, bulk loads, snapshot imports, the expiry sweeper) took
 their transaction ids, wrote and committed in. Interleavings are forced (tests/interleave.py), never hoped for."""
 

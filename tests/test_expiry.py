@@ -1,4 +1,4 @@
-"""Expiry (sql/077_expiry.sql): an audience's ttl, evaluated at read time, recorded by the sweeper
+"""Expiry (sql/functions/100_expiry.sql): an audience's ttl, evaluated at read time, recorded by the sweeper
 (passthrough.expire_memberships) or by the writer that renews a membership, in the feed at its real time."""
 
 from __future__ import annotations

@@ -432,7 +432,7 @@ def test_every_table_and_sequence_is_registered_for_pg_dump(extension_installed,
         ).fetchone()
     assert set(config) == relations, (
         "a table or sequence that is not registered comes back empty from pg_dump/pg_restore: "
-        "create it before sql/089_extension_dump.sql, or call passthrough._register_dump_tables() after it")
+        "create it in sql/tables/ (before sql/finish/010_extension_dump.sql), or call passthrough._register_dump_tables() after it")
     assert set(conditions) == {""}
 
 

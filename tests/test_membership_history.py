@@ -1,4 +1,4 @@
-"""Membership over time (sql/078_membership_history.sql): the state as of any instant, one pair's history
+"""Membership over time (sql/functions/230_membership_history.sql): the state as of any instant, one pair's history
 and sizes over time, all from the event log with the live rules, compared with the reference model."""
 
 from __future__ import annotations

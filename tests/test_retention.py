@@ -1,4 +1,4 @@
-"""Retention (sql/079_retention.sql): set_event_retention, prune_history, the history horizon (PT031)
+"""Retention (sql/functions/240_retention.sql): set_event_retention, prune_history, the history horizon (PT031)
 and pruned feed cursors (PT032)."""
 
 from __future__ import annotations

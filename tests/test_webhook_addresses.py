@@ -1,5 +1,5 @@
 """Webhooks reach global addresses only, unless a webhook opted in (allow_private_network): refused when created
-with such an IP in its URL (sql/081_webhooks.sql), and at every connection, whatever the host name resolves to
+with such an IP in its URL (sql/functions/250_webhooks.sql), and at every connection, whatever the host name resolves to
 (pyapp/webhook_network.py), before anything is connected.
 
 No test here sends traffic to a link-local or private address: names resolve through a stub resolver, and the

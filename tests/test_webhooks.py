@@ -1,4 +1,4 @@
-"""Webhooks (sql/081_webhooks.sql, pyapp/webhooks.py): the change feed POSTed to a real local HTTP receiver,
+"""Webhooks (sql/functions/250_webhooks.sql, pyapp/webhooks.py): the change feed POSTed to a real local HTTP receiver,
 signed, in feed order, at least once, with a backoff, a lease and a compare-and-set cursor."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``?after=<cursor>&limit=N`` answers the next changes after the cursor (from the start without one), in
 feed order, and ``next``: the cursor to resume from (the last change's, or ``after`` when there is none
 yet). Every rule (the cursor's form, the limit's range, which changes are readable) belongs to
-``passthrough.changes`` (sql/076_change_feed.sql); this module only reads the query string.
+``passthrough.changes`` (sql/functions/210_change_feed.sql); this module only reads the query string.
 """
 
 from __future__ import annotations

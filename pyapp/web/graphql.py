@@ -91,7 +91,7 @@ CUSTOMER_SQL = (
     "SELECT name, state, description, is_ready, revision, size "
     "FROM passthrough.customer_audiences(%s, %s, %s::text[])"
 )
-CUSTOMER_AT_SQL = (  # membership as of a past instant, from the event log (sql/078_membership_history.sql)
+CUSTOMER_AT_SQL = (  # membership as of a past instant, from the event log (sql/functions/230_membership_history.sql)
     "SELECT name, state, description, is_ready, revision, size "
     "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], %s, %s)"
 )

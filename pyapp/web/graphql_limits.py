@@ -2,7 +2,7 @@
 
 A history read is a field that reads an audience's whole event log: ``size_history``, and
 ``audiences(at:)`` when ``size`` is selected below it (a size as of a past instant, one per audience of
-the answer; sql/078_membership_history.sql). A query may ask for few of them, whatever its aliases: 15
+the answer; sql/functions/230_membership_history.sql). A query may ask for few of them, whatever its aliases: 15
 aliased ones against a 3.1 M-member audience took 38 s (docs/reliability.md, "Abuse").
 
 Checked once per distinct query text, right after parsing and before validation (the result is

@@ -53,5 +53,5 @@ async def _ready(request: Request, conn: AsyncConnection) -> bool:
             f"the database does not have these migrations as packaged: {', '.join(pending)}; "
             "run `passthrough migrate` (or start the server without --no-migrate)",
         )
-    cursor = await conn.execute("SELECT passthrough.is_enabled()")  # PL/pgSQL, like every write (sql/020)
+    cursor = await conn.execute("SELECT passthrough.is_enabled()")  # PL/pgSQL, like every write (sql/functions/010_settings.sql)
     return (await cursor.fetchone())[0]

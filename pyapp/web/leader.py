@@ -22,7 +22,7 @@ from pyapp.background import BackgroundLoop
 
 log = logging.getLogger("passthrough.leader")
 
-# The audience lock space of sql/070_apply_events.sql (passthrough._audience_lock_space()), with a key no
+# The audience lock space of sql/functions/150_writer.sql (passthrough._audience_lock_space()), with a key no
 # audience has: the lock of the background jobs
 LOCK_KEYS = (1886650368, -1)
 TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(%s, %s)"

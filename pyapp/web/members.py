@@ -1,6 +1,6 @@
 """GET /v3/segments/{segment_id}/members: who is in a segment, now or at ``?at=``, a page at a time.
 
-``passthrough.audience_member_lines`` (sql/083_audience_members.sql) owns the rules: the segment, the cursor's
+``passthrough.audience_member_lines`` (sql/functions/260_audience_members.sql) owns the rules: the segment, the cursor's
 form, the instant, the history horizon, the lines of each format. This module reads the query string and has
 the database write the page (one COPY) as NDJSON (the default) or CSV, by ``Accept``, with the cursor of its
 last member when another follows. The next page is named in a ``Link`` header (``rel="next"``) and in

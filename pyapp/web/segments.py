@@ -1,7 +1,7 @@
 """/v3/segments: audience definitions (ODP calls them segments), private keys only.
 
 A passthrough segment's definition is ``{"external": {"external_audience_id": "..."}}``, with an optional
-``ttl_seconds`` (membership expiry, sql/077_expiry.sql). This module
+``ttl_seconds`` (membership expiry, sql/functions/100_expiry.sql). This module
 reads that shape out of the request body (unknown definition kinds and fields are refused, naming
 the field) and hands the values to the SQL functions, which own every rule about them: segment ids
 (``[a-z0-9_]+``), lengths, conflicts, revisions.

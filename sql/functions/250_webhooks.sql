@@ -24,37 +24,6 @@
 -- IP address; the delivery loop checks every address a host name resolves to when it connects, and
 -- connects to the address it checked (pyapp/webhook_network.py, which lists the same networks).
 
-CREATE TABLE passthrough.webhooks (
-  id                integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  name              text        COLLATE "C" NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
-  url               text        NOT NULL CHECK (url ~* '^https?://'),
-  secret            text        NOT NULL,
-  audiences         text[],
-  allow_private_network boolean NOT NULL DEFAULT false,
-  feed_cursor       text,
-  failures          integer     NOT NULL DEFAULT 0 CHECK (failures >= 0),
-  next_attempt_at   timestamptz NOT NULL DEFAULT now(),
-  locked_until      timestamptz,
-  last_attempt_at   timestamptz,
-  last_status       integer,
-  last_error        text,
-  last_delivered_at timestamptz,
-  created_at        timestamptz NOT NULL DEFAULT now(),
-  paused_at         timestamptz
-);
-COMMENT ON TABLE passthrough.webhooks IS
-  'Webhook subscriptions to the change feed. Manage them with passthrough.create_webhook(), list_webhooks(), pause_webhook(), resume_webhook() and delete_webhook(), or the command: passthrough webhooks.';
-COMMENT ON COLUMN passthrough.webhooks.secret IS
-  'The HMAC-SHA256 key that signs each delivery; shown once by create_webhook, never listed.';
-COMMENT ON COLUMN passthrough.webhooks.audiences IS
-  'Names of the defined audiences whose changes are delivered; NULL: every change.';
-COMMENT ON COLUMN passthrough.webhooks.allow_private_network IS
-  'true: deliveries may connect to loopback, link-local, private and other non-global addresses; false (the default): such an address is refused at creation (an IP in the URL) and at every connection (what the host name resolves to).';
-COMMENT ON COLUMN passthrough.webhooks.feed_cursor IS
-  'The feed cursor of the last change acknowledged (or skipped by the filter); NULL: the start of the feed.';
-COMMENT ON COLUMN passthrough.webhooks.locked_until IS
-  'The lease of the server process delivering it: no other process claims it before this time.';
-
 CREATE FUNCTION passthrough._check_webhook_url(p_url text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -201,7 +170,7 @@ BEGIN
     END IF;
   END IF;
 
-  -- 244 random bits from the server's strong random source (as API keys, sql/085_api_keys.sql)
+  -- 244 random bits from the server's strong random source (as API keys, sql/functions/270_api_keys.sql)
   v_secret := 'whsec_' || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
   INSERT INTO passthrough.webhooks (name, url, secret, audiences, allow_private_network, feed_cursor)
   VALUES (p_name, p_url, v_secret, v_audiences, p_allow_private_network,

@@ -8,37 +8,6 @@
 --   SELECT * FROM passthrough.load_staged('etl');         -- validates, applies, empties the staging table
 --   COMMIT;
 
-CREATE TYPE passthrough.load_result AS (
-  load_id  bigint,   -- identifies this call; invalid rows kept in passthrough.load_rejects carry it
-  batch_id bigint,   -- the batch row written (NULL when nothing was stored)
-  accepted bigint,   -- rows stored as events
-  ignored  bigint,   -- rows of another type, acknowledged and not stored (when asked to skip them)
-  rejected bigint,   -- invalid rows kept in passthrough.load_rejects (only when asked for)
-  changed  bigint    -- (identifier, audience) pairs whose qualified state changed
-);
-COMMENT ON TYPE passthrough.load_result IS 'What loading the staged rows did.';
-
-CREATE SEQUENCE passthrough.load_ids;
-COMMENT ON SEQUENCE passthrough.load_ids IS 'Ids of passthrough.load_staged calls.';
-
-CREATE TABLE passthrough.load_rejects (
-  load_id         bigint      NOT NULL,
-  row_no          bigint,
-  problems        text[]      NOT NULL,
-  type            text,
-  action          text,
-  identifier_type text,
-  identifier      text,
-  audience_id     text,
-  ts              numeric,
-  idempotence_id  text,
-  source          text        NOT NULL,
-  rejected_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX load_rejects_load_id ON passthrough.load_rejects (load_id);
-COMMENT ON TABLE passthrough.load_rejects IS
-  'Rows a bulk load refused when called with p_rejects => true, with the rules each broke. Read them with passthrough.get_load_rejects(load_id); delete them with passthrough.purge_load_rejects().';
-
 CREATE FUNCTION passthrough.begin_load() RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

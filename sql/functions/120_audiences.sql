@@ -2,23 +2,6 @@
 -- audience id that events carry. Membership is keyed by the external id, so events may arrive
 -- before the definition and show up the moment it is created.
 
-CREATE TABLE passthrough.audiences (
-  id           integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  name         text        COLLATE "C" NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9_]{1,255}$'),
-  audience_key integer     NOT NULL UNIQUE REFERENCES passthrough.external_audiences (id),
-  description  text        CHECK (length(description) <= 4096),
-  metadata     jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
-  revision     integer     NOT NULL DEFAULT 1 CHECK (revision >= 1),
-  ttl          interval    CHECK (ttl > interval '0' AND extract(day FROM ttl) = 0 AND extract(month FROM ttl) = 0
-                                  AND extract(year FROM ttl) = 0),  -- seconds only: no time zone or calendar
-  created_at   timestamptz NOT NULL DEFAULT now(),
-  updated_at   timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE passthrough.audiences IS
-  'Audience definitions. revision is 1 on create and grows by one on every change that alters the definition; a no-op update leaves it alone.';
-COMMENT ON COLUMN passthrough.audiences.ttl IS
-  'Time to live of a membership (NULL: none): a qualify event older than this no longer counts. Set with passthrough.set_audience_ttl (sql/077_expiry.sql).';
-
 -- One place for every rule a definition must meet; create, put and validate all call it.
 CREATE FUNCTION passthrough._check_audience(
   p_name text, p_external_audience_id text, p_description text, p_metadata jsonb, p_ttl interval
@@ -126,7 +109,7 @@ BEGIN
     RETURN v_revision;
   END IF;
   IF v_old.ttl IS NOT NULL AND (v_old.ttl IS DISTINCT FROM v_ttl OR v_old.audience_key <> v_key) THEN
-    -- expiries due under the old definition are final: record them before it changes (sql/077_expiry.sql)
+    -- expiries due under the old definition are final: record them before it changes (sql/functions/100_expiry.sql)
     WHILE passthrough._expire_due(v_old.audience_key, 100000) > 0 LOOP
     END LOOP;
   END IF;
@@ -154,7 +137,7 @@ EXCEPTION WHEN unique_violation THEN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._save_audience(text, text, text, text, jsonb, interval) IS
-  'Private: the one writer of audience definitions, behind create_audience, put_audience and set_audience_ttl. A changed ttl or link first records the expiries due under the old definition, then rebuilds the expiry work list (sql/077_expiry.sql).';
+  'Private: the one writer of audience definitions, behind create_audience, put_audience and set_audience_ttl. A changed ttl or link first records the expiries due under the old definition, then rebuilds the expiry work list (sql/functions/100_expiry.sql).';
 
 CREATE FUNCTION passthrough.create_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',
@@ -190,6 +173,29 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough.put_audience(text, text, text, jsonb, interval, boolean) IS
   'Creates or updates an audience definition (every field; p_ttl NULL removes a ttl, unless p_keep_ttl keeps the stored one, which is what HTTP PUT does when ttl_seconds is left out) and returns its revision: 1 when created, +1 when a field changed, unchanged for a no-op. PT007 for an invalid field, or a ttl given together with p_keep_ttl.';
+
+CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_external_id text;
+  v_description text;
+  v_metadata    jsonb;
+BEGIN
+  SELECT e.external_id, a.description, a.metadata INTO v_external_id, v_description, v_metadata
+  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
+  WHERE a.name = p_name
+  FOR UPDATE OF a;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: name';
+  END IF;
+  RETURN passthrough._save_audience('put', p_name, v_external_id, v_description, v_metadata, p_ttl);
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
+  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. The same as put_audience with the other fields unchanged. PT006 for an unknown audience, PT007 for a ttl that is not positive.';
 
 CREATE FUNCTION passthrough.validate_audience(
   p_name text, p_external_audience_id text, p_description text DEFAULT NULL, p_metadata jsonb DEFAULT '{}',

@@ -2,31 +2,7 @@
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
 -- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
--- expiry is not recorded yet records it itself (sql/070_apply_events.sql), so the feed misses none.
-
--- The expiry rule, in one place: a qualify event at p_event_ts still counts at p_at. The sweeper's "due"
--- tests below are its negation for a non-NULL ttl, written as event_ts <= now() - ttl so that they range-scan
--- the work list's primary key.
-CREATE FUNCTION passthrough._within_ttl(p_event_ts timestamptz, p_ttl interval, p_at timestamptz)
-RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-  SELECT p_ttl IS NULL OR p_event_ts > p_at - p_ttl;
-$$;
-COMMENT ON FUNCTION passthrough._within_ttl(timestamptz, interval, timestamptz) IS
-  'Private: whether a qualify event at p_event_ts still keeps its member at p_at under ttl p_ttl (NULL: no ttl, always). Inlined by the planner.';
-
--- The sweeper's work list: one row per qualify event that decided a membership of an audience with a ttl.
--- A row is stale once a newer event decides the pair; the sweeper drops stale rows as it meets them.
-CREATE TABLE passthrough.membership_expiries (
-  audience_key       integer     NOT NULL,
-  event_ts           timestamptz NOT NULL,
-  identifier_type_id smallint    NOT NULL,
-  identifier         text        COLLATE "C" NOT NULL,
-  PRIMARY KEY (audience_key, event_ts, identifier_type_id, identifier)
-);
-COMMENT ON TABLE passthrough.membership_expiries IS
-  'Work list of the expiry sweeper: the qualify events (by pair and ts) of audiences with a ttl whose expiry is not recorded yet. Written by the one writer and by set_audience_ttl.';
+-- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
 
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
 LANGUAGE sql STABLE
@@ -168,26 +144,3 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._requeue_expiries(integer, integer) IS
   'Private: rebuilds the expiry work list of an audience key (empty unless a definition with a ttl links it) after its ttl or link changed; drops the rows of the key it was linked to before (p_old_audience_key).';
-
-CREATE FUNCTION passthrough.set_audience_ttl(p_name text, p_ttl interval) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_external_id text;
-  v_description text;
-  v_metadata    jsonb;
-BEGIN
-  SELECT e.external_id, a.description, a.metadata INTO v_external_id, v_description, v_metadata
-  FROM passthrough.audiences a JOIN passthrough.external_audiences e ON e.id = a.audience_key
-  WHERE a.name = p_name
-  FOR UPDATE OF a;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT006',
-      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
-      DETAIL = 'field: name';
-  END IF;
-  RETURN passthrough._save_audience('put', p_name, v_external_id, v_description, v_metadata, p_ttl);
-END;
-$$;
-COMMENT ON FUNCTION passthrough.set_audience_ttl(text, interval) IS
-  'Sets (or with NULL removes) how long a qualify event keeps a member in a defined audience, and returns the new revision (unchanged when the ttl is). A ttl is kept in seconds (a month counts 30 days). Expiries already due under the old ttl are recorded first and stay; the new ttl applies to every other membership at once, counted from its qualify event''s ts. Scans the memberships once. The same as put_audience with the other fields unchanged. PT006 for an unknown audience, PT007 for a ttl that is not positive.';

@@ -10,74 +10,21 @@
 -- for any arrival order of events and snapshots:
 --
 -- * Each snapshot's list is kept (passthrough.snapshot_members): reads in the past use the newest
---   snapshot at or before their time (sql/078_membership_history.sql).
+--   snapshot at or before their time (sql/functions/190_members_at.sql).
 -- * The import of an audience's newest snapshot applies its verdict through the one writer, as
 --   verdict-only rows: qualified at T for each listed pair, disqualified at T for each pair stored as
 --   qualified by an input no newer than T; a newer input stands. Every other pair is already out. From
 --   then on, an event before T (or a qualify at T) can change nothing, and the writer only logs it
---   (sql/070_apply_events.sql): no lookup, no row written. The listed rows are logged as events.
+--   (sql/functions/150_writer.sql): no lookup, no row written. The listed rows are logged as events.
 --   One transaction: readers see the old membership or the new one, never a mix.
 -- * An import holds its audience's advisory lock exclusively, writers hold theirs shared, so no writer
---   that cannot see the snapshot yet writes a pair the import cannot see (sql/070_apply_events.sql).
+--   that cannot see the snapshot yet writes a pair the import cannot see (sql/functions/150_writer.sql).
 -- * The guards count as of T: the members at T by the inputs known before the import, and those of them
 --   the snapshot leaves out.
 --
 --   SELECT passthrough.begin_load();                  -- the same staging table as bulk loading
 --   COPY pg_temp.passthrough_load (type, action, audience_id, ts, identifier_type, identifier) FROM STDIN;
 --   SELECT * FROM passthrough.import_snapshot('aud-1');            -- or p_dry_run => true
-
-CREATE TABLE passthrough.snapshots (
-  id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  audience_key integer     NOT NULL,
-  snapshot_at  timestamptz NOT NULL,
-  listed       bigint      NOT NULL,
-  received_at  timestamptz NOT NULL DEFAULT now(),
-  source       text        NOT NULL,
-  batch_id     bigint
-);
-CREATE INDEX snapshots_audience_key ON passthrough.snapshots (audience_key, snapshot_at, id);
-COMMENT ON TABLE passthrough.snapshots IS
-  'Every imported snapshot: an input at snapshot_at for every pair of its audience (listed: qualified, else disqualified). Pruned with the event log (sql/079_retention.sql).';
-COMMENT ON COLUMN passthrough.snapshots.listed IS 'Distinct identifiers the snapshot listed.';
-COMMENT ON COLUMN passthrough.snapshots.batch_id IS 'The batch that logged its listed rows as events (NULL when it wrote none).';
-
-CREATE TABLE passthrough.snapshot_members (
-  snapshot_id        bigint   NOT NULL,
-  identifier_type_id smallint NOT NULL,
-  identifier         text     COLLATE "C" NOT NULL,
-  PRIMARY KEY (identifier_type_id, identifier, snapshot_id)
-);
--- rows are appended snapshot by snapshot: a BRIN finds one snapshot's rows for whole-audience reads
-CREATE INDEX snapshot_members_snapshot_id_brin ON passthrough.snapshot_members USING brin (snapshot_id);
-COMMENT ON TABLE passthrough.snapshot_members IS
-  'The identifiers each snapshot lists. When an earlier snapshot of the same audience has the same T, only the identifiers both list (disqualify wins the tie), so the last snapshot of a T holds the verdict of all.';
-
--- Whether a snapshot lists a pair (reads in the past ask it).
-CREATE FUNCTION passthrough._listed(p_snapshot_id bigint, p_identifier_type_id smallint, p_identifier text)
-RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-  SELECT EXISTS (SELECT 1 FROM passthrough.snapshot_members m
-                 WHERE m.identifier_type_id = p_identifier_type_id AND m.identifier = p_identifier
-                   AND m.snapshot_id = p_snapshot_id);
-$$;
-COMMENT ON FUNCTION passthrough._listed(bigint, smallint, text) IS
-  'Private: whether snapshot p_snapshot_id lists the identifier (false for a NULL snapshot): one primary-key lookup. Not inlined (a sub-select never is): reads call it per pair.';
-
-CREATE TYPE passthrough.snapshot_result AS (
-  snapshot_at   timestamptz, -- T
-  listed        bigint,      -- distinct identifiers in the snapshot
-  to_qualify    bigint,      -- listed, not members at T: they become members
-  to_disqualify bigint,      -- members at T, not listed: they stop being members
-  unchanged     bigint,      -- listed and members at T
-  kept_newer    bigint,      -- the snapshot disagrees with an input it does not override (newer, or a snapshot of the same T), which stands
-  members_before bigint,     -- members at T before the import
-  applied       boolean,     -- false for a dry run
-  batch_id      bigint,      -- the batch that holds the import's events (NULL when nothing was applied)
-  changed       bigint       -- pairs whose qualified state changed
-);
-COMMENT ON TYPE passthrough.snapshot_result IS
-  'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list.';
 
 -- Validates the staged rows as a snapshot of audience p_key (p_audience_id; NULL when never seen), and leaves
 -- its diff as of T in pg_temp.passthrough_snapshot_diff; returns T.
@@ -256,7 +203,7 @@ BEGIN
   SELECT e.id INTO v_key FROM passthrough.external_audiences e WHERE e.external_id = p_audience_id;
   IF NOT p_dry_run THEN
     -- Until this transaction ends: no other import of the audience, and no writer of it (nor of a batch
-    -- naming over 256 audiences) that started before; the diff below then sees every pair (sql/070).
+    -- naming over 256 audiences) that started before; the diff below then sees every pair (sql/functions/150_writer.sql).
     PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), v_key);
     PERFORM pg_advisory_xact_lock(passthrough._audience_lock_space(), 0);
   END IF;

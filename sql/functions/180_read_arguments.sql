@@ -1,4 +1,4 @@
--- Reading membership: which of these audiences is this customer in?
+-- The arguments reads share: an identifier to ask about, a defined audience name, a subset of audiences.
 
 CREATE FUNCTION passthrough._identifier_type_id_for_read(p_identifier_type text, p_identifier text)
 RETURNS smallint
@@ -27,6 +27,25 @@ $$;
 COMMENT ON FUNCTION passthrough._identifier_type_id_for_read(text, text) IS
   'Private: the id of an identifier type, or PT003 naming what is wrong. A low-confidence type (vuid) is valid to ask by and keys no membership, so its answers are empty.';
 
+-- The audience key behind a defined audience name, or PT006.
+CREATE FUNCTION passthrough._audience_key_for_read(p_name text) RETURNS integer
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_key integer;
+BEGIN
+  SELECT a.audience_key INTO v_key FROM passthrough.audiences a WHERE a.name = p_name;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT006',
+      MESSAGE = format('audience %s does not exist', coalesce(quote_literal(left(p_name, 300)), 'NULL')),
+      DETAIL = 'field: audience';
+  END IF;
+  RETURN v_key;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_key_for_read(text) IS
+  'Private: the audience key of a defined audience, or PT006 naming it.';
+
 CREATE FUNCTION passthrough._check_subset(p_subset text[]) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -40,30 +59,3 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._check_subset(text[]) IS
   'Private: PT010 when a membership read names more than 1000 audiences.';
-
-CREATE FUNCTION passthrough.customer_audiences(
-  p_identifier_type text, p_identifier text, p_subset text[] DEFAULT NULL
-) RETURNS TABLE (name text, state text, description text, is_ready boolean, revision integer, size bigint,
-                 external_audience_id text, event_ts timestamptz)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
-BEGIN
-  PERFORM passthrough._check_subset(p_subset);
-  RETURN QUERY
-    SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
-           passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
-    FROM passthrough.memberships m
-    JOIN passthrough.audiences a ON a.audience_key = m.audience_key
-    JOIN passthrough.external_audiences e ON e.id = m.audience_key
-    WHERE m.identifier_type_id = v_type_id
-      AND m.identifier = p_identifier
-      AND m.qualified
-      AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/077)
-      AND (p_subset IS NULL OR a.name = ANY (p_subset))
-    ORDER BY a.name;
-END;
-$$;
-COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
-  'The defined audiences (of p_subset, or all when NULL) that the customer is qualified for (the newest event is a qualify, younger than the audience''s ttl if it has one), with state ''qualified'' and exact sizes. PT003 for an unknown identifier type or an empty identifier; an identifier with no memberships, or of a low-confidence type (vuid: it keys no membership), gives no rows.';

@@ -2,41 +2,8 @@
 -- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
 -- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
 -- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
--- Snapshots (sql/074_snapshots.sql) are pruned alike: each audience keeps its newest snapshot older than
+-- Snapshots (sql/functions/200_snapshot_import.sql) are pruned alike: each audience keeps its newest snapshot older than
 -- the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
-
-CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  IF p_retention <= interval '0' THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('event_retention must be a positive interval or NULL, got %s', p_retention),
-      DETAIL = 'field: event_retention',
-      HINT = 'For example: SELECT passthrough.set_event_retention(interval ''90 days''); NULL keeps everything.';
-  END IF;
-  UPDATE passthrough.settings SET event_retention = p_retention, updated_at = now();
-END;
-$$;
-COMMENT ON FUNCTION passthrough.set_event_retention(interval) IS
-  'Sets how long events and feed changes are kept (NULL, the default: for ever). Nothing is deleted until passthrough.prune_history() runs. PT010 for an interval that is not positive.';
-
-CREATE FUNCTION passthrough._check_horizon(p_at timestamptz, p_field text) RETURNS void
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-  v_horizon timestamptz := (SELECT s.history_horizon FROM passthrough.settings s);
-BEGIN
-  IF p_at < v_horizon THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT031',
-      MESSAGE = format('%s is before the history horizon %s: older events were pruned', p_field, v_horizon),
-      DETAIL = format('field: %s', p_field),
-      HINT = 'The event log is kept for passthrough.get_settings().event_retention; ask about a later time.';
-  END IF;
-END;
-$$;
-COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
-  'Private: PT031 when p_at is older than the pruned event log can answer for.';
 
 CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000)
 RETURNS TABLE (events bigint, changes bigint, snapshot_members bigint)

@@ -1,32 +1,4 @@
--- Operator settings: one row, typed columns.
-
-CREATE TABLE passthrough.settings (
-  singleton           boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
-  passthrough_enabled boolean     NOT NULL DEFAULT false,
-  max_future_skew     interval    NOT NULL DEFAULT interval '5 minutes'
-                                  CHECK (max_future_skew >= interval '0'),
-  public_passthrough_events boolean NOT NULL DEFAULT false,
-  event_retention     interval    CHECK (event_retention > interval '0'),
-  history_horizon     timestamptz,
-  feed_pruned_through text,
-  updated_at          timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE passthrough.settings IS
-  'Operator settings (exactly one row). Change them through passthrough.set_setting() (passthrough.list_settings() lists them) or the function of each: enable(), disable(), set_max_future_skew(), set_event_retention().';
-COMMENT ON COLUMN passthrough.settings.passthrough_enabled IS
-  'Whether passthrough events are accepted. False after install: an operator turns it on.';
-COMMENT ON COLUMN passthrough.settings.event_retention IS
-  'How long the event log and the change feed are kept (NULL: for ever); passthrough.prune_history() applies it (sql/079_retention.sql).';
-COMMENT ON COLUMN passthrough.settings.history_horizon IS
-  'The oldest instant point-in-time answers are exact for, once the event log has been pruned (NULL: all of it).';
-COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
-  'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
-COMMENT ON COLUMN passthrough.settings.max_future_skew IS
-  'How far ahead of the server clock an event''s ts may be; later timestamps are refused (default 5 minutes: docs/semantics.md says why).';
-COMMENT ON COLUMN passthrough.settings.public_passthrough_events IS
-  'Whether a request authenticated with a public API key (one that ships inside web pages) may send passthrough events. Off by default: with it on, anyone who reads a page can qualify or disqualify anyone.';
-
-INSERT INTO passthrough.settings DEFAULT VALUES;
+-- Operator settings: read and change the one row of passthrough.settings.
 
 CREATE FUNCTION passthrough.enable() RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -71,6 +43,22 @@ $$;
 COMMENT ON FUNCTION passthrough.set_max_future_skew(interval) IS
   'Sets how far ahead of the server clock an event''s ts may be (default 5 minutes).';
 
+CREATE FUNCTION passthrough.set_event_retention(p_retention interval) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_retention <= interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('event_retention must be a positive interval or NULL, got %s', p_retention),
+      DETAIL = 'field: event_retention',
+      HINT = 'For example: SELECT passthrough.set_event_retention(interval ''90 days''); NULL keeps everything.';
+  END IF;
+  UPDATE passthrough.settings SET event_retention = p_retention, updated_at = now();
+END;
+$$;
+COMMENT ON FUNCTION passthrough.set_event_retention(interval) IS
+  'Sets how long events and feed changes are kept (NULL, the default: for ever). Nothing is deleted until passthrough.prune_history() runs. PT010 for an interval that is not positive.';
+
 CREATE FUNCTION passthrough.get_settings()
 RETURNS TABLE (passthrough_enabled boolean, max_future_skew interval, updated_at timestamptz,
                event_retention interval, history_horizon timestamptz, public_passthrough_events boolean)
@@ -101,6 +89,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION passthrough.list_settings() IS
   'Every setting passthrough.set_setting() changes: its name, its value as text and what it means.';
+
+CREATE FUNCTION passthrough._setting_interval(p_name text, p_value text) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  RETURN p_value::interval;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+  RAISE EXCEPTION USING ERRCODE = 'PT010',
+    MESSAGE = format('%s must be an interval such as ''5 minutes'', got %s', p_name,
+                     coalesce(quote_literal(left(p_value, 64)), 'NULL')),
+    DETAIL = 'field: value';
+END;
+$$;
+COMMENT ON FUNCTION passthrough._setting_interval(text, text) IS
+  'Private: a setting''s text value as an interval, or PT010 naming the setting.';
 
 CREATE FUNCTION passthrough.set_setting(p_name text, p_value text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -138,18 +141,3 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough.set_setting(text, text) IS
   'Changes one setting by name (passthrough.list_settings() lists them), its value as text: on or off, an interval such as ''5 minutes'', or none for no retention. PT010 for an unknown name or a value it cannot be.';
-
-CREATE FUNCTION passthrough._setting_interval(p_name text, p_value text) RETURNS interval
-LANGUAGE plpgsql IMMUTABLE
-AS $$
-BEGIN
-  RETURN p_value::interval;
-EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
-  RAISE EXCEPTION USING ERRCODE = 'PT010',
-    MESSAGE = format('%s must be an interval such as ''5 minutes'', got %s', p_name,
-                     coalesce(quote_literal(left(p_value, 64)), 'NULL')),
-    DETAIL = 'field: value';
-END;
-$$;
-COMMENT ON FUNCTION passthrough._setting_interval(text, text) IS
-  'Private: a setting''s text value as an interval, or PT010 naming the setting.';

@@ -1,0 +1,12 @@
+-- plpgsql, so that it may name the expiry queue (sql/functions/100_expiry.sql), created later.
+CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  RETURN (SELECT coalesce(sum(delta), 0)::bigint
+          FROM passthrough.audience_size_deltas WHERE audience_key = p_audience_key)
+         - passthrough._expired_unswept(p_audience_key);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_size(integer) IS
+  'Private: the exact number of currently qualified members of an audience: the sum of its deltas, less the memberships that expired (TTL) and that the sweeper has not recorded yet.';
