@@ -663,8 +663,8 @@ COMMENT ON FUNCTION passthrough._check_limit(integer, integer, integer) IS
   'Private: PT010 naming the field limit unless p_min <= p_limit <= p_max.';
 -- source: sql/functions/060_ttl_rule.sql
 -- The expiry rule, in one place: a qualify event at p_event_ts still counts at p_at. The sweeper's "due"
--- tests (sql/functions/100_expiry.sql) are its negation for a non-NULL ttl, written as event_ts <= now() - ttl so that they range-scan
--- the work list's primary key.
+-- tests (sql/functions/100_expiry.sql) are its negation for a non-NULL ttl, written as
+-- event_ts <= now() - ttl so that they range-scan the work list's primary key.
 CREATE FUNCTION passthrough._within_ttl(p_event_ts timestamptz, p_ttl interval, p_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -959,7 +959,10 @@ $$;
 COMMENT ON FUNCTION passthrough._requeue_expiries(integer, integer) IS
   'Private: rebuilds the expiry work list of an audience key (empty unless a definition with a ttl links it) after its ttl or link changed; drops the rows of the key it was linked to before (p_old_audience_key).';
 -- source: sql/functions/110_audience_size.sql
--- plpgsql, so that it may name the expiry queue (sql/functions/100_expiry.sql), created later.
+-- The exact size of an audience now, from the size deltas and the expiries not yet swept.
+
+-- PL/pgSQL keeps its plans for the session. As LANGUAGE sql it would not be inlined (its body has a
+-- sub-select), and customer_audiences, which calls it per audience, measured about 6% slower on 15 and 18.
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$
@@ -1436,8 +1439,8 @@ COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
 -- snapshot imports); the events it gets are valid (sql/functions/130_event_rules.sql).
 --
 -- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the input
--- with the greatest ts, an input being an event or a snapshot of the pair's audience (sql/functions/200_snapshot_import.sql);
--- on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
+-- with the greatest ts, an input being an event or a snapshot of the pair's audience
+-- (sql/functions/200_snapshot_import.sql); on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
 -- duplication or split into batches gives the same result.
 
 -- The writer's input: this session's table of validated events, which a caller fills right before it
@@ -2593,8 +2596,8 @@ COMMENT ON FUNCTION passthrough.customer_audiences(text, text, text[]) IS
 -- Membership over time, from the event log and the snapshots: the state as of any instant, one pair's
 -- history, and an audience's size over time. The rules are the live ones (docs/semantics.md) applied to
 -- the inputs whose ts is at or before the instant: events, and the snapshots of the pair's audience
--- (sql/functions/200_snapshot_import.sql; a snapshot at T lists the pair or disqualifies it at T). The greatest ts decides,
--- and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
+-- (sql/functions/200_snapshot_import.sql; a snapshot at T lists the pair or disqualifies it at T). The
+-- greatest ts decides, and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
 -- late still counts at its ts. Only the newest snapshot at or before t matters at t: it decides every
 -- pair, so the events before it need not be read.
 
@@ -2828,8 +2831,8 @@ COMMENT ON FUNCTION passthrough.audience_size_history(text, timestamptz, timesta
 -- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
 -- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
 -- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
--- Snapshots (sql/functions/200_snapshot_import.sql) are pruned alike: each audience keeps its newest snapshot older than
--- the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
+-- Snapshots (sql/functions/200_snapshot_import.sql) are pruned alike: each audience keeps its newest
+-- snapshot older than the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
 
 CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000)
 RETURNS TABLE (events bigint, changes bigint, snapshot_members bigint)

@@ -1,4 +1,7 @@
--- plpgsql, so that it may name the expiry queue (sql/functions/100_expiry.sql), created later.
+-- The exact size of an audience now, from the size deltas and the expiries not yet swept.
+
+-- PL/pgSQL keeps its plans for the session. As LANGUAGE sql it would not be inlined (its body has a
+-- sub-select), and customer_audiences, which calls it per audience, measured about 6% slower on 15 and 18.
 CREATE FUNCTION passthrough._audience_size(p_audience_key integer) RETURNS bigint
 LANGUAGE plpgsql STABLE
 AS $$

@@ -2,8 +2,8 @@
 -- snapshot imports); the events it gets are valid (sql/functions/130_event_rules.sql).
 --
 -- Semantics (docs/semantics.md): the state of a (identifier, audience) pair is decided by the input
--- with the greatest ts, an input being an event or a snapshot of the pair's audience (sql/functions/200_snapshot_import.sql);
--- on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
+-- with the greatest ts, an input being an event or a snapshot of the pair's audience
+-- (sql/functions/200_snapshot_import.sql); on equal ts, disqualify wins. The state is therefore a function of the set of inputs: any order,
 -- duplication or split into batches gives the same result.
 
 -- The writer's input: this session's table of validated events, which a caller fills right before it

@@ -1,8 +1,8 @@
 -- Membership over time, from the event log and the snapshots: the state as of any instant, one pair's
 -- history, and an audience's size over time. The rules are the live ones (docs/semantics.md) applied to
 -- the inputs whose ts is at or before the instant: events, and the snapshots of the pair's audience
--- (sql/functions/200_snapshot_import.sql; a snapshot at T lists the pair or disqualifies it at T). The greatest ts decides,
--- and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
+-- (sql/functions/200_snapshot_import.sql; a snapshot at T lists the pair or disqualifies it at T). The
+-- greatest ts decides, and on equal ts disqualify wins. "As of t" is event time as the log knows it now: an input that arrives
 -- late still counts at its ts. Only the newest snapshot at or before t matters at t: it decides every
 -- pair, so the events before it need not be read.
 

@@ -2,8 +2,8 @@
 -- bounded chunks (row deletes, no table lock), so ingestion goes on while it runs. It keeps, for every
 -- pair, its newest event older than the cutoff: with it, point-in-time answers at or after the cutoff
 -- stay exact. Answers before the cutoff (the history horizon) are refused with PT031, not guessed.
--- Snapshots (sql/functions/200_snapshot_import.sql) are pruned alike: each audience keeps its newest snapshot older than
--- the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
+-- Snapshots (sql/functions/200_snapshot_import.sql) are pruned alike: each audience keeps its newest
+-- snapshot older than the cutoff, whose verdict answers for every pair at the cutoff; older ones, and their lists, go.
 
 CREATE FUNCTION passthrough.prune_history(p_limit integer DEFAULT 50000)
 RETURNS TABLE (events bigint, changes bigint, snapshot_members bigint)
