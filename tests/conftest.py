@@ -15,6 +15,7 @@ Fixtures:
   make_database      function  factory: make_database(template=...) -> URL, all dropped afterwards
   url_form           function  parametrized over the URL forms the server accepts
                                ("given", "socket", "tcp"): that form's admin URL
+  test_clock         function  autouse: sqlhelpers.now() / at() / ts_at() count from when each test starts
 
 If the server cannot be started or reached, every test that needs it errors; nothing is skipped.
 """
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+import sqlhelpers
 from pgcluster import PgServer, PgStartError, create_database, drop_database, start_test_server
 
 from pyapp.db import connect
@@ -120,7 +122,15 @@ def migrated_template(pg_server_url: str) -> Iterator[str]:
         drop_database(pg_server_url, TEMPLATE_DB)
 
 
-# --------------------------------------------------------------------------- per-test databases
+# --------------------------------------------------------------------------- per-test clock and databases
+
+
+@pytest.fixture(autouse=True)
+def test_clock() -> Iterator[None]:
+    sqlhelpers.start_test_clock()
+    yield
+    sqlhelpers.stop_test_clock()
+
 
 
 @pytest.fixture
