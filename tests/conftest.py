@@ -4,6 +4,8 @@ Selection (first match wins):
   PASSTHROUGH_TEST_DSN=postgresql://...   an existing server (databases are created/dropped on it)
   PASSTHROUGH_TEST_PG_BINDIR=/usr/lib/postgresql/15/bin   a throwaway cluster from those binaries
   (neither)                               the embedded PostgreSQL 18 in a temp dir
+PASSTHROUGH_TEST_PG_MAJOR=15 (optional, CI sets it): the server chosen must be that major version, else
+every test that needs it errors.
 
 Fixtures:
   pg_server_url      session   admin URL (the `postgres` database)
@@ -22,6 +24,7 @@ If the server cannot be started or reached, every test that needs it errors; not
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import uuid
@@ -33,6 +36,8 @@ import sqlhelpers
 from pgcluster import PgServer, PgStartError, create_database, drop_database, start_test_server
 
 from pyapp.db import connect
+
+EXPECTED_MAJOR_ENV = "PASSTHROUGH_TEST_PG_MAJOR"
 
 # One template per pytest session: sessions sharing a server (several checkouts, one embedded server)
 # must not migrate or drop each other's template.
@@ -47,12 +52,26 @@ def _get_server(config: pytest.Config) -> PgServer:
     if found is None:
         try:
             found = start_test_server()
+            try:
+                _check_expected_major(found)
+            except BaseException:
+                found.stop()
+                raise
         except Exception as exc:  # remembered, re-raised by every fixture that needs the server
             found = exc
         config.stash[_server_key] = found
     if isinstance(found, BaseException):
         raise PgStartError(f"no test PostgreSQL: {found}") from found
     return found
+
+
+def _check_expected_major(server: PgServer) -> None:
+    """CI names the major version each of its passes is for, so that a pass cannot quietly test another
+    server (an inherited PASSTHROUGH_TEST_DSN, a pg_config of another version)."""
+    expected = os.environ.get(EXPECTED_MAJOR_ENV, "")
+    if expected and server.version_num // 10000 != int(expected):
+        raise PgStartError(f"${EXPECTED_MAJOR_ENV} is {expected}, but the test server is PostgreSQL "
+                           f"{server.version} ({server.description})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
