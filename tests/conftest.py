@@ -4,6 +4,8 @@ Selection (first match wins):
   PASSTHROUGH_TEST_DSN=postgresql://...   an existing server (databases are created/dropped on it)
   PASSTHROUGH_TEST_PG_BINDIR=/usr/lib/postgresql/15/bin   a throwaway cluster from those binaries
   (neither)                               the embedded PostgreSQL 18 in a temp dir
+PASSTHROUGH_TEST_PG_MAJOR=15 (optional, CI sets it): the server chosen must be that major version, else
+every test that needs it errors.
 
 Fixtures:
   pg_server_url      session   admin URL (the `postgres` database)
@@ -15,12 +17,14 @@ Fixtures:
   make_database      function  factory: make_database(template=...) -> URL, all dropped afterwards
   url_form           function  parametrized over the URL forms the server accepts
                                ("given", "socket", "tcp"): that form's admin URL
+  test_clock         function  autouse: sqlhelpers.now() / at() / ts_at() count from when each test starts
 
 If the server cannot be started or reached, every test that needs it errors; nothing is skipped.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import uuid
@@ -28,9 +32,12 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+import sqlhelpers
 from pgcluster import PgServer, PgStartError, create_database, drop_database, start_test_server
 
 from pyapp.db import connect
+
+EXPECTED_MAJOR_ENV = "PASSTHROUGH_TEST_PG_MAJOR"
 
 # One template per pytest session: sessions sharing a server (several checkouts, one embedded server)
 # must not migrate or drop each other's template.
@@ -45,12 +52,26 @@ def _get_server(config: pytest.Config) -> PgServer:
     if found is None:
         try:
             found = start_test_server()
+            try:
+                _check_expected_major(found)
+            except BaseException:
+                found.stop()
+                raise
         except Exception as exc:  # remembered, re-raised by every fixture that needs the server
             found = exc
         config.stash[_server_key] = found
     if isinstance(found, BaseException):
         raise PgStartError(f"no test PostgreSQL: {found}") from found
     return found
+
+
+def _check_expected_major(server: PgServer) -> None:
+    """CI names the major version each of its passes is for, so that a pass cannot quietly test another
+    server (an inherited PASSTHROUGH_TEST_DSN, a pg_config of another version)."""
+    expected = os.environ.get(EXPECTED_MAJOR_ENV, "")
+    if expected and server.version_num // 10000 != int(expected):
+        raise PgStartError(f"${EXPECTED_MAJOR_ENV} is {expected}, but the test server is PostgreSQL "
+                           f"{server.version} ({server.description})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -120,7 +141,15 @@ def migrated_template(pg_server_url: str) -> Iterator[str]:
         drop_database(pg_server_url, TEMPLATE_DB)
 
 
-# --------------------------------------------------------------------------- per-test databases
+# --------------------------------------------------------------------------- per-test clock and databases
+
+
+@pytest.fixture(autouse=True)
+def test_clock() -> Iterator[None]:
+    sqlhelpers.start_test_clock()
+    yield
+    sqlhelpers.stop_test_clock()
+
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 Pair = tuple[str, str, str]  # (identifier_type, identifier, audience_id)
+MICROSECOND = Decimal("0.000001")
 
 
 def to_us(ts: Decimal) -> int:
-    """Seconds since the Unix epoch in whole microseconds, as the database keeps them."""
-    return int((ts * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP))
+    """Seconds since the Unix epoch in whole microseconds, as the database keeps them. Rounded from ts itself:
+    ts * 1_000_000 would first round to the context's 28 digits (...0000014999...9 would become ...0000015)."""
+    return int(ts.quantize(MICROSECOND, rounding=ROUND_HALF_UP).scaleb(6))
 
 
 @dataclass(frozen=True)

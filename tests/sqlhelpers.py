@@ -12,16 +12,36 @@ import pytest
 from psycopg.types.json import Jsonb
 
 __all__ = ["TS", "Jsonb", "SqlError", "event", "expect_error", "rows", "scalar", "reset_data", "stored_counts",
-           "at", "ts_at"]
+           "at", "ts_at", "now", "start_test_clock", "stop_test_clock"]
 
 TS = 1_700_000_000
-# Expiry and retention are decided by the server's clock: those tests place events minutes from this instant.
-NOW = time.time()
+
+# Expiry and retention are decided by the server's clock: those tests place events minutes from "now", the
+# wall clock when the running test started (conftest's autouse fixture test_clock starts it), so that how long
+# collection or earlier tests took cannot move an event across a ttl or a horizon.
+_test_started: float | None = None
+
+
+def start_test_clock() -> None:
+    global _test_started
+    _test_started = time.time()
+
+
+def stop_test_clock() -> None:
+    global _test_started
+    _test_started = None
+
+
+def now() -> float:
+    """Seconds since the epoch when the running test started."""
+    if _test_started is None:
+        raise RuntimeError("the test clock runs only during a test (conftest.py's test_clock fixture)")
+    return _test_started
 
 
 def at(minutes: float) -> float:
-    """Seconds since the epoch (millisecond precision), `minutes` from NOW (negative: in the past)."""
-    return round(NOW + minutes * 60, 3)
+    """Seconds since the epoch (millisecond precision), `minutes` from now() (negative: in the past)."""
+    return round(now() + minutes * 60, 3)
 
 
 def ts_at(minutes: float) -> datetime:

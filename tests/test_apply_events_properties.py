@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference_model import Event, MembershipModel, dumps
+from reference_model import Event, MembershipModel, dumps, to_us
 from sqlhelpers import reset_data, rows
 
 BASE = Decimal(1_700_000_000)
@@ -22,8 +24,53 @@ events_strategy = st.builds(
     ts=st.one_of(
         st.integers(0, 5).map(lambda s: BASE + s),  # whole seconds: many exact ties
         st.integers(0, 5_000_000).map(lambda us: BASE + Decimal(us) / 1_000_000),  # sub-second
+        # below the microsecond, where the database rounds: any fraction, and exact halves (round half up)
+        st.integers(0, 5_000_000_000).map(lambda ns: BASE + Decimal(ns) / 1_000_000_000),
+        st.integers(0, 5_000_000).map(lambda us: BASE + (Decimal(us) + Decimal("0.5")) / 1_000_000),
     ),
 )
+
+
+# Seconds since the epoch as sent (JSON number text) -> the whole microseconds the database keeps: halves
+# round away from zero (numeric round()), not to even, and not down.
+ROUNDING = [
+    ("1700000000", 1_700_000_000_000_000),
+    ("1700000000.0000005", 1_700_000_000_000_001),
+    ("1700000000.0000004999", 1_700_000_000_000_000),
+    ("1700000000.0000025", 1_700_000_000_000_003),  # half to even would give ...002
+    ("1700000000.0000035", 1_700_000_000_000_004),
+    ("1700000000.0000014999999999999999999999", 1_700_000_000_000_001),
+    ("1700000000.0000015000000000000000000001", 1_700_000_000_000_002),
+    ("1700000000.9999995", 1_700_000_001_000_000),  # carries into the next second
+    ("1700000000.99999949999999999999", 1_700_000_000_999_999),
+    ("1.7000000000000005E9", 1_700_000_000_000_001),
+    ("1.70000000000000049E+9", 1_700_000_000_000_000),
+    ("946684800.0000005", 946_684_800_000_001),  # the earliest ts an event may carry
+    # negative and tiny values: only the conversion sees them (an event's ts is on or after 2000-01-01)
+    ("0.0000005", 1),
+    ("0.0000004999", 0),
+    ("-0.0000005", -1),
+    ("-0.0000004999", 0),
+    ("-0.0000025", -3),
+    ("-1700000000.0000005", -1_700_000_000_000_001),
+    ("-1700000000.9999995", -1_700_000_001_000_000),
+]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("seconds, micros", ROUNDING, ids=[s for s, _ in ROUNDING])
+def test_timestamps_round_half_up_to_the_microsecond_in_sql_and_in_the_model(conn, seconds, micros):
+    assert to_us(Decimal(seconds)) == micros
+    expected = EPOCH + timedelta(microseconds=micros)
+    assert rows(conn, "SELECT passthrough._ts_from_seconds(%s::numeric)", (seconds,)) == [(expected,)]
+    if Decimal(seconds) < 946_684_800:
+        return
+    # and through an event, its ts as the JSON number text it was sent as
+    conn.execute("SELECT passthrough.enable()")
+    conn.execute("SELECT passthrough.apply_events(%s::jsonb)", (
+        '[{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u1"},'
+        f' "data": {{"audience_id": "aud-a", "ts": {seconds}}}}}]',))
+    assert rows(conn, "SELECT event_ts FROM passthrough.memberships") == [(expected,)]
 
 
 @st.composite

@@ -4,6 +4,7 @@ their transaction ids, wrote and committed in. Interleavings are forced (tests/i
 
 from __future__ import annotations
 
+import math
 import time
 from decimal import Decimal
 
@@ -285,17 +286,18 @@ def test_restart_change_feed_after_a_restore_into_another_cluster(feed_db):
 
 # --------------------------------------------------------------------------- random scripted interleavings
 
-# Event times: step n writes at NOW - 150 min + 5 min * (n + a jitter of -2 to 2), so that later steps mostly
+# Event times: step n writes at now - 150 min + 5 min * (n + a jitter of -2 to 2), so that later steps mostly
 # replace earlier ones (what makes an older transaction replace a younger one's version), with ties and
-# events out of order too. The ttl (one hour) has run out on arrival for the first steps' events.
-NOW = Decimal(round(time.time()))
+# events out of order too. The ttl (one hour) has run out on arrival for the first steps' events. "now" is
+# taken when each example starts, rounded down (never ahead of the server's clock), so that no event's expiry
+# falls within the minutes the example runs for, however long earlier examples or tests took.
 USERS = ["u1", "u2"]
 AUDIENCES = ["aud-a", TTL_AUDIENCE]
 KINDS = ["apply_events"] * 3 + ["load"] * 2 + ["snapshot", "expire", "commit", "commit", "rollback"]
 
 
-def step_ts(step_no: int, jitter: int) -> Decimal:
-    return NOW + (-150 + 5 * (step_no + jitter)) * 60
+def step_ts(now: Decimal, step_no: int, jitter: int) -> Decimal:
+    return now + (-150 + 5 * (step_no + jitter)) * 60
 
 
 step_st = st.tuples(
@@ -311,8 +313,9 @@ class Script:
     transactions committed with which events (a transaction that failed, e.g. as a deadlock victim, counts
     as rolled back)."""
 
-    def __init__(self, sessions: list[Session]) -> None:
+    def __init__(self, sessions: list[Session], now: Decimal) -> None:
         self.sessions = sessions
+        self.now = now
         self.open_events: list[list[Event]] = [[] for _ in sessions]
         self.committed: list[Event] = []
         self.snapshots = False
@@ -329,13 +332,13 @@ class Script:
         if self.failed[n]:
             return  # the transaction is aborted until it ends
         if kind in WRITERS:
-            events = [Event("fs_user_id", i, a, q, step_ts(step_no, j)) for i, a, q, j in items]
+            events = [Event("fs_user_id", i, a, q, step_ts(self.now, step_no, j)) for i, a, q, j in items]
             session.start(WRITERS[kind](events))
             self.open_events[n] += events
         elif kind == "snapshot":
             self.snapshots = True
             listed = sorted({i for i, _, q, _ in items if q})
-            session.start(snapshot(items[0][1], step_ts(step_no, items[0][3]), listed))
+            session.start(snapshot(items[0][1], step_ts(self.now, step_no, items[0][3]), listed))
         else:
             session.start(expire)
 
@@ -405,7 +408,7 @@ def test_any_interleaving_replays_to_the_state(db_url, feed_db, steps):
         for session in sessions:
             session.run("SET deadlock_timeout = '20ms'")
             session.commit()
-        script = Script(sessions)
+        script = Script(sessions, Decimal(math.floor(time.time())))
         for step_no, (n, kind, items) in enumerate(steps):
             script.step(step_no, n, kind, items)
         script.finish()

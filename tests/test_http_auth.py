@@ -14,10 +14,28 @@ from pyapp.web.openapi import DOCUMENT
 
 pytest_plugins = ["http_fixtures"]
 
-# Public on purpose: probes and the API description must work without a key (see pyapp/web/health.py),
-# and the GraphiQL page is static HTML (the queries it sends need a key).
-PUBLIC_OPERATIONS = {("/healthz", "GET"), ("/readyz", "GET"), ("/openapi.json", "GET"), ("/v3/graphql", "GET"),
-                     ("/v3/graphql/assets/{version}/{name}", "GET")}
+# Every operation the app serves (HEAD aside) and the key it needs, written out: None (no key: the probes and
+# the API description must work without one, see pyapp/web/health.py, and the GraphiQL page and its assets are
+# static, the queries it sends need a key), "public" (any key) or "private".
+ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
+    ("/healthz", "GET"): None,
+    ("/readyz", "GET"): None,
+    ("/openapi.json", "GET"): None,
+    ("/v3/events", "POST"): "public",
+    ("/v3/audiences/{audience_id}/snapshot", "POST"): "private",
+    ("/v3/changes", "GET"): "private",
+    ("/v3/segments", "GET"): "private",
+    ("/v3/segments/{segment_id}:validate", "POST"): "private",
+    ("/v3/segments/{segment_id}/members", "GET"): "private",
+    ("/v3/segments/{segment_id}", "GET"): "private",
+    ("/v3/segments/{segment_id}", "POST"): "private",
+    ("/v3/segments/{segment_id}", "PUT"): "private",
+    ("/v3/segments/{segment_id}", "DELETE"): "private",
+    ("/v3/graphql", "GET"): None,
+    ("/v3/graphql", "POST"): "public",
+    ("/v3/graphql/assets/{version}/{name}", "GET"): None,
+}
+OPERATIONS = sorted(ROUTE_SCOPES)
 
 
 def app_operations() -> list[tuple[str, str]]:
@@ -36,17 +54,17 @@ def app_operations() -> list[tuple[str, str]]:
     return operations
 
 
-OPERATIONS = app_operations()
-
-
 def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def required_scope(path: str, method: str) -> str | None:
+def documented_scope(path: str, method: str) -> str | None:
+    """What the OpenAPI document says an operation needs: None for no security, else x-required-scope."""
     operation = DOCUMENT["paths"][path][method.lower()]
     if operation["security"] == []:
+        assert "x-required-scope" not in operation, (path, method)
         return None
+    assert operation["security"] == [{"ApiKey": []}], (path, method)
     return operation["x-required-scope"]
 
 
@@ -56,21 +74,28 @@ def error_code(response) -> str:
     return body["detail"]["code"] if "detail" in body else body["errors"][0]["extensions"]["code"].lower()
 
 
-def test_the_public_routes_are_exactly_the_probes_the_document_and_graphiql():
-    public = {(path, method) for path, method in OPERATIONS if required_scope(path, method) is None}
-    assert public == PUBLIC_OPERATIONS
-    assert {required_scope(p, m) for p, m in OPERATIONS if (p, m) not in PUBLIC_OPERATIONS} == {"public", "private"}
+def test_the_app_serves_exactly_the_operations_written_out():
+    served = app_operations()
+    assert len(served) == len(set(served))
+    assert set(served) == set(ROUTE_SCOPES)
+
+
+def test_the_openapi_document_states_each_operations_scope_as_written_out():
+    documented = {(path, method.upper()) for path, operations in DOCUMENT["paths"].items() for method in operations}
+    assert documented == set(ROUTE_SCOPES)
+    assert {op: documented_scope(*op) for op in ROUTE_SCOPES} == ROUTE_SCOPES
 
 
 @pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
-def test_every_route_enforces_its_documented_scope(client, public_key, private_key, path, method):
-    url, scope = concrete(path), required_scope(path, method)
+def test_every_route_enforces_its_scope(client, public_key, private_key, path, method):
+    url, scope = concrete(path), ROUTE_SCOPES[path, method]
 
     def status(headers):
         return client.request(method, url, headers=headers).status_code
 
     if scope is None:
         assert status({}) not in (401, 403)
+        assert status({"x-api-key": "pt_private_" + "0" * 64}) not in (401, 403)  # a bad key is not looked at
         return
     missing = client.request(method, url)
     assert missing.status_code == 401 and error_code(missing) == "missing_api_key"

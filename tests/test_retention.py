@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlhelpers import at, expect_error, rows, scalar
+from sqlhelpers import at, expect_error, now, rows, scalar
 from sqlhelpers import ts_at as ts
 
 from pyapp.db import connect
@@ -148,26 +148,18 @@ def test_the_cli_prunes(conn, db_url):
 
 
 def test_snapshots_older_than_the_cutoff_go_except_each_audiences_newest(conn):
-    import time
-    from datetime import datetime, timezone
-
     from pyapp.load import StagedRow, format_row
     from pyapp.snapshot import import_rows
-
-    now = round(time.time(), 3)  # this test's own clock: NOW is when the suite started, the horizon is now - 1h
-
-    def moment(minutes):
-        return datetime.fromtimestamp(now + minutes * 60, timezone.utc)
 
     def snapshot(audience, minutes, listed):
         payload = "".join(format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
                                                   identifier=i, audience_id=audience))
                           for n, i in enumerate(listed, 2)).encode()
-        import_rows(conn, payload, audience, at=now + minutes * 60, force=True)
+        import_rows(conn, payload, audience, at=at(minutes), force=True)
 
     def members(identifier, minutes):
         return [r[0] for r in rows(conn, "SELECT name FROM passthrough.customer_audiences_at('fs_user_id', %s, NULL, %s)",
-                                   (identifier, moment(minutes)))]
+                                   (identifier, ts(minutes)))]
 
     setup(conn)
     conn.execute("SELECT passthrough.create_audience('seg_b', 'aud-b')")
@@ -182,7 +174,7 @@ def test_snapshots_older_than_the_cutoff_go_except_each_audiences_newest(conn):
     assert rows(conn, "SELECT x.external_id, round((extract(epoch FROM s.snapshot_at) - %s) / 60), count(m.*)"
                       " FROM passthrough.snapshots s JOIN passthrough.external_audiences x ON x.id = s.audience_key"
                       " LEFT JOIN passthrough.snapshot_members m ON m.snapshot_id = s.id"
-                      " GROUP BY 1, 2 ORDER BY 1, 2", (now,)) == [
+                      " GROUP BY 1, 2 ORDER BY 1, 2", (now(),)) == [
         ("aud-a", -120, 1), ("aud-a", -20, 2), ("aud-b", -150, 1)]
     # every answer from the horizon on is what it was; at -50 and -45 the kept snapshots decide
     assert {m: {i: members(i, m) for i in ("u", "v", "w", "x", "y")} for m in (-50, -45, -20, -1)} == before

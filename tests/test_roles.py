@@ -4,8 +4,9 @@
   but the owner holds any privilege on any table or sequence (checked over pg_proc / pg_class, so a new
   function or table cannot slip by);
 * the writer may run the loading and apply functions (the bulk path included: staging table, COPY,
-  load_staged, import_snapshot) and nothing else; the reader may run the read functions and nothing else;
-  a role with no grant may run nothing; none of them may touch a table;
+  load_staged, import_snapshot) and nothing else; the reader may run the read functions and nothing else
+  (both lists written out below, by signature); a role with no grant may run nothing; none of them may
+  touch a table;
 * a caller cannot plant its own pg_temp staging table (with a trigger, or as a view) to run code with the
   owner's rights.
 """
@@ -77,12 +78,49 @@ def roles(pg_server_url: str, migrated_template: str) -> Iterator[Roles]:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def granted(conn, kind: str) -> set[str]:
-    """The functions _role_functions() lists for a role kind, as regprocedure text."""
-    return {r[0] for r in conn.execute(
-        "SELECT p.oid::regprocedure::text FROM passthrough._role_functions() f JOIN pg_proc p"
-        " ON p.proname = f.function_name AND p.pronamespace = 'passthrough'::regnamespace WHERE f.role_kind = %s",
-        (kind,)).fetchall()}
+# What each role may execute, written out (not read from passthrough._role_functions(), the list under test):
+# the writer loads, applies and runs the upkeep `passthrough serve` does; the reader reads. Neither may read or
+# write any table, view or sequence.
+WRITER_FUNCTIONS = {
+    "passthrough.apply_event(text,text,text,text,numeric,text,text)",
+    "passthrough.apply_events(jsonb,text,boolean,text)",
+    "passthrough.begin_load()",
+    "passthrough.expire_memberships(integer)",
+    "passthrough.get_load_rejects(bigint)",
+    "passthrough.import_snapshot(text,numeric,numeric,boolean,boolean,text)",
+    "passthrough.is_enabled()",
+    "passthrough.load_staged(text,boolean,boolean)",
+    "passthrough.prune_history(integer)",
+    "passthrough.register_staged_audiences()",
+    "passthrough.snapshot_diff(integer)",
+}
+READER_FUNCTIONS = {
+    "passthrough.audience_member_counts(text,timestamp with time zone)",
+    "passthrough.audience_member_lines(text,text,timestamp with time zone,text,integer,text)",
+    "passthrough.audience_members(text,timestamp with time zone,text,integer)",
+    "passthrough.audience_size_at(text,timestamp with time zone)",
+    "passthrough.audience_size_history(text,timestamp with time zone,timestamp with time zone,text)",
+    "passthrough.changes(text,integer)",
+    "passthrough.changes_pending()",
+    "passthrough.current_change_cursor()",
+    "passthrough.customer_audiences(text,text,text[])",
+    "passthrough.customer_audiences_at(text,text,text[],timestamp with time zone,boolean)",
+    "passthrough.get_audience(text)",
+    "passthrough.get_settings()",
+    "passthrough.is_enabled()",
+    "passthrough.list_audiences(integer,text)",
+    "passthrough.list_identifier_types()",
+    "passthrough.membership_history(text,text,text)",
+}
+FUNCTIONS = {"writer": WRITER_FUNCTIONS, "reader": READER_FUNCTIONS, "nobody": set()}
+
+
+def executable_beyond_public(conn, role: str) -> set[str]:
+    """Every function in the database (any schema) the role may execute that PUBLIC may not, as regprocedure
+    text (PUBLIC keeps PostgreSQL's default EXECUTE on pg_catalog's functions)."""
+    return {sig for (sig,) in conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE has_function_privilege(%s, p.oid, 'EXECUTE')"
+        " AND NOT has_function_privilege('public', p.oid, 'EXECUTE')", (role,)).fetchall()}
 
 
 def all_functions(conn) -> dict[str, str]:
@@ -163,26 +201,42 @@ def test_no_role_but_the_owner_holds_a_privilege_on_any_table_or_sequence(roles)
                 assert conn.execute(f"SELECT {check}", (role, rel)).fetchone() == (False,), (role, rel)
 
 
-def test_create_roles_grants_exactly_the_listed_functions(roles):
+def test_create_roles_grants_exactly_the_functions_written_out(roles):
     with psycopg.connect(roles.url, autocommit=True) as conn:
-        names = {n for (n,) in conn.execute("SELECT function_name FROM passthrough._role_functions()").fetchall()}
-        existing = {n for (n,) in conn.execute(
-            "SELECT proname FROM pg_proc WHERE pronamespace = 'passthrough'::regnamespace").fetchall()}
-        assert names <= existing, f"_role_functions() names functions that do not exist: {names - existing}"
-        assert not any(n.startswith("_") for n in names)
         for role, kind in ((roles.writer, "writer"), (roles.reader, "reader")):
-            may = {sig for sig, in conn.execute(
-                "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'passthrough'::regnamespace"
-                " AND has_function_privilege(%s, p.oid, 'EXECUTE')", (role,)).fetchall()}
-            assert may == granted(conn, kind), role
+            assert executable_beyond_public(conn, role) == FUNCTIONS[kind], role
+            # the same from the SQL standard's view, by grant rather than by effective right
+            routines = {(name, schema) for name, schema in conn.execute(
+                "SELECT routine_name, routine_schema FROM information_schema.role_routine_grants"
+                " WHERE grantee = %s AND privilege_type = 'EXECUTE'", (role,)).fetchall()}
+            assert routines == {(f.removeprefix("passthrough.").partition("(")[0], "passthrough")
+                                for f in FUNCTIONS[kind]}, role
+            # no table, view or sequence, in any schema, beyond what PUBLIC has
+            assert conn.execute("SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = %s",
+                                (role,)).fetchone() == (0,), role
+            assert conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+                f" AND has_table_privilege(%s, c.oid, '{TABLE_PRIVILEGES}')"
+                f" AND NOT has_table_privilege('public', c.oid, '{TABLE_PRIVILEGES}')", (role,)).fetchall() == [], role
+            assert conn.execute(
+                "SELECT c.oid::regclass::text FROM pg_class c WHERE CASE WHEN c.relkind = 'S' THEN"  # CASE: in order
+                " has_sequence_privilege(%s, c.oid, 'USAGE, SELECT, UPDATE')"
+                " AND NOT has_sequence_privilege('public', c.oid, 'USAGE, SELECT, UPDATE') END", (role,)
+            ).fetchall() == [], role
             assert conn.execute("SELECT has_schema_privilege(%s, 'passthrough', 'USAGE'),"
                                 " has_schema_privilege(%s, 'passthrough', 'CREATE')", (role, role)).fetchone() == (
                 True, False)
         # what create_roles returns is the catalog's truth
         again = conn.execute("SELECT role, function_name FROM passthrough.create_roles(%s, %s)",
                              (roles.writer, roles.reader)).fetchall()
-        assert {(r, f) for r, f in again} == (
-            {(roles.writer, f) for f in granted(conn, "writer")} | {(roles.reader, f) for f in granted(conn, "reader")})
+        assert set(again) == ({(roles.writer, f) for f in WRITER_FUNCTIONS}
+                              | {(roles.reader, f) for f in READER_FUNCTIONS})
+
+
+def test_a_role_with_no_grant_may_execute_nothing_beyond_public(roles):
+    login = urlsplit(roles.nobody_url).netloc.partition("@")[0]
+    with psycopg.connect(roles.url, autocommit=True) as conn:
+        assert executable_beyond_public(conn, login) == set()
 
 
 # --------------------------------------------------------------------------- connecting as each role
@@ -192,7 +246,7 @@ def test_create_roles_grants_exactly_the_listed_functions(roles):
 def test_each_role_can_execute_only_its_functions(roles, who):
     with psycopg.connect(roles.url, autocommit=True) as owner:
         calls = all_functions(owner)
-        allowed = granted(owner, who) if who != "nobody" else set()
+        allowed = FUNCTIONS[who]
     url = {"writer": roles.writer_url, "reader": roles.reader_url, "nobody": roles.nobody_url}[who]
     with psycopg.connect(url, autocommit=True) as conn:
         for signature, call in calls.items():
@@ -312,18 +366,6 @@ def test_the_reader_reads(roles):
                          ).fetchall() == [("fs_user_id", "r1")]
         assert r.execute("SELECT members, lines FROM passthrough.audience_member_lines('seg_r', 'csv')"
                          ).fetchall() == [(1, "fs_user_id,r1,1700000000\n")]
-
-
-def test_what_the_reader_may_execute_written_out(roles):
-    """The reader's grants as a literal list (the other tests take it from _role_functions())."""
-    with psycopg.connect(roles.url, autocommit=True) as conn:
-        may = {n for (n,) in conn.execute(
-            "SELECT DISTINCT p.proname FROM pg_proc p WHERE p.pronamespace = 'passthrough'::regnamespace"
-            " AND has_function_privilege(%s, p.oid, 'EXECUTE')", (roles.reader,)).fetchall()}
-    assert may == {"customer_audiences", "get_audience", "list_audiences", "list_identifier_types", "get_settings",
-                   "is_enabled", "customer_audiences_at", "membership_history", "audience_size_at",
-                   "audience_size_history", "changes", "current_change_cursor", "changes_pending",
-                   "audience_members", "audience_member_counts", "audience_member_lines"}
 
 
 # --------------------------------------------------------------------------- planted staging tables

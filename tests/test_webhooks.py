@@ -7,11 +7,12 @@ import asyncio
 import hashlib
 import hmac
 import http.server
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
@@ -21,7 +22,7 @@ from sqlhelpers import expect_error, rows, scalar
 
 from pyapp import cli
 from pyapp.web import ApiConfig
-from pyapp.feed import CHANGES_SQL, change_json
+from pyapp.feed import CHANGES_SQL
 from pyapp.web.database import make_pool
 from pyapp.webhooks import Webhooks, sign, verify
 
@@ -108,6 +109,28 @@ def qualify(conn, who: str, audience: str = "crm-vip", action: str = "qualify", 
 def webhook(conn, name: str = "hook") -> dict:
     cur = conn.execute("SELECT * FROM passthrough.list_webhooks() WHERE name = %s", (name,))
     return dict(zip([c.name for c in cur.description], cur.fetchone()))
+
+
+def feed_extras(conn) -> list[tuple[str, datetime, int]]:
+    """(cursor, received_at, batch_id) of each change in feed order, straight from passthrough.changes(): the
+    fields of a change no literal can know."""
+    return rows(conn, "SELECT cursor, received_at, batch_id FROM passthrough.changes(NULL, 100)")
+
+
+def expected_change(extras: tuple[str, datetime, int], change: str, identifier: str, event_ts: str,
+                    audience_id: str = "crm-vip", audience: str = "vip") -> dict:
+    """A change object as a webhook delivers it (and GET /v3/changes serves it), written out."""
+    cursor, received_at, batch_id = extras
+    return {"cursor": cursor, "change": change, "identifier_type": "fs_user_id", "identifier": identifier,
+            "audience_id": audience_id, "audience": audience, "event_ts": event_ts, "received_at": received_at,
+            "source": "sql", "batch_id": batch_id}
+
+
+def received_at_read(changes: list[dict]) -> list[dict]:
+    """The delivered changes with received_at (UTC to the microsecond, with a Z) read back as a datetime."""
+    for c in changes:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", c["received_at"]), c["received_at"]
+    return [{**c, "received_at": datetime.fromisoformat(c["received_at"])} for c in changes]
 
 
 POOL_CONFIG = ApiConfig(pool_min_size=0, pool_max_size=4, pool_timeout=5.0)
@@ -214,8 +237,13 @@ def test_a_delivery_is_signed_and_carries_the_feeds_change_objects(feed, receive
     assert not verify(secret, str(int(timestamp) - 301), body, sign(secret, str(int(timestamp) - 301), body))
     assert headers["content-type"] == "application/json" and len(headers["x-passthrough-delivery"]) >= 32
     payload = orjson.loads(body)
-    expected_changes = [change_json(r) for r in rows(feed, CHANGES_SQL, (None, 100))]
-    assert payload == {"webhook": "hook", "changes": expected_changes, "next": expected_changes[-1]["cursor"]}
+    first, second = feed_extras(feed)
+    assert {**payload, "changes": received_at_read(payload["changes"])} == {
+        "webhook": "hook",
+        "changes": [expected_change(first, "entered", "u1", "2023-11-14T22:13:20Z"),
+                    expected_change(second, "entered", "u2", "2023-11-14T22:13:20Z", "crm-news", "news")],
+        "next": second[0],
+    }
     hook = webhook(feed)
     assert (hook["cursor"], hook["last_status"], hook["failures"]) == (payload["next"], 200, 0)
     assert hook["last_delivered_at"] is not None
@@ -241,8 +269,10 @@ def test_from_now_skips_the_past_and_pages_arrive_in_feed_order_each_change_once
     delivered = receiver.acknowledged_changes()
     assert [(c["identifier"], c["change"]) for c in delivered] == (
         [(f"u{i}", "entered") for i in range(7)] + [("u0", "exited")])
-    everything = [change_json(r) for r in rows(feed, CHANGES_SQL, (None, 100))]
-    assert delivered == everything[1:]  # the feed after "old", in order, each change once
+    _old, *extras = feed_extras(feed)
+    assert received_at_read(delivered) == [  # the feed after "old", in order, each change once
+        *(expected_change(extras[i], "entered", f"u{i}", f"2023-11-14T22:13:2{i}Z") for i in range(7)),
+        expected_change(extras[7], "exited", "u0", "2023-11-14T22:15:00Z")]
     assert [p["next"] for p in receiver.payloads()] == [delivered[2]["cursor"], delivered[5]["cursor"],
                                                          delivered[7]["cursor"]]
 
