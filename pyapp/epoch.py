@@ -10,10 +10,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = Decimal("0.000001")
 
 
 def from_seconds(seconds: Decimal) -> datetime:
-    """A timestamp; OverflowError or ValueError for seconds no timestamp can hold."""
-    micros = (seconds * 1_000_000).to_integral_value(rounding=ROUND_HALF_UP)
+    """A timestamp; an ArithmeticError (OverflowError, decimal.InvalidOperation) or ValueError for seconds no
+    timestamp can hold."""
+    # rounded at its own precision first: seconds * 1_000_000 would round to the context's 28 digits, and a
+    # long fraction just below a half (…0000014999…) would then round up twice
+    micros = seconds.quantize(MICROSECOND, rounding=ROUND_HALF_UP).scaleb(6)
     return EPOCH + timedelta(microseconds=int(micros))
 
