@@ -8,6 +8,9 @@ DEFAULT_MAX_EVENTS = 500  # ODP's limit per request
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 500 events of the largest valid size fit with room to spare
 # A snapshot upload (POST /v3/audiences/{id}/snapshot) is a whole audience: about 50 bytes a member as CSV.
 DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
+# Snapshot uploads one process handles at once: each holds a spool file, a thread and a database connection, and
+# decompressing and parsing keeps a CPU busy; two keep imports going while leaving room for the events.
+DEFAULT_MAX_SNAPSHOT_UPLOADS = 2
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,8 @@ class ApiConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # The same for a snapshot upload, which is spooled to a temporary file, never held in memory.
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    # How many snapshot uploads one server process handles at once; one more is 503 before its body is read.
+    max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS
     pool_min_size: int = 1
     pool_max_size: int = 10
     # How long a request waits for a database connection before it is answered 503.
@@ -41,7 +46,7 @@ class ApiConfig:
     cors_private_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
+        for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "max_snapshot_uploads", "pool_max_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.pool_min_size <= self.pool_max_size:
