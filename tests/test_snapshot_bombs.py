@@ -251,7 +251,7 @@ def test_an_upload_beyond_the_limit_is_503_before_its_body_is_read(db_url, tmp_p
             assert b"\r\nretry-after: 1\r\n" in head.lower() + b"\r\n", head
             detail = json.loads(payload)["detail"]
             assert detail["code"] == "snapshot_uploads_busy", detail
-            assert "already handling 1 snapshot uploads" in detail["message"], detail
+            assert "as many snapshot uploads as it takes at once (1, " in detail["message"], detail
             assert _spool_files(pid, spool_dir) == 1  # the second was never spooled
             holder.sendall(body[10:])
             answer = _answer(holder)

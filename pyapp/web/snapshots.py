@@ -24,11 +24,11 @@ How a body travels:
    ``max_snapshot_bytes`` decompressed, 413 beyond), split into lines a chunk at a time (a line longer than
    ``snapshot.MAX_LINE_CHARS`` is 413 ``line_too_long`` as soon as it is that long, and more lines than a
    snapshot of ``max_snapshot_bytes`` can have, blank ones included, 413 ``too_many_lines``: a gzip that
-   inflates into one huge line, or into millions of newlines, costs a few KiB and little CPU), its CSV header
-   checked, and its rows COPYed into the
-   staging table as they are read, on a connection of its own; ``import_snapshot`` applies them (or, for a
-   dry run, computes the diff) and the transaction is committed (a dry run's rolled back) before the
-   answer is sent. A deadlock or serialization failure is retried from the file, as POST /v3/events does.
+   inflates into one huge line, or into millions of newlines, costs a few KiB and little CPU), its CSV
+   header checked, and its rows COPYed into the staging table as they are read, on a connection of its
+   own; ``import_snapshot`` applies them (or, for a dry run, computes the diff) and the transaction is
+   committed (a dry run's rolled back) before the answer is sent. A deadlock or serialization failure is
+   retried from the file, as POST /v3/events does.
 
 A connection of its own, not the pool's: an import fills session temporary tables (the staging table and
 the snapshot's work tables, as large as the snapshot) that closing the connection drops, where a pooled
@@ -114,9 +114,9 @@ class UploadSlots:
     @contextmanager
     def hold(self) -> Iterator[None]:
         if self.busy >= self.limit:
-            raise ApiError(503, "snapshot_uploads_busy", f"this server process is already handling {self.limit} "
-                           "snapshot uploads, the most it takes at once (--max-snapshot-uploads); nothing was "
-                           "read or stored, retry later")
+            raise ApiError(503, "snapshot_uploads_busy", "this server process is already handling as many "
+                           f"snapshot uploads as it takes at once ({self.limit}, --max-snapshot-uploads); nothing "
+                           "was read or stored, retry later")
         self.busy += 1
         try:
             yield
