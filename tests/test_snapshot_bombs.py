@@ -36,7 +36,7 @@ MIB = 1 << 20
 MAX_RSS = 300 * MIB  # the server's processes together, while eight bombs run
 # Seconds for each bomb's answer (the blank-line bomb cost 18.5 s of CPU before); twice that when the server
 # takes all eight at once: four blank-line bombs then share one process's CPU (about 1.4 s each alone).
-ANSWER_WITHIN = 10.0
+ANSWER_WITHIN = 12.0
 MAX_EVENT_P99 = 1.0  # seconds; a small batch takes a few milliseconds on an idle machine
 
 
