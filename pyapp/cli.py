@@ -31,7 +31,7 @@ from pyapp import __version__
 from pyapp.serving import add_connection_options, default_workers
 from pyapp.db import connect
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
-from pyapp.web.config import DEFAULT_READ_STATEMENT_TIMEOUT
+from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMENT_TIMEOUT
 
 DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
-                          access_log=args.access_log,
+                          access_log=args.access_log, max_snapshot_uploads=args.max_snapshot_uploads,
                           read_statement_timeout=args.read_statement_timeout,
                           connections=(args.max_connections, args.header_timeout, args.body_timeout))
         except KeyboardInterrupt:
@@ -123,7 +123,7 @@ def _origins(text: str) -> tuple[str, ...]:
 def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
                   max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
-                  access_log: bool = False,
+                  access_log: bool = False, max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS,
                   read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
                   connections: tuple[Any, float, float] = (None, 10.0, 20.0)) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
@@ -133,7 +133,7 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
 
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins,
-                       read_statement_timeout=read_statement_timeout)
+                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout)
     try:
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("PASSTHROUGH_MAX_SNAPSHOT_BYTES", str(DEFAULT_MAX_SNAPSHOT_BYTES)),
                        help="snapshot upload limit (POST /v3/audiences/{id}/snapshot), before and after gzip "
                        f"decompression (default: $PASSTHROUGH_MAX_SNAPSHOT_BYTES or {DEFAULT_MAX_SNAPSHOT_BYTES})")
+    serve.add_argument("--max-snapshot-uploads", type=_positive_int,
+                       default=env("PASSTHROUGH_MAX_SNAPSHOT_UPLOADS", str(DEFAULT_MAX_SNAPSHOT_UPLOADS)),
+                       help="snapshot uploads each server process takes at once; more are 503 (default: "
+                       f"$PASSTHROUGH_MAX_SNAPSHOT_UPLOADS or {DEFAULT_MAX_SNAPSHOT_UPLOADS})")
     serve.add_argument("--cors-origins", default=env("PASSTHROUGH_CORS_ORIGINS", "*"), metavar="ORIGINS",
                        help="comma-separated origins whose web pages may call POST /v3/events and /v3/graphql, or * "
                        "for any (default: $PASSTHROUGH_CORS_ORIGINS or *); empty: none")

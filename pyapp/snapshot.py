@@ -8,6 +8,9 @@ rows with COPY (the bulk loader's staging table) and calls the function, in one 
 ``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike; the
 payload is the staged rows (``read_snapshot``) or a stream of them (``copy_chunks``: the HTTP endpoint,
 pyapp/web/snapshots.py).
+
+Both read the file's lines through ``lines.bounded_lines``: a line longer than ``MAX_LINE_CHARS`` is refused
+as soon as it is that long, never built whole (a small gzip can inflate into one line of gigabytes).
 """
 
 from __future__ import annotations
@@ -20,14 +23,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pyapp.load import StagedRow, format_row, read_records, sql_error_fields, stage
+from pyapp.lines import LineTooLong, bounded_lines
+from pyapp.load import InputError, StagedRow, _open_text, csv_records, format_row, sql_error_fields, stage
 
 __all__ = [
-    "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_chunks", "import_rows", "read_snapshot",
-    "snapshot_diff",
+    "MAX_LINE_CHARS", "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_chunks", "import_rows",
+    "max_lines", "read_snapshot", "snapshot_diff",
 ]
 
 DEFAULT_MAX_DISQUALIFY_SHARE = 0.5
+# The longest line a snapshot may have. A valid row is at most about 1,100 characters (an identifier is at
+# most 512, an audience or idempotence id 255), so this leaves room for long invalid rows to be reported
+# as rows, and holds any line in a few hundred KiB.
+MAX_LINE_CHARS = 64 * 1024
+# No row is shorter than `t,qualify,a,,i` and its newline: a snapshot of N bytes has at most N / 15 lines.
+MIN_ROW_BYTES = 15
+
+
+def max_lines(max_bytes: int) -> int:
+    """The most lines, blank ones included, that a snapshot of at most ``max_bytes`` bytes may have; no valid
+    snapshot within ``max_bytes`` has more, and a body of blank lines is refused after this many."""
+    return max_bytes // MIN_ROW_BYTES
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,19 @@ def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None,
                   first_row: int = 0) -> tuple[bytes, int, int]:
     """The staging payload of an ODP-convention snapshot file (CSV, plain or gzip), its row count, and its last
     line number. Rows are numbered by their line in the file, plus ``first_row`` (files staged together)."""
+    display = "<stdin>" if path == "-" else path
     lines, last = [], 0
-    for line, row in read_records(path, "csv", on_read):
-        lines.append(format_row(first_row + line, row))
-        last = line
+    text = _open_text(path, on_read)
+    try:
+        for line, row in csv_records(bounded_lines(text, MAX_LINE_CHARS), display):
+            lines.append(format_row(first_row + line, row))
+            last = line
+    except LineTooLong as exc:
+        raise InputError(f"{display}: line {exc.line} is longer than {MAX_LINE_CHARS} characters, the most a "
+                         "snapshot line may have; is it a snapshot CSV?") from None
+    finally:
+        if path != "-":
+            text.close()
     return "".join(lines).encode("utf-8", "surrogatepass"), len(lines), last
 
 

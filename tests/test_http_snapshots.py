@@ -378,8 +378,8 @@ def test_a_wrong_header_is_400_naming_what_is_wrong(client, members, private_key
         ("application/gzip", None, gz(CSV) + b"junk", "malformed_gzip", "not valid gzip"),
         ("text/csv", None, CSV + b"passthrough,qualify,crm-vip,,\xff\xfe\n", "malformed_csv",
          "not UTF-8 text: line 5 holds the bytes ff"),
-        ("text/csv", None, CSV + b'passthrough,qualify,crm-vip,,"' + b"x" * 200_000 + b'"\n', "malformed_csv",
-         "field larger than field limit"),
+        ("text/csv", None, CSV + b'passthrough,qualify,crm-vip,,"' + (b"x" * 999 + b"\n") * 200 + b'"\n',
+         "malformed_csv", "field larger than field limit"),  # a quoted field of 200 short lines
         ("text/csv", None, b"", "empty_body", "empty"),
         ("application/gzip", None, gz(b""), "empty_body", "empty"),
         ("application/json", None, CSV, "unsupported_media_type", "Content-Type must be text/csv"),
@@ -511,7 +511,9 @@ SMALL = ApiConfig(max_body_bytes=100, max_snapshot_bytes=2000, pool_max_size=2, 
 @pytest.mark.parametrize("api_config", [SMALL])
 def test_a_body_over_the_snapshot_limit_is_413_and_changes_nothing(client, members, private_key, api_config):
     before = snapshot_of(members)
-    too_big = snapshot_csv([(f"m{i}", TS + 10) for i in range(4)]).ljust(2001, b"\n")  # blank lines are skipped
+    rows = snapshot_csv([(f"m{i}", TS + 10) for i in range(4)])
+    header, _, rest = rows.partition(b"\n")
+    too_big = header.ljust(2001 - len(rest) - 1) + b"\n" + rest  # header names are stripped: spaces pad it
     response = post(client, private_key, too_big, content_type="text/csv")
     assert response.status_code == 413
     assert detail(response)["code"] == "body_too_large"
@@ -544,6 +546,38 @@ def test_a_gzip_bomb_is_refused_by_the_decompressed_size_limit(
     assert response.status_code == 413
     assert "decompressed" in detail(response)["message"]
     assert unchanged(members, before)
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "application/gzip"])
+def test_a_line_longer_than_65536_characters_is_413_naming_the_line(client, members, private_key, content_type):
+    before = snapshot_of(members)
+    longest = b"x" * 65535 + b"\n"  # 65,536 characters with its newline: an invalid row, reported as one
+    response = post(client, private_key, CSV + longest, content_type="text/csv")
+    assert response.status_code == 400 and detail(response)["code"] == "invalid_rows", response.text
+    assert [i["row"] for i in detail(response)["invalids"]] == [5]
+    for body in (CSV + b"x" + longest, CSV + b"x" * 10_000_000):  # one more character; a 10 MB line, no newline
+        response = post(client, private_key, gz(body) if content_type == "application/gzip" else body,
+                        content_type=content_type)
+        assert response.status_code == 413, response.text
+        assert detail(response)["code"] == "line_too_long"
+        assert detail(response)["message"].startswith("line 5 of the snapshot is longer than 65536 characters")
+    assert unchanged(members, before)
+
+
+@pytest.mark.parametrize("api_config", [SMALL])
+def test_blank_lines_count_toward_the_lines_a_snapshot_may_have(client, members, private_key, api_config):
+    """max_snapshot_bytes 2000: no row is shorter than 15 bytes, so a snapshot has at most 2000 // 15 = 133
+    lines. Blank lines were skipped for free: 250 MB of them cost 18.5 s of CPU under the 256 MiB limit."""
+    before = snapshot_of(members)
+    rows = snapshot_csv([(f"m{i}", TS + 10) for i in range(4)])  # 5 lines
+    response = post(client, private_key, rows + b"\n" * 129, content_type="text/csv")  # 134 lines, 323 bytes
+    assert response.status_code == 413, response.text
+    assert detail(response)["code"] == "too_many_lines"
+    assert "more than 133 lines, blank lines included" in detail(response)["message"]
+    assert unchanged(members, before)
+    response = post(client, private_key, rows + b"\n" * 128, content_type="text/csv")  # 133 lines
+    assert response.status_code == 200, response.text
+    assert response.json()["unchanged"] == 4
 
 
 # --------------------------------------------------------------------------- failures: never a 2xx, nothing partial

@@ -11,6 +11,9 @@ DEFAULT_MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 # The longest one statement of an API read may run (GraphQL, member listings, the change feed, segment reads):
 # a read past it is cancelled by PostgreSQL (57014) and answered with its own error (pyapp/errors.py).
 DEFAULT_READ_STATEMENT_TIMEOUT = 2.0
+# Snapshot uploads one process handles at once: each holds a spool file, a thread and a database connection, and
+# decompressing and parsing keeps a CPU busy; two keep imports going while leaving room for the events.
+DEFAULT_MAX_SNAPSHOT_UPLOADS = 2
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class ApiConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # The same for a snapshot upload, which is spooled to a temporary file, never held in memory.
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    # How many snapshot uploads one server process handles at once; one more is 503 before its body is read.
+    max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS
     # The worker's pooled connections in all, split into two budgets (pyapp/web/database.py): reads
     # (read_pool_share of them) and writes (the rest), so that slow reads cannot take the connections
     # events wait for. Each budget has at least one connection: a total below 2 still opens two.
@@ -50,7 +55,7 @@ class ApiConfig:
     cors_private_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "pool_max_size"):
+        for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "max_snapshot_uploads", "pool_max_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.pool_min_size <= self.pool_max_size:

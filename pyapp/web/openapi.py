@@ -16,7 +16,9 @@ from starlette.responses import Response
 
 from pyapp import __version__
 from pyapp.web.auth import API_KEY_HEADER
+from pyapp.snapshot import MAX_LINE_CHARS, MIN_ROW_BYTES
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
+from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS
 from pyapp.web.snapshots import DEFAULT_DIFF_LIMIT, MAX_DIFF_LIMIT, SNAPSHOT_SOURCE
 
 JSON = "application/json"
@@ -70,7 +72,8 @@ def _operation(
     unavailable = _error(
         "The database is unavailable or busy (transient): retry later. Nothing was stored.", error_schema
     )
-    op["responses"] = {**responses, **{k: v for k, v in secured.items() if k not in responses}, "503": unavailable}
+    op["responses"] = {**responses, **{k: v for k, v in secured.items() if k not in responses}}
+    op["responses"].setdefault("503", unavailable)
     return op
 
 
@@ -155,7 +158,9 @@ and exactly one identifier column (e.g. `fs_user_id`), one row per member
 (gzip), `text/csv` or `application/octet-stream` (gzip when it starts with the gzip magic bytes, else plain);
 `Content-Encoding: gzip` is accepted too. At most {DEFAULT_MAX_SNAPSHOT_BYTES} bytes (by default,
 `--max-snapshot-bytes`) as sent and again decompressed; the upload is spooled to a temporary file, not held in
-memory.
+memory. A line may have at most {MAX_LINE_CHARS} characters, and a snapshot at most one line per
+{MIN_ROW_BYTES} bytes of that limit, blank lines included. Each server process takes at most
+{DEFAULT_MAX_SNAPSHOT_UPLOADS} uploads at once (by default, `--max-snapshot-uploads`); one more is 503.
 
 Listed identifiers are qualified (with their row's `ts`, else T); members not listed whose deciding event is
 older than T are disqualified as of T; events at or after T stand. T is `at`, else the newest `ts` in the
@@ -270,7 +275,19 @@ PATHS: dict[str, dict[str, Any]] = {
                     "The key is public and this operation needs a private key (`insufficient_scope`), or "
                     "passthrough is disabled (`passthrough_disabled`; a dry run works regardless)."
                 ),
-                "413": _error("The body is larger than the limit, as sent or decompressed. Nothing was changed."),
+                "413": _error(
+                    "Nothing was changed. The body is larger than the limit, as sent or decompressed "
+                    f"(`body_too_large`); a line is longer than {MAX_LINE_CHARS} characters (`line_too_long`, "
+                    "refused as soon as it is; the message names the line); or there are more lines, blank ones "
+                    "included, than a "
+                    f"snapshot within the limit can have, one per {MIN_ROW_BYTES} bytes (`too_many_lines`)."
+                ),
+                "503": _error(
+                    "Nothing was changed; retry after `Retry-After` seconds. This server process is already "
+                    "handling as many snapshot uploads as it takes at once (`snapshot_uploads_busy`, "
+                    f"`--max-snapshot-uploads`, {DEFAULT_MAX_SNAPSHOT_UPLOADS} by default; answered before the body "
+                    "is read), or the database is unavailable or busy (transient)."
+                ),
                 "507": _error("`insufficient_storage`: the server's TMPDIR is full, so the upload could not be "
                               "spooled. Nothing was changed; retry later."),
                 "422": _error(

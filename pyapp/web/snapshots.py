@@ -12,16 +12,23 @@ pyapp/errors.py like every other endpoint's.
 
 How a body travels:
 
+0. Only ``max_snapshot_uploads`` uploads at a time per server process: one more is answered 503
+   ``snapshot_uploads_busy`` (with Retry-After) before its body is read. Each upload holds a spool file, a
+   thread, a connection and, while it is parsed, a CPU; a flood of them must not starve the events.
 1. As it arrives, into a temporary file (in TMPDIR), at most ``max_snapshot_bytes`` (413 beyond, before
    reading anything when Content-Length says so). Nothing of it is held in memory but a chunk or two, and
    a slow upload never holds a database transaction open (an open transaction would hold the change feed
    back).
 2. Then, in a worker thread: the file is decoded (``Content-Encoding: gzip``, then gzip when the content
    starts with the gzip magic bytes or ``Content-Type`` says ``application/gzip``; at most
-   ``max_snapshot_bytes`` decompressed, 413 beyond), its CSV header checked, and its rows COPYed into the
-   staging table as they are read, on a connection of its own; ``import_snapshot`` applies them (or, for a
-   dry run, computes the diff) and the transaction is committed (a dry run's rolled back) before the
-   answer is sent. A deadlock or serialization failure is retried from the file, as POST /v3/events does.
+   ``max_snapshot_bytes`` decompressed, 413 beyond), split into lines a chunk at a time (a line longer than
+   ``snapshot.MAX_LINE_CHARS`` is 413 ``line_too_long`` as soon as it is that long, and more lines than a
+   snapshot of ``max_snapshot_bytes`` can have, blank ones included, 413 ``too_many_lines``: a gzip that
+   inflates into one huge line, or into millions of newlines, costs a few KiB and little CPU), its CSV
+   header checked, and its rows COPYed into the staging table as they are read, on a connection of its
+   own; ``import_snapshot`` applies them (or, for a dry run, computes the diff) and the transaction is
+   committed (a dry run's rolled back) before the answer is sent. A deadlock or serialization failure is
+   retried from the file, as POST /v3/events does.
 
 A connection of its own, not the pool's: an import fills session temporary tables (the staging table and
 the snapshot's work tables, as large as the snapshot) that closing the connection drops, where a pooled
@@ -55,6 +62,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
 from pyapp import snapshot
+from pyapp.lines import LineTooLong, TooManyLines, bounded_lines
 from pyapp.load import InputError, StagedRow, csv_records
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import content_encoding_is_gzip, stream_at_most, too_large
@@ -96,12 +104,46 @@ class BodyEncoding:
     gzip_required: bool  # Content-Type: application/gzip (else gzip only when the magic bytes say so)
 
 
+class UploadSlots:
+    """The snapshot uploads one process handles at once. Only the event loop's thread takes and gives back
+    slots, so a plain counter is enough."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.busy = limit, 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self.busy >= self.limit:
+            raise ApiError(503, "snapshot_uploads_busy", "this server process is already handling as many "
+                           f"snapshot uploads as it takes at once ({self.limit}, --max-snapshot-uploads); nothing "
+                           "was read or stored, retry later")
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+
+def _upload_slots(request: Request) -> UploadSlots:
+    state = request.app.state
+    slots = getattr(state, "snapshot_upload_slots", None)
+    if slots is None:
+        slots = state.snapshot_upload_slots = UploadSlots(state.config.max_snapshot_uploads)
+    return slots
+
+
 async def post_snapshot(request: Request) -> JSONResponse:
     await require_scope(request, Scope.PRIVATE)
     options = read_options(request.query_params)
     encoding = body_encoding(request.headers)
     config: ApiConfig = request.app.state.config
     audience_id = request.path_params["audience_id"]
+    with _upload_slots(request).hold():
+        return await _upload(request, config, encoding, audience_id, options)
+
+
+async def _upload(request: Request, config: ApiConfig, encoding: BodyEncoding, audience_id: str,
+                  options: ImportOptions) -> JSONResponse:
     try:
         with tempfile.TemporaryFile(prefix="passthrough-snapshot-") as spool:
             size = await _receive(request, spool, config.max_snapshot_bytes)
@@ -261,12 +303,21 @@ def _csv_text(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) -> IO[st
     return TextIOWrapper(BufferedReader(_CsvBytes(content, max_bytes), 1 << 16), encoding="utf-8", newline="")
 
 
-def _records(text: IO[str]) -> Iterator[tuple[int, StagedRow]]:
-    """load.csv_records, with a header it refuses or a CSV it cannot read as 400s."""
+def _records(text: IO[str], max_bytes: int) -> Iterator[tuple[int, StagedRow]]:
+    """load.csv_records over bounded lines, with a header it refuses or a CSV it cannot read as 400s and a
+    line too long, or too many lines, as 413s."""
     line = 0  # the line of the last record read
+    max_lines = snapshot.max_lines(max_bytes)
     try:
-        for line, row in csv_records(text, SNAPSHOT_NAME):
+        for line, row in csv_records(bounded_lines(text, snapshot.MAX_LINE_CHARS, max_lines), SNAPSHOT_NAME):
             yield line, row
+    except LineTooLong as exc:
+        raise ApiError(413, "line_too_long", f"line {exc.line} of the snapshot is longer than {exc.max_chars} "
+                       "characters, the most a snapshot line may have (a valid row is at most about 1,100)") from None
+    except TooManyLines as exc:
+        raise ApiError(413, "too_many_lines", f"the snapshot has more than {exc.max_lines} lines, blank lines "
+                       f"included: the most a snapshot of at most {max_bytes} bytes (--max-snapshot-bytes) can "
+                       f"have, since no row is shorter than {snapshot.MIN_ROW_BYTES} bytes") from None
     except InputError as exc:
         raise ApiError(400, "invalid_csv_header", str(exc), field="header") from None
     except csv.Error as exc:
@@ -280,7 +331,7 @@ def _staging_chunks(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) ->
     text = _csv_text(spool, encoding, max_bytes)
     if not text.buffer.peek(1):  # type: ignore[attr-defined]
         raise ApiError(400, "empty_body", "the snapshot is empty; send a CSV with its header line")
-    records = _records(text)
+    records = _records(text, max_bytes)
     first = next(records, None)  # reads the header: a bad one is refused now
     return snapshot.copy_chunks(records if first is None else itertools.chain([first], records))
 
