@@ -7,6 +7,7 @@ rejects for invalid rows, and the same behaviour over psycopg and pg8000.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -25,7 +26,7 @@ def payload_of(events) -> bytes:
     lines = []
     for n, item in enumerate(events, 1):
         if isinstance(item, Event):
-            item = json.loads(dumps(item.as_json()))
+            item = json.loads(dumps(item.as_json()), parse_float=Decimal)  # ts exactly as written
         lines.append(format_row(n, event_to_row(item)))
     return "".join(lines).encode()
 
