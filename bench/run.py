@@ -63,13 +63,13 @@ from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate,
                         model_state, sql_digest, ts_text)
 from pyapp import migrate
 from pyapp.db import connect, with_database
-from pyapp.load import StagedRow, format_row, load_rows, route
-from pyapp.snapshot import import_rows
+from pyapp.ingest.staging import StagedRow, format_row, load_rows, route
+from pyapp.ingest.snapshot import import_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-# the columns of the staged payload (pyapp.load.COPY_COLUMNS), untyped beyond what COPY needs
+# the columns of the staged payload (pyapp.ingest.staging.COPY_COLUMNS), untyped beyond what COPY needs
 RAW_COLUMNS = """
   row_no bigint, type text, action text, identifier_type text, identifier text, audience_id text,
   ts numeric, idempotence_id text, identifier_count integer, transport_problems text[], identifiers jsonb"""
@@ -351,7 +351,7 @@ def snapshot_payloads(events) -> list[tuple[str, bytes, int]]:
 
 
 def import_snapshots(db: Database, snapshots: list[tuple[str, bytes, int]], at_us: int) -> float:
-    """Each audience's snapshot at ``at_us`` through pyapp.snapshot.import_rows (COPY -> import_snapshot), one
+    """Each audience's snapshot at ``at_us`` through pyapp.ingest.snapshot.import_rows (COPY -> import_snapshot), one
     transaction per audience on one connection. Each lists exactly the audience's members, so the import
     must find them all members at T and change nothing; anything else fails the run."""
     at = Decimal(ts_text(at_us))
@@ -567,7 +567,7 @@ JSON_SAMPLE = 0  # events each `apply_events` row sends by default (0: the whole
 
 def json_batches(events, connections: int, batch: int) -> list[list[str]]:
     """The JSON text of every `apply_events` batch, per connection: events routed by identifier as the bulk
-    writers route them (pyapp.load.route, so each user's events stay on one connection in stream order), then
+    writers route them (pyapp.ingest.staging.route, so each user's events stay on one connection in stream order), then
     cut into `batch`-event JSON arrays."""
     import orjson
 

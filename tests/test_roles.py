@@ -23,9 +23,9 @@ import pytest
 from pgcluster import create_database, drop_database
 from psycopg import sql
 
-from pyapp import cli
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows, snapshot_diff
+import pyapp.cli.main as cli
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows, snapshot_diff
 
 TS = 1_700_000_000
 PINNED = "search_path=pg_catalog, pg_temp"

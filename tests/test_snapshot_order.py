@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from reference_model import Event, Snapshot, SnapshotModel, dumps, expected_feed, to_us
 from sqlhelpers import rows, scalar
 
-from pyapp import cli
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows
+import pyapp.cli.main as cli
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows
 
 pytest_plugins = ["http_fixtures"]
 # The app's connection pool (psycopg_pool jitters connection lifetimes with `random`) runs in the TestClient's

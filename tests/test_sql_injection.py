@@ -25,8 +25,8 @@ import pytest
 from http_helpers import json_headers
 from sqlhelpers import event, stored_counts
 
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows
 from pyapp.web.graphql import encode_cursor
 
 pytest_plugins = ["http_fixtures"]
@@ -54,7 +54,7 @@ IDS = [f"p{i}" for i in range(len(PAYLOADS))]
 
 # (file, the SQL argument's source text): why it is safe
 ALLOWED_DYNAMIC_SQL = {
-    ("pyapp/cli.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
+    ("pyapp/cli/common.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
     ("pyapp/web/graphql.py", "statement"): "_fetch(info, sql, params)'s sql (callers pass the module constants "
                                            "*_SQL), or auth.GATE_SQL wrapped around it",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",

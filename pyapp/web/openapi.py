@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from pyapp import __version__
 from pyapp.web.auth import API_KEY_HEADER
-from pyapp.snapshot import MAX_LINE_CHARS, MIN_ROW_BYTES
+from pyapp.ingest.snapshot import MAX_LINE_CHARS, MIN_ROW_BYTES
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
 from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS
 from pyapp.web.snapshots import DEFAULT_DIFF_LIMIT, MAX_DIFF_LIMIT, SNAPSHOT_SOURCE

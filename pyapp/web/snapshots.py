@@ -1,12 +1,12 @@
 """POST /v3/audiences/{audience_id}/snapshot: a full membership list replaces one audience's (private keys).
 
-The HTTP twin of ``passthrough import`` (pyapp/etl_cli.py): the same file, the same options, the same code.
+The HTTP twin of ``passthrough import`` (pyapp/cli/etl.py): the same file, the same options, the same code.
 The body is an ODP-convention snapshot: a CSV, gzip or plain, with the header ``type, action, audience_id,
 ts`` and exactly one identifier column; ``{audience_id}`` is the external audience id its rows name. The
 query parameters are the command's options: ``at`` (--at), ``dry_run`` (--dry-run), ``diff_limit``
 (--diff-limit), ``max_disqualify_share`` (--max-disqualify-share) and ``force`` (--force). The rows are read
-by pyapp/load.py's CSV reader, staged with ``load.stage()`` and applied by ``passthrough.import_snapshot``
-through pyapp/snapshot.py; every rule (what a valid row is, the snapshot time, the guards against an empty
+by pyapp/ingest/snapshot.py (the CSV reader of pyapp/ingest/formats.py), staged with ``staging.stage()`` and applied by ``passthrough.import_snapshot``
+through pyapp/ingest/snapshot.py; every rule (what a valid row is, the snapshot time, the guards against an empty
 snapshot or one that disqualifies too many members) is SQL's, and its errors reach the client through
 pyapp/errors.py like every other endpoint's.
 
@@ -61,14 +61,15 @@ import psycopg
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 
-from pyapp import snapshot
-from pyapp.lines import LineTooLong, TooManyLines, bounded_lines
-from pyapp.load import InputError, StagedRow, csv_records
+from pyapp.feed import iso_utc
+from pyapp.ingest import snapshot
+from pyapp.ingest.formats import InputError
+from pyapp.ingest.lines import LineTooLong, TooManyLines
+from pyapp.ingest.staging import StagedRow
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import content_encoding_is_gzip, stream_at_most, too_large
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
-from pyapp.feed import iso_utc
 from pyapp.web.responses import ApiError, JSONResponse
 
 SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
@@ -304,12 +305,12 @@ def _csv_text(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) -> IO[st
 
 
 def _records(text: IO[str], max_bytes: int) -> Iterator[tuple[int, StagedRow]]:
-    """load.csv_records over bounded lines, with a header it refuses or a CSV it cannot read as 400s and a
+    """snapshot.snapshot_records, with a header it refuses or a CSV it cannot read as 400s and a
     line too long, or too many lines, as 413s."""
     line = 0  # the line of the last record read
     max_lines = snapshot.max_lines(max_bytes)
     try:
-        for line, row in csv_records(bounded_lines(text, snapshot.MAX_LINE_CHARS, max_lines), SNAPSHOT_NAME):
+        for line, row in snapshot.snapshot_records(text, SNAPSHOT_NAME, max_lines):
             yield line, row
     except LineTooLong as exc:
         raise ApiError(413, "line_too_long", f"line {exc.line} of the snapshot is longer than {exc.max_chars} "
@@ -333,7 +334,7 @@ def _staging_chunks(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) ->
         raise ApiError(400, "empty_body", "the snapshot is empty; send a CSV with its header line")
     records = _records(text, max_bytes)
     first = next(records, None)  # reads the header: a bad one is refused now
-    return snapshot.copy_chunks(records if first is None else itertools.chain([first], records))
+    return snapshot.copy_text_chunks(records if first is None else itertools.chain([first], records))
 
 
 # --------------------------------------------------------------------------- the import (in the worker thread)
