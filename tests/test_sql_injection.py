@@ -59,7 +59,7 @@ ALLOWED_DYNAMIC_SQL = {
                                            "*_SQL), or auth.GATE_SQL wrapped around it",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",
-    ("pyapp/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
+    ("pyapp/workers/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
 }
 
 

@@ -1,6 +1,6 @@
 """``passthrough expire`` and ``passthrough prune``: one round of upkeep from the command line.
 
-``passthrough serve`` runs both in the background (pyapp/upkeep.py); these commands are for
+``passthrough serve`` runs both in the background (pyapp/workers/upkeep.py); these commands are for
 deployments without it, e.g. from cron. The rules are SQL's (sql/functions/100_expiry.sql, sql/functions/240_retention.sql).
 """
 
@@ -14,7 +14,7 @@ from pyapp.cli.common import info, open_database
 
 def cmd_expire(args: argparse.Namespace) -> int:
     from pyapp.db import connect
-    from pyapp.upkeep import expire_all
+    from pyapp.workers.upkeep import expire_all
 
     with open_database(args) as db:
         info(f"database: {db.source}")
@@ -25,7 +25,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from pyapp.db import connect
-    from pyapp.upkeep import prune_all
+    from pyapp.workers.upkeep import prune_all
 
     with open_database(args) as db:
         info(f"database: {db.source}")

@@ -2,7 +2,7 @@
 
 Registered into the main parser by ``register(sub, common)`` (pyapp/cli/main.py). Each is one call of the
 SQL function of the same purpose (sql/functions/250_webhooks.sql), which owns every rule about webhooks;
-``passthrough serve`` delivers them (pyapp/webhooks.py).
+``passthrough serve`` delivers them (pyapp/workers/webhooks.py).
 
 ``webhooks create`` prints the new webhook's signing secret, and nothing else, on stdout
 (``SECRET=$(passthrough webhooks create ...)``); it is the only time the secret is shown.

@@ -23,7 +23,6 @@ from starlette.routing import BaseRoute, Route
 
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
-from pyapp.upkeep import Upkeep
 from pyapp.web import changes, events, health, members, openapi, segments, snapshots
 from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
@@ -34,7 +33,8 @@ from pyapp.web.graphql import GraphQLFacade
 from pyapp.web.graphql_fast import GraphQLFastPath
 from pyapp.web.leader import Leadership
 from pyapp.web.responses import ApiError, error_response
-from pyapp.webhooks import Webhooks
+from pyapp.workers.upkeep import Upkeep
+from pyapp.workers.webhooks import Webhooks
 
 log = logging.getLogger("passthrough.http")
 

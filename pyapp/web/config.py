@@ -36,10 +36,10 @@ class ApiConfig:
     # How long a request waits for a database connection before it is answered 503.
     pool_timeout: float = 5.0
     application_name: str = "passthrough-http"
-    # Background upkeep (pyapp/upkeep.py): the expiry sweeper and retention pruning, in seconds.
+    # Background upkeep (pyapp/workers/upkeep.py): the expiry sweeper and retention pruning, in seconds.
     expire_every: float = 5.0
     prune_every: float = 3600.0
-    # Webhook delivery (pyapp/webhooks.py): how often due webhooks are checked without a NOTIFY, in seconds,
+    # Webhook delivery (pyapp/workers/webhooks.py): how often due webhooks are checked without a NOTIFY, in seconds,
     # and how long one POST may take.
     webhook_every: float = 1.0
     webhook_timeout: float = 10.0
