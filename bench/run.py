@@ -621,7 +621,7 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
 # --------------------------------------------------------------------------- point reads
 
 # The question every read row asks: which of these 10 audiences is this customer in? READ_SQL (bench/floor.py) is
-# the statement the GraphQL facade runs for it (pyapp/web/graphql.py CUSTOMER_SQL); SDK_QUERY is what the
+# the statement the GraphQL facade runs for it (pyapp/web/graphql/schema.py CUSTOMER_SQL); SDK_QUERY is what the
 # Optimizely Python, Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
 SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
@@ -821,7 +821,7 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
                   f"{uvicorn_engine()}, {workers_text(workers)}; AsyncConnectionPool, orjson), {clients} connections")
     graphql_path = "GraphQL `customer` query, the SDK's query and variables (`passthrough serve`"
     try:
-        import pyapp.web.graphql  # noqa: F401
+        import pyapp.web.graphql.endpoint  # noqa: F401
     except ImportError as exc:
         info(f"  GraphQL facade not available ({exc}); slot left empty")
         rows.append(ReadRow(graphql_path + ")", note="slot: GraphQL facade not available", measured=False,

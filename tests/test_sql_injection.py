@@ -27,7 +27,7 @@ from sqlhelpers import event, stored_counts
 
 from pyapp.ingest.staging import StagedRow, format_row, load_rows
 from pyapp.ingest.snapshot import import_rows
-from pyapp.web.graphql import encode_cursor
+from pyapp.web.graphql.schema import encode_cursor
 
 pytest_plugins = ["http_fixtures"]
 
@@ -55,7 +55,7 @@ IDS = [f"p{i}" for i in range(len(PAYLOADS))]
 # (file, the SQL argument's source text): why it is safe
 ALLOWED_DYNAMIC_SQL = {
     ("pyapp/cli/common.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
-    ("pyapp/web/graphql.py", "statement"): "_fetch(info, sql, params)'s sql (callers pass the module constants "
+    ("pyapp/web/graphql/context.py", "statement"): "Context.fetchall(sql, params)'s sql (callers pass the module constants "
                                            "*_SQL), or auth.GATE_SQL wrapped around it",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",

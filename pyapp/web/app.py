@@ -2,7 +2,7 @@
 
 ``create_app(database_url)`` builds the app; ``passthrough serve`` runs it with uvicorn. The REST
 routes are listed in ``api_routes()``, the one place to add endpoints; the GraphQL facade
-(pyapp/web/graphql.py) brings its own routes and lifecycle, and tests may pass ``extra_routes``.
+(pyapp/web/graphql/) brings its own routes and lifecycle, and tests may pass ``extra_routes``.
 Describe every route in ``openapi.py`` too: tests/test_http_openapi.py and test_http_auth.py hold
 each route to its documented methods, statuses and scope.
 """
@@ -29,8 +29,8 @@ from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import BUDGET_SCOPE_KEY, READ, WRITE, Budget, make_pools
 from pyapp.web.framing import RefuseAmbiguousFraming
-from pyapp.web.graphql import GraphQLFacade
-from pyapp.web.graphql_fast import GraphQLFastPath
+from pyapp.web.graphql.endpoint import GraphQLFacade
+from pyapp.web.graphql.fast import GraphQLFastPath
 from pyapp.web.leader import Leadership
 from pyapp.web.responses import ApiError, error_response
 from pyapp.workers.upkeep import Upkeep
@@ -99,7 +99,7 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
-        # the SDKs' GraphQL query, when plain and known, is answered before the rest (graphql_fast.py)
+        # the SDKs' GraphQL query, when plain and known, is answered before the rest (pyapp/web/graphql/fast.py)
         middleware=[Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
                     Middleware(RouteCors, public_origins=config.cors_origins,
                                private_origins=config.cors_private_origins)],

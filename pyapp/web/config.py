@@ -46,7 +46,7 @@ class ApiConfig:
     # How often a worker that does not run the background jobs (expiry, retention, webhooks) tries to take
     # them over, and how often the one that does checks its hold on them (pyapp/web/leader.py).
     leadership_retry: float = 5.0
-    # GraphQL: the SDKs' customer query answered through its compiled plan (pyapp/web/graphql_plan.py); off,
+    # GraphQL: the SDKs' customer query answered through its compiled plan (pyapp/web/graphql/plan.py); off,
     # graphql-core's executor answers every query (the answers are the same, byte for byte)
     graphql_compiled: bool = True
     # CORS (pyapp/web/cors.py): the origins whose pages may call the public-key routes ("*": any), and the

@@ -416,7 +416,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _operation(
             "graphiqlAsset",
             "A file of the GraphiQL page (React, GraphiQL and its stylesheet), shipped with the server.",
-            description="The versions and licences: pyapp/web/static/graphiql/ASSETS.md. Gzipped when the "
+            description="The versions and licences: pyapp/web/graphql/static/graphiql/ASSETS.md. Gzipped when the "
             "client accepts it; cacheable for ever (the version is in the path).",
             scope=None,
             parameters=[
@@ -445,7 +445,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "graphql",
             "ODP's GraphQL membership query: "
             "customer(fs_user_id: ...) { audiences(subset: [...]) { edges { node { name state } } } }.",
-            description="See pyapp/web/graphql.py for the schema. GraphQL errors (an invalid identifier, a "
+            description="See pyapp/web/graphql/ for the schema. GraphQL errors (an invalid identifier, a "
             "validation error) are answered 200 with `errors`, as ODP does; each error has `message`, `locations` "
             "and `extensions.classification` and `extensions.code`.",
             scope="public",
