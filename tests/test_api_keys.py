@@ -137,7 +137,7 @@ def test_require_api_key_answers_as_the_api_does(db):
 
 
 def test_cli_keys_create_list_revoke(http_database_url, db, capsys):
-    import pyapp.cli.main as cli
+    from pyapp import cli
 
     assert cli.main(["keys", "create", "--name", "sdk", "--scope", "public", "--database-url", http_database_url]) == 0
     out, err = capsys.readouterr()
@@ -156,7 +156,7 @@ def test_cli_keys_create_list_revoke(http_database_url, db, capsys):
 
 
 def test_cli_keys_errors_come_from_sql(http_database_url, db, capsys):
-    import pyapp.cli.main as cli
+    from pyapp import cli
 
     assert cli.main(["keys", "create", "--name", "k", "--scope", "admin", "--database-url", http_database_url]) == 1
     assert "invalid API key scope 'admin'" in capsys.readouterr().err
@@ -166,7 +166,7 @@ def test_cli_keys_errors_come_from_sql(http_database_url, db, capsys):
 
 
 def test_cli_keys_on_an_unmigrated_database_says_to_migrate(fresh_db_url, capsys):
-    import pyapp.cli.main as cli
+    from pyapp import cli
 
     assert cli.main(["keys", "list", "--database-url", fresh_db_url]) == 1
     assert "passthrough migrate" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import pytest
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import rows
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.ingest import export
 from pyapp.db import connect
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from pgcluster import create_database, drop_database
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.db import DRIVERS, connect, pg8000_params, with_database
 from pyapp.embedded import EmbeddedPostgres
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.ingest.writers import load_files
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import rows, scalar

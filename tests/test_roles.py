@@ -23,7 +23,7 @@ import pytest
 from pgcluster import create_database, drop_database
 from psycopg import sql
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.ingest.staging import StagedRow, format_row, load_rows
 from pyapp.ingest.snapshot import import_rows, snapshot_diff
 

@@ -99,7 +99,7 @@ def test_as_many_workers_as_half_of_the_connections_allow(max_connections, reser
 
 
 def test_more_workers_than_fit_is_refused_before_serving(db_url, capsys):
-    import pyapp.cli.main as cli
+    from pyapp import cli
 
     assert cli.main(["serve", "--database-url", db_url, "--no-migrate", "--workers", "5000"]) == 1
     assert "--workers: 5000 workers need at least 25000 connections" in capsys.readouterr().err

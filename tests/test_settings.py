@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlhelpers import expect_error, rows, scalar
 
-import pyapp.cli.main as cli
+from pyapp import cli
 
 
 def test_passthrough_is_off_after_install_and_switches(conn):

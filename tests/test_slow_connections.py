@@ -254,7 +254,7 @@ def test_at_the_cap_the_connections_waiting_longest_for_their_heads_go_first(db_
 
 
 def test_more_connections_than_the_open_file_limit_allows_is_refused(db_url, capsys):
-    import pyapp.cli.main as cli
+    from pyapp import cli
 
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert cli.main(["serve", "--database-url", db_url, "--no-migrate", "--workers", "1",

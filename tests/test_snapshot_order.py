@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from reference_model import Event, Snapshot, SnapshotModel, dumps, expected_feed, to_us
 from sqlhelpers import rows, scalar
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.ingest.staging import StagedRow, format_row, load_rows
 from pyapp.ingest.snapshot import import_rows
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from interleave import Sessions
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.db import connect
 from pyapp.ingest.staging import StagedRow, format_row
 from pyapp.ingest.snapshot import SnapshotRefused, copy_text_chunks, import_rows, snapshot_diff

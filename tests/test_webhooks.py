@@ -20,7 +20,7 @@ from http_helpers import make_client
 from interleave import Sessions
 from sqlhelpers import expect_error, rows, scalar
 
-import pyapp.cli.main as cli
+from pyapp import cli
 from pyapp.web import ApiConfig
 from pyapp.feed import CHANGES_SQL
 from pyapp.web.database import make_pool

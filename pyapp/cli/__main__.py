@@ -2,6 +2,6 @@
 
 import sys
 
-from pyapp.cli.main import main
+from pyapp.cli import main
 
 sys.exit(main())

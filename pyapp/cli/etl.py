@@ -1,7 +1,7 @@
 """The ETL subcommands of ``passthrough``: ``load`` (bulk events), ``import`` (audience snapshots) and ``export``
 (an audience's members, as the snapshot files ``import`` reads).
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli/main.py); the work itself lives in
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py); the work itself lives in
 pyapp/ingest/ (writers.py, snapshot.py, export.py).
 """
 

@@ -1,6 +1,6 @@
 """The ``passthrough keys`` subcommands: create, list and revoke HTTP API keys.
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli/main.py). Each is one call of the
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py). Each is one call of the
 SQL function of the same purpose (sql/functions/270_api_keys.sql), which owns every rule about keys.
 
 ``keys create`` prints the new key, and nothing else, on stdout (``KEY=$(passthrough keys create ...)``);

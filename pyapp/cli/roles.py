@@ -3,7 +3,7 @@
 One call of ``passthrough.create_roles(writer, reader)`` (sql/functions/280_roles.sql), which owns every rule:
 which functions each role may execute, and that no role but the owner touches a table. Run it as the
 owner of Passthrough (or a superuser), once after install and again after each upgrade; it prints the
-grants in effect. Registered into the main parser by ``register(sub, common)`` (pyapp/cli/main.py).
+grants in effect. Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``passthrough webhooks`` subcommands: create, list, pause, resume and delete webhook subscriptions.
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli/main.py). Each is one call of the
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py). Each is one call of the
 SQL function of the same purpose (sql/functions/250_webhooks.sql), which owns every rule about webhooks;
 ``passthrough serve`` delivers them (pyapp/workers/webhooks.py).
 
