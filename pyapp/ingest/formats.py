@@ -20,6 +20,7 @@ import orjson
 from pyapp.ingest.staging import StagedRow
 from pyapp.jsontypes import json_type
 
+
 def _json_text(value: Any) -> str | None:
     """What PostgreSQL's ``value #>> '{}'`` gives: a string as is, anything else as JSON text."""
     if value is None:

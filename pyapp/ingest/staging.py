@@ -23,6 +23,8 @@ COPY_COLUMNS = (
     "identifier_count", "transport_problems", "identifiers",
 )
 COPY_SQL = f"COPY pg_temp.passthrough_load ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+
+
 @dataclass(frozen=True)
 class LoadResult:
     load_id: int

@@ -1,6 +1,5 @@
 """The GraphQL facade: ``POST /v3/graphql`` (ODP's membership query) and ``GET /v3/graphql`` (GraphiQL).
 
-
 Every error (errors.py) has ``message``, ``locations`` (possibly empty), ``path`` when it belongs to a field, and
 ``extensions.classification`` (graphql-java's names, which the SDKs read) and ``extensions.code``.
 GraphQL errors are HTTP 200 (a statement past the read statement timeout too: ``TIMEOUT`` on its field);
@@ -8,9 +7,8 @@ a missing or unknown key 401 (any valid key may read), a malformed request 400/4
 503 with Retry-After. Every statement runs on the app's read budget (pyapp/web/database.py). A key this worker has found valid before
 is checked by the request's first statement rather than by one of its own (``Context.key_gate``,
 pyapp/web/auth.py): the SDKs' customer query costs one round trip. That query, when plain and its text known,
-is answered in front of the framework (pyapp/web/graphql/fast.py), with the same bytes.
-
-Each distinct query text is parsed, measured against ``GraphQLLimits`` and validated once per
+is answered in front of the framework (pyapp/web/graphql/fast.py), with the same bytes. Each distinct query
+text is parsed and validated once per schema (documents.py).
 """
 
 from __future__ import annotations
