@@ -26,7 +26,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 URL_ENV = "BENCH_FLOOR_DATABASE_URL"
-# the statement of the GraphQL facade's Customer.audiences (pyapp/web/graphql.py CUSTOMER_SQL; bench.run.READ_SQL)
+# the statement of the GraphQL facade's Customer.audiences (pyapp/web/graphql/schema.py CUSTOMER_SQL; bench.run.READ_SQL)
 READ_SQL = ("SELECT name, state, description, is_ready, revision, size "
             "FROM passthrough.customer_audiences(%s, %s, %s::text[])")
 IDENTIFIER_TYPE = "fs_user_id"  # the SDK query's customer(fs_user_id: $userId)

@@ -63,13 +63,13 @@ from bench.data import (BARE_STATE_SQL, SNAPSHOT_STATE_SQL, STATE_SQL, generate,
                         model_state, sql_digest, ts_text)
 from pyapp import migrate
 from pyapp.db import connect, with_database
-from pyapp.load import StagedRow, format_row, load_rows, route
-from pyapp.snapshot import import_rows
+from pyapp.ingest.staging import StagedRow, format_row, load_rows, route
+from pyapp.ingest.snapshot import import_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-# the columns of the staged payload (pyapp.load.COPY_COLUMNS), untyped beyond what COPY needs
+# the columns of the staged payload (pyapp.ingest.staging.COPY_COLUMNS), untyped beyond what COPY needs
 RAW_COLUMNS = """
   row_no bigint, type text, action text, identifier_type text, identifier text, audience_id text,
   ts numeric, idempotence_id text, identifier_count integer, transport_problems text[], identifiers jsonb"""
@@ -351,7 +351,7 @@ def snapshot_payloads(events) -> list[tuple[str, bytes, int]]:
 
 
 def import_snapshots(db: Database, snapshots: list[tuple[str, bytes, int]], at_us: int) -> float:
-    """Each audience's snapshot at ``at_us`` through pyapp.snapshot.import_rows (COPY -> import_snapshot), one
+    """Each audience's snapshot at ``at_us`` through pyapp.ingest.snapshot.import_rows (COPY -> import_snapshot), one
     transaction per audience on one connection. Each lists exactly the audience's members, so the import
     must find them all members at T and change nothing; anything else fails the run."""
     at = Decimal(ts_text(at_us))
@@ -567,7 +567,7 @@ JSON_SAMPLE = 0  # events each `apply_events` row sends by default (0: the whole
 
 def json_batches(events, connections: int, batch: int) -> list[list[str]]:
     """The JSON text of every `apply_events` batch, per connection: events routed by identifier as the bulk
-    writers route them (pyapp.load.route, so each user's events stay on one connection in stream order), then
+    writers route them (pyapp.ingest.staging.route, so each user's events stay on one connection in stream order), then
     cut into `batch`-event JSON arrays."""
     import orjson
 
@@ -621,7 +621,7 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
 # --------------------------------------------------------------------------- point reads
 
 # The question every read row asks: which of these 10 audiences is this customer in? READ_SQL (bench/floor.py) is
-# the statement the GraphQL facade runs for it (pyapp/web/graphql.py CUSTOMER_SQL); SDK_QUERY is what the
+# the statement the GraphQL facade runs for it (pyapp/web/graphql/schema.py CUSTOMER_SQL); SDK_QUERY is what the
 # Optimizely Python, Go and Java SDKs send, byte for byte (tests/test_graphql.py, /work/shared/reference/odp-wire.md).
 SDK_QUERY = ("query($userId: String, $audiences: [String]) {customer(fs_user_id: $userId) "
              "{audiences(subset: $audiences) {edges {node {name state}}}}}")
@@ -821,7 +821,7 @@ def reads(db: Database, events, n_audiences: int, clients: int, many: int, warmu
                   f"{uvicorn_engine()}, {workers_text(workers)}; AsyncConnectionPool, orjson), {clients} connections")
     graphql_path = "GraphQL `customer` query, the SDK's query and variables (`passthrough serve`"
     try:
-        import pyapp.web.graphql  # noqa: F401
+        import pyapp.web.graphql.endpoint  # noqa: F401
     except ImportError as exc:
         info(f"  GraphQL facade not available ({exc}); slot left empty")
         rows.append(ReadRow(graphql_path + ")", note="slot: GraphQL facade not available", measured=False,

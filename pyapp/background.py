@@ -1,5 +1,5 @@
 """A loop that ``passthrough serve`` runs in the background until the app stops (the expiry sweeper and
-retention pruning, pyapp/upkeep.py; the background jobs' leadership, pyapp/web/leader.py)."""
+retention pruning, pyapp/workers/upkeep.py; the background jobs' leadership, pyapp/web/leader.py)."""
 
 from __future__ import annotations
 

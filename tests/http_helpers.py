@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from pyapp.web import ApiConfig, api_routes, create_app
-from pyapp.web.openapi import DOCUMENT
+from pyapp.web.openapi.document import DOCUMENT
 
 TEST_CONFIG = ApiConfig(pool_min_size=1, pool_max_size=4, pool_timeout=2.0)
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -106,7 +106,7 @@ def check_response_is_documented(response: httpx.Response) -> None:
         return
     documented = documented_response(method, path, response.status_code)
     assert documented is not None, (
-        f"{method} {path} answered {response.status_code}, which openapi.py does not document: {response.text[:300]}"
+        f"{method} {path} answered {response.status_code}, which pyapp/web/openapi/ does not document: {response.text[:300]}"
     )
     matching = [(media_type, content) for media_type, content in documented["content"].items()
                 if response.headers["content-type"].startswith(media_type)]

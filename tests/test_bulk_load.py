@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyapp.db import connect
-from pyapp.load import LoadRefused, StagedRow, event_to_row, format_row, load_rows, stage
+from pyapp.ingest.formats import event_to_row
+from pyapp.ingest.staging import LoadRefused, StagedRow, format_row, load_rows, stage
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import TS, Jsonb, event, expect_error, reset_data, rows, scalar, stored_counts
 from test_apply_events_properties import delivered, sql_sizes, sql_state

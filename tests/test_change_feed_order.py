@@ -16,8 +16,8 @@ from interleave import Session, Sessions
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import reset_data, rows, scalar
 
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows
 
 TS = Decimal(1_700_000_000)
 TTL_AUDIENCE = "aud-t"  # its definition has a one-hour ttl

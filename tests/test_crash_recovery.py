@@ -29,7 +29,7 @@ from pgcluster import create_database
 
 from pyapp import migrate
 from pyapp.db import connect
-from pyapp.snapshot import import_rows
+from pyapp.ingest.snapshot import import_rows
 from reference_model import Event, MembershipModel
 from test_roles import staged
 

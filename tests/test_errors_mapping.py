@@ -92,8 +92,8 @@ def test_invalid_events_detail_becomes_invalids(conn):
 
 
 def test_invalid_rows_detail_becomes_invalids(conn):
-    from pyapp.load import StagedRow, format_row
-    from pyapp.snapshot import SnapshotRefused, import_rows
+    from pyapp.ingest.staging import StagedRow, format_row
+    from pyapp.ingest.snapshot import SnapshotRefused, import_rows
 
     payload = format_row(2, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
                                       identifier="u1", audience_id="other"))

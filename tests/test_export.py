@@ -1,4 +1,4 @@
-"""passthrough export (pyapp/export.py): a segment's members as the snapshot files passthrough import reads,
+"""passthrough export (pyapp/ingest/export.py): a segment's members as the snapshot files passthrough import reads,
 and the round trip through them into a fresh database."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import rows
 
-from pyapp import cli, export
+from pyapp import cli
+from pyapp.ingest import export
 from pyapp.db import connect
 
 BASE = Decimal(1_700_000_000)

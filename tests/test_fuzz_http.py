@@ -222,7 +222,7 @@ def test_a_ts_beyond_the_timestamp_range_is_named_not_500(client, enabled, priva
     assert response.json()["detail"]["invalids"][0]["problems"][0].startswith("data.ts:")
     # the bulk path shares the rule
     from pyapp.db import connect
-    from pyapp.load import LoadRefused, StagedRow, format_row, load_rows
+    from pyapp.ingest.staging import LoadRefused, StagedRow, format_row, load_rows
 
     with connect(http_database_url) as conn:
         row = StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id", identifier="u",

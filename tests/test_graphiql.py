@@ -1,5 +1,5 @@
 """GraphiQL (``GET /v3/graphql``) works offline: React, GraphiQL and its stylesheet ship inside the package
-(pyapp/web/static/graphiql, ASSETS.md) and the server serves them. A real headless Chromium loads the page from
+(pyapp/web/graphql/static/graphiql, ASSETS.md) and the server serves them. A real headless Chromium loads the page from
 a live ``passthrough serve`` with every request to another host refused, runs the SDK's query with a key typed
 into the headers editor, and leaves no key in localStorage."""
 
@@ -63,15 +63,15 @@ def test_each_asset_is_the_npm_file_plain_or_gzipped(app_client, path):
 @pytest.mark.parametrize("path", ["/v3/graphql/assets/graphiql-3.8.2/graphiql.min.js",
                                   "/v3/graphql/assets/graphiql-3.8.3/graphiql.js",
                                   "/v3/graphql/assets/graphiql-3.8.3/LICENSE.graphiql",
-                                  "/v3/graphql/assets/graphiql-3.8.3/..%2F..%2Fgraphql_ide.py"])
+                                  "/v3/graphql/assets/graphiql-3.8.3/..%2F..%2Fide.py"])
 def test_anything_else_under_assets_is_404(app_client, path):
     assert app_client.get(path).status_code == 404
 
 
 def test_the_licences_ship_in_the_package():
-    import pyapp.web
+    import pyapp.web.graphql
 
-    folder = Path(pyapp.web.__file__).parent / "static" / "graphiql"
+    folder = Path(pyapp.web.graphql.__file__).parent / "static" / "graphiql"
     for name in LICENCES:
         assert (folder / name).stat().st_size > 500, name
     assert "MIT License" in (folder / "LICENSE.graphiql").read_text()

@@ -1,4 +1,4 @@
-"""The GraphQL facade (pyapp/web/graphql.py): POST /v3/graphql and the GraphiQL page, on the real app
+"""The GraphQL facade (pyapp/web/graphql/): POST /v3/graphql and the GraphiQL page, on the real app
 against the test's own database."""
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ with warnings.catch_warnings():
 from pyapp import errors
 from pyapp.db import connect
 from pyapp.web import ApiConfig, create_app
-from pyapp.web.graphql import LISTENER_APPLICATION_NAME, GraphQLFacade, decode_cursor, encode_cursor
+from pyapp.web.graphql.endpoint import LISTENER_APPLICATION_NAME, GraphQLFacade
+from pyapp.web.graphql.schema import decode_cursor, encode_cursor
 
 CONFIG = ApiConfig(pool_min_size=1, pool_max_size=4, pool_timeout=2.0)
 TS = 1_700_000_000
@@ -113,7 +114,7 @@ def keys(module_db_url: str) -> dict[str, str]:
 @pytest.fixture(scope="module", params=["compiled", "general"])
 def config(request: pytest.FixtureRequest) -> ApiConfig:
     """Every test of the module runs twice: with the SDKs' query answered through its compiled plan
-    (pyapp/web/graphql_plan.py), and with graphql-core's executor answering everything."""
+    (pyapp/web/graphql/plan.py), and with graphql-core's executor answering everything."""
     return dataclasses.replace(CONFIG, graphql_compiled=request.param == "compiled")
 
 

@@ -1,4 +1,4 @@
-"""pyapp/web/graphql_plan.py: the SDKs' customer query through its compiled plan, answered with the same
+"""pyapp/web/graphql/plan.py: the SDKs' customer query through its compiled plan, answered with the same
 bytes as graphql-core's executor gives, and every other query left to the executor."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from graphql import parse
 from http_helpers import TEST_CONFIG, make_client
 
-from pyapp.web.graphql import SchemaState
-from pyapp.web.graphql_plan import compile_plan
+from pyapp.web.graphql.documents import SchemaState
+from pyapp.web.graphql.plan import compile_plan
 
 pytest_plugins = ["http_fixtures"]
 
@@ -126,7 +126,7 @@ def test_a_known_key_and_a_prepared_text_skip_the_framework(both, monkeypatch):
     facade = compiled.app.state.graphql
     variables = {"userId": "u1", "audiences": ["vip"]}
     assert post(compiled, PYTHON_SDK, variables).status_code == 200  # the key and the text are new: the facade
-    import pyapp.web.graphql as facade_module
+    import pyapp.web.graphql.endpoint as facade_module
 
     reads = []
     read_json_body = facade_module.read_json_body

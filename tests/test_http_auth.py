@@ -10,7 +10,7 @@ from sqlhelpers import event
 from starlette.routing import Mount, Route
 
 from pyapp.web import ApiConfig, create_app
-from pyapp.web.openapi import DOCUMENT
+from pyapp.web.openapi.document import DOCUMENT
 
 pytest_plugins = ["http_fixtures"]
 

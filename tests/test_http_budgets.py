@@ -1,6 +1,6 @@
 """Readers cannot starve writers (issue 17, item 1): the read and write connection budgets, the statement timeout
 on API reads, and the cost of past sizes in GraphQL (pyapp/web/database.py, pyapp/errors.py,
-pyapp/web/graphql_limits.py)."""
+pyapp/web/graphql/limits.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ READERS = 12
 WRITES_EVERY = 0.1  # seconds
 WRITER_SECONDS = 6.0
 
-# The costliest read the API still allows: a size as of a past instant (one per query: graphql_limits.py),
+# The costliest read the API still allows: a size as of a past instant (one per query: graphql/limits.py),
 # of an audience whose members mostly changed after that instant, so that each one is looked up in the log.
 PAST_SIZE_QUERY = """query($at: Float) {
   customer(fs_user_id: "u0") { audiences(at: $at) { edges { node { name size } } } } }"""
@@ -214,7 +214,7 @@ def test_the_default_read_statement_timeout_is_at_most_2_seconds():
 def test_history_reads_are_counted(query, reads):
     from graphql import parse
 
-    from pyapp.web.graphql_limits import measure
+    from pyapp.web.graphql.limits import measure
 
     assert measure(parse(query)).history_reads == reads
 

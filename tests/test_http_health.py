@@ -15,7 +15,7 @@ from http_helpers import TEST_CONFIG, json_headers, make_client
 from sqlhelpers import event
 
 from pyapp.web import ApiConfig
-from pyapp.web.openapi import DOCUMENT
+from pyapp.web.openapi.document import DOCUMENT
 
 pytest_plugins = ["http_fixtures"]
 

@@ -97,7 +97,7 @@ def test_a_public_key_may_not_export(client, vip, public_key):
 
 
 def test_a_page_ending_a_block_of_the_database_output_still_names_the_next(client, enabled, private_key):
-    """The database sends a page in blocks of 10,000 lines (pyapp/export.py): a page of 10,000 ends one block and
+    """The database sends a page in blocks of 10,000 lines (pyapp/ingest/export.py): a page of 10,000 ends one block and
     the member after it, which tells that another page follows, is in the next block."""
     enabled.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
     enabled.execute("SELECT passthrough.apply_events(%s::jsonb)", (orjson.dumps([

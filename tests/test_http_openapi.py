@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 
 from pyapp import __version__
 from pyapp.web import create_app
-from pyapp.web.openapi import DOCUMENT
+from pyapp.web.openapi.document import DOCUMENT
 
 pytest_plugins = ["http_fixtures"]
 
@@ -53,8 +53,8 @@ def test_the_document_is_served(client):
 
 def test_every_route_is_documented_with_its_methods_and_nothing_else():
     served, documented = served_operations(), set(documented_operations())
-    assert served - documented == set(), "served but not in openapi.py"
-    assert documented - served == set(), "in openapi.py but not served"
+    assert served - documented == set(), "served but not in pyapp/web/openapi/"
+    assert documented - served == set(), "in pyapp/web/openapi/ but not served"
 
 
 def test_operation_ids_are_unique():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pyapp import cli
-from pyapp.load import load_files
+from pyapp.ingest.writers import load_files
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import rows, scalar
 from test_apply_events_properties import sql_sizes, sql_state
@@ -199,7 +199,8 @@ def test_missing_file_is_a_usage_error(db_url, capsys):
 
 
 def _row_by_row(path: str, base: int, writers: int) -> tuple[list[list[str]], int, int]:
-    from pyapp.load import format_row, read_records, route
+    from pyapp.ingest.formats import read_records
+    from pyapp.ingest.staging import format_row, route
 
     out: list[list[str]] = [[] for _ in range(writers)]
     count = last = 0
@@ -210,11 +211,11 @@ def _row_by_row(path: str, base: int, writers: int) -> tuple[list[list[str]], in
 
 
 def _chunked(path: str, base: int, writers: int) -> tuple[list[list[str]], int, int]:
-    from pyapp.load import copy_chunks
+    from pyapp.ingest.chunks import routed_copy_chunks
 
     out: list[list[str]] = [[] for _ in range(writers)]
     count = last = 0
-    for chunk in copy_chunks(path, base, writers):
+    for chunk in routed_copy_chunks(path, base, writers):
         for index, lines in enumerate(chunk.lines):
             out[index].extend(lines)
         count += chunk.records

@@ -134,8 +134,8 @@ def test_history_of_one_pair(conn):
 
 
 def test_history_shows_the_snapshots_of_the_audience(conn):
-    from pyapp.load import StagedRow, format_row
-    from pyapp.snapshot import import_rows
+    from pyapp.ingest.staging import StagedRow, format_row
+    from pyapp.ingest.snapshot import import_rows
 
     conn.execute("SELECT passthrough.enable()")
     conn.execute("SELECT passthrough.create_audience('seg_a', 'aud-a')")

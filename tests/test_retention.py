@@ -148,8 +148,8 @@ def test_the_cli_prunes(conn, db_url):
 
 
 def test_snapshots_older_than_the_cutoff_go_except_each_audiences_newest(conn):
-    from pyapp.load import StagedRow, format_row
-    from pyapp.snapshot import import_rows
+    from pyapp.ingest.staging import StagedRow, format_row
+    from pyapp.ingest.snapshot import import_rows
 
     def snapshot(audience, minutes, listed):
         payload = "".join(format_row(n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",

@@ -27,9 +27,9 @@ import pytest
 from live_server import serving
 from sqlhelpers import event
 
-from pyapp import snapshot
+from pyapp.ingest import snapshot
 from pyapp.db import connect
-from pyapp.load import InputError
+from pyapp.ingest.formats import InputError
 
 HEADER = b"type,action,audience_id,ts,fs_user_id\n"
 MIB = 1 << 20

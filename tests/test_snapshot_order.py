@@ -27,8 +27,8 @@ from reference_model import Event, Snapshot, SnapshotModel, dumps, expected_feed
 from sqlhelpers import rows, scalar
 
 from pyapp import cli
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows
 
 pytest_plugins = ["http_fixtures"]
 # The app's connection pool (psycopg_pool jitters connection lifetimes with `random`) runs in the TestClient's

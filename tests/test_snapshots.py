@@ -15,8 +15,8 @@ from interleave import Sessions
 
 from pyapp import cli
 from pyapp.db import connect
-from pyapp.load import StagedRow, format_row
-from pyapp.snapshot import SnapshotRefused, copy_chunks, import_rows, snapshot_diff
+from pyapp.ingest.staging import StagedRow, format_row
+from pyapp.ingest.snapshot import SnapshotRefused, copy_text_chunks, import_rows, snapshot_diff
 from reference_model import Event, Snapshot, SnapshotModel, dumps
 from sqlhelpers import reset_data, rows, scalar
 from test_apply_events_properties import sql_sizes, sql_state
@@ -317,7 +317,7 @@ def test_pg8000(db_url, enabled):
 
 @pytest.mark.parametrize("driver", ["psycopg", "pg8000"])
 def test_a_stream_of_chunks_is_staged_as_it_is_read(db_url, enabled, driver):
-    """What the HTTP endpoint does: the rows are produced as the COPY reads them (copy_chunks)."""
+    """What the HTTP endpoint does: the rows are produced as the COPY reads them (copy_text_chunks)."""
     apply(enabled, [ev("a", True, 10)])
     read = []
 
@@ -327,7 +327,7 @@ def test_a_stream_of_chunks_is_staged_as_it_is_read(db_url, enabled, driver):
             yield n, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
                                identifier=f"s{n}", audience_id=AUD, ts=str(BASE + 20))
 
-    chunks = copy_chunks(records(), chunk_bytes=1000)
+    chunks = copy_text_chunks(records(), chunk_bytes=1000)
     c = connect(db_url, driver=driver)
     try:
         assert read == []  # nothing is read before the COPY asks
@@ -339,9 +339,9 @@ def test_a_stream_of_chunks_is_staged_as_it_is_read(db_url, enabled, driver):
     assert len(read) == 500 and members(enabled)["a"] == (False, BASE + 20)
 
 
-def test_copy_chunks_cuts_between_rows():
+def test_copy_text_chunks_cuts_between_rows():
     rows_ = [(n, StagedRow(identifier=f"id-{n}")) for n in range(1, 101)]
-    chunks = list(copy_chunks(iter(rows_), chunk_bytes=200))
+    chunks = list(copy_text_chunks(iter(rows_), chunk_bytes=200))
     assert len(chunks) > 5 and all(chunk.endswith(b"\n") for chunk in chunks)
     assert b"".join(chunks) == b"".join(format_row(n, row).encode() for n, row in rows_)
 

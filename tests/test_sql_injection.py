@@ -25,9 +25,9 @@ import pytest
 from http_helpers import json_headers
 from sqlhelpers import event, stored_counts
 
-from pyapp.load import StagedRow, format_row, load_rows
-from pyapp.snapshot import import_rows
-from pyapp.web.graphql import encode_cursor
+from pyapp.ingest.staging import StagedRow, format_row, load_rows
+from pyapp.ingest.snapshot import import_rows
+from pyapp.web.graphql.schema import encode_cursor
 
 pytest_plugins = ["http_fixtures"]
 
@@ -54,12 +54,12 @@ IDS = [f"p{i}" for i in range(len(PAYLOADS))]
 
 # (file, the SQL argument's source text): why it is safe
 ALLOWED_DYNAMIC_SQL = {
-    ("pyapp/cli.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
-    ("pyapp/web/graphql.py", "statement"): "_fetch(info, sql, params)'s sql (callers pass the module constants "
+    ("pyapp/cli/common.py", "sql"): "run_sql(args, sql, params): its callers pass a literal and parameters",
+    ("pyapp/web/graphql/context.py", "statement"): "Context.fetchall(sql, params)'s sql (callers pass the module constants "
                                            "*_SQL), or auth.GATE_SQL wrapped around it",
     ("pyapp/web/segments.py", "save_sql"): "CREATE_SQL or PUT_SQL, module constants",
     ("pyapp/migrate.py", "migration.sql"): "the packaged migration files, checked by SHA-256",
-    ("pyapp/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
+    ("pyapp/workers/upkeep.py", "sql"): "_call(conn, sql, arg): callers pass a literal and the chunk size as a parameter",
 }
 
 

@@ -1,4 +1,4 @@
-"""pyapp/upkeep.py: the expiry sweeper and retention pruning that `passthrough serve` runs in the background,
+"""pyapp/workers/upkeep.py: the expiry sweeper and retention pruning that `passthrough serve` runs in the background,
 and the chunked helpers the CLI uses (over psycopg and pg8000)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from http_helpers import make_client
 from sqlhelpers import rows, scalar
 
 from pyapp.db import connect
-from pyapp.upkeep import expire_all, prune_all
+from pyapp.workers.upkeep import expire_all, prune_all
 from pyapp.web import ApiConfig
 
 

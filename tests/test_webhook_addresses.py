@@ -1,6 +1,6 @@
 """Webhooks reach global addresses only, unless a webhook opted in (allow_private_network): refused when created
 with such an IP in its URL (sql/functions/250_webhooks.sql), and at every connection, whatever the host name resolves to
-(pyapp/webhook_network.py), before anything is connected.
+(pyapp/workers/webhook_network.py), before anything is connected.
 
 No test here sends traffic to a link-local or private address: names resolve through a stub resolver, and the
 network backend below it records every connection attempt instead of connecting (or connects to a local receiver).
@@ -16,7 +16,7 @@ import pytest
 from sqlhelpers import expect_error, rows, scalar
 from test_webhooks import deliver, due_now, feed, qualify, receiver, webhook  # noqa: F401 (fixtures)
 
-from pyapp.webhook_network import NON_GLOBAL_NETWORKS, non_global_kind
+from pyapp.workers.webhook_network import NON_GLOBAL_NETWORKS, non_global_kind
 
 # What each address is, from IANA's special-purpose registries (not from the code under test)
 KINDS = [

@@ -24,7 +24,7 @@ from pyapp import cli
 from pyapp.web import ApiConfig
 from pyapp.feed import CHANGES_SQL
 from pyapp.web.database import make_pool
-from pyapp.webhooks import Webhooks, sign, verify
+from pyapp.workers.webhooks import Webhooks, sign, verify
 
 TS = 1_700_000_000
 

@@ -2,8 +2,8 @@
 
 ``create_app(database_url)`` builds the app; ``passthrough serve`` runs it with uvicorn. The REST
 routes are listed in ``api_routes()``, the one place to add endpoints; the GraphQL facade
-(pyapp/web/graphql.py) brings its own routes and lifecycle, and tests may pass ``extra_routes``.
-Describe every route in ``openapi.py`` too: tests/test_http_openapi.py and test_http_auth.py hold
+(pyapp/web/graphql/) brings its own routes and lifecycle, and tests may pass ``extra_routes``.
+Describe every route in pyapp/web/openapi/ too: tests/test_http_openapi.py and test_http_auth.py hold
 each route to its documented methods, statuses and scope.
 """
 
@@ -23,18 +23,19 @@ from starlette.routing import BaseRoute, Route
 
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
-from pyapp.upkeep import Upkeep
-from pyapp.web import changes, events, health, members, openapi, segments, snapshots
+from pyapp.web import changes, events, health, members, segments, snapshots
 from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import BUDGET_SCOPE_KEY, READ, WRITE, Budget, make_pools
 from pyapp.web.framing import RefuseAmbiguousFraming
-from pyapp.web.graphql import GraphQLFacade
-from pyapp.web.graphql_fast import GraphQLFastPath
+from pyapp.web.graphql.endpoint import GraphQLFacade
+from pyapp.web.graphql.fast import GraphQLFastPath
 from pyapp.web.leader import Leadership
+from pyapp.web.openapi.document import openapi_json
 from pyapp.web.responses import ApiError, error_response
-from pyapp.webhooks import Webhooks
+from pyapp.workers.upkeep import Upkeep
+from pyapp.workers.webhooks import Webhooks
 
 log = logging.getLogger("passthrough.http")
 
@@ -42,12 +43,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def api_routes() -> list[BaseRoute]:
-    """Every route of the HTTP API. Add new endpoints here (and to openapi.py)."""
+    """Every route of the HTTP API. Add new endpoints here (and to pyapp/web/openapi/)."""
     return [
         _route("/healthz", GET=health.healthz),
         # on the write budget: busy readers must not make a load balancer take the worker out of service
         _route("/readyz", GET=health.readyz, budget=WRITE),
-        _route("/openapi.json", GET=openapi.openapi_json),
+        _route("/openapi.json", GET=openapi_json),
         _route("/v3/events", POST=events.post_events),
         # :path: an external audience id may hold "/", which arrives decoded from %2F
         _route("/v3/audiences/{audience_id:path}/snapshot", POST=snapshots.post_snapshot),
@@ -99,7 +100,7 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *graphql.routes, *extra_routes],
-        # the SDKs' GraphQL query, when plain and known, is answered before the rest (graphql_fast.py)
+        # the SDKs' GraphQL query, when plain and known, is answered before the rest (pyapp/web/graphql/fast.py)
         middleware=[Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
                     Middleware(RouteCors, public_origins=config.cors_origins,
                                private_origins=config.cors_private_origins)],

@@ -36,17 +36,17 @@ class ApiConfig:
     # How long a request waits for a database connection before it is answered 503.
     pool_timeout: float = 5.0
     application_name: str = "passthrough-http"
-    # Background upkeep (pyapp/upkeep.py): the expiry sweeper and retention pruning, in seconds.
+    # Background upkeep (pyapp/workers/upkeep.py): the expiry sweeper and retention pruning, in seconds.
     expire_every: float = 5.0
     prune_every: float = 3600.0
-    # Webhook delivery (pyapp/webhooks.py): how often due webhooks are checked without a NOTIFY, in seconds,
+    # Webhook delivery (pyapp/workers/webhooks.py): how often due webhooks are checked without a NOTIFY, in seconds,
     # and how long one POST may take.
     webhook_every: float = 1.0
     webhook_timeout: float = 10.0
     # How often a worker that does not run the background jobs (expiry, retention, webhooks) tries to take
     # them over, and how often the one that does checks its hold on them (pyapp/web/leader.py).
     leadership_retry: float = 5.0
-    # GraphQL: the SDKs' customer query answered through its compiled plan (pyapp/web/graphql_plan.py); off,
+    # GraphQL: the SDKs' customer query answered through its compiled plan (pyapp/web/graphql/plan.py); off,
     # graphql-core's executor answers every query (the answers are the same, byte for byte)
     graphql_compiled: bool = True
     # CORS (pyapp/web/cors.py): the origins whose pages may call the public-key routes ("*": any), and the

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pyapp import epoch
-from pyapp.export import LINES_SQL, LINES_TYPES, WORK_MEM_SQL
+from pyapp.ingest.export import LINES_SQL, LINES_TYPES, WORK_MEM_SQL
 from pyapp.web.auth import Scope, authorized_connection
 from pyapp.web.responses import ApiError
 

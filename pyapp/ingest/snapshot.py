@@ -6,10 +6,10 @@ in SQL (sql/functions/200_snapshot_import.sql: ``passthrough.import_snapshot``);
 rows with COPY (the bulk loader's staging table) and calls the function, in one transaction.
 
 ``import_rows(conn, payload, audience_id, ...)`` works with psycopg and pg8000 connections alike; the
-payload is the staged rows (``read_snapshot``) or a stream of them (``copy_chunks``: the HTTP endpoint,
+payload is the staged rows (``read_snapshot``) or a stream of them (``copy_text_chunks``: the HTTP endpoint,
 pyapp/web/snapshots.py).
 
-Both read the file's lines through ``lines.bounded_lines``: a line longer than ``MAX_LINE_CHARS`` is refused
+Both read the file's lines through ``snapshot_records``: a line longer than ``MAX_LINE_CHARS`` is refused
 as soon as it is that long, never built whole (a small gzip can inflate into one line of gigabytes).
 """
 
@@ -21,14 +21,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
-from pyapp.lines import LineTooLong, bounded_lines
-from pyapp.load import InputError, StagedRow, _open_text, csv_records, format_row, sql_error_fields, stage
+from pyapp.ingest.formats import InputError, csv_records, open_text
+from pyapp.ingest.lines import LineTooLong, bounded_lines
+from pyapp.ingest.staging import StagedRow, format_row, sql_error_fields, stage
 
 __all__ = [
-    "MAX_LINE_CHARS", "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_chunks", "import_rows",
-    "max_lines", "read_snapshot", "snapshot_diff",
+    "MAX_LINE_CHARS", "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_text_chunks",
+    "import_rows", "max_lines", "read_snapshot", "snapshot_diff", "snapshot_records",
 ]
 
 DEFAULT_MAX_DISQUALIFY_SHARE = 0.5
@@ -89,9 +90,9 @@ def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None,
     line number. Rows are numbered by their line in the file, plus ``first_row`` (files staged together)."""
     display = "<stdin>" if path == "-" else path
     lines, last = [], 0
-    text = _open_text(path, on_read)
+    text = open_text(path, on_read)
     try:
-        for line, row in csv_records(bounded_lines(text, MAX_LINE_CHARS), display):
+        for line, row in snapshot_records(text, display):
             lines.append(format_row(first_row + line, row))
             last = line
     except LineTooLong as exc:
@@ -103,8 +104,15 @@ def read_snapshot(path: str, on_read: Callable[[int], None] = lambda n: None,
     return "".join(lines).encode("utf-8", "surrogatepass"), len(lines), last
 
 
-def copy_chunks(records: Iterable[tuple[int, StagedRow]], chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """The staging payload of (line, row) records (``load.csv_records``) in chunks of about ``chunk_bytes``,
+def snapshot_records(text: IO[str], name: str, max_lines: int | None = None) -> Iterator[tuple[int, StagedRow]]:
+    """(line, row) for each record of a snapshot CSV, its lines bounded (pyapp/ingest/lines.py): a line longer
+    than MAX_LINE_CHARS raises LineTooLong, more than ``max_lines`` lines TooManyLines, a header it refuses
+    InputError."""
+    return csv_records(bounded_lines(text, MAX_LINE_CHARS, max_lines), name)
+
+
+def copy_text_chunks(records: Iterable[tuple[int, StagedRow]], chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The staging payload of (line, row) records (``snapshot_records``) in chunks of about ``chunk_bytes``,
     produced as the records are read: ``import_rows`` COPYs a stream without holding it in memory."""
     lines: list[str] = []
     size = 0
@@ -130,7 +138,7 @@ def import_rows(
     dry_run: bool = False,
     source: str = "snapshot",
 ) -> SnapshotResult:
-    """Stage ``payload`` (bytes, or chunks as ``copy_chunks`` gives them) and call passthrough.import_snapshot
+    """Stage ``payload`` (bytes, or chunks as ``copy_text_chunks`` gives them) and call passthrough.import_snapshot
     in the connection's transaction.
 
     The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.

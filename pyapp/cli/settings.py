@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli import run_sql
+from pyapp.cli.common import print_rows, run_sql
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from pyapp.cli import _print_rows
-
     if args.settings_command == "set":
         run_sql(args, "SELECT passthrough.set_setting(%s, %s)", (args.name, args.value))
     found = run_sql(args, "SELECT name, value, description FROM passthrough.list_settings()", ())
-    _print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings")
+    print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings")
     return 0
 
 

@@ -1,6 +1,6 @@
 """``passthrough expire`` and ``passthrough prune``: one round of upkeep from the command line.
 
-``passthrough serve`` runs both in the background (pyapp/upkeep.py); these commands are for
+``passthrough serve`` runs both in the background (pyapp/workers/upkeep.py); these commands are for
 deployments without it, e.g. from cron. The rules are SQL's (sql/functions/100_expiry.sql, sql/functions/240_retention.sql).
 """
 
@@ -9,26 +9,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pyapp.cli.common import info, open_database
+
 
 def cmd_expire(args: argparse.Namespace) -> int:
-    from pyapp.cli import _info, open_database
     from pyapp.db import connect
-    from pyapp.upkeep import expire_all
+    from pyapp.workers.upkeep import expire_all
 
     with open_database(args) as db:
-        _info(f"database: {db.source}")
+        info(f"database: {db.source}")
         with connect(db.url, autocommit=True) as conn:
             print(f"expired: {expire_all(conn)} memberships recorded", flush=True)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from pyapp.cli import _info, open_database
     from pyapp.db import connect
-    from pyapp.upkeep import prune_all
+    from pyapp.workers.upkeep import prune_all
 
     with open_database(args) as db:
-        _info(f"database: {db.source}")
+        info(f"database: {db.source}")
         with connect(db.url, autocommit=True) as conn:
             retention = conn.execute("SELECT event_retention FROM passthrough.get_settings()").fetchone()[0]
             if retention is None:

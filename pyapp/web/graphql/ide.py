@@ -2,7 +2,7 @@
 
 The page itself is static and carries no data, so it is served without an API key; the queries
 it sends need one, in the headers editor (pre-filled with an ``x-api-key`` placeholder). GraphiQL
-and React ship inside the package (pyapp/web/static/graphiql, ASSETS.md there says which versions,
+and React ship inside the package (pyapp/web/graphql/static/graphiql, ASSETS.md there says which versions,
 with their licences) and are served by the server itself, so the page works offline. The page keeps
 its state in the tab's sessionStorage, never in localStorage, and does not persist headers: a private
 key typed into it does not stay in the browser.
@@ -135,7 +135,7 @@ GRAPHIQL_HTML = (
 
 @cache
 def _asset_bytes(name: str, gzipped: bool) -> bytes:
-    data = files("pyapp.web").joinpath("static", "graphiql", name).read_bytes()
+    data = files("pyapp.web.graphql").joinpath("static", "graphiql", name).read_bytes()
     return gzip.compress(data, compresslevel=9, mtime=0) if gzipped else data
 
 

@@ -1,8 +1,8 @@
 """The ``passthrough webhooks`` subcommands: create, list, pause, resume and delete webhook subscriptions.
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py). Each is one call of the
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py). Each is one call of the
 SQL function of the same purpose (sql/functions/250_webhooks.sql), which owns every rule about webhooks;
-``passthrough serve`` delivers them (pyapp/webhooks.py).
+``passthrough serve`` delivers them (pyapp/workers/webhooks.py).
 
 ``webhooks create`` prints the new webhook's signing secret, and nothing else, on stdout
 (``SECRET=$(passthrough webhooks create ...)``); it is the only time the secret is shown.
@@ -14,7 +14,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from pyapp.cli import _info, run_sql
+from pyapp.cli.common import info, print_rows, run_sql
 
 LIST_COLUMNS = ("name", "url", "audiences", "allow_private_network", "cursor", "paused", "failures", "next_attempt_at",
                 "last_status", "last_error", "last_delivered_at", "created_at")
@@ -25,15 +25,13 @@ def cmd_webhooks_create(args: argparse.Namespace) -> int:
     (secret,) = run_sql(args, "SELECT passthrough.create_webhook(%s, %s, %s, %s, %s)",
                         (args.name, args.url, args.audience or None, not args.from_start, args.allow_private_network))[0]
     print(secret, flush=True)
-    _info(f"created webhook {args.name!r} -> {args.url}; its signing secret is shown only this once "
+    info(f"created webhook {args.name!r} -> {args.url}; its signing secret is shown only this once "
           f"(deliveries start {'at the start of the feed' if args.from_start else 'with the changes from now on'}, "
           "sent by passthrough serve)")
     return 0
 
 
 def cmd_webhooks_list(args: argparse.Namespace) -> int:
-    from pyapp.cli import _print_rows
-
     found = run_sql(args, f"SELECT {', '.join(LIST_COLUMNS)} FROM passthrough.list_webhooks()", ())
     rows = []
     for row in found:
@@ -42,7 +40,7 @@ def cmd_webhooks_list(args: argparse.Namespace) -> int:
         record["audiences"] = "(all)" if record["audiences"] is None else ", ".join(record["audiences"])
         record["allow_private_network"] = "allowed" if record["allow_private_network"] else "refused"
         rows.append({LIST_HEADERS.get(k, k): v for k, v in record.items()})
-    _print_rows(rows, empty="no webhooks")
+    print_rows(rows, empty="no webhooks")
     return 0
 
 

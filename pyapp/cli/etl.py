@@ -1,8 +1,8 @@
 """The ETL subcommands of ``passthrough``: ``load`` (bulk events), ``import`` (audience snapshots) and ``export``
 (an audience's members, as the snapshot files ``import`` reads).
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py); the work itself lives in
-pyapp/load.py and pyapp/snapshot.py.
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py); the work itself lives in
+pyapp/ingest/ (writers.py, snapshot.py, export.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from pyapp import load as loadlib
+from pyapp.ingest import writers
+from pyapp.cli.common import CommandError, open_database
+from pyapp.ingest.formats import InputError
 
 
 def _stderr_console() -> Console:
@@ -50,8 +52,6 @@ def _progress(console: Console, quiet: bool) -> Progress:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from pyapp.cli import CommandError, open_database
-
     for name in args.files:
         if name != "-":
             import os
@@ -67,11 +67,11 @@ def cmd_load(args: argparse.Namespace) -> int:
         with _progress(console, args.quiet) as progress:
             task = progress.add_task("load", total=total, rows=0, rate=0.0)
 
-            def on_progress(summary: loadlib.LoadSummary, read: int) -> None:
+            def on_progress(summary: writers.LoadSummary, read: int) -> None:
                 progress.update(task, completed=read if total else None, rows=summary.rows, rate=summary.rate)
 
             try:
-                summary = loadlib.load_files(
+                summary = writers.load_files(
                     db.url,
                     args.files,
                     writers=args.writers,
@@ -82,7 +82,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                     skip_other_types=args.skip_other_types,
                     on_progress=on_progress,
                 )
-            except loadlib.LoadFailed as exc:
+            except writers.LoadFailed as exc:
                 progress.stop()
                 _print_summary(exc.summary, failed=True)
                 lines = [str(exc)]
@@ -95,7 +95,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                     "or use --rejects to keep invalid rows aside and apply the rest"
                 )
                 raise CommandError("\n".join(lines)) from exc
-            except loadlib.InputError as exc:
+            except InputError as exc:
                 raise CommandError(str(exc)) from exc
             except OSError as exc:
                 raise CommandError(f"cannot read input: {exc}") from exc
@@ -105,7 +105,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: loadlib.LoadSummary, *, failed: bool = False) -> None:
+def _print_summary(summary: writers.LoadSummary, *, failed: bool = False) -> None:
     title = "load stopped" if failed else "load done"
     print(
         f"{title}: {summary.rows:,} rows read from {summary.files} input(s) in {summary.seconds:.1f} s "
@@ -126,8 +126,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     import os
     from decimal import Decimal, InvalidOperation
 
-    from pyapp import snapshot
-    from pyapp.cli import CommandError, open_database
+    from pyapp.ingest import snapshot
     from pyapp.db import connect
 
     for name in args.files:
@@ -170,7 +169,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                         payloads.append(payload)
                         count += rows
                         starts.append((first_row, name))
-                except loadlib.InputError as exc:
+                except InputError as exc:
                     raise CommandError(str(exc)) from exc
                 elapsed = progress.tasks[0].elapsed or 0.0
                 progress.update(task, description=f"{audience}: apply", rows=count,
@@ -202,8 +201,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from pyapp import epoch, export
-    from pyapp.cli import CommandError, open_database
+    from pyapp import epoch
+    from pyapp.ingest import export
     from pyapp.db import connect
     from pyapp.errors import report
 
@@ -283,9 +282,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     load.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
     load.add_argument("--format", choices=("auto", "ndjson", "json", "csv"), default="auto",
                       help="input format (default: from the file name, else from the first line)")
-    load.add_argument("--writers", type=int, default=loadlib.DEFAULT_WRITERS,
+    load.add_argument("--writers", type=int, default=writers.DEFAULT_WRITERS,
                       help="parallel writer connections (default: %(default)s)")
-    load.add_argument("--batch-size", type=int, default=loadlib.DEFAULT_BATCH_SIZE,
+    load.add_argument("--batch-size", type=int, default=writers.DEFAULT_BATCH_SIZE,
                       help="rows per writer transaction (default: %(default)s)")
     load.add_argument("--rejects", action="store_true",
                       help="keep invalid rows in passthrough.load_rejects and apply the rest")

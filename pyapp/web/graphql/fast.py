@@ -2,7 +2,7 @@
 
 Server-side SDKs ask ``POST /v3/graphql`` the same question on every new visitor. When such a request is plain
 (JSON body, no Origin, no Content-Encoding, no Transfer-Encoding), sent with a key this worker has found valid
-before (pyapp/web/auth.py), and its query has a compiled plan already (pyapp/web/graphql_plan.py: the
+before (pyapp/web/auth.py), and its query has a compiled plan already (pyapp/web/graphql/plan.py: the
 JavaScript SDK's literal form, or a text the facade has prepared), ``GraphQLFastPath`` answers it here: one
 statement, which checks the key itself, and the same bytes the facade would send. Everything else, and any
 error on the way, goes on to the app with the body as it was read, and the facade answers as always.
@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyapp.web.auth import Scope as KeyScope
 from pyapp.web.auth import app_known_keys, key_hash
-from pyapp.web.graphql import GRAPHQL_PATH, Context, GraphQLFacade
+from pyapp.web.graphql.context import Context
+from pyapp.web.graphql.endpoint import GRAPHQL_PATH, GraphQLFacade
 from pyapp.web.responses import json_bytes
 
 

@@ -1,6 +1,6 @@
 """The ``passthrough keys`` subcommands: create, list and revoke HTTP API keys.
 
-Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py). Each is one call of the
+Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py). Each is one call of the
 SQL function of the same purpose (sql/functions/270_api_keys.sql), which owns every rule about keys.
 
 ``keys create`` prints the new key, and nothing else, on stdout (``KEY=$(passthrough keys create ...)``);
@@ -12,22 +12,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli import _info, run_sql
+from pyapp.cli.common import info, print_rows, run_sql
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     (key,) = run_sql(args, "SELECT passthrough.create_api_key(%s, %s)", (args.name, args.scope))[0]
     print(key, flush=True)
-    _info(f"created {args.scope} API key {args.name!r}; it is shown only this once: send it as the x-api-key header")
+    info(f"created {args.scope} API key {args.name!r}; it is shown only this once: send it as the x-api-key header")
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from pyapp.cli import _print_rows
-
     found = run_sql(args, "SELECT name, scope, created_at, revoked_at FROM passthrough.list_api_keys()", ())
     columns = ("name", "scope", "created_at", "revoked_at")
-    _print_rows([dict(zip(columns, row)) for row in found], empty="no API keys")
+    print_rows([dict(zip(columns, row)) for row in found], empty="no API keys")
     return 0
 
 

@@ -19,6 +19,7 @@ import argparse
 import json
 from typing import Any
 
+from pyapp.cli.common import info, open_database
 from pyapp.feed import CHANGES_SQL, change_json
 
 CHANNEL = "passthrough_changes"
@@ -26,11 +27,10 @@ PAGE = 1000
 
 
 def cmd_changes(args: argparse.Namespace) -> int:
-    from pyapp.cli import _info, open_database
     from pyapp.db import connect
 
     with open_database(args) as db:
-        _info(f"database: {db.source}")
+        info(f"database: {db.source}")
         with connect(db.url, autocommit=True) as conn:
             if args.follow:
                 conn.execute(f"LISTEN {CHANNEL}")  # before the first read: no notification can slip between

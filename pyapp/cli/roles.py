@@ -3,7 +3,7 @@
 One call of ``passthrough.create_roles(writer, reader)`` (sql/functions/280_roles.sql), which owns every rule:
 which functions each role may execute, and that no role but the owner touches a table. Run it as the
 owner of Passthrough (or a superuser), once after install and again after each upgrade; it prints the
-grants in effect. Registered into the main parser by ``register(sub, common)`` (pyapp/cli.py).
+grants in effect. Registered into the main parser by ``register(sub, common)`` (pyapp/cli/parser.py).
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pyapp.cli.common import print_rows, run_sql
+
 DEFAULT_WRITER = "passthrough_writer"
 DEFAULT_READER = "passthrough_reader"
 
 
 def cmd_roles_create(args: argparse.Namespace) -> int:
-    from pyapp.cli import _print_rows, run_sql
-
     found = run_sql(
         args, "SELECT role, function_name FROM passthrough.create_roles(%s, %s)", (args.writer, args.reader)
     )
-    _print_rows([{"role": role, "may execute": fn} for role, fn in found], empty="no grants")
+    print_rows([{"role": role, "may execute": fn} for role, fn in found], empty="no grants")
     print(
         f"roles {args.writer} and {args.reader} are ready: grant them to login roles, e.g. "
         f"GRANT {args.writer} TO etl_job;",

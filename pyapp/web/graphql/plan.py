@@ -2,7 +2,7 @@
 
 The Optimizely SDKs ask one thing: ``customer(<identifier type>: ...) { audiences(subset: ...) { edges { node
 { name state } } } }``, with variables (Python, Go, Java, Swift) or with literals (JavaScript). When a parsed
-and validated document (pyapp/web/graphql.py, ``Prepared``) has that shape, ``compile_plan`` turns it once
+and validated document (pyapp/web/graphql/, ``Prepared``) has that shape, ``compile_plan`` turns it once
 into a ``Plan``: the one SQL call of ``Customer.audiences`` (CUSTOMER_SQL, the statement the resolver runs)
 and the shape of the answer, aliases and field order included. ``Plan.run`` makes the call and builds the
 same ``data`` the executor would, without walking the document or calling a resolver per field. The

@@ -22,7 +22,7 @@ it, so a receiver that hangs holds only its own webhook back (until the timeout)
 lease keeps a webhook to one delivery at a time, here and in any other process.
 
 A webhook reaches only global addresses unless it was created with ``allow_private_network``: the HTTP
-client resolves each host itself and refuses before connecting (pyapp/webhook_network.py). A refusal is
+client resolves each host itself and refuses before connecting (pyapp/workers/webhook_network.py). A refusal is
 recorded, and retried, like any failed delivery.
 """
 
@@ -44,7 +44,7 @@ import psycopg
 
 from pyapp import __version__
 from pyapp.feed import change_json
-from pyapp.webhook_network import GuardedBackend, GuardedTransport, Resolve, refusal_of, system_resolve
+from pyapp.workers.webhook_network import GuardedBackend, GuardedTransport, Resolve, refusal_of, system_resolve
 
 log = logging.getLogger("passthrough.webhooks")
 

@@ -1,0 +1,117 @@
+"""``passthrough serve``: migrate, then serve the HTTP API until Ctrl-C / SIGTERM (pyapp/serving.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from pyapp.cli.common import CommandError, info, open_database
+from pyapp.cli.migrations import report_migrations, run_migrations
+from pyapp.serving import add_connection_options, default_workers
+from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
+from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMENT_TIMEOUT
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with open_database(args) as db:
+        if args.no_migrate:
+            info("migrations: skipped (--no-migrate)")
+        else:
+            report_migrations(run_migrations(db.url))
+        print(f"database:     {db.source}", flush=True)
+        print(f"database URL: {db.url}", flush=True)
+        print(f"psql:         {db.psql_command}", flush=True)
+        try:
+            serve_forever(db.url, args.host, args.port, max_events=args.max_events, max_body_bytes=args.max_body_bytes,
+                          max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
+                          cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
+                          access_log=args.access_log, max_snapshot_uploads=args.max_snapshot_uploads,
+                          read_statement_timeout=args.read_statement_timeout,
+                          connections=(args.max_connections, args.header_timeout, args.body_timeout))
+        except KeyboardInterrupt:
+            info("shutting down")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of CORS origins (empty: none)."""
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
+def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_bytes: int,
+                  max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES, cors_origins: tuple[str, ...] = ("*",),
+                  cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
+                  access_log: bool = False, max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS,
+                  read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
+                  connections: tuple[Any, float, float] = (None, 10.0, 20.0)) -> None:
+    """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
+    --max-connections, --header-timeout, --body-timeout."""
+    from pyapp import serving
+    from pyapp.web import ApiConfig
+
+    config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
+                       cors_origins=cors_origins, cors_private_origins=cors_private_origins,
+                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout)
+    try:
+        config, workers, sizing = serving.sized_config(url, config, workers)
+    except ValueError as exc:
+        raise CommandError(f"--workers: {exc}") from None
+    try:
+        limits = serving.connection_limits(*connections, serving.raise_open_file_limit())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
+    serving.serve(url, host, port, config, workers, access_log, limits)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    serve = sub.add_parser("serve", parents=[common], help="migrate, then serve until Ctrl-C")
+    env = os.environ.get
+    serve.add_argument("--host", default=env("PASSTHROUGH_HOST", "127.0.0.1"),
+                       help="HTTP listen address (default: $PASSTHROUGH_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=env("PASSTHROUGH_PORT", "8080"),
+                       help="HTTP listen port (default: $PASSTHROUGH_PORT or 8080)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
+    serve.add_argument("--access-log", action="store_true", default=env("PASSTHROUGH_ACCESS_LOG", "") == "1",
+                       help="log a line per request (default: $PASSTHROUGH_ACCESS_LOG=1, else off)")
+    serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS"),
+                       help="server processes sharing the port (default: $PASSTHROUGH_WORKERS, else one per CPU, "
+                       f"here {default_workers()}, as many as half of the server's max_connections allows)")
+    serve.add_argument("--max-events", type=int, default=env("PASSTHROUGH_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)),
+                       help=f"events per POST /v3/events (default: $PASSTHROUGH_MAX_EVENTS or {DEFAULT_MAX_EVENTS})")
+    serve.add_argument("--max-body-bytes", type=int,
+                       default=env("PASSTHROUGH_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES)),
+                       help="request body limit, before and after gzip decompression "
+                       f"(default: $PASSTHROUGH_MAX_BODY_BYTES or {DEFAULT_MAX_BODY_BYTES})")
+    serve.add_argument("--max-snapshot-bytes", type=int,
+                       default=env("PASSTHROUGH_MAX_SNAPSHOT_BYTES", str(DEFAULT_MAX_SNAPSHOT_BYTES)),
+                       help="snapshot upload limit (POST /v3/audiences/{id}/snapshot), before and after gzip "
+                       f"decompression (default: $PASSTHROUGH_MAX_SNAPSHOT_BYTES or {DEFAULT_MAX_SNAPSHOT_BYTES})")
+    serve.add_argument("--max-snapshot-uploads", type=_positive_int,
+                       default=env("PASSTHROUGH_MAX_SNAPSHOT_UPLOADS", str(DEFAULT_MAX_SNAPSHOT_UPLOADS)),
+                       help="snapshot uploads each server process takes at once; more are 503 (default: "
+                       f"$PASSTHROUGH_MAX_SNAPSHOT_UPLOADS or {DEFAULT_MAX_SNAPSHOT_UPLOADS})")
+    serve.add_argument("--cors-origins", default=env("PASSTHROUGH_CORS_ORIGINS", "*"), metavar="ORIGINS",
+                       help="comma-separated origins whose web pages may call POST /v3/events and /v3/graphql, or * "
+                       "for any (default: $PASSTHROUGH_CORS_ORIGINS or *); empty: none")
+    serve.add_argument("--cors-private-origins", default=env("PASSTHROUGH_CORS_PRIVATE_ORIGINS", ""),
+                       metavar="ORIGINS", help="origins whose pages may call the routes that need a private key "
+                       "(default: $PASSTHROUGH_CORS_PRIVATE_ORIGINS or none); a private key in a web page is public")
+    serve.add_argument("--read-statement-timeout", type=float, metavar="SECONDS",
+                       default=env("PASSTHROUGH_READ_STATEMENT_TIMEOUT", str(DEFAULT_READ_STATEMENT_TIMEOUT)),
+                       help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
+                       f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
+                       f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
+    add_connection_options(serve, env)
+    serve.set_defaults(func=cmd_serve)

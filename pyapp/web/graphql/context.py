@@ -1,0 +1,86 @@
+"""The resolvers' per-request context: one pooled connection for all of a query's statements."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pyapp import errors
+from pyapp.web import database
+from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES
+from pyapp.web.graphql.errors import FacadeError
+from pyapp.web.graphql.limits import GraphQLLimits
+
+log = logging.getLogger("passthrough.graphql")
+
+
+@dataclass
+class Context:
+    """What the resolvers of one request share: the limits, and one pooled connection, checked out by
+    the first resolver that reads and returned by ``close()`` when the request is answered (so a query
+    costs one checkout whatever its number of fields). Resolvers that run at once take turns on it.
+    Every statement the facade runs is a read, so one that meets a broken connection (the database
+    restarted since the connection was last used) runs again, once, on another (pyapp/web/database.py)."""
+
+    pool: AsyncConnectionPool
+    limits: GraphQLLimits
+    # the request's key hash while no statement has checked it yet (auth.py): the first statement checks it
+    key_gate: bytes | None = None
+    # the database refused the key (PT037/PT038): the request is answered with that error alone
+    key_refused: psycopg.Error | None = None
+    _conn: psycopg.AsyncConnection | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _closed: bool = False
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """One SQL statement (autocommit): one round trip, plus the checkout for the request's first."""
+        async with self._lock:
+            if self._closed:  # a resolver still running after the answer was sent: nobody reads its result
+                raise FacadeError(errors.INTERNAL_MESSAGE, "INTERNAL_ERROR")
+            for attempt in (1, 2):
+                if self._conn is None:
+                    if attempt == 2:
+                        await database.after_broken(self.pool)
+                    self._conn = await self.pool.getconn()
+                conn = self._conn
+                gate = self.key_gate
+                statement, args = (sql, params) if gate is None else (GATE_SQL.format(sql), (*params, gate))
+                try:
+                    cursor = await conn.execute(statement, args)
+                    rows = await cursor.fetchall()
+                    self.key_gate = None
+                    return rows
+                except psycopg.Error as exc:
+                    if gate is not None and exc.sqlstate in KEY_REFUSED_SQLSTATES:
+                        self.key_refused = exc
+                    if not isinstance(exc, psycopg.OperationalError):
+                        raise
+                    if attempt == 2 or not database.is_broken(exc, conn):
+                        raise
+                    log.info("connection found broken; trying another: %s", exc)
+                    await self._release()
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    async def check_key(self) -> None:
+        """Check the key now if no statement has (a query that read nothing): sets ``key_refused``."""
+        if self.key_gate is not None:
+            try:
+                await self.fetchall("SELECT 1", ())
+            except psycopg.Error as exc:
+                if self.key_refused is None:
+                    raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._closed = True
+            await self._release()
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.pool.putconn(conn)

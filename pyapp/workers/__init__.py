@@ -1,0 +1,1 @@
+"""Background work of `passthrough serve`: webhook delivery, expiry and retention (one leader runs them)."""
