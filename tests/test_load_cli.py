@@ -101,6 +101,33 @@ def test_ndjson_json_and_csv_files(enabled, db_url, tmp_path, capsys, gz):
     assert_model_state(enabled, events)
 
 
+# ts as a CDP may write them: more digits than a float keeps, beyond 64 bits, exponents, just below a half
+EXACT_TS = ["1700000000.020818353", "1700000000.0000014999999999999999999999", "1700000000.9999995",
+            "17000000000000000000E-10", "1.7000000000000005E9", "1700000000"]
+# the microsecond each is, worked out by hand (half away from zero, as passthrough._ts_from_seconds rounds)
+EXACT_US = [1_700_000_000_020_818, 1_700_000_000_000_001, 1_700_000_001_000_000, 1_700_000_000_000_000,
+            1_700_000_000_000_001, 1_700_000_000_000_000]
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "json"])
+def test_a_ts_keeps_every_digit_it_was_written_with(enabled, db_url, tmp_path, fmt):
+    """The loader reads a ts as PostgreSQL's jsonb does (the HTTP path): exactly, never through a float."""
+    events = [f'{{"type":"passthrough","action":"qualify","identifiers":{{"fs_user_id":"u{i}"}},'
+              f'"data":{{"audience_id":"aud-x","ts":{ts}}}}}' for i, ts in enumerate(EXACT_TS)]
+    text = "\n".join(events) if fmt == "ndjson" else "[" + ",".join(events) + "]"
+    path = tmp_path / f"exact.{fmt}"
+    path.write_text(text)
+    assert run(db_url, str(path)) == 0
+    loaded = rows(enabled, "SELECT identifier, (extract(epoch FROM event_ts) * 1000000)::bigint"
+                           " FROM passthrough.memberships ORDER BY identifier")
+    assert loaded == sorted((f"u{i}", us) for i, us in enumerate(EXACT_US))
+    enabled.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", ("[" + ",".join(
+        e.replace('"aud-x"', '"aud-y"') for e in events) + "]",))
+    assert rows(enabled, "SELECT identifier, (extract(epoch FROM event_ts) * 1000000)::bigint FROM"
+                         " passthrough.memberships m JOIN passthrough.external_audiences e ON e.id = m.audience_key"
+                         " WHERE e.external_id = 'aud-y' ORDER BY identifier") == loaded
+
+
 def test_format_is_sniffed_without_an_extension(enabled, db_url, tmp_path):
     events = make_events(50)
     a = write_ndjson(tmp_path / "a.gz", events[:20])  # gzip, then NDJSON by its first line
@@ -245,7 +272,11 @@ def test_copy_chunks_are_the_row_by_row_copy_lines(tmp_path, gz):
             data = {k: pick(k) for k in ("audience_id", "ts", "idempotence_id") if rng.random() < 0.9}
             event["data"] = data if rng.random() < 0.97 else rng.choice(odd)
         text = json.dumps(event, ensure_ascii=rng.random() < 0.5)
-        lines.append(json.dumps(event) if "\ud800" in text else text)
+        text = json.dumps(event) if "\ud800" in text else text
+        if rng.random() < 0.1:  # numbers only raw JSON text can hold (json.dumps writes floats)
+            for number in ("1.25", "1700000000.123456", "17", "100000000000000000000"):
+                text = text.replace(number, rng.choice(EXACT_TS + ["1e400", "-0.0", "123456789012345678901234567890"]))
+        lines.append(text)
     text = "".join(line + rng.choice(["\n"] * 8 + ["\r\n", "\r"]) for line in lines)
     path = tmp_path / ("mixed.ndjson.gz" if gz else "mixed.ndjson")
     data = text.encode("utf-8")

@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-import orjson
-
 from pyapp.ingest.formats import (
     InputError, chain_first, csv_records, detect_format, json_array_records, ndjson_row, open_text,
 )
 from pyapp.ingest.staging import StagedRow, format_row, route
+from pyapp.jsontypes import DECODE_ERRORS, JsonNumber, loads_exact
 
 # Records are formatted into COPY lines in chunks of about this many characters of NDJSON input (or this
 # many records of the other formats): the loading loop then does its bookkeeping once a chunk, not once a row.
@@ -35,7 +34,7 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
     The usual event (strings where strings belong, a number ts, one identifier, no backslash anywhere in
     its line, so no string in it needs COPY escaping) is formatted straight from the parsed dict; any
     other line takes the general path (event_to_row, format_row), which also names its problems."""
-    loads, decode_error, crc32 = orjson.loads, orjson.JSONDecodeError, zlib.crc32
+    loads, decode_error, crc32 = loads_exact, DECODE_ERRORS, zlib.crc32
     null = "\\N"  # COPY's NULL
     line_no = 0
     for block in lines:  # each a list of lines
@@ -56,8 +55,8 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
                             and type(data) is dict):
                         ((id_type, identifier),) = ids.items()
                         audience, ts, idem = data.get("audience_id"), data.get("ts"), data.get("idempotence_id")
-                        if type(ts) is float:
-                            ts = repr(ts)
+                        if type(ts) is JsonNumber:
+                            pass  # as written: SQL rounds it (pyapp/jsontypes.py)
                         elif type(ts) is int:
                             ts = str(ts)
                         elif ts is None:

@@ -15,27 +15,19 @@ from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
-import orjson
 
 from pyapp.ingest.staging import StagedRow
-from pyapp.jsontypes import json_type
+from pyapp.jsontypes import DECODE_ERRORS, dumps_exact, json_type, loads_exact
 
 
 def _json_text(value: Any) -> str | None:
-    """What PostgreSQL's ``value #>> '{}'`` gives: a string as is, anything else as JSON text."""
+    """What PostgreSQL's ``value #>> '{}'`` gives: a string as is (a JsonNumber is its text), anything else as
+    JSON text."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, Decimal):
-        return str(value)
-    return orjson.dumps(value).decode()
-
-
-def _number_text(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    return dumps_exact(value)
 
 
 def event_to_row(event: Any) -> StagedRow:
@@ -57,7 +49,7 @@ def event_to_row(event: Any) -> StagedRow:
                 problems.append(f"identifiers.{key[:64]}: must be a string, got {json_type(value)}")
             row.identifier = _json_text(value)
         elif ids:  # SQL picks the one that keys the event (passthrough._key_identifier)
-            row.identifiers = orjson.dumps(ids, default=float).decode()  # a Decimal is a JSON number
+            row.identifiers = dumps_exact(ids)  # numbers as written
     else:
         row.identifier_count = None
     if isinstance(data, dict):
@@ -68,7 +60,7 @@ def event_to_row(event: Any) -> StagedRow:
         ts = data.get("ts")
         if ts is not None:
             if json_type(ts) == "number":
-                row.ts = _number_text(ts)
+                row.ts = str(ts)  # exact: a JsonNumber's text, an int, or a Decimal; SQL rounds it
             else:
                 problems.append(f"data.ts: must be a number of seconds since the Unix epoch, got {json_type(ts)}")
         idem = data.get("idempotence_id")
@@ -156,8 +148,8 @@ def ndjson_row(line: str) -> StagedRow | None:
     if not line.strip():
         return None
     try:
-        event = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        event = loads_exact(line)
+    except DECODE_ERRORS as exc:
         return StagedRow(identifier_count=None, problems=[f"event: not valid JSON ({exc})"])
     return event_to_row(event)
 
@@ -171,8 +163,8 @@ def ndjson_records(lines: Iterable[str]) -> Iterator[tuple[int, StagedRow]]:
 
 def json_array_records(text: str, name: str) -> Iterator[tuple[int, StagedRow]]:
     try:
-        events = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        events = loads_exact(text)
+    except DECODE_ERRORS as exc:
         raise InputError(f"{name}: not valid JSON: {exc}") from None
     if not isinstance(events, list):
         raise InputError(f"{name}: a JSON file must hold an array of events, got {json_type(events)}")
