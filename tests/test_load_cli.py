@@ -97,7 +97,7 @@ def test_ndjson_json_and_csv_files(enabled, db_url, tmp_path, capsys, gz):
     assert fs and vu
     assert run(db_url, *map(str, files)) == 0
     out = capsys.readouterr().out
-    assert f"load done: {len(events):,} rows read from 4 input(s)" in out
+    assert f"load done: {len(events):,} rows read from 4 inputs" in out
     assert_model_state(enabled, events)
 
 
@@ -193,7 +193,7 @@ def test_rejects_option(enabled, db_url, tmp_path, capsys):
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "maybe"}) + "\nnot json\n")
     assert run(db_url, "--rejects", str(path)) == 0
     out = capsys.readouterr().out
-    assert "1 events applied" in out and "2 rejected" in out and "get_load_rejects" in out
+    assert "1 event applied" in out and "2 rejected" in out and "get_load_rejects" in out
     kept = rows(enabled, "SELECT row_no, problems[1] FROM passthrough.load_rejects ORDER BY row_no")
     assert kept[0] == (2, 'action: must be "qualify" or "disqualify", got "maybe"')
     assert kept[1][0] == 3 and kept[1][1].startswith("event: not valid JSON")

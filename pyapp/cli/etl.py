@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from pyapp.ingest import writers
-from pyapp.cli.common import CommandError, open_database
+from pyapp.cli.common import CommandError, open_database, plural, positive_int
 from pyapp.ingest.formats import InputError
 
 
@@ -90,7 +90,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                     lines.append("invalid rows (file:line: problems):")
                     lines.extend(f"  {item}" for item in exc.invalid)
                 lines.append(
-                    f"{exc.summary.batches} batches ({exc.summary.accepted:,} events) were applied before the "
+                    f"{plural(exc.summary.batches, 'batch')} ({plural(exc.summary.accepted, 'event')}) were applied before the "
                     "failure; fix the input and run the same load again (replaying events is harmless), "
                     "or use --rejects to keep invalid rows aside and apply the rest"
                 )
@@ -108,9 +108,9 @@ def cmd_load(args: argparse.Namespace) -> int:
 def _print_summary(summary: writers.LoadSummary, *, failed: bool = False) -> None:
     title = "load stopped" if failed else "load done"
     print(
-        f"{title}: {summary.rows:,} rows read from {summary.files} input(s) in {summary.seconds:.1f} s "
-        f"({summary.rate:,.0f} rows/s); {summary.accepted:,} events applied in {summary.batches} batches, "
-        f"{summary.changed:,} memberships changed, {summary.ignored:,} ignored, {summary.rejected:,} rejected",
+        f"{title}: {plural(summary.rows, 'row')} read from {plural(summary.files, 'input')} in {summary.seconds:.1f} s "
+        f"({summary.rate:,.0f} rows/s); {plural(summary.accepted, 'event')} applied in {plural(summary.batches, 'batch')}, "
+        f"{plural(summary.changed, 'membership')} changed, {summary.ignored:,} ignored, {summary.rejected:,} rejected",
         flush=True,
     )
     if summary.reject_load_ids:
@@ -282,9 +282,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     load.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
     load.add_argument("--format", choices=("auto", "ndjson", "json", "csv"), default="auto",
                       help="input format (default: from the file name, else from the first line)")
-    load.add_argument("--writers", type=int, default=writers.DEFAULT_WRITERS,
+    load.add_argument("--writers", type=positive_int, default=writers.DEFAULT_WRITERS,
                       help="parallel writer connections (default: %(default)s)")
-    load.add_argument("--batch-size", type=int, default=writers.DEFAULT_BATCH_SIZE,
+    load.add_argument("--batch-size", type=positive_int, default=writers.DEFAULT_BATCH_SIZE,
                       help="rows per writer transaction (default: %(default)s)")
     load.add_argument("--rejects", action="store_true",
                       help="keep invalid rows in passthrough.load_rejects and apply the rest")

@@ -28,6 +28,28 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses an unknown argument in the subcommand that was given it, with that subcommand's usage (argparse
+    hands unknown arguments up to the top-level parser, whose usage says nothing about them)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand without a description its one-line help as one, so that `--help` says what it does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                if not subparser.description and helps.get(name):
+                    subparser.description = helps[name][:1].upper() + helps[name][1:] + "."
+                _describe_subcommands(subparser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -42,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded PostgreSQL data dir (default: $PASSTHROUGH_DATA_DIR or ./.passthrough)",
     )
 
-    parser = argparse.ArgumentParser(prog="passthrough", description="Passthrough audiences service.")
+    parser = _Parser(prog="passthrough", description="Passthrough audiences service.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -55,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles.register(sub, common)  # roles create
     upkeep.register(sub, common)  # expire, prune
     webhooks.register(sub, common)  # webhooks create / list / pause / resume / delete
+    _describe_subcommands(parser)
     return parser
 
 
