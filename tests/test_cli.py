@@ -61,7 +61,7 @@ def _leaf_parsers(parser: argparse.ArgumentParser, prefix: str = "passthrough"):
 def test_every_subcommand_says_what_it_does_in_its_help():
     commands = dict(_leaf_parsers(build_parser()))
     for name in ("passthrough serve", "passthrough migrate", "passthrough status", "passthrough enable",
-                 "passthrough disable", "passthrough keys list"):
+                 "passthrough disable", "passthrough keys list", "passthrough segments list"):
         assert name in commands
     for name, parser in commands.items():
         assert parser.description and len(parser.description) > 10, name
@@ -101,7 +101,8 @@ def test_redact_hides_passwords_in_the_user_part_and_the_query(url, shown):
 
 def test_a_command_other_than_serve_and_migrate_creates_no_database(tmp_path, no_database_env, capsys):
     data_dir = tmp_path / "elsewhere"
-    for argv in (["keys", "list"], ["settings"], ["status"], ["changes"], ["webhooks", "list"], ["enable"]):
+    for argv in (["keys", "list"], ["settings"], ["status"], ["changes"], ["webhooks", "list"], ["enable"],
+                 ["segments", "list"]):
         assert cli.main([*argv, "--data-dir", str(data_dir)]) == 1, argv
         err = capsys.readouterr().err
         assert err.startswith(f"error: no database here (looked in {data_dir.resolve()})\n"), (argv, err)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
-from pyapp.cli import changes, etl, keys, migrations, roles, serve, settings, upkeep, webhooks
+from pyapp.cli import changes, etl, keys, migrations, roles, segments, serve, settings, upkeep, webhooks
 from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info, pg_message
 
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     etl.register(sub, common)  # load, import, export
     settings.register(sub, common)  # settings, settings set NAME VALUE
     keys.register(sub, common)  # keys create / list / revoke
+    segments.register(sub, common)  # segments list / get / create / update / delete / validate
     changes.register(sub, common)  # changes [--follow]
     roles.register(sub, common)  # roles create
     upkeep.register(sub, common)  # expire, prune
