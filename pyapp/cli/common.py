@@ -212,8 +212,10 @@ def redact(url: str) -> str:
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``1 batch``, ``2 batches``: the count (with thousands separators) and the noun that agrees with it."""
-    word = singular if count == 1 else plural_form or (singular + ("es" if singular.endswith(("s", "sh", "ch", "x")) else "s"))
-    return f"{count:,} {word}"
+    if count == 1:
+        return f"{count:,} {singular}"
+    suffix = "es" if singular.endswith(("s", "sh", "ch", "x")) else "s"
+    return f"{count:,} {plural_form or singular + suffix}"
 
 
 def positive_int(text: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
-from pyapp.cli import changes, etl, keys, migrations, roles, segments, serve, settings, upkeep, webhooks
+from pyapp.cli import changes, etl, keys, migrations, rejects, roles, segments, serve, settings, upkeep, webhooks
 from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info, pg_message
 
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub, common)
     migrations.register(sub, common)
     etl.register(sub, common)  # load, import, export
+    rejects.register(sub, common)  # rejects LOAD_ID...
     settings.register(sub, common)  # settings, settings set NAME VALUE
     keys.register(sub, common)  # keys create / list / revoke
     segments.register(sub, common)  # segments list / get / create / update / delete / validate

@@ -19,8 +19,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
     if args.settings_command == "set":
         run_sql(args, "SELECT passthrough.set_setting(%s, %s)", (args.name, args.value))
     found = run_sql(args, "SELECT name, value, description FROM passthrough.list_settings()", ())
-    print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings", free_text=("description",),
-               as_json=args.json)
+    print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings",
+               free_text=("description",), as_json=args.json)
     return 0
 
 
