@@ -236,3 +236,23 @@ def test_migrate_creates_the_data_dirs_database_and_the_other_commands_find_it(t
     capsys.readouterr()
     assert cli.main(["keys", "list", "--json", "--data-dir", data_dir]) == 0
     assert [k["name"] for k in json.loads(capsys.readouterr().out)] == ["ops"]
+
+
+def test_block_layout_keeps_the_identifying_value_whole():
+    rows = [{"name": "a-rather-long-webhook-name", "url": "https://example.com/x", "state": "ok"}]
+    assert format_table(rows, 20).splitlines() == [
+        "-[ 1 ]--------------",
+        "name   a-rather-long-webhook-name",
+        "url    https://exam…",
+        "state  ok",
+    ]
+
+
+def test_json_numbers_stay_exact(capsys):
+    from decimal import Decimal
+
+    from pyapp.cli.common import print_rows
+
+    print_rows([{"ts": Decimal("1700000000.123456"), "n": Decimal("12"), "long": Decimal("0.12345678901234567890")}],
+               empty="", as_json=True)
+    assert json.loads(capsys.readouterr().out) == [{"ts": 1700000000.123456, "n": 12, "long": "0.12345678901234567890"}]

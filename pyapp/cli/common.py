@@ -124,7 +124,7 @@ def format_table(rows: Sequence[dict[str, Any]], width: int | None, free_text: S
     - when the table is wider than ``width``, the widest free-text column is shortened (ending in …), one
       character at a time, down to MIN_SQUEEZED characters;
     - when even that does not fit, each row is printed as a block of ``column  value`` lines (as psql's
-      expanded display), values shortened to the width.
+      expanded display), values but the first shortened to the width.
     """
     columns: list[str] = []
     for row in rows:
@@ -163,8 +163,9 @@ def _expanded(columns: list[str], cells: list[list[str]], width: int) -> str:
     for number, row in enumerate(cells, 1):
         title = f"-[ {number} ]"
         lines = [title + "-" * max(width - len(title), 0)]
-        lines.extend(f"{c.ljust(label)}{TABLE_GAP}{_fit(v, max(width - label - len(TABLE_GAP), 1))}".rstrip()
-                     for c, v in zip(columns, row))
+        room = max(width - label - len(TABLE_GAP), 1)
+        lines.extend(f"{c.ljust(label)}{TABLE_GAP}{v if i == 0 else _fit(v, room)}".rstrip()  # the first: whole
+                     for i, (c, v) in enumerate(zip(columns, row)))
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
 
@@ -191,8 +192,10 @@ def _json_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Decimal):  # a number when a float says it exactly (e.g. a ts in microseconds), else text
+        if value == value.to_integral_value():
+            return int(value)
+        return float(value) if Decimal(repr(float(value))) == value else str(value)
     return str(value)
 
 
