@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import resource
+import socket
 from typing import Any
 
 from pyapp.web.connections import (
@@ -164,12 +165,29 @@ def app_from_environment() -> Any:
     return create_app(settings["database_url"], config=ApiConfig(**fields))
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket on host:port, bound before anything says it serves there (as uvicorn binds it:
+    SO_REUSEADDR, inherited by worker processes). OSError, e.g. EADDRINUSE, when it cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(url: str, host: str, port: int, config: Any, workers: int, access_log: bool = False,
-          limits: ConnectionLimits | None = None) -> None:
+          limits: ConnectionLimits | None = None, sock: socket.socket | None = None) -> None:
     """Serve until Ctrl-C / SIGTERM. ``access_log``: a line per request on stderr (off by default: it costs
     about a sixth of a GraphQL request's time; a proxy in front usually keeps the access log). ``limits``: per
-    worker (default: ConnectionLimits' defaults within the open-file limit)."""
+    worker (default: ConnectionLimits' defaults within the open-file limit). ``sock``: bound by bind_socket
+    (default: bound here)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from pyapp.web import connections
 
@@ -178,13 +196,19 @@ def serve(url: str, host: str, port: int, config: Any, workers: int, access_log:
     options: dict[str, Any] = dict(host=host, port=port, lifespan="on", log_level="info", access_log=access_log,
                                    timeout_graceful_shutdown=GRACEFUL_SECONDS, log_config=log_config(), backlog=BACKLOG,
                                    **ENGINE)
-    if workers == 1:
-        from pyapp.web import create_app
+    sock = sock or bind_socket(host, port)
+    try:
+        if workers == 1:
+            from pyapp.web import create_app
 
-        connections.configure(limits)
+            connections.configure(limits)
 
-        uvicorn.Server(uvicorn.Config(create_app(url, config=config), **options)).run()
-        return
-    os.environ[SETTINGS_ENV] = json.dumps({"database_url": url, "config": dataclasses.asdict(config),
-                                           "limits": dataclasses.asdict(limits)})
-    uvicorn.run("pyapp.serving:app_from_environment", factory=True, workers=workers, **options)
+            uvicorn.Server(uvicorn.Config(create_app(url, config=config), **options)).run(sockets=[sock])
+            return
+        os.environ[SETTINGS_ENV] = json.dumps({"database_url": url, "config": dataclasses.asdict(config),
+                                               "limits": dataclasses.asdict(limits)})
+        # what uvicorn.run does with workers > 1, on the socket bound already
+        server_config = uvicorn.Config("pyapp.serving:app_from_environment", factory=True, workers=workers, **options)
+        Multiprocess(server_config, sockets=[sock]).run()
+    finally:
+        sock.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+import psycopg
 import pytest
 
 from sqlhelpers import expect_error, rows, scalar
@@ -158,8 +159,10 @@ def test_cli_keys_create_list_revoke(http_database_url, db, capsys):
 def test_cli_keys_errors_come_from_sql(http_database_url, db, capsys):
     from pyapp import cli
 
-    assert cli.main(["keys", "create", "--name", "k", "--scope", "admin", "--database-url", http_database_url]) == 1
-    assert "invalid API key scope 'admin'" in capsys.readouterr().err
+    # the scope is checked while parsing, before any database starts (tests/test_cli.py); SQL refuses it as well
+    with pytest.raises(psycopg.Error, match="invalid API key scope 'admin'"):
+        with psycopg.connect(http_database_url) as conn:
+            conn.execute("SELECT passthrough.create_api_key('k', 'admin')")
     assert cli.main(["keys", "revoke", "nope", "--database-url", http_database_url]) == 1
     err = capsys.readouterr().err
     assert "no active API key named 'nope'" in err and "passthrough keys list" in err

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pyapp import cli
-from pyapp.ingest.writers import load_files
+from pyapp.cli.etl import estimated_events
+from pyapp.ingest.writers import LoadSummary, load_files
 from reference_model import Event, MembershipModel, dumps
 from sqlhelpers import rows, scalar
 from test_apply_events_properties import sql_sizes, sql_state
@@ -97,7 +98,7 @@ def test_ndjson_json_and_csv_files(enabled, db_url, tmp_path, capsys, gz):
     assert fs and vu
     assert run(db_url, *map(str, files)) == 0
     out = capsys.readouterr().out
-    assert f"load done: {len(events):,} rows read from 4 input(s)" in out
+    assert f"load done: {len(events):,} rows read from 4 inputs" in out
     assert_model_state(enabled, events)
 
 
@@ -193,10 +194,84 @@ def test_rejects_option(enabled, db_url, tmp_path, capsys):
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "maybe"}) + "\nnot json\n")
     assert run(db_url, "--rejects", str(path)) == 0
     out = capsys.readouterr().out
-    assert "1 events applied" in out and "2 rejected" in out and "get_load_rejects" in out
-    kept = rows(enabled, "SELECT row_no, problems[1] FROM passthrough.load_rejects ORDER BY row_no")
-    assert kept[0] == (2, 'action: must be "qualify" or "disqualify", got "maybe"')
-    assert kept[1][0] == 3 and kept[1][1].startswith("event: not valid JSON")
+    assert "1 event applied" in out and "2 rejected" in out
+    kept = rows(enabled, "SELECT load_id, row_no, problems[1] FROM passthrough.load_rejects ORDER BY row_no")
+    assert kept[0][1:] == (2, 'action: must be "qualify" or "disqualify", got "maybe"')
+    assert kept[1][1] == 3 and kept[1][2].startswith("event: not valid JSON")
+    load_id = kept[0][0]
+    assert f"rejected rows: passthrough rejects {load_id}\n" in out
+
+    # passthrough rejects LOAD_ID: the rows, piped as a whole table, or as JSON
+    assert cli.main(["rejects", str(load_id), "--database-url", db_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["load_id", "row_no", "problems", "type"]
+    assert table[2].split()[:2] == [str(load_id), "2"]
+    assert 'action: must be "qualify" or "disqualify", got "maybe"' in table[2] and "maybe" in table[2]
+    assert table[3].split()[:2] == [str(load_id), "3"] and "event: not valid JSON" in table[3]
+    assert len(table) == 4
+    assert cli.main(["rejects", str(load_id), "--json", "--database-url", db_url]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["row_no"], r["action"], r["identifier"]) for r in listed] == [(2, "maybe", "u1"), (3, None, None)]
+    assert cli.main(["rejects", str(load_id + 1000), "--database-url", db_url]) == 0
+    assert capsys.readouterr().out == f"no rejected rows for load {load_id + 1000}\n"
+
+
+def test_validate_only_changes_nothing_and_lists_every_invalid_row(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "e.ndjson"
+    good = {"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u1"},
+            "data": {"audience_id": "new-audience", "ts": 1_700_000_000}}
+    lines = [good, {**good, "action": "maybe"}, {**good, "identifiers": {"fs_user_id": "u2"}},
+             {**good, "data": {"audience_id": "new-audience", "ts": "soon"}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = sql_state(enabled), scalar(enabled, "SELECT count(*) FROM passthrough.events")
+    assert run(db_url, "--validate-only", "--batch-size", "2", str(path)) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        out.splitlines()[0],
+        "invalid rows (file:line: problems):",
+        f'  {path}:2: action: must be "qualify" or "disqualify", got "maybe"',
+        f'  {path}:4: data.ts: must be a number of seconds since the Unix epoch, got string',
+    ]
+    assert out.startswith("validated: 4 rows read from 1 input in ")
+    assert out.splitlines()[0].endswith(": 2 valid events, 0 ignored, 2 invalid rows; nothing was changed")
+    assert (sql_state(enabled), scalar(enabled, "SELECT count(*) FROM passthrough.events")) == before
+    for table in ("batches", "load_rejects", "external_audiences"):
+        assert scalar(enabled, f"SELECT count(*) FROM passthrough.{table}") == 0, table
+
+    path.write_text(json.dumps(good) + "\n")
+    assert run(db_url, "--validate-only", str(path)) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        ": 1 valid event, 0 ignored, 0 invalid rows; nothing was changed")
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.batches") == 0
+
+
+def test_progress_counts_events_applied_up_to_the_total(enabled, db_url, tmp_path):
+    events = make_events(400)
+    path = write_ndjson(tmp_path / "e.ndjson", events)
+    seen = []
+    load_files(db_url, [str(path)], writers=2, batch_size=50,
+               on_progress=lambda summary, read: seen.append((summary.applied, summary.reading, summary.rows)))
+    applied = [done for done, _, _ in seen]
+    assert applied == sorted(applied)  # never goes back
+    assert seen[-1] == (len(events), False, len(events))  # the last report: every event applied, reading done
+
+
+def test_progress_bar_ends_at_every_event_applied(enabled, db_url, tmp_path, capsys):
+    path = write_ndjson(tmp_path / "e.ndjson", make_events(400))
+    assert cli.main(["load", "--database-url", db_url, "--batch-size", "50", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "440 events applied" in err and "100%" in err
+
+
+def test_estimated_events():
+    summary = LoadSummary(rows=100)
+    assert estimated_events(summary, 1_000, 4_000) == 400  # a quarter of the bytes held 100 rows
+    assert estimated_events(summary, 1_000, None) is None  # stdin
+    assert estimated_events(summary, 0, 4_000) is None
+    assert estimated_events(summary, 4_000, 4_000) == 100
+    summary.reading = False
+    assert estimated_events(summary, 1_000, 4_000) == 100  # read to the end: the rows read are the total
+    assert estimated_events(summary, 1_000, None) == 100
 
 
 def test_csv_header_must_have_one_identifier_column(enabled, db_url, tmp_path, capsys):

@@ -19,7 +19,7 @@ import argparse
 import json
 from typing import Any
 
-from pyapp.cli.common import info, open_database
+from pyapp.cli.common import info, open_database, positive_int
 from pyapp.feed import CHANGES_SQL, change_json
 
 CHANNEL = "passthrough_changes"
@@ -84,6 +84,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     changes.add_argument("--after", metavar="CURSOR", help="start after this cursor (default: the start of the feed)")
     changes.add_argument("--from-now", action="store_true", help="start at the end of the feed as readable now")
-    changes.add_argument("--limit", type=int, help="print at most this many changes, then exit")
+    changes.add_argument("--limit", type=positive_int, help="print at most this many changes, then exit")
     changes.add_argument("--follow", "-f", action="store_true", help="keep printing changes as they happen")
     changes.set_defaults(func=cmd_changes)

@@ -13,9 +13,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
 
 from pyapp.ingest import writers
-from pyapp.cli.common import CommandError, open_database
+from pyapp.cli.common import CommandError, open_database, plural, positive_int
 from pyapp.ingest.formats import InputError
 
 
@@ -51,6 +52,33 @@ def _progress(console: Console, quiet: bool) -> Progress:
     )
 
 
+def _load_progress(console: Console, quiet: bool) -> Progress:
+    """The bar of ``passthrough load``: events the writers are done with, of the (estimated) events in the input."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed:>12,.0f} events {task.fields[verb]}  {task.fields[rate]:>9,.0f}/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+        refresh_per_second=8,
+    )
+
+
+def estimated_events(summary: writers.LoadSummary, bytes_read: int, total_bytes: int | None) -> int | None:
+    """How many events the input holds: exact once it is all read; before, the rows read so far scaled by the
+    share of the input's bytes they came from; None when unknown (stdin)."""
+    if not summary.reading:
+        return summary.rows
+    if not total_bytes or not bytes_read or not summary.rows:
+        return None
+    return max(summary.rows, round(summary.rows * total_bytes / bytes_read))
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     for name in args.files:
         if name != "-":
@@ -61,14 +89,17 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.files.count("-") > 1:
         raise CommandError("- (stdin) may be given once")
     console = _stderr_console()
+    verb = "checked" if args.validate_only else "applied"
     with open_database(args) as db:
         print(f"database: {db.source}", file=sys.stderr, flush=True)
-        total = _input_size(args.files)
-        with _progress(console, args.quiet) as progress:
-            task = progress.add_task("load", total=total, rows=0, rate=0.0)
+        total_bytes = _input_size(args.files)
+        with _load_progress(console, args.quiet) as progress:
+            task = progress.add_task("validate" if args.validate_only else "load", total=None, verb=verb, rate=0.0)
 
             def on_progress(summary: writers.LoadSummary, read: int) -> None:
-                progress.update(task, completed=read if total else None, rows=summary.rows, rate=summary.rate)
+                done = summary.applied
+                progress.update(task, completed=done, total=estimated_events(summary, read, total_bytes),
+                                rate=done / summary.seconds if summary.seconds > 0 else 0.0)
 
             try:
                 summary = writers.load_files(
@@ -81,6 +112,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                     rejects=args.rejects,
                     skip_other_types=args.skip_other_types,
                     on_progress=on_progress,
+                    validate_only=args.validate_only,
                 )
             except writers.LoadFailed as exc:
                 progress.stop()
@@ -89,34 +121,50 @@ def cmd_load(args: argparse.Namespace) -> int:
                 if exc.invalid:
                     lines.append("invalid rows (file:line: problems):")
                     lines.extend(f"  {item}" for item in exc.invalid)
-                lines.append(
-                    f"{exc.summary.batches} batches ({exc.summary.accepted:,} events) were applied before the "
-                    "failure; fix the input and run the same load again (replaying events is harmless), "
-                    "or use --rejects to keep invalid rows aside and apply the rest"
-                )
+                if args.validate_only:
+                    lines.append("nothing was changed (--validate-only)")
+                else:
+                    lines.append(
+                        f"{plural(exc.summary.batches, 'batch')} ({plural(exc.summary.accepted, 'event')}) applied "
+                        "before the failure; fix the input and run the same load again (replaying events is "
+                        "harmless), or use --rejects to keep invalid rows aside and apply the rest"
+                    )
                 raise CommandError("\n".join(lines)) from exc
             except InputError as exc:
                 raise CommandError(str(exc)) from exc
             except OSError as exc:
                 raise CommandError(f"cannot read input: {exc}") from exc
-            if total:
-                progress.update(task, completed=total)
+    if args.validate_only:
+        return _print_validation(summary)
     _print_summary(summary)
+    return 0
+
+
+def _print_validation(summary: writers.LoadSummary) -> int:
+    """``load --validate-only``'s report; 1 when a row is invalid."""
+    print(f"validated: {plural(summary.rows, 'row')} read from {plural(summary.files, 'input')} in "
+          f"{summary.seconds:.1f} s: {plural(summary.accepted, 'valid event')}, {summary.ignored:,} ignored, "
+          f"{plural(summary.rejected, 'invalid row')}; nothing was changed", flush=True)
+    if summary.invalid:
+        print("invalid rows (file:line: problems):", flush=True)
+        for item in summary.invalid:
+            print(f"  {item}", flush=True)
+        return 1
     return 0
 
 
 def _print_summary(summary: writers.LoadSummary, *, failed: bool = False) -> None:
     title = "load stopped" if failed else "load done"
     print(
-        f"{title}: {summary.rows:,} rows read from {summary.files} input(s) in {summary.seconds:.1f} s "
-        f"({summary.rate:,.0f} rows/s); {summary.accepted:,} events applied in {summary.batches} batches, "
-        f"{summary.changed:,} memberships changed, {summary.ignored:,} ignored, {summary.rejected:,} rejected",
+        f"{title}: {plural(summary.rows, 'row')} read from {plural(summary.files, 'input')} in {summary.seconds:.1f} s "
+        f"({summary.rate:,.0f} rows/s); {plural(summary.accepted, 'event')} applied in "
+        f"{plural(summary.batches, 'batch')}, "
+        f"{plural(summary.changed, 'membership')} changed, {summary.ignored:,} ignored, {summary.rejected:,} rejected",
         flush=True,
     )
     if summary.reject_load_ids:
-        ids = ", ".join(map(str, summary.reject_load_ids))
-        print(f"rejected rows: SELECT * FROM passthrough.get_load_rejects(load_id) for load_id in {ids}",
-              flush=True)
+        ids = " ".join(map(str, sorted(summary.reject_load_ids)))
+        print(f"rejected rows: passthrough rejects {ids}", flush=True)
 
 
 MAX_DIFF_LIMIT = 100_000  # what passthrough.snapshot_diff accepts
@@ -282,15 +330,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     load.add_argument("files", nargs="+", metavar="FILE", help="input files; - reads stdin")
     load.add_argument("--format", choices=("auto", "ndjson", "json", "csv"), default="auto",
                       help="input format (default: from the file name, else from the first line)")
-    load.add_argument("--writers", type=int, default=writers.DEFAULT_WRITERS,
+    load.add_argument("--writers", type=positive_int, default=writers.DEFAULT_WRITERS,
                       help="parallel writer connections (default: %(default)s)")
-    load.add_argument("--batch-size", type=int, default=writers.DEFAULT_BATCH_SIZE,
+    load.add_argument("--batch-size", type=positive_int, default=writers.DEFAULT_BATCH_SIZE,
                       help="rows per writer transaction (default: %(default)s)")
     load.add_argument("--rejects", action="store_true",
                       help="keep invalid rows in passthrough.load_rejects and apply the rest")
     load.add_argument("--skip-other-types", action="store_true",
                       help="ignore events whose type is not passthrough instead of refusing them")
     load.add_argument("--source", default="load", help="source recorded on each batch (default: %(default)s)")
+    load.add_argument("--validate-only", action="store_true",
+                      help="check every row as a load would, list the invalid ones, and change nothing (exit 1 "
+                      "if any is invalid)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
     load.set_defaults(func=cmd_load)
 

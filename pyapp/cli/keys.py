@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli.common import info, print_rows, run_sql
+from pyapp.cli.common import add_json_option, info, print_rows, run_sql
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     found = run_sql(args, "SELECT name, scope, created_at, revoked_at FROM passthrough.list_api_keys()", ())
     columns = ("name", "scope", "created_at", "revoked_at")
-    print_rows([dict(zip(columns, row)) for row in found], empty="no API keys")
+    print_rows([dict(zip(columns, row)) for row in found], empty="no API keys", as_json=args.json)
     return 0
 
 
@@ -41,15 +41,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     create = actions.add_parser(
         "create", parents=[common], help="create a key and print it (only this once)",
-        description="public keys may send events and read GraphQL; private keys may also manage segments.",
+        description="A public key may read GraphQL and send events other than passthrough ones (passthrough "
+        "events too once `passthrough settings set public_passthrough_events on`); it ships inside web pages, so "
+        "anyone may read it. A private key may also send passthrough events, manage segments (/v3/segments), list "
+        "segment members, read the change feed (/v3/changes) and import snapshots: keep it on servers.",
     )
     create.add_argument("--name", required=True, help="a name to list and revoke it by")
-    create.add_argument("--scope", required=True, metavar="public|private", help="what the key may do")
+    create.add_argument("--scope", required=True, choices=("public", "private"),
+                        help="what the key may do (see above)")
     create.set_defaults(func=cmd_keys_create)
 
-    actions.add_parser("list", parents=[common], help="list keys (never the keys themselves)").set_defaults(
-        func=cmd_keys_list
-    )
+    listing = actions.add_parser("list", parents=[common], help="list the keys: names, scopes, times (never the "
+                                 "keys themselves)")
+    add_json_option(listing)
+    listing.set_defaults(func=cmd_keys_list)
 
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a key: refused from the next request on")
     revoke.add_argument("name", help="the key's name")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli.common import info, open_database, print_rows, run_sql
+from pyapp.cli.common import add_json_option, info, open_database, print_rows, run_sql
 from pyapp.db import connect
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with open_database(args) as db:
+    with open_database(args, create=True) as db:
         info(f"database: {db.source}")
         report_migrations(run_migrations(db.url))
     return 0
@@ -23,7 +23,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         info(f"database: {db.source}")
         with connect(db.url) as conn:
             rows = migrate.status(conn)
-        print_rows(rows, empty="no migrations known")
+        print_rows(rows, empty="no migrations known", as_json=args.json)
     return 0
 
 
@@ -58,7 +58,12 @@ def report_migrations(applied: list[str]) -> None:
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    sub.add_parser("migrate", parents=[common], help="apply pending migrations").set_defaults(func=cmd_migrate)
-    sub.add_parser("status", parents=[common], help="show migration status").set_defaults(func=cmd_status)
-    sub.add_parser("enable", parents=[common], help="SELECT passthrough.enable()").set_defaults(func=cmd_enable)
-    sub.add_parser("disable", parents=[common], help="SELECT passthrough.disable()").set_defaults(func=cmd_disable)
+    sub.add_parser("migrate", parents=[common], help="apply pending migrations (creates the embedded database if "
+                   "there is none yet)").set_defaults(func=cmd_migrate)
+    status = sub.add_parser("status", parents=[common], help="list the migrations and whether each is applied")
+    add_json_option(status)
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("enable", parents=[common], help="turn passthrough on: passthrough events are applied "
+                   "(SELECT passthrough.enable())").set_defaults(func=cmd_enable)
+    sub.add_parser("disable", parents=[common], help="turn passthrough off: passthrough events get 403 "
+                   "(SELECT passthrough.disable())").set_defaults(func=cmd_disable)

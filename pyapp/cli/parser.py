@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
-from pyapp.cli import changes, etl, keys, migrations, roles, serve, settings, upkeep, webhooks
+from pyapp.cli import changes, etl, keys, migrations, rejects, roles, segments, serve, settings, upkeep, webhooks
 from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info, pg_message
 
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -26,6 +26,28 @@ DEBUG_ENV = "PASSTHROUGH_DEBUG"
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses an unknown argument in the subcommand that was given it, with that subcommand's usage (argparse
+    hands unknown arguments up to the top-level parser, whose usage says nothing about them)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand without a description its one-line help as one, so that `--help` says what it does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                if not subparser.description and helps.get(name):
+                    subparser.description = helps[name][:1].upper() + helps[name][1:] + "."
+                _describe_subcommands(subparser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,19 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="embedded PostgreSQL data dir (default: $PASSTHROUGH_DATA_DIR or ./.passthrough)",
     )
 
-    parser = argparse.ArgumentParser(prog="passthrough", description="Passthrough audiences service.")
+    parser = _Parser(prog="passthrough", description="Passthrough audiences service.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve.register(sub, common)
     migrations.register(sub, common)
     etl.register(sub, common)  # load, import, export
+    rejects.register(sub, common)  # rejects LOAD_ID...
     settings.register(sub, common)  # settings, settings set NAME VALUE
     keys.register(sub, common)  # keys create / list / revoke
+    segments.register(sub, common)  # segments list / get / create / update / delete / validate
     changes.register(sub, common)  # changes [--follow]
     roles.register(sub, common)  # roles create
     upkeep.register(sub, common)  # expire, prune
     webhooks.register(sub, common)  # webhooks create / list / pause / resume / delete
+    _describe_subcommands(parser)
     return parser
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli.common import print_rows, run_sql
+from pyapp.cli.common import add_json_option, info, print_rows, run_sql
 
 DEFAULT_WRITER = "passthrough_writer"
 DEFAULT_READER = "passthrough_reader"
@@ -21,11 +21,10 @@ def cmd_roles_create(args: argparse.Namespace) -> int:
     found = run_sql(
         args, "SELECT role, function_name FROM passthrough.create_roles(%s, %s)", (args.writer, args.reader)
     )
-    print_rows([{"role": role, "may execute": fn} for role, fn in found], empty="no grants")
-    print(
+    print_rows([{"role": role, "may execute": fn} for role, fn in found], empty="no grants", as_json=args.json)
+    (info if args.json else print)(  # --json: stdout is the JSON alone
         f"roles {args.writer} and {args.reader} are ready: grant them to login roles, e.g. "
-        f"GRANT {args.writer} TO etl_job;",
-        flush=True,
+        f"GRANT {args.writer} TO etl_job;"
     )
     return 0
 
@@ -42,4 +41,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     create.add_argument("--writer", default=DEFAULT_WRITER, help="writer role name (default: %(default)s)")
     create.add_argument("--reader", default=DEFAULT_READER, help="reader role name (default: %(default)s)")
+    add_json_option(create)
     create.set_defaults(func=cmd_roles_create)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from typing import Any
 
-from pyapp.cli.common import CommandError, info, open_database
+from pyapp.cli.common import CommandError, info, open_database, positive_int
 from pyapp.cli.migrations import report_migrations, run_migrations
 from pyapp.serving import add_connection_options, default_workers
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
@@ -14,7 +15,7 @@ from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMEN
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    with open_database(args) as db:
+    with open_database(args, create=True) as db:
         if args.no_migrate:
             info("migrations: skipped (--no-migrate)")
         else:
@@ -34,13 +35,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535, got {text!r}")
     return value
 
 
@@ -71,21 +73,26 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
         limits = serving.connection_limits(*connections, serving.raise_open_file_limit())
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    try:
+        sock = serving.bind_socket(host, port)
+    except OSError as exc:
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
     info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {sizing}; press Ctrl-C to stop")
-    serving.serve(url, host, port, config, workers, access_log, limits)
+    serving.serve(url, host, port, config, workers, access_log, limits, sock)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    serve = sub.add_parser("serve", parents=[common], help="migrate, then serve until Ctrl-C")
+    serve = sub.add_parser("serve", parents=[common], help="migrate (creating the embedded database if there is none yet), then serve the HTTP API until Ctrl-C")
     env = os.environ.get
     serve.add_argument("--host", default=env("PASSTHROUGH_HOST", "127.0.0.1"),
                        help="HTTP listen address (default: $PASSTHROUGH_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=env("PASSTHROUGH_PORT", "8080"),
+    serve.add_argument("--port", type=_port, default=env("PASSTHROUGH_PORT", "8080"),
                        help="HTTP listen port (default: $PASSTHROUGH_PORT or 8080)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply pending migrations on start")
     serve.add_argument("--access-log", action="store_true", default=env("PASSTHROUGH_ACCESS_LOG", "") == "1",
                        help="log a line per request (default: $PASSTHROUGH_ACCESS_LOG=1, else off)")
-    serve.add_argument("--workers", type=_positive_int, default=env("PASSTHROUGH_WORKERS"),
+    serve.add_argument("--workers", type=positive_int, default=env("PASSTHROUGH_WORKERS"),
                        help="server processes sharing the port (default: $PASSTHROUGH_WORKERS, else one per CPU, "
                        f"here {default_workers()}, as many as half of the server's max_connections allows)")
     serve.add_argument("--max-events", type=int, default=env("PASSTHROUGH_MAX_EVENTS", str(DEFAULT_MAX_EVENTS)),
@@ -98,7 +105,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        default=env("PASSTHROUGH_MAX_SNAPSHOT_BYTES", str(DEFAULT_MAX_SNAPSHOT_BYTES)),
                        help="snapshot upload limit (POST /v3/audiences/{id}/snapshot), before and after gzip "
                        f"decompression (default: $PASSTHROUGH_MAX_SNAPSHOT_BYTES or {DEFAULT_MAX_SNAPSHOT_BYTES})")
-    serve.add_argument("--max-snapshot-uploads", type=_positive_int,
+    serve.add_argument("--max-snapshot-uploads", type=positive_int,
                        default=env("PASSTHROUGH_MAX_SNAPSHOT_UPLOADS", str(DEFAULT_MAX_SNAPSHOT_UPLOADS)),
                        help="snapshot uploads each server process takes at once; more are 503 (default: "
                        f"$PASSTHROUGH_MAX_SNAPSHOT_UPLOADS or {DEFAULT_MAX_SNAPSHOT_UPLOADS})")

@@ -12,19 +12,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pyapp.cli.common import print_rows, run_sql
+from pyapp.cli.common import add_json_option, print_rows, run_sql
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
     if args.settings_command == "set":
         run_sql(args, "SELECT passthrough.set_setting(%s, %s)", (args.name, args.value))
     found = run_sql(args, "SELECT name, value, description FROM passthrough.list_settings()", ())
-    print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings")
+    print_rows([dict(zip(("name", "value", "description"), row)) for row in found], empty="no settings",
+               free_text=("description",), as_json=args.json)
     return 0
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     settings = sub.add_parser("settings", parents=[common], help="list the operator settings, or change one")
+    add_json_option(settings)
     settings.set_defaults(func=cmd_settings, settings_command=None)
     actions = settings.add_subparsers(dest="settings_command", metavar="ACTION")
     change = actions.add_parser(
@@ -35,4 +37,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     change.add_argument("name", help="the setting, as `passthrough settings` lists it")
     change.add_argument("value", help="on or off, an interval such as '5 minutes', or none")
+    add_json_option(change)
     change.set_defaults(func=cmd_settings)

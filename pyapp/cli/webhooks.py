@@ -11,10 +11,9 @@ SQL function of the same purpose (sql/functions/250_webhooks.sql), which owns ev
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
-from pyapp.cli.common import info, print_rows, run_sql
+from pyapp.cli.common import add_json_option, info, print_rows, run_sql
 
 LIST_COLUMNS = ("name", "url", "audiences", "allow_private_network", "cursor", "paused", "failures", "next_attempt_at",
                 "last_status", "last_error", "last_delivered_at", "created_at")
@@ -33,14 +32,16 @@ def cmd_webhooks_create(args: argparse.Namespace) -> int:
 
 def cmd_webhooks_list(args: argparse.Namespace) -> int:
     found = run_sql(args, f"SELECT {', '.join(LIST_COLUMNS)} FROM passthrough.list_webhooks()", ())
+    records = [dict(zip(LIST_COLUMNS, row)) for row in found]
+    if args.json:
+        print_rows(records, empty="no webhooks", as_json=True)
+        return 0
     rows = []
-    for row in found:
-        record = {k: v.isoformat(sep=" ", timespec="seconds") if isinstance(v, datetime) else v
-                  for k, v in zip(LIST_COLUMNS, row)}
+    for record in records:
         record["audiences"] = "(all)" if record["audiences"] is None else ", ".join(record["audiences"])
         record["allow_private_network"] = "allowed" if record["allow_private_network"] else "refused"
         rows.append({LIST_HEADERS.get(k, k): v for k, v in record.items()})
-    print_rows(rows, empty="no webhooks")
+    print_rows(rows, empty="no webhooks", free_text=("url", "audiences", "last_error"))
     return 0
 
 
@@ -82,8 +83,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "(default: refused, whatever the host name resolves to; for a receiver on this host or network)")
     create.set_defaults(func=cmd_webhooks_create)
 
-    actions.add_parser("list", parents=[common], help="list webhooks and their delivery state (never the secrets)"
-                       ).set_defaults(func=cmd_webhooks_list)
+    listing = actions.add_parser("list", parents=[common],
+                                 help="list webhooks and their delivery state (never the secrets)")
+    add_json_option(listing)
+    listing.set_defaults(func=cmd_webhooks_list)
 
     pause = actions.add_parser("pause", parents=[common], help="stop delivering to a webhook, keeping its cursor")
     pause.add_argument("name", help="the webhook's name")

@@ -32,10 +32,17 @@ class LoadSummary:
     batches: int = 0
     seconds: float = 0.0
     reject_load_ids: list[int] = field(default_factory=list)
+    reading: bool = True  # False once every input is read: ``rows`` is then the load's total
+    invalid: list[str] = field(default_factory=list)  # validate_only: "file:line: problems" of each invalid row
 
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def applied(self) -> int:
+        """Rows the writers are done with (applied, ignored or rejected): what a progress bar counts."""
+        return self.accepted + self.ignored + self.rejected
 
 
 class LoadFailed(Exception):
@@ -78,13 +85,19 @@ def load_files(
     skip_other_types: bool = False,
     driver: str = "psycopg",
     on_progress: Callable[[LoadSummary, int], None] | None = None,
+    validate_only: bool = False,
 ) -> LoadSummary:
     """Load ``files`` into the database at ``url`` with ``writers`` parallel connections.
 
     Each writer applies its batches in its own transactions; a batch is all or nothing. On the first
     refused batch (or any other writer error) everything stops and LoadFailed says what was already
     committed; rerunning the same load is safe. ``on_progress(summary, bytes_read)`` is called from the
-    reading thread now and then.
+    reading thread now and then, until the writers are done.
+
+    ``validate_only``: each batch is staged and checked by passthrough.load_staged as a load with rejects
+    would, its invalid rows read back (get_load_rejects), and its transaction rolled back: nothing is changed
+    (but sequence numbers), and ``summary.invalid`` lists every invalid row. The counts are each batch's on
+    its own (a batch does not see the events of the batches before it).
     """
     from pyapp.db import connect
 
@@ -96,6 +109,7 @@ def load_files(
     queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=2) for _ in range(writers)]
     locator = _RowLocator()
     bytes_read = [0]
+    found_invalid: list[tuple[int, list[str]]] = []
 
     def writer(index: int) -> None:
         conn = None
@@ -105,21 +119,33 @@ def load_files(
                 payload = queues[index].get()
                 if payload is None or failure:
                     break
+                invalid_rows: list[tuple[int, list[str]]] = []
                 try:
-                    # registering first: this writer never waits for another's batch on a new audience id
-                    result = load_rows(conn, payload, source=source, rejects=rejects,
-                                       skip_other_types=skip_other_types, register_audiences=True)
-                    conn.commit()
+                    if validate_only:  # SQL checks, and its transaction is rolled back whatever it finds
+                        result = load_rows(conn, payload, source=source, rejects=True,
+                                           skip_other_types=skip_other_types)
+                        if result.rejected:
+                            cur = conn.cursor()
+                            cur.execute("SELECT row_no, problems FROM passthrough.get_load_rejects(%s)",
+                                        (result.load_id,))
+                            invalid_rows = [(int(row_no), list(problems)) for row_no, problems in cur.fetchall()]
+                        conn.rollback()
+                    else:
+                        # registering first: this writer never waits for another's batch on a new audience id
+                        result = load_rows(conn, payload, source=source, rejects=rejects,
+                                           skip_other_types=skip_other_types, register_audiences=True)
+                        conn.commit()
                 except BaseException:
                     conn.rollback()
                     raise
                 with lock:
+                    found_invalid.extend(invalid_rows)
                     summary.accepted += result.accepted
                     summary.ignored += result.ignored
                     summary.rejected += result.rejected
                     summary.changed += result.changed
                     summary.batches += 1
-                    if result.rejected:
+                    if result.rejected and not validate_only:
                         summary.reject_load_ids.append(result.load_id)
         except BaseException as exc:  # noqa: BLE001  (reported by the reading thread)
             with lock:
@@ -183,6 +209,7 @@ def load_files(
             row_no = base + last_line
             if failure:
                 break
+        summary.reading = False
         for index in range(writers):
             if buffers[index] and not failure:
                 flush(index)
@@ -199,11 +226,18 @@ def load_files(
                         except queue.Empty:
                             pass
         for thread in threads:
-            thread.join()
+            while thread.is_alive():  # the last batches are applied after the reading: keep reporting
+                thread.join(0.1)
+                if on_progress is not None:
+                    summary.seconds = time.monotonic() - started
+                    on_progress(summary, bytes_read[0])
+        summary.reading = False
         summary.seconds = time.monotonic() - started
         if on_progress is not None:
             on_progress(summary, bytes_read[0])
 
+    summary.invalid = [f"{locator.describe(row_no)}: {'; '.join(problems)}"
+                       for row_no, problems in sorted(found_invalid)]
     if failure:
         exc = failure[0]
         if isinstance(exc, LoadRefused):
