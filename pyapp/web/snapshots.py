@@ -65,8 +65,6 @@ from pyapp.web.responses import ApiError, JSONResponse
 from pyapp.web.snapshot_body import BodyEncoding, body_encoding, staging_chunks
 
 SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
-DEFAULT_DIFF_LIMIT = 50  # as passthrough import --diff-limit
-MAX_DIFF_LIMIT = 1000
 SPOOL_WRITE_BYTES = 1 << 20  # received chunks are written to the temporary file about this much at a time
 NUMBER_DIGITS = 1000  # a parameter's decimal exponent, either way: far inside what numeric holds
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
@@ -74,12 +72,12 @@ BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """The query parameters: passthrough import's options."""
+    """The query parameters: passthrough import's options. None is SQL's default, and SQL checks the ranges."""
 
     at: Decimal | None = None
     dry_run: bool = False
-    diff_limit: int = DEFAULT_DIFF_LIMIT
-    max_disqualify_share: Decimal = Decimal(str(snapshot.DEFAULT_MAX_DISQUALIFY_SHARE))
+    diff_limit: int | None = None
+    max_disqualify_share: Decimal | None = None
     force: bool = False
 
 
@@ -142,7 +140,7 @@ async def _upload(request: Request, config: ApiConfig, encoding: BodyEncoding, a
         raise ApiError(507, "insufficient_storage", "the server has no room left to spool the snapshot "
                        "(its TMPDIR is full); nothing was stored, retry later") from None
     # _import has returned: the import is committed (a dry run rolled back).
-    return JSONResponse(_answer(audience_id, result, diff, options.diff_limit))
+    return JSONResponse(_answer(audience_id, result, diff))
 
 
 # --------------------------------------------------------------------------- the request
@@ -174,8 +172,6 @@ def read_options(query: QueryParams) -> ImportOptions:
             options["diff_limit"] = int(values["diff_limit"])
         except ValueError:
             raise _invalid("diff_limit", f"must be an integer, got {values['diff_limit'][:64]!r}") from None
-        if not 0 <= options["diff_limit"] <= MAX_DIFF_LIMIT:
-            raise _invalid("diff_limit", f"must be from 0 to {MAX_DIFF_LIMIT}, got {options['diff_limit']}")
     return ImportOptions(**options)
 
 
@@ -223,7 +219,7 @@ def _import(
     options: ImportOptions,
 ) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
     """Stage and import the spooled snapshot in one transaction, retrying deadlocks and serialization
-    failures; returns the result and, for a dry run, up to diff_limit + 1 rows of the diff."""
+    failures; returns the result and, for a dry run, up to diff_limit rows of the diff."""
     for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
         chunks = staging_chunks(spool, encoding, config.max_snapshot_bytes)
         try:
@@ -254,7 +250,7 @@ def _import_once(
             # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT022/PT023 422
             raise exc.__cause__ from None  # type: ignore[misc]
         if options.dry_run:
-            diff = snapshot.snapshot_diff(conn, options.diff_limit + 1)  # one more: was the list cut?
+            diff = snapshot.snapshot_diff(conn, options.diff_limit)
             conn.rollback()
             return result, diff
         conn.commit()
@@ -266,7 +262,7 @@ def _import_once(
 # --------------------------------------------------------------------------- the answer
 
 
-def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple] | None, limit: int) -> dict:
+def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple] | None) -> dict:
     body: dict[str, Any] = {
         "audience_id": audience_id,
         "applied": result.applied,
@@ -281,8 +277,9 @@ def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple]
         "changed": result.changed,
     }
     if diff is not None:
-        body["diff"] = [_diff_item(*row) for row in diff[:limit]]
-        body["diff_truncated"] = len(diff) > limit
+        body["diff"] = [_diff_item(*row) for row in diff]
+        # the diff lists every change but the unchanged members: fewer rows than changes means it was cut
+        body["diff_truncated"] = len(diff) < result.to_qualify + result.to_disqualify + result.kept_newer
     return body
 
 
