@@ -102,6 +102,7 @@ READER_FUNCTIONS = {
     "passthrough.audience_size_history(text,timestamp with time zone,timestamp with time zone,text)",
     "passthrough.changes(text,integer)",
     "passthrough.changes_pending()",
+    "passthrough.audience_page_info(integer,text)",
     "passthrough.current_change_cursor()",
     "passthrough.customer_audiences(text,text,text[])",
     "passthrough.customer_audiences_at(text,text,text[],timestamp with time zone,boolean)",

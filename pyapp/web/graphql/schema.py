@@ -16,8 +16,8 @@ Arguments are nullable (``String``, ``[String]``) because the Optimizely SDKs de
 that way. ``customer`` takes exactly one non-null identifier argument. ``Customer.audiences`` is
 non-null, so an error reading it (say an invalid identifier) makes ``customer`` null, as ODP
 answers. Resolvers hold no membership rule: ``Customer.audiences`` is one call of
-``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one call of
-``passthrough.list_audiences`` and ``size_history`` one of ``passthrough.audience_size_history``;
+``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one statement of
+``passthrough.list_audiences`` and ``audience_page_info`` (page sizes are theirs), and ``size_history`` one of ``passthrough.audience_size_history``;
 every error SQL raises is mapped by ``pyapp.errors`` (errors.py).
 
 The ``customer`` arguments follow ``passthrough.list_identifier_types()``: the schema is built when
@@ -42,7 +42,6 @@ from strawberry.schema.config import StrawberryConfig
 from pyapp import epoch
 from pyapp.web.graphql.context import Context
 from pyapp.web.graphql.errors import database_error, domain_error
-from pyapp.web.graphql.limits import GraphQLLimits
 
 CUSTOMER_SQL = (
     "SELECT name, state, description, is_ready, revision, size "
@@ -56,7 +55,13 @@ SIZE_HISTORY_SQL = (
     "SELECT bucket_start, bucket_end, size_at_start, entered, exited, size_at_end "
     "FROM passthrough.audience_size_history(%s, %s, %s, %s)"
 )
-LIST_SQL = "SELECT name, description, is_ready, revision, size FROM passthrough.list_audiences(%s, %s)"
+# One statement, one snapshot: the page and whether another follows (one row even when the page is empty). The
+# statement may be wrapped (the API key gate), so the rows come with their place in the page.
+LIST_SQL = (
+    "SELECT p.has_next_page, l.ordinality, l.name, l.description, l.is_ready, l.revision, l.size "
+    "FROM passthrough.audience_page_info(%s, %s) p "
+    "LEFT JOIN passthrough.list_audiences(%s, %s) WITH ORDINALITY l ON true"
+)
 # every type: a customer asked by a low-confidence one (the JavaScript SDK's anonymous vuid) is in no audience
 IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() ORDER BY name"
 
@@ -198,16 +203,13 @@ class Customer:
 async def _list_audiences(
     info: strawberry.Info, first: int | None = strawberry.UNSET, after: str | None = strawberry.UNSET
 ) -> AudienceConnection:
-    limits: GraphQLLimits = info.context.limits
-    if first is None or first is strawberry.UNSET:
-        first = limits.default_page_size
-    if not 0 <= first <= limits.max_page_size:
-        raise domain_error("PT010", f"first must be between 0 and {limits.max_page_size}, got {first}")
+    first = None if first is strawberry.UNSET else first  # SQL's default page size, and SQL's range (PT010)
     after_name = None if after is None or after is strawberry.UNSET else decode_cursor(after)
-    rows = await _fetch(info, LIST_SQL, (first + 1, after_name))  # one more row tells whether a page follows
+    rows = await _fetch(info, LIST_SQL, (first, after_name, first, after_name))
+    page = sorted((row for row in rows if row[1] is not None), key=lambda row: row[1])
     return _connection(
-        [Audience(name=n, state=None, description=d, is_ready=r, revision=v, size=z) for n, d, r, v, z in rows[:first]],
-        has_next_page=len(rows) > first,
+        [Audience(name=n, state=None, description=d, is_ready=r, revision=v, size=z) for _, _, n, d, r, v, z in page],
+        has_next_page=rows[0][0],
     )
 
 
