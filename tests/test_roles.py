@@ -109,6 +109,7 @@ READER_FUNCTIONS = {
     "passthrough.get_audience(text)",
     "passthrough.get_settings()",
     "passthrough.is_enabled()",
+    "passthrough.instant_from_seconds(numeric,text)",
     "passthrough.list_audiences(integer,text)",
     "passthrough.list_identifier_types()",
     "passthrough.membership_history(text,text,text)",

@@ -198,7 +198,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from pyapp import epoch
     from pyapp.ingest import export
     from pyapp.db import connect
     from pyapp.errors import report
@@ -206,8 +205,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     at = None
     if args.at is not None:
         try:
-            at = epoch.from_seconds(Decimal(args.at))
-        except (ArithmeticError, ValueError):
+            at = Decimal(args.at)  # exact; SQL turns it into an instant (its rounding, its range: PT010)
+        except InvalidOperation:
             raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
     console = _stderr_console()
     with open_database(args) as db:
@@ -230,7 +229,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CommandError(report(exc).message) from exc
     for f in files:
         print(f"{f.path}: {f.members:,} member{'' if f.members == 1 else 's'} of {args.segment} ({f.identifier_type})"
-              + (f" as of {at.isoformat()}" if at else ""), flush=True)
+              + (f" as of {args.at} (seconds since the Unix epoch)" if at is not None else ""), flush=True)
     return 0
 
 

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import partial
 from typing import IO, Any
 
@@ -60,13 +60,13 @@ from pyapp.ingest import snapshot
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import stream_at_most
 from pyapp.web.config import ApiConfig
+from pyapp.web.numbers import decimal_parameter
 from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
 from pyapp.web.responses import ApiError, JSONResponse
 from pyapp.web.snapshot_body import BodyEncoding, body_encoding, staging_chunks
 
 SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
 SPOOL_WRITE_BYTES = 1 << 20  # received chunks are written to the temporary file about this much at a time
-NUMBER_DIGITS = 1000  # a parameter's decimal exponent, either way: far inside what numeric holds
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
@@ -166,25 +166,13 @@ def read_options(query: QueryParams) -> ImportOptions:
             options[name] = flag
     for name, what in (("at", "a number of seconds since the Unix epoch"), ("max_disqualify_share", "a number")):
         if name in values:
-            options[name] = _number(name, values[name], what)
+            options[name] = decimal_parameter(name, values[name], what)
     if "diff_limit" in values:
         try:
             options["diff_limit"] = int(values["diff_limit"])
         except ValueError:
             raise _invalid("diff_limit", f"must be an integer, got {values['diff_limit'][:64]!r}") from None
     return ImportOptions(**options)
-
-
-def _number(name: str, text: str, what: str) -> Decimal:
-    """A finite decimal number that a numeric parameter can carry; its range is the database's to check (PT010
-    names the parameter). A value like 1e999999999 cannot even be sent: numeric would overflow (22003)."""
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or not -NUMBER_DIGITS <= value.adjusted() <= NUMBER_DIGITS:
-        raise _invalid(name, f"must be {what}, got {text[:64]!r}")
-    return value
 
 
 def _invalid(name: str, reason: str) -> ApiError:

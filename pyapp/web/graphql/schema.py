@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -39,7 +39,6 @@ import psycopg
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
-from pyapp import epoch
 from pyapp.web.graphql.context import Context
 from pyapp.web.graphql.errors import database_error, domain_error
 
@@ -49,11 +48,12 @@ CUSTOMER_SQL = (
 )
 CUSTOMER_AT_SQL = (  # membership as of a past instant, from the event log (sql/functions/230_membership_history.sql)
     "SELECT name, state, description, is_ready, revision, size "
-    "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], %s, %s)"
+    "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], passthrough.instant_from_seconds(%s, 'at'), %s)"
 )
 SIZE_HISTORY_SQL = (
     "SELECT bucket_start, bucket_end, size_at_start, entered, exited, size_at_end "
-    "FROM passthrough.audience_size_history(%s, %s, %s, %s)"
+    "FROM passthrough.audience_size_history(%s, passthrough.instant_from_seconds(%s, 'from'), "
+    "passthrough.instant_from_seconds(%s, 'to'), %s)"
 )
 # One statement, one snapshot: the page and whether another follows (one row even when the page is empty). The
 # statement may be wrapped (the API key gate), so the rows come with their place in the page.
@@ -66,6 +66,7 @@ LIST_SQL = (
 IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() ORDER BY name"
 
 CURSOR_PREFIX = "audience:"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # size_history answers its bucket bounds as seconds since
 
 
 
@@ -130,16 +131,14 @@ async def _fetch(info: strawberry.Info, sql: str, params: tuple[Any, ...]) -> li
         raise database_error(exc) from exc
 
 
-def _instant(seconds: float, field_name: str) -> datetime:
-    """Seconds since the Unix epoch (a GraphQL Float) as a timestamp, to the microsecond, as ts is read."""
-    try:
-        return epoch.from_seconds(Decimal(repr(seconds)))
-    except (ArithmeticError, OverflowError, ValueError):
-        raise domain_error("PT010", f"{field_name} must be seconds since the Unix epoch, got {seconds}") from None
+def _exact(seconds: float) -> Decimal:
+    """A GraphQL Float as the decimal it was written as (its shortest repr), sent as numeric: a float8 would keep
+    only 15 digits. SQL turns it into a timestamp (passthrough.instant_from_seconds: its rounding, its PT010)."""
+    return Decimal(repr(seconds))
 
 
 def _seconds(moment: datetime) -> float:
-    return (moment - epoch.EPOCH) / timedelta(seconds=1)
+    return (moment - EPOCH) / timedelta(seconds=1)
 
 
 def _selects(fields: Sequence[Any], name: str) -> bool:
@@ -165,7 +164,7 @@ async def _size_history(
     bucket: str | None = "hour",
 ) -> list[SizeBucket]:
     bucket = "hour" if bucket is None else bucket  # "" and other names are SQL's to refuse (PT010)
-    rows = await _fetch(info, SIZE_HISTORY_SQL, (audience, _instant(from_, "from"), _instant(to, "to"), bucket))
+    rows = await _fetch(info, SIZE_HISTORY_SQL, (audience, _exact(from_), _exact(to), bucket))
     return [
         SizeBucket(start=_seconds(b), end=_seconds(e), size_at_start=s0, entered=i, exited=o, size_at_end=s1)
         for b, e, s0, i, o, s1 in rows
@@ -192,7 +191,7 @@ class Customer:
             rows = await _fetch(info, CUSTOMER_SQL, (self.identifier_type, self.identifier, subset))
         else:  # a size as of a past instant reads the audience's log: only when asked for
             with_sizes = _selects(info.selected_fields, "size")
-            params = (self.identifier_type, self.identifier, subset, _instant(at, "at"), with_sizes)
+            params = (self.identifier_type, self.identifier, subset, _exact(at), with_sizes)
             rows = await _fetch(info, CUSTOMER_AT_SQL, params)
         return _connection(
             [Audience(name=n, state=s, description=d, is_ready=r, revision=v, size=z) for n, s, d, r, v, z in rows],
