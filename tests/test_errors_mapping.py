@@ -181,3 +181,9 @@ def test_text_the_driver_refuses_is_400(server_conn):
     report = errors.report(caught.value)
     assert (report.status, report.code, report.sqlstate) == (400, "invalid_input", None)
     assert "NUL" in report.message
+
+
+def test_the_graphql_facade_raises_no_sqlstate_of_its_own():
+    # SQL raises the PT codes; the facade's own argument checks use GraphQL codes (pyapp/web/graphql/errors.py)
+    for path in sorted((ROOT / "pyapp" / "web" / "graphql").glob("*.py")):
+        assert not re.search(r"[\"']PT\d{3}[\"']", path.read_text()), path  # a PT code as a string literal

@@ -40,7 +40,7 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 
 from pyapp.web.graphql.context import Context
-from pyapp.web.graphql.errors import database_error, domain_error
+from pyapp.web.graphql.errors import INVALID_IDENTIFIER, argument_error, database_error
 
 CUSTOMER_SQL = (
     "SELECT name, state, description, is_ready, revision, size "
@@ -110,7 +110,7 @@ def decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     if not text.startswith(CURSOR_PREFIX):
-        raise domain_error("PT010", "after must be an endCursor or cursor this server returned")
+        raise argument_error("after must be an endCursor or cursor this server returned")
     return text[len(CURSOR_PREFIX) :]
 
 
@@ -225,10 +225,10 @@ def _customer_resolver(identifier_types: Sequence[str]) -> Callable[..., Custome
         if len(given) != 1:
             listed = ", ".join(identifier_types) or "(none are defined)"
             got = "none" if not given else ", ".join(name for name, _ in given)
-            raise domain_error(
-                "PT003",
+            raise argument_error(
                 f"invalid identifier: customer takes exactly one identifier argument, got {got}; "
                 f"the identifier types are {listed}",
+                INVALID_IDENTIFIER,
             )
         (identifier_type, identifier), = given
         return Customer(identifier_type=identifier_type, identifier=identifier)
