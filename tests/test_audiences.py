@@ -125,3 +125,14 @@ def test_delete_keeps_membership_for_a_later_definition(conn):
     assert rows(conn, "SELECT name FROM passthrough.customer_audiences('email', 'v1')") == []
     put(conn, "vip_again", "ext-vip")
     assert rows(conn, "SELECT name, size FROM passthrough.customer_audiences('email', 'v1')") == [("vip_again", 1)]
+
+
+def test_a_ttl_over_9999999999_seconds_is_pt007(conn):
+    # SQL's rule, whatever the caller (the segments route used to check it alone)
+    put(conn, "seg_ttl", "ext-ttl")
+    conn.execute("SELECT passthrough.set_audience_ttl('seg_ttl', interval '9999999999 seconds')")
+    error = expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_ttl', interval '10000000000 seconds')",
+                         sqlstate="PT007")
+    assert error.detail == "field: ttl"
+    expect_error(conn, "SELECT passthrough.create_audience('seg_ttl2', 'ext-ttl2', p_ttl => interval '400 years')",
+                 sqlstate="PT007")

@@ -1048,6 +1048,13 @@ BEGIN
       DETAIL = 'field: ttl',
       HINT = 'For example interval ''30 days'' (HTTP: "ttl_seconds": 2592000); NULL: memberships do not expire.';
   END IF;
+  -- a member's expiry (event_ts + ttl) must stay a timestamp the expiry work list can hold and sort
+  IF extract(epoch FROM p_ttl) > 9999999999 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = format('ttl must be at most 9999999999 seconds (about 317 years), got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'NULL: memberships do not expire.';
+  END IF;
   IF octet_length(p_metadata::text) > 65536 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT007',
       MESSAGE = 'metadata must be at most 64 KiB of JSON',

@@ -142,8 +142,11 @@ async def _read_segment(request: Request) -> SegmentInput:
     ttl_seconds = body.get("ttl_seconds")
     if ttl_seconds is not None and (not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool)):
         raise _invalid_field("ttl_seconds", f"must be a whole number of seconds or null, got {json_type(ttl_seconds)}")
-    if ttl_seconds is not None and abs(ttl_seconds) > 9_999_999_999:
-        raise _invalid_field("ttl_seconds", "must be at most 9999999999 (about 317 years)")
+    # the range is SQL's (passthrough._check_audience, PT007 naming ttl); only a number too large to send is refused here
+    try:
+        timedelta(seconds=ttl_seconds or 0)
+    except OverflowError:
+        raise _invalid_field("ttl_seconds", f"must be a number of seconds an interval can hold, got {ttl_seconds}") from None
     return SegmentInput(
         external_audience_id=_external_audience_id(body.get("definition")),
         description=description,
