@@ -25,7 +25,8 @@ from typing import IO, Any
 
 from pyapp.ingest.formats import InputError, csv_records, open_text
 from pyapp.ingest.lines import LineTooLong, bounded_lines
-from pyapp.ingest.staging import StagedRow, format_row, sql_error_fields, stage
+from pyapp.errors import sql_error_fields
+from pyapp.ingest.staging import StagedRow, format_row, stage
 
 __all__ = [
     "MAX_LINE_CHARS", "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_text_chunks",
