@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import errno
 import math
-import random
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,7 +59,7 @@ from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import stream_at_most
 from pyapp.web.config import ApiConfig
 from pyapp.web.numbers import decimal_parameter
-from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
+from pyapp.web.database import attempts, transaction_failed_harmlessly
 from pyapp.web.responses import ApiError, JSONResponse
 from pyapp.web.snapshot_body import BodyEncoding, body_encoding, staging_chunks
 
@@ -131,9 +129,7 @@ async def _upload(request: Request, config: ApiConfig, encoding: BodyEncoding, a
             await anyio.to_thread.run_sync(spool.flush)  # a full disk shows here at the latest
             if size == 0:
                 raise ApiError(400, "empty_body", "the request body is empty; send the snapshot, a CSV with its header")
-            result, diff = await anyio.to_thread.run_sync(
-                partial(_import, request.app.state.database_url, config, spool, encoding, audience_id, options)
-            )
+            result, diff = await _import(request.app.state.database_url, config, spool, encoding, audience_id, options)
     except OSError as exc:  # the spool's writes (or closing it, which writes what is buffered)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -199,24 +195,22 @@ async def _receive(request: Request, spool: IO[bytes], max_bytes: int) -> int:
 # --------------------------------------------------------------------------- decoding (in the worker thread)
 
 
-# --------------------------------------------------------------------------- the import (in the worker thread)
+# --------------------------------------------------------------------------- the import (each attempt in a worker thread)
 
 
-def _import(
+async def _import(
     database_url: str, config: ApiConfig, spool: IO[bytes], encoding: BodyEncoding, audience_id: str,
     options: ImportOptions,
 ) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
-    """Stage and import the spooled snapshot in one transaction, retrying deadlocks and serialization
-    failures; returns the result and, for a dry run, up to diff_limit rows of the diff."""
-    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
-        chunks = staging_chunks(spool, encoding, config.max_snapshot_bytes)
-        try:
-            return _import_once(database_url, config, chunks, audience_id, options)
-        except psycopg.Error as exc:
-            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
-                raise
-        time.sleep(random.uniform(0.005, 0.02 * attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Stage and import the spooled snapshot in one transaction (in a worker thread), running it again from the
+    file after a deadlock or serialization failure (``database.attempts``); returns the result and, for a dry
+    run, up to diff_limit rows of the diff."""
+    async def attempt(_: int) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+        return await anyio.to_thread.run_sync(partial(
+            _import_once, database_url, config, staging_chunks(spool, encoding, config.max_snapshot_bytes),
+            audience_id, options))
+
+    return await attempts(attempt, transaction_failed_harmlessly)
 
 
 def _import_once(
