@@ -45,7 +45,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import partial
 from typing import IO, Any
 
 import anyio.to_thread
@@ -205,10 +204,13 @@ async def _import(
     """Stage and import the spooled snapshot in one transaction (in a worker thread), running it again from the
     file after a deadlock or serialization failure (``database.attempts``); returns the result and, for a dry
     run, up to diff_limit rows of the diff."""
+    def attempt_in_thread() -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+        # staging_chunks reads the file's start (header, gzip framing) at once: never on the event loop
+        chunks = staging_chunks(spool, encoding, config.max_snapshot_bytes)
+        return _import_once(database_url, config, chunks, audience_id, options)
+
     async def attempt(_: int) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
-        return await anyio.to_thread.run_sync(partial(
-            _import_once, database_url, config, staging_chunks(spool, encoding, config.max_snapshot_bytes),
-            audience_id, options))
+        return await anyio.to_thread.run_sync(attempt_in_thread)
 
     return await attempts(attempt, transaction_failed_harmlessly)
 
