@@ -29,7 +29,9 @@ __all__ = [
     "graphql_code",
     "http_status",
     "is_transient",
+    "describe",
     "report",
+    "sql_error_fields",
 ]
 
 
@@ -167,6 +169,24 @@ def is_transient(exc: BaseException) -> bool:
     return _is_transient_sqlstate(sqlstate)
 
 
+def sql_error_fields(exc: BaseException) -> tuple[str | None, str, str | None, str | None]:
+    """(sqlstate, message, detail, hint) of a psycopg or pg8000 error: the one reader of PostgreSQL's error
+    fields (the message is the exception's text when the server sent none)."""
+    diag = getattr(exc, "diag", None)
+    if diag is not None:  # psycopg
+        return diag.sqlstate, diag.message_primary or str(exc), diag.message_detail, diag.message_hint
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}  # pg8000
+    return fields.get("C"), fields.get("M", str(exc)), fields.get("D"), fields.get("H")
+
+
+def describe(exc: BaseException) -> str:
+    """A database error for a person at a terminal: the message, then its detail and hint on lines of their own."""
+    _, message, detail, hint = sql_error_fields(exc)
+    lines = [message.strip()]
+    lines += [f"{label}: {value}" for label, value in (("detail", detail), ("hint", hint)) if value]
+    return "\n".join(lines)
+
+
 def report(exc: BaseException) -> ErrorReport:
     """The ErrorReport for an exception from the database layer (or any other: 500)."""
     if is_transient(exc):
@@ -179,21 +199,22 @@ def report(exc: BaseException) -> ErrorReport:
         return ErrorReport(500, "internal_error", INTERNAL_MESSAGE)
     if sqlstate == STATEMENT_TIMEOUT.sqlstate:
         return ErrorReport(STATEMENT_TIMEOUT.http_status, STATEMENT_TIMEOUT.name, TIMEOUT_MESSAGE, sqlstate=sqlstate)
-    diag = exc.diag
+    _, message, detail, hint = sql_error_fields(exc)
+    primary = exc.diag.message_primary and message  # the server's message, or None
     domain = DOMAIN_ERRORS.get(sqlstate)
     if domain is not None:
         return ErrorReport(
             domain.http_status,
             domain.name,
-            diag.message_primary or domain.name,
+            primary or domain.name,
             sqlstate=sqlstate,
-            field=_field(diag.message_detail),
-            hint=diag.message_hint,
-            invalids=_invalids(diag.message_detail) if sqlstate in INVALIDS_IN_DETAIL else None,
+            field=_field(detail),
+            hint=hint,
+            invalids=_invalids(detail) if sqlstate in INVALIDS_IN_DETAIL else None,
         )
     if sqlstate in BAD_INPUT_SQLSTATES:
-        message = diag.message_primary or "invalid input"
-        where = (diag.context or "").split("\n")[0]
+        message = primary or "invalid input"
+        where = (exc.diag.context or "").split("\n")[0]
         if where.startswith("COPY "):  # the staged row, e.g. 'COPY passthrough_load, line 2, column ts: "1e9..."'
             message = f"{message} ({where[:200]})"
         return ErrorReport(400, "invalid_input", message, sqlstate=sqlstate)

@@ -9,7 +9,7 @@ from typing import Any
 
 CHANGES_SQL = (
     "SELECT cursor, change, identifier_type, identifier, audience_id, audience, event_ts, received_at, source,"
-    " batch_id FROM passthrough.changes(%s, %s)"
+    " batch_id FROM passthrough.changes(%s, %s::integer)"
 )
 
 

@@ -90,8 +90,31 @@ def test_list_is_keyset_paginated_in_name_order(conn):
             break
         after = page[-1]
     assert seen == names
-    expect_error(conn, "SELECT * FROM passthrough.list_audiences(1002)", sqlstate="PT010")
+    expect_error(conn, "SELECT * FROM passthrough.list_audiences(1001)", sqlstate="PT010")
     expect_error(conn, "SELECT * FROM passthrough.list_audiences(-1)", sqlstate="PT010")
+    expect_error(conn, "SELECT * FROM passthrough.audience_page_info(1001)", sqlstate="PT010")
+
+
+def test_page_info_says_whether_a_page_follows_and_where(conn):
+    for name in ("a1", "a2", "a3"):
+        put(conn, name, f"ext-{name}")
+    info = "SELECT has_next_page, next_after FROM passthrough.audience_page_info(%s, %s)"
+    assert rows(conn, info, (2, None)) == [(True, "a2")]
+    assert rows(conn, info, (2, "a2")) == [(False, "a3")]
+    assert rows(conn, info, (3, None)) == [(False, "a3")]
+    assert rows(conn, info, (0, None)) == [(True, None)]
+    assert rows(conn, info, (2, "a3")) == [(False, None)]
+    # NULL: the default page size, 100, for both functions
+    assert rows(conn, info, (None, None)) == [(False, "a3")]
+    assert len(rows(conn, "SELECT name FROM passthrough.list_audiences(NULL)")) == 3
+
+
+def test_the_default_page_is_100_audiences(conn):
+    for i in range(101):
+        put(conn, f"p{i:03d}", f"ext-p{i:03d}")
+    page = [n for (n,) in rows(conn, "SELECT name FROM passthrough.list_audiences()")]
+    assert page == [f"p{i:03d}" for i in range(100)]
+    assert rows(conn, "SELECT has_next_page, next_after FROM passthrough.audience_page_info()") == [(True, "p099")]
 
 
 def test_delete_keeps_membership_for_a_later_definition(conn):
@@ -102,3 +125,14 @@ def test_delete_keeps_membership_for_a_later_definition(conn):
     assert rows(conn, "SELECT name FROM passthrough.customer_audiences('email', 'v1')") == []
     put(conn, "vip_again", "ext-vip")
     assert rows(conn, "SELECT name, size FROM passthrough.customer_audiences('email', 'v1')") == [("vip_again", 1)]
+
+
+def test_a_ttl_over_9999999999_seconds_is_pt007(conn):
+    # SQL's rule, whatever the caller (the segments route used to check it alone)
+    put(conn, "seg_ttl", "ext-ttl")
+    conn.execute("SELECT passthrough.set_audience_ttl('seg_ttl', interval '9999999999 seconds')")
+    error = expect_error(conn, "SELECT passthrough.set_audience_ttl('seg_ttl', interval '10000000000 seconds')",
+                         sqlstate="PT007")
+    assert error.detail == "field: ttl"
+    expect_error(conn, "SELECT passthrough.create_audience('seg_ttl2', 'ext-ttl2', p_ttl => interval '400 years')",
+                 sqlstate="PT007")

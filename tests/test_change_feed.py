@@ -230,9 +230,20 @@ def test_a_malformed_cursor_is_pt030(feed_conn, cursor):
     assert "cursor" in error.message and error.detail == "field: after"
 
 
-@pytest.mark.parametrize("limit", [0, -1, 10001, None])
+@pytest.mark.parametrize("limit", [0, -1, 10001])
 def test_a_limit_out_of_range_is_pt010(feed_conn, limit):
     expect_error(feed_conn, FEED, (None, limit), sqlstate="PT010")
+
+
+def test_no_limit_is_a_page_of_1000(enabled, client, private_key):
+    enabled.execute("SELECT passthrough.create_audience('seg_a', 'aud-a')")
+    enabled.execute("SELECT passthrough.apply_events(jsonb_agg(jsonb_build_object('type', 'passthrough', 'action', "
+                    "'qualify', 'identifiers', jsonb_build_object('fs_user_id', 'u' || n), 'data', "
+                    "jsonb_build_object('audience_id', 'aud-a', 'ts', 1700000000)))) FROM generate_series(1, 1001) n")
+    assert len(enabled.execute("SELECT * FROM passthrough.changes(NULL, NULL)").fetchall()) == 1000
+    assert len(enabled.execute("SELECT * FROM passthrough.changes()").fetchall()) == 1000
+    response = client.get("/v3/changes", headers={"x-api-key": private_key})
+    assert len(response.json()["changes"]) == 1000
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -270,7 +281,7 @@ def test_changes_made_over_http_show_in_the_feed(client, enabled, private_key):
 
 @pytest.mark.parametrize("query, code", [
     ("after=nope", "invalid_cursor"), ("limit=0", "invalid_argument"), ("limit=ten", "invalid_argument"),
-    ("limit=10001", "invalid_argument")])
+    ("limit=10001", "invalid_argument"), ("limit=99999999999", "invalid_input")])
 def test_get_changes_refuses_bad_arguments(client, db, private_key, query, code):
     response = client.get(f"/v3/changes?{query}", headers={"x-api-key": private_key})
     assert response.status_code == 400 and response.json()["detail"]["code"] == code

@@ -181,3 +181,22 @@ def test_text_the_driver_refuses_is_400(server_conn):
     report = errors.report(caught.value)
     assert (report.status, report.code, report.sqlstate) == (400, "invalid_input", None)
     assert "NUL" in report.message
+
+
+def test_the_graphql_facade_raises_no_sqlstate_of_its_own():
+    # SQL raises the PT codes; the facade's own argument checks use GraphQL codes (pyapp/web/graphql/errors.py)
+    for path in sorted((ROOT / "pyapp" / "web" / "graphql").glob("*.py")):
+        assert not re.search(r"[\"']PT\d{3}[\"']", path.read_text()), path  # a PT code as a string literal
+
+
+def test_one_reader_of_postgresql_s_error_fields(server_conn):
+    with pytest.raises(psycopg.Error) as caught:
+        server_conn.execute("DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'PT006', MESSAGE = 'no such thing', "
+                            "DETAIL = 'field: name', HINT = 'look again'; END$$")
+    assert errors.sql_error_fields(caught.value) == ("PT006", "no such thing", "field: name", "look again")
+    assert errors.describe(caught.value) == "no such thing\ndetail: field: name\nhint: look again"
+    assert (errors.report(caught.value).message, errors.report(caught.value).field) == ("no such thing", "name")
+    # no other module reads diag.message_primary: pyapp/errors.py is the one place
+    for path in sorted((ROOT / "pyapp").rglob("*.py")):
+        if path.name != "errors.py" or path.parent.name != "pyapp":
+            assert "message_primary" not in path.read_text(), path

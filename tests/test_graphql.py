@@ -468,7 +468,9 @@ def test_first_is_between_0_and_1000(gql, first):
     assert body["data"] is None  # audiences is non-null
     assert error["message"] == f"first must be between 0 and 1000, got {first}"
     assert error["path"] == ["audiences"]
-    assert error["extensions"] == {"classification": "DataFetchingException", "code": "INVALID_ARGUMENT"}
+    # SQL's error (passthrough.list_audiences holds the page size), so it carries its SQLSTATE
+    assert error["extensions"] == {"classification": "DataFetchingException", "code": "INVALID_ARGUMENT",
+                                   "sqlstate": "PT010"}
 
 
 @pytest.mark.parametrize("cursor", ["seg_a", "", "!!!", encode_cursor("x")[:-3]])

@@ -197,3 +197,35 @@ def test_connections_broken_since_their_last_use_fail_no_request(counting_client
     for _ in range(3):
         requests[name]()
     assert sum(p.get_stats().get("connections_lost", 0) + p.get_stats().get("returns_bad", 0) for p in pools) >= 1
+
+
+def test_one_retry_loop_runs_a_transaction_again_after_a_deadlock_up_to_four_times():
+    import asyncio
+
+    from pyapp.web.database import attempts, transaction_failed_harmlessly
+
+    tried: list[int] = []
+
+    async def deadlocked(attempt: int) -> str:
+        tried.append(attempt)
+        raise psycopg.errors.DeadlockDetected("deadlock detected")
+
+    with pytest.raises(psycopg.errors.DeadlockDetected):
+        asyncio.run(attempts(deadlocked, transaction_failed_harmlessly))
+    assert tried == [1, 2, 3, 4]
+
+    async def third_time_lucky(attempt: int) -> str:
+        if attempt < 3:
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+        return "done"
+
+    assert asyncio.run(attempts(third_time_lucky, transaction_failed_harmlessly)) == "done"
+
+    async def other_error(attempt: int) -> str:
+        tried.append(attempt)
+        raise psycopg.errors.UniqueViolation("duplicate key")
+
+    tried.clear()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        asyncio.run(attempts(other_error, transaction_failed_harmlessly))
+    assert tried == [1]

@@ -258,7 +258,8 @@ def test_put_audience_keeps_the_ttl_only_when_asked(db):
 @pytest.mark.parametrize(
     ("ttl", "status", "code", "field"),
     [("1h", 400, "invalid_audience", "ttl_seconds"), (1.5, 400, "invalid_audience", "ttl_seconds"),
-     (True, 400, "invalid_audience", "ttl_seconds"), (10**12, 400, "invalid_audience", "ttl_seconds"),
+     (True, 400, "invalid_audience", "ttl_seconds"), (10**12, 400, "invalid_audience", "ttl"),
+     (10**20, 400, "invalid_audience", "ttl_seconds"), (9_999_999_999 + 1, 400, "invalid_audience", "ttl"),
      (0, 400, "invalid_audience", "ttl"), (-5, 400, "invalid_audience", "ttl")],
 )
 def test_an_invalid_ttl_is_refused_naming_the_field(admin, db, ttl, status, code, field):

@@ -386,17 +386,35 @@ def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
 def test_cli_refuses_a_diff_limit_out_of_range(enabled, db_url, tmp_path, capsys):
     path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
     assert run(db_url, "--dry-run", "--diff-limit", "-1", str(path)) == 1
-    assert "--diff-limit must be from 0 to 100,000, got -1" in capsys.readouterr().err
+    assert "diff_limit must be between 0 and 100000, got -1" in capsys.readouterr().err
+
+
+def test_cli_leaves_the_share_range_to_the_database(enabled, db_url, tmp_path, capsys):
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    assert run(db_url, "--max-disqualify-share", "1.5", str(path)) == 1
+    assert "max_disqualify_share must be between 0 and 1, got 1.5" in capsys.readouterr().err
 
 
 def test_snapshot_diff_checks_its_limit(enabled):
     apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
     import_rows(enabled, snapshot_payload([("a", BASE + 20)]), AUD, dry_run=True)
     assert len(snapshot_diff(enabled, 0)) == 0 and len(snapshot_diff(enabled, 1)) == 1
-    for limit in (-1, None, 100001):
+    for limit in (-1, 100001):
         with pytest.raises(psycopg.Error) as caught:
             snapshot_diff(enabled, limit)
-        assert caught.value.diag.sqlstate == "PT010" and caught.value.diag.message_detail == "field: limit"
+        assert caught.value.diag.sqlstate == "PT010" and caught.value.diag.message_detail == "field: diff_limit"
+
+
+def test_snapshot_diff_and_share_defaults_are_sql_s(enabled):
+    # NULL is the default: 50 changes listed; a share of 0.5 (half the members may go, not more)
+    apply(enabled, [ev(f"m{i:03}", True, 10) for i in range(120)])
+    payload = snapshot_payload([(f"m{i:03}", BASE + 20) for i in range(60)])
+    assert import_rows(enabled, payload, AUD, dry_run=True).to_disqualify == 60
+    assert len(snapshot_diff(enabled)) == 50 and len(snapshot_diff(enabled, None)) == 50
+    payload = snapshot_payload([(f"m{i:03}", BASE + 20) for i in range(59)])
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, payload, AUD, dry_run=True)
+    assert caught.value.sqlstate == "PT023"
 
 
 def test_members_whose_qualify_ran_out_are_neither_counted_nor_disqualified(enabled):

@@ -78,13 +78,15 @@ def run_sql(args: argparse.Namespace, sql: str, params: tuple[Any, ...]) -> list
     (enable, disable, keys, webhooks) whose callers pass a literal statement and parameters."""
     import psycopg
 
+    from pyapp.errors import describe
+
     with open_database(args) as db:
         info(f"database: {db.source}")
         try:
             with connect(db.url) as conn:  # commits on clean exit
                 return conn.execute(sql, params).fetchall()
         except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
-            raise CommandError(f"{pg_message(exc)}\nhint: run `passthrough migrate` first") from exc
+            raise CommandError(f"{describe(exc)}\nhint: run `passthrough migrate` first") from exc
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -240,19 +242,6 @@ def shell_quote(text: str, *, prefer_double: bool = False) -> str:
     if prefer_double and not any(ch in text for ch in '"$`\\!'):
         return f'"{text}"'
     return shlex.quote(text)
-
-
-def pg_message(exc: BaseException) -> str:
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    if not primary:
-        return str(exc).strip()
-    text = primary
-    for label, attr in (("detail", "message_detail"), ("hint", "message_hint")):
-        value = getattr(diag, attr, None)
-        if value:
-            text += f"\n{label}: {value}"
-    return text
 
 
 @contextmanager

@@ -167,9 +167,6 @@ def _print_summary(summary: writers.LoadSummary, *, failed: bool = False) -> Non
         print(f"rejected rows: passthrough rejects {ids}", flush=True)
 
 
-MAX_DIFF_LIMIT = 100_000  # what passthrough.snapshot_diff accepts
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     import os
     from decimal import Decimal, InvalidOperation
@@ -186,10 +183,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         at = Decimal(args.at) if args.at is not None else None
     except InvalidOperation:
         raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
-    if not 0 <= args.max_disqualify_share <= 1:
-        raise CommandError("--max-disqualify-share must be between 0 and 1")
-    if not 0 <= args.diff_limit <= MAX_DIFF_LIMIT:
-        raise CommandError(f"--diff-limit must be from 0 to {MAX_DIFF_LIMIT:,}, got {args.diff_limit}")
+    try:  # its range is SQL's to check (PT010); not a float, which would not be the number given
+        share = Decimal(args.max_disqualify_share) if args.max_disqualify_share is not None else None
+    except InvalidOperation:
+        raise CommandError(f"--max-disqualify-share: not a number: {args.max_disqualify_share!r}") from None
     console = _stderr_console()
     failures = 0
     # files naming the same audience are one snapshot (an export writes one file per identifier type)
@@ -225,7 +222,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 conn = connect(db.url)
                 try:
                     result = snapshot.import_rows(
-                        conn, payloads, audience, at=at, max_disqualify_share=args.max_disqualify_share,
+                        conn, payloads, audience, at=at, max_disqualify_share=share,
                         force=args.force, dry_run=args.dry_run)
                     diff = snapshot.snapshot_diff(conn, args.diff_limit) if args.dry_run else []
                     if args.dry_run:
@@ -240,7 +237,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                     continue
                 finally:
                     conn.close()
-            _print_snapshot(label, audience, result, diff, args.diff_limit)
+            _print_snapshot(label, audience, result, diff)
     return 1 if failures else 0
 
 
@@ -249,7 +246,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from pyapp import epoch
     from pyapp.ingest import export
     from pyapp.db import connect
     from pyapp.errors import report
@@ -257,8 +253,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     at = None
     if args.at is not None:
         try:
-            at = epoch.from_seconds(Decimal(args.at))
-        except (ArithmeticError, ValueError):
+            at = Decimal(args.at)  # exact; SQL turns it into an instant (its rounding, its range: PT010)
+        except InvalidOperation:
             raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
     console = _stderr_console()
     with open_database(args) as db:
@@ -281,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 raise CommandError(report(exc).message) from exc
     for f in files:
         print(f"{f.path}: {f.members:,} member{'' if f.members == 1 else 's'} of {args.segment} ({f.identifier_type})"
-              + (f" as of {at.isoformat()}" if at else ""), flush=True)
+              + (f" as of {args.at} (seconds since the Unix epoch)" if at is not None else ""), flush=True)
     return 0
 
 
@@ -297,7 +293,7 @@ def _print_refusal(name: str, exc: Any, starts: list[tuple[int, str]]) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _print_snapshot(name: str, audience: str, result: Any, diff: list[tuple], limit: int) -> None:
+def _print_snapshot(name: str, audience: str, result: Any, diff: list[tuple]) -> None:
     verb = "would change" if not result.applied else "imported"
     print(
         f"{name}: {verb} audience {audience} as of {result.snapshot_at.isoformat()}: "
@@ -314,7 +310,7 @@ def _print_snapshot(name: str, audience: str, result: Any, diff: list[tuple], li
     shown = len(diff)
     changes = result.to_qualify + result.to_disqualify + result.kept_newer
     if diff is not None and not result.applied and shown < changes:
-        print(f"  ... {changes - shown:,} more (--diff-limit {limit})", flush=True)
+        print(f"  ... {changes - shown:,} more (--diff-limit)", flush=True)
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -360,10 +356,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     imp.add_argument("--at", metavar="TS",
                      help="snapshot time T in seconds since the Unix epoch (default: the newest ts in the file)")
     imp.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
-    imp.add_argument("--diff-limit", type=int, default=50, help="changes listed by --dry-run (default: %(default)s)")
-    imp.add_argument("--max-disqualify-share", type=float, default=0.5,
-                     help="refuse a snapshot that disqualifies more than this share of the members "
-                     "(default: %(default)s)")
+    # no defaults here: passthrough.import_snapshot and snapshot_diff hold them, and check the ranges
+    imp.add_argument("--diff-limit", type=int, help="changes listed by --dry-run, 0 to 100000 (default: 50)")
+    imp.add_argument("--max-disqualify-share", metavar="SHARE",
+                     help="refuse a snapshot that disqualifies more than this share (0 to 1) of the members "
+                     "(default: 0.5)")
     imp.add_argument("--force", action="store_true", help="apply an empty or over-the-share snapshot anyway")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)

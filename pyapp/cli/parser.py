@@ -19,7 +19,7 @@ from typing import Any
 
 from pyapp import __version__
 from pyapp.cli import changes, etl, keys, migrations, rejects, roles, segments, serve, settings, upkeep, webhooks
-from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info, pg_message
+from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info
 
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
 
@@ -113,5 +113,7 @@ def _describe(exc: BaseException) -> str:
     except ImportError:  # pragma: no cover
         psycopg = None  # type: ignore[assignment]
     if psycopg is not None and isinstance(exc, psycopg.Error):
-        return pg_message(exc)
+        from pyapp.errors import describe
+
+        return describe(exc)
     return f"{type(exc).__name__}: {exc}"

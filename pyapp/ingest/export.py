@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 # Members per call of audience_member_lines: it hands a page over whole, so pages overlap the database's work
@@ -29,10 +29,12 @@ AUDIENCE_SQL = "SELECT external_audience_id, size FROM passthrough.get_audience(
 TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() WHERE high_confidence ORDER BY created_at, name"
 # A page is kept, and at p_at sorted, in memory rather than on disk (4MB being the default)
 WORK_MEM_SQL = "SET LOCAL work_mem = '128MB'"
-# (segment, format, at, after, limit, identifier type): blocks of lines, the last with the next page's cursor
+# (segment, format, at, after, limit, identifier type): blocks of lines, the last with the next page's cursor. at
+# is seconds since the Unix epoch, exact (a Decimal): SQL turns it into an instant (PT010 naming at).
 # the lines as UTF-8 bytes, whatever the connection's encoding: written out as they come, never decoded
 LINES_SQL = ("COPY (SELECT members, convert_to(lines, 'UTF8'), next_after"
-             " FROM passthrough.audience_member_lines(%s, %s, %s, %s, %s, %s)) TO STDOUT WITH (FORMAT binary)")
+             " FROM passthrough.audience_member_lines(%s, %s, passthrough.instant_from_seconds(%s, 'at'), %s, %s, %s))"
+             " TO STDOUT WITH (FORMAT binary)")
 LINES_TYPES = ["int4", "bytea", "text"]
 
 
@@ -54,7 +56,7 @@ def output_paths(audience_id: str, identifier_types: list[str], output: str | No
     return {t: os.path.join(head, t, tail) for t in identifier_types}
 
 
-def export_audience(conn: Any, segment: str, at: datetime | None, output: str | None,
+def export_audience(conn: Any, segment: str, at: Decimal | None, output: str | None,
                     on_rows: Callable[[int], None] = lambda n: None,
                     on_total: Callable[[int], None] = lambda n: None) -> list[ExportedFile]:
     """Write the members of ``segment`` (now, or at ``at``) as import-ready snapshot files; one per identifier
@@ -96,7 +98,7 @@ def export_audience(conn: Any, segment: str, at: datetime | None, output: str | 
         conn.rollback()  # read only: nothing to keep
 
 
-def _write_type(conn: Any, path: str, segment: str, at: datetime | None, identifier_type: str,
+def _write_type(conn: Any, path: str, segment: str, at: Decimal | None, identifier_type: str,
                 on_rows: Callable[[int], None]) -> int:
     with _GzipWriter(path) as out:
         out.write(f"type,action,audience_id,ts,{identifier_type}\n".encode())
@@ -138,7 +140,7 @@ class _GzipWriter:
             raise self._failed
 
 
-def _copy_type(conn: Any, out: Any, segment: str, at: datetime | None, identifier_type: str,
+def _copy_type(conn: Any, out: Any, segment: str, at: Decimal | None, identifier_type: str,
                on_rows: Callable[[int], None]) -> int:
     after, total = None, 0
     while True:

@@ -25,14 +25,14 @@ from typing import IO, Any
 
 from pyapp.ingest.formats import InputError, csv_records, open_text
 from pyapp.ingest.lines import LineTooLong, bounded_lines
-from pyapp.ingest.staging import StagedRow, format_row, sql_error_fields, stage
+from pyapp.errors import sql_error_fields
+from pyapp.ingest.staging import StagedRow, format_row, stage
 
 __all__ = [
     "MAX_LINE_CHARS", "SnapshotRefused", "SnapshotResult", "audience_id_from_path", "copy_text_chunks",
     "import_rows", "max_lines", "read_snapshot", "snapshot_diff", "snapshot_records",
 ]
 
-DEFAULT_MAX_DISQUALIFY_SHARE = 0.5
 # The longest line a snapshot may have. A valid row is at most about 1,100 characters (an identifier is at
 # most 512, an audience or idempotence id 255), so this leaves room for long invalid rows to be reported
 # as rows, and holds any line in a few hundred KiB.
@@ -133,13 +133,13 @@ def import_rows(
     audience_id: str,
     *,
     at: Decimal | None = None,
-    max_disqualify_share: float | Decimal = DEFAULT_MAX_DISQUALIFY_SHARE,
+    max_disqualify_share: float | Decimal | None = None,
     force: bool = False,
     dry_run: bool = False,
     source: str = "snapshot",
 ) -> SnapshotResult:
     """Stage ``payload`` (bytes, or chunks as ``copy_text_chunks`` gives them) and call passthrough.import_snapshot
-    in the connection's transaction.
+    in the connection's transaction. ``max_disqualify_share`` None is SQL's default; SQL checks its range.
 
     The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.
     """
@@ -149,7 +149,8 @@ def import_rows(
             "SELECT snapshot_at, listed, to_qualify, to_disqualify, unchanged, kept_newer, members_before,"
             " applied, batch_id, changed"
             " FROM passthrough.import_snapshot(%s, %s::numeric, %s::numeric, %s, %s, %s)",
-            (audience_id, None if at is None else str(at), str(max_disqualify_share), force, dry_run, source),
+            (audience_id, None if at is None else str(at),
+             None if max_disqualify_share is None else str(max_disqualify_share), force, dry_run, source),
         )
     except Exception as exc:
         sqlstate, message, detail, hint = sql_error_fields(exc)
@@ -160,9 +161,10 @@ def import_rows(
     return SnapshotResult(at_, *(int(c) for c in counts), applied, batch_id, int(changed))
 
 
-def snapshot_diff(conn: Any, limit: int = 1000) -> list[tuple]:
-    """(change, identifier_type, identifier, current_ts, snapshot_ts) of the last import or dry run."""
+def snapshot_diff(conn: Any, limit: int | None = None) -> list[tuple]:
+    """(change, identifier_type, identifier, current_ts, snapshot_ts) of the last import or dry run, at most
+    ``limit`` (None: SQL's default; SQL checks the range, PT010 naming diff_limit)."""
     cur = conn.cursor()
     cur.execute("SELECT change, identifier_type, identifier, current_ts, snapshot_ts"
-                " FROM passthrough.snapshot_diff(%s)", (limit,))
+                " FROM passthrough.snapshot_diff(%s::integer)", (limit,))
     return [tuple(r) for r in cur.fetchall()]

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyapp.errors import sql_error_fields
+
 COPY_COLUMNS = (
     "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
     "identifier_count", "transport_problems", "identifiers",
@@ -43,15 +45,6 @@ class LoadRefused(Exception):
         self.message = message
         self.invalid = invalid  # [{"row": row_no, "message": ..., "problems": [...]}], at most 100
         self.hint = hint
-
-
-def sql_error_fields(exc: BaseException) -> tuple[str | None, str, str | None, str | None]:
-    """(sqlstate, message, detail, hint) of a psycopg or pg8000 error."""
-    diag = getattr(exc, "diag", None)
-    if diag is not None:  # psycopg
-        return diag.sqlstate, diag.message_primary or str(exc), diag.message_detail, diag.message_hint
-    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}  # pg8000
-    return fields.get("C"), fields.get("M", str(exc)), fields.get("D"), fields.get("H")
 
 
 def _is_pg8000(conn: Any) -> bool:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyapp.ingest.chunks import routed_copy_chunks
-from pyapp.ingest.staging import LoadRefused, load_rows, sql_error_fields
+from pyapp.errors import sql_error_fields
+from pyapp.ingest.staging import LoadRefused, load_rows
 
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_WRITERS = 2

@@ -631,6 +631,35 @@ $$;
 COMMENT ON FUNCTION passthrough._ts_from_seconds(numeric) IS
   'Private: seconds since the Unix epoch (decimal) to timestamptz, rounded to the microsecond.';
 
+-- The same conversion for a time a caller asks about (GraphQL's at, from and to; the members route's and
+-- passthrough export's at): one rule, so an instant asked about reads the same as the same ts in an event. Public
+-- (the reader role may call it: passthrough export runs as any role), and a value no timestamp holds is PT010
+-- naming the caller's field, not a bare overflow.
+CREATE FUNCTION passthrough.instant_from_seconds(p_seconds numeric, p_field text DEFAULT 'at') RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_seconds IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF p_seconds IN ('NaN', 'Infinity', '-Infinity') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, p_seconds),
+      DETAIL = format('field: %s', p_field);
+  END IF;
+  BEGIN
+    RETURN passthrough._ts_from_seconds(p_seconds);
+  EXCEPTION WHEN numeric_value_out_of_range OR datetime_field_overflow THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, left(p_seconds::text, 64)),
+      DETAIL = format('field: %s', p_field),
+      HINT = 'No timestamp holds it: PostgreSQL''s timestamps run from 4713 BC to 294276 AD.';
+  END;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.instant_from_seconds(numeric, text) IS
+  'Seconds since the Unix epoch (decimal) to timestamptz, rounded to the microsecond half away from zero, as an event''s ts is read; NULL for NULL; PT010 naming p_field for a value no timestamp holds.';
+
 CREATE FUNCTION passthrough._check_instant(p_at timestamptz, p_field text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
@@ -648,19 +677,20 @@ COMMENT ON FUNCTION passthrough._check_instant(timestamptz, text) IS 'Private: P
 
 -- Shared by the feed, the expiry sweeper, retention pruning and the snapshot diff: every call that works in
 -- pages or chunks.
-CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1) RETURNS void
+CREATE FUNCTION passthrough._check_limit(p_limit integer, p_max integer, p_min integer DEFAULT 1,
+                                         p_field text DEFAULT 'limit') RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
   IF p_limit IS NULL OR p_limit < p_min OR p_limit > p_max THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('limit must be between %s and %s, got %s', p_min, p_max, coalesce(p_limit::text, 'NULL')),
-      DETAIL = 'field: limit';
+      MESSAGE = format('%s must be between %s and %s, got %s', p_field, p_min, p_max, coalesce(p_limit::text, 'NULL')),
+      DETAIL = 'field: ' || p_field;
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._check_limit(integer, integer, integer) IS
-  'Private: PT010 naming the field limit unless p_min <= p_limit <= p_max.';
+COMMENT ON FUNCTION passthrough._check_limit(integer, integer, integer, text) IS
+  'Private: PT010 naming the field p_field (default limit) unless p_min <= p_limit <= p_max.';
 -- source: sql/functions/060_ttl_rule.sql
 -- The expiry rule, in one place: a qualify event at p_event_ts still counts at p_at. The sweeper's "due"
 -- tests (sql/functions/100_expiry.sql) are its negation for a non-NULL ttl, written as
@@ -1018,6 +1048,13 @@ BEGIN
       DETAIL = 'field: ttl',
       HINT = 'For example interval ''30 days'' (HTTP: "ttl_seconds": 2592000); NULL: memberships do not expire.';
   END IF;
+  -- a member's expiry (event_ts + ttl) must stay a timestamp the expiry work list can hold and sort
+  IF extract(epoch FROM p_ttl) > 9999999999 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = format('ttl must be at most 9999999999 seconds (about 317 years), got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'NULL: memberships do not expire.';
+  END IF;
   IF octet_length(p_metadata::text) > 65536 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT007',
       MESSAGE = 'metadata must be at most 64 KiB of JSON',
@@ -1227,26 +1264,64 @@ $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
   'One audience definition with its exact size and its membership ttl (NULL: none); PT006 if missing. is_ready is always true for passthrough audiences.';
 
-CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
+-- The page size of list_audiences and audience_page_info: NULL for 100, at most 1000 (GraphQL's audiences(first:)
+-- and the REST listing pass what they are given, or NULL).
+CREATE FUNCTION passthrough._audience_page_size(p_first integer) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_first < 0 OR p_first > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('first must be between 0 and 1000, got %s', p_first),
+      DETAIL = 'field: first',
+      HINT = 'Page through with p_after set to the last name of the previous page.';
+  END IF;
+  RETURN coalesce(p_first, 100);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_page_size(integer) IS
+  'Private: the page size of a list of audiences: p_first, 100 when NULL; PT010 naming first unless 0 to 1000.';
+
+CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT NULL, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
                is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_first integer := passthrough._audience_page_size(p_first);
 BEGIN
-  IF p_first IS NULL OR p_first < 0 OR p_first > 1001 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('first must be between 0 and 1001, got %s', coalesce(p_first::text, 'NULL')),
-      HINT = 'Page through with p_after set to the last name of the previous page.';
-  END IF;
   RETURN QUERY
     SELECT * FROM passthrough._audience_details d
     WHERE p_after IS NULL OR d.name > p_after COLLATE "C"
-    ORDER BY d.name
-    LIMIT p_first;
+    ORDER BY d.name COLLATE "C"
+    LIMIT v_first;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.list_audiences(integer, text) IS
-  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can ask for one more to learn whether another page follows) with names after p_after; exact sizes.';
+  'Audiences in name order, keyset-paginated: up to p_first rows (0 to 1000, NULL for 100) with names after p_after; exact sizes. passthrough.audience_page_info tells whether another page follows.';
+
+CREATE FUNCTION passthrough.audience_page_info(p_first integer DEFAULT NULL, p_after text DEFAULT NULL)
+RETURNS TABLE (has_next_page boolean, next_after text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_first integer := passthrough._audience_page_size(p_first);
+BEGIN
+  RETURN QUERY
+    WITH page AS (
+      SELECT a.name::text AS name FROM passthrough.audiences a
+      WHERE p_after IS NULL OR a.name > p_after COLLATE "C"
+      ORDER BY a.name COLLATE "C"
+      LIMIT v_first + 1
+    ), numbered AS (
+      SELECT p.name, row_number() OVER (ORDER BY p.name COLLATE "C") AS n FROM page p
+    )
+    SELECT count(*) > v_first, max(x.name COLLATE "C") FILTER (WHERE x.n <= v_first)
+    FROM numbered x;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_page_info(integer, text) IS
+  'One row about the page list_audiences(p_first, p_after) returns: whether another page follows, and next_after, the last name of the page (NULL when it is empty), the p_after of the next page. Call both in one statement (or one snapshot) for a consistent answer.';
 -- source: sql/functions/130_event_rules.sql
 -- The rules a passthrough event must meet, whatever transport brought it (apply_events, bulk loads and
 -- snapshot imports all check them here).
@@ -2341,7 +2416,7 @@ COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
   p_at numeric DEFAULT NULL,
-  p_max_disqualify_share numeric DEFAULT 0.5,
+  p_max_disqualify_share numeric DEFAULT NULL,
   p_force boolean DEFAULT false,
   p_dry_run boolean DEFAULT false,
   p_source text DEFAULT 'snapshot'
@@ -2359,11 +2434,12 @@ DECLARE
   v_newest   boolean;
   v_events   bigint;
   v_verdicts bigint;
+  -- NULL: the default, here only (the CLI and HTTP pass NULL when they are given nothing)
+  v_max_share numeric := coalesce(p_max_disqualify_share, 0.5);
 BEGIN
-  IF p_max_disqualify_share IS NULL OR p_max_disqualify_share < 0 OR p_max_disqualify_share > 1 THEN
+  IF v_max_share < 0 OR v_max_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s',
-                       coalesce(p_max_disqualify_share::text, 'NULL')),
+      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', v_max_share),
       DETAIL = 'field: max_disqualify_share';
   END IF;
   IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
@@ -2408,12 +2484,12 @@ BEGIN
              'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
   END IF;
   -- as of T: the members it leaves out, whether or not a newer input keeps them now
-  IF v_dropped > p_max_disqualify_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
+  IF v_dropped > v_max_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT023',
       MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
                        'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
                        round(100.0 * v_dropped / v_result.members_before, 1),
-                       round(100 * p_max_disqualify_share, 1)),
+                       round(100 * v_max_share, 1)),
       DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
                       v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
       HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
@@ -2468,44 +2544,48 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
 
-CREATE FUNCTION passthrough.snapshot_diff(p_limit integer DEFAULT 1000)
+CREATE FUNCTION passthrough.snapshot_diff(p_diff_limit integer DEFAULT NULL)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  -- NULL: the default, here only (passthrough import --diff-limit and HTTP diff_limit pass NULL when not given)
+  v_limit integer := coalesce(p_diff_limit, 50);
 BEGIN
   IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT021',
       MESSAGE = 'no snapshot diff in this session',
       HINT = 'Call passthrough.import_snapshot(..., p_dry_run => true) first.';
   END IF;
-  PERFORM passthrough._check_limit(p_limit, 100000, 0);
+  PERFORM passthrough._check_limit(v_limit, 100000, 0, 'diff_limit');
   RETURN QUERY
     SELECT d.change, t.name::text, d.identifier::text, d.current_ts, d.snapshot_ts
     FROM pg_temp.passthrough_snapshot_diff d
     JOIN passthrough.identifier_types t ON t.id = d.type_id
     WHERE d.change <> 'unchanged'
     ORDER BY d.change, t.name, d.identifier
-    LIMIT p_limit;
+    LIMIT v_limit;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
-  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows (0 to 100000; PT010 otherwise); unchanged members are left out.';
+  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_diff_limit rows (0 to 100000, NULL for 50; PT010 naming diff_limit otherwise); unchanged members are left out. The result''s counts tell whether the list was cut.';
 -- source: sql/functions/210_change_feed.sql
 -- Reading the change feed (its order: sql/functions/070_feed_position.sql), and starting it over.
 
-CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
+CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT NULL)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
                audience text, event_ts timestamptz, received_at timestamptz, source text, batch_id bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_after record;
+  v_limit integer := coalesce(p_limit, 1000);  -- NULL: the default, here only (GET /v3/changes passes NULL)
 BEGIN
   SELECT * INTO v_after FROM passthrough._parse_change_cursor(p_after);
   PERFORM passthrough._check_cursor_retained(v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord);
-  PERFORM passthrough._check_limit(p_limit, 10000);
+  PERFORM passthrough._check_limit(v_limit, 10000);
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
     SELECT format('%s-%s-%s-%s', c.pos, c.level, c.batch_id, c.ord),
@@ -2520,11 +2600,11 @@ BEGIN
     WHERE (c.pos, c.level, c.batch_id, c.ord) > (v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord)
       AND c.pos < passthrough._feed_horizon()
     ORDER BY c.pos, c.level, c.batch_id, c.ord
-    LIMIT p_limit;
+    LIMIT v_limit;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.changes(text, integer) IS
-  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in, and each pair''s changes come in the order its state changed, so replaying them ends in its state; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
+  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000; NULL for 1000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in, and each pair''s changes come in the order its state changed, so replaying them ends in its state; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
 
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -3678,8 +3758,8 @@ AS $$
          ('writer', 'snapshot_diff'), ('writer', 'is_enabled'),
          -- the upkeep passthrough serve runs (pyapp/upkeep.py): what they do is fixed by the owner's settings
          ('writer', 'expire_memberships'), ('writer', 'prune_history'),
-         ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'),
-         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'get_settings'),
+         ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'), ('reader', 'audience_page_info'),
+         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'instant_from_seconds'), ('reader', 'get_settings'),
          -- the past and the change feed: what a feed consumer or a report reads
          ('reader', 'customer_audiences_at'), ('reader', 'membership_history'), ('reader', 'audience_size_at'),
          ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),

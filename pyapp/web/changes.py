@@ -17,13 +17,12 @@ from pyapp.web.database import connection
 from pyapp.feed import CHANGES_SQL, change_json
 from pyapp.web.responses import ApiError, JSONResponse
 
-DEFAULT_LIMIT = 1000
 async def get_changes(request: Request) -> JSONResponse:
     await require_scope(request, Scope.PRIVATE)
     after = request.query_params.get("after") or None
     limit_text = request.query_params.get("limit")
     try:
-        limit = DEFAULT_LIMIT if limit_text in (None, "") else int(limit_text)
+        limit = None if limit_text in (None, "") else int(limit_text)  # None: SQL's default
     except ValueError:
         raise ApiError(400, "invalid_argument", f"limit must be an integer, got {limit_text!r}", field="limit") from None
     async with connection(request) as conn:

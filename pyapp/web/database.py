@@ -54,6 +54,46 @@ log = logging.getLogger("passthrough.pool")
 RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
 MAX_TRANSACTION_ATTEMPTS = 4
 
+
+
+async def attempts(run: Callable[[int], Awaitable[T]], again: Callable[[BaseException, int], Awaitable[bool]]) -> T:
+    """``run(1)``, and after a failure ``run(2)``, ... for as long as ``again(exc, attempt)`` says the failure of that
+    attempt may be retried (having waited as it likes, or let the pool recover); otherwise the failure propagates.
+    The one retry loop of the HTTP layer: every route's and the GraphQL facade's retries go through it."""
+    attempt = 1
+    while True:
+        try:
+            return await run(attempt)
+        except Exception as exc:
+            if not await again(exc, attempt):
+                raise
+        attempt += 1
+
+
+async def transaction_failed_harmlessly(exc: BaseException, attempt: int) -> bool:
+    """``again`` for a transaction: a deadlock or serialization failure stored nothing, so it runs again after a
+    short random pause, up to MAX_TRANSACTION_ATTEMPTS attempts in all."""
+    if not isinstance(exc, psycopg.Error) or exc.sqlstate not in RETRIED_SQLSTATES or attempt >= MAX_TRANSACTION_ATTEMPTS:
+        return False
+    await asyncio.sleep(random.uniform(0.005, 0.02 * attempt))
+    return True
+
+
+def broken_once(pool: AsyncConnectionPool, used: Callable[[], psycopg.AsyncConnection | None]) -> Callable[
+        [BaseException, int], Awaitable[bool]]:
+    """``again`` for a read: the connection ``used()`` of the first attempt turned out broken (the database
+    restarted since it was last used), so the read runs once more, on another connection, once the pool has
+    replaced its broken ones."""
+    async def again(exc: BaseException, attempt: int) -> bool:
+        conn = used()
+        if attempt != 1 or conn is None or not is_broken(exc, conn):
+            return False
+        log.info("connection found broken; trying another: %s", exc)
+        await after_broken(pool)
+        return True
+    return again
+
+
 Budget = Literal["read", "write"]
 READ: Budget = "read"
 WRITE: Budget = "write"
@@ -208,20 +248,22 @@ async def connection_after(
     it was last used), it is replaced and ``first`` runs again, once, on another connection. The
     block itself is not run again.
     """
-    for attempt in (1, 2):
-        if attempt == 2:
-            await after_broken(pool)
-        async with pool.connection() as conn:
-            try:
-                result = await first(conn)
-            except psycopg.OperationalError as exc:
-                if attempt == 2 or not is_broken(exc, conn):
-                    raise
-                log.info("connection found broken; trying another: %s", exc)
-                continue  # the pool discards the broken connection on the way out
-            yield conn, result
-            return
-    raise AssertionError("unreachable")  # pragma: no cover
+    held: list[psycopg.AsyncConnection] = []  # the connection of the last attempt
+
+    async def attempt(_: int) -> T:
+        conn = await pool.getconn()
+        held[:] = [conn]
+        try:
+            return await first(conn)
+        except BaseException:
+            await pool.putconn(conn)  # a broken one is discarded
+            raise
+
+    result = await attempts(attempt, broken_once(pool, lambda: held[0] if held else None))
+    try:
+        yield held[0], result
+    finally:
+        await pool.putconn(held[0])
 
 
 async def read(request: Request, work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
@@ -238,20 +280,17 @@ async def run_statement(request: Request, work: Callable[[psycopg.AsyncConnectio
     or serialization failure (nothing was stored) is retried after a short random pause, up to
     MAX_TRANSACTION_ATTEMPTS attempts in all; any other error, or the last attempt's, propagates."""
     pool = get_pool(request)
-    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
-        try:
-            async with pool.connection() as conn:
-                if closed_by_server(conn):  # nothing sent yet: another connection, once the pool has replaced it
-                    await conn.close()
-                    if isinstance(pool, Pool):
-                        pool.note_broken()
-                    await after_broken(pool)
-                    async with pool.connection() as other:
-                        return await work(other)
-                return await work(conn)
-        except psycopg.Error as exc:
-            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
-                raise
-        await asyncio.sleep(random.uniform(0.005, 0.02 * attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    async def attempt(_: int) -> T:
+        async with pool.connection() as conn:
+            if closed_by_server(conn):  # nothing sent yet: another connection, once the pool has replaced it
+                await conn.close()
+                if isinstance(pool, Pool):
+                    pool.note_broken()
+                await after_broken(pool)
+                async with pool.connection() as other:
+                    return await work(other)
+            return await work(conn)
+
+    return await attempts(attempt, transaction_failed_harmlessly)
 

@@ -29,7 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
             raise  # 503 database_unavailable, as for every route
         # the database answers but cannot run what requests use (e.g. PL/pgSQL fails to load: 58P01)
         raise ApiError(503, "not_ready", f"the database cannot run Passthrough's functions: "
-                       f"{exc.sqlstate}: {exc.diag.message_primary or exc}") from exc
+                       f"{exc.sqlstate}: {errors.sql_error_fields(exc)[1]}") from exc
     return JSONResponse({"status": "ready", "passthrough_enabled": enabled})
 
 

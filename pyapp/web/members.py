@@ -9,16 +9,15 @@ last member when another follows. The next page is named in a ``Link`` header (`
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pyapp import epoch
 from pyapp.ingest.export import LINES_SQL, LINES_TYPES, WORK_MEM_SQL
 from pyapp.web.auth import Scope, authorized_connection
+from pyapp.web.numbers import decimal_parameter
 from pyapp.web.responses import ApiError
 
 DEFAULT_LIMIT = 10_000
@@ -69,12 +68,9 @@ def _query(request: Request) -> tuple[Any, str | None, int]:
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise _invalid(unknown[0], f"unknown parameter; the parameters are {', '.join(PARAMETERS)}")
-    at = None
+    at = None  # seconds, exact: SQL turns them into an instant (LINES_SQL)
     if params.get("at"):
-        try:
-            at = epoch.from_seconds(Decimal(params["at"].strip()))
-        except (ArithmeticError, ValueError):  # decimal.InvalidOperation and Overflow are ArithmeticErrors
-            raise _invalid("at", f"must be seconds since the Unix epoch, got {params['at'][:64]!r}") from None
+        at = decimal_parameter("at", params["at"], "seconds since the Unix epoch")
     limit = DEFAULT_LIMIT
     if params.get("limit"):
         try:

@@ -28,7 +28,11 @@ from pyapp.web.responses import ApiError, JSONResponse
 EXTERNAL_KIND = "external"
 BODY_FIELDS = ("definition", "description", "metadata", "ttl_seconds", "revision")  # revision is read-only, ignored
 EXTERNAL_FIELDS = ("external_audience_id",)
-LIST_PAGE_SIZE = 1000  # passthrough.list_audiences allows up to 1001
+# SQL's page size (NULL: its default), and SQL says where the next page starts
+LIST_PAGE_SQL = (
+    "SELECT p.has_next_page, p.next_after, l.name FROM passthrough.audience_page_info(NULL, %(after)s) p "
+    "LEFT JOIN passthrough.list_audiences(NULL, %(after)s) WITH ORDINALITY l ON true ORDER BY l.ordinality"
+)
 CREATE_SQL = "SELECT passthrough.create_audience(%s, %s, %s, %s, %s)"
 PUT_SQL = "SELECT passthrough.put_audience(%s, %s, %s, %s, %s, %s)"
 VALIDATE_SQL = "SELECT passthrough.validate_audience(%s, %s, %s, %s, %s)"
@@ -52,16 +56,12 @@ async def list_segments(request: Request) -> JSONResponse:
     async with authorized_connection(request, Scope.PRIVATE) as (conn, _):  # the key checked on the same connection
         async with conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
-            after = None
-            while True:
-                cursor = await conn.execute(
-                    "SELECT name FROM passthrough.list_audiences(%s, %s)", (LIST_PAGE_SIZE, after)
-                )
-                page = [row[0] for row in await cursor.fetchall()]
-                segment_ids.extend(page)
-                if len(page) < LIST_PAGE_SIZE:
-                    break
-                after = page[-1]
+            after, more = None, True
+            while more:
+                cursor = await conn.execute(LIST_PAGE_SQL, {"after": after})
+                page = await cursor.fetchall()
+                segment_ids.extend(name for _, _, name in page if name is not None)
+                more, after = page[0][0], page[0][1]
     return JSONResponse({"segment_ids": segment_ids})
 
 
@@ -142,8 +142,11 @@ async def _read_segment(request: Request) -> SegmentInput:
     ttl_seconds = body.get("ttl_seconds")
     if ttl_seconds is not None and (not isinstance(ttl_seconds, int) or isinstance(ttl_seconds, bool)):
         raise _invalid_field("ttl_seconds", f"must be a whole number of seconds or null, got {json_type(ttl_seconds)}")
-    if ttl_seconds is not None and abs(ttl_seconds) > 9_999_999_999:
-        raise _invalid_field("ttl_seconds", "must be at most 9999999999 (about 317 years)")
+    # the range is SQL's (passthrough._check_audience, PT007 naming ttl); only a number too large to send is refused here
+    try:
+        timedelta(seconds=ttl_seconds or 0)
+    except OverflowError:
+        raise _invalid_field("ttl_seconds", f"must be a number of seconds an interval can hold, got {ttl_seconds}") from None
     return SegmentInput(
         external_audience_id=_external_audience_id(body.get("definition")),
         description=description,

@@ -39,15 +39,12 @@ from __future__ import annotations
 
 import errno
 import math
-import random
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from functools import partial
+from decimal import Decimal
 from typing import IO, Any
 
 import anyio.to_thread
@@ -60,26 +57,24 @@ from pyapp.ingest import snapshot
 from pyapp.web.auth import Scope, require_scope
 from pyapp.web.body import stream_at_most
 from pyapp.web.config import ApiConfig
-from pyapp.web.database import MAX_TRANSACTION_ATTEMPTS, RETRIED_SQLSTATES
+from pyapp.web.numbers import decimal_parameter
+from pyapp.web.database import attempts, transaction_failed_harmlessly
 from pyapp.web.responses import ApiError, JSONResponse
 from pyapp.web.snapshot_body import BodyEncoding, body_encoding, staging_chunks
 
 SNAPSHOT_SOURCE = "http-snapshot"  # passthrough.batches.source (passthrough import records "snapshot")
-DEFAULT_DIFF_LIMIT = 50  # as passthrough import --diff-limit
-MAX_DIFF_LIMIT = 1000
 SPOOL_WRITE_BYTES = 1 << 20  # received chunks are written to the temporary file about this much at a time
-NUMBER_DIGITS = 1000  # a parameter's decimal exponent, either way: far inside what numeric holds
 BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """The query parameters: passthrough import's options."""
+    """The query parameters: passthrough import's options. None is SQL's default, and SQL checks the ranges."""
 
     at: Decimal | None = None
     dry_run: bool = False
-    diff_limit: int = DEFAULT_DIFF_LIMIT
-    max_disqualify_share: Decimal = Decimal(str(snapshot.DEFAULT_MAX_DISQUALIFY_SHARE))
+    diff_limit: int | None = None
+    max_disqualify_share: Decimal | None = None
     force: bool = False
 
 
@@ -133,16 +128,14 @@ async def _upload(request: Request, config: ApiConfig, encoding: BodyEncoding, a
             await anyio.to_thread.run_sync(spool.flush)  # a full disk shows here at the latest
             if size == 0:
                 raise ApiError(400, "empty_body", "the request body is empty; send the snapshot, a CSV with its header")
-            result, diff = await anyio.to_thread.run_sync(
-                partial(_import, request.app.state.database_url, config, spool, encoding, audience_id, options)
-            )
+            result, diff = await _import(request.app.state.database_url, config, spool, encoding, audience_id, options)
     except OSError as exc:  # the spool's writes (or closing it, which writes what is buffered)
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise ApiError(507, "insufficient_storage", "the server has no room left to spool the snapshot "
                        "(its TMPDIR is full); nothing was stored, retry later") from None
     # _import has returned: the import is committed (a dry run rolled back).
-    return JSONResponse(_answer(audience_id, result, diff, options.diff_limit))
+    return JSONResponse(_answer(audience_id, result, diff))
 
 
 # --------------------------------------------------------------------------- the request
@@ -168,27 +161,13 @@ def read_options(query: QueryParams) -> ImportOptions:
             options[name] = flag
     for name, what in (("at", "a number of seconds since the Unix epoch"), ("max_disqualify_share", "a number")):
         if name in values:
-            options[name] = _number(name, values[name], what)
+            options[name] = decimal_parameter(name, values[name], what)
     if "diff_limit" in values:
         try:
             options["diff_limit"] = int(values["diff_limit"])
         except ValueError:
             raise _invalid("diff_limit", f"must be an integer, got {values['diff_limit'][:64]!r}") from None
-        if not 0 <= options["diff_limit"] <= MAX_DIFF_LIMIT:
-            raise _invalid("diff_limit", f"must be from 0 to {MAX_DIFF_LIMIT}, got {options['diff_limit']}")
     return ImportOptions(**options)
-
-
-def _number(name: str, text: str, what: str) -> Decimal:
-    """A finite decimal number that a numeric parameter can carry; its range is the database's to check (PT010
-    names the parameter). A value like 1e999999999 cannot even be sent: numeric would overflow (22003)."""
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        value = None
-    if value is None or not value.is_finite() or not -NUMBER_DIGITS <= value.adjusted() <= NUMBER_DIGITS:
-        raise _invalid(name, f"must be {what}, got {text[:64]!r}")
-    return value
 
 
 def _invalid(name: str, reason: str) -> ApiError:
@@ -215,24 +194,25 @@ async def _receive(request: Request, spool: IO[bytes], max_bytes: int) -> int:
 # --------------------------------------------------------------------------- decoding (in the worker thread)
 
 
-# --------------------------------------------------------------------------- the import (in the worker thread)
+# --------------------------------------------------------------------------- the import (each attempt in a worker thread)
 
 
-def _import(
+async def _import(
     database_url: str, config: ApiConfig, spool: IO[bytes], encoding: BodyEncoding, audience_id: str,
     options: ImportOptions,
 ) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
-    """Stage and import the spooled snapshot in one transaction, retrying deadlocks and serialization
-    failures; returns the result and, for a dry run, up to diff_limit + 1 rows of the diff."""
-    for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+    """Stage and import the spooled snapshot in one transaction (in a worker thread), running it again from the
+    file after a deadlock or serialization failure (``database.attempts``); returns the result and, for a dry
+    run, up to diff_limit rows of the diff."""
+    def attempt_in_thread() -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+        # staging_chunks reads the file's start (header, gzip framing) at once: never on the event loop
         chunks = staging_chunks(spool, encoding, config.max_snapshot_bytes)
-        try:
-            return _import_once(database_url, config, chunks, audience_id, options)
-        except psycopg.Error as exc:
-            if exc.sqlstate not in RETRIED_SQLSTATES or attempt == MAX_TRANSACTION_ATTEMPTS:
-                raise
-        time.sleep(random.uniform(0.005, 0.02 * attempt))
-    raise AssertionError("unreachable")  # pragma: no cover
+        return _import_once(database_url, config, chunks, audience_id, options)
+
+    async def attempt(_: int) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+        return await anyio.to_thread.run_sync(attempt_in_thread)
+
+    return await attempts(attempt, transaction_failed_harmlessly)
 
 
 def _import_once(
@@ -254,7 +234,7 @@ def _import_once(
             # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT022/PT023 422
             raise exc.__cause__ from None  # type: ignore[misc]
         if options.dry_run:
-            diff = snapshot.snapshot_diff(conn, options.diff_limit + 1)  # one more: was the list cut?
+            diff = snapshot.snapshot_diff(conn, options.diff_limit)
             conn.rollback()
             return result, diff
         conn.commit()
@@ -266,7 +246,7 @@ def _import_once(
 # --------------------------------------------------------------------------- the answer
 
 
-def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple] | None, limit: int) -> dict:
+def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple] | None) -> dict:
     body: dict[str, Any] = {
         "audience_id": audience_id,
         "applied": result.applied,
@@ -281,8 +261,9 @@ def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple]
         "changed": result.changed,
     }
     if diff is not None:
-        body["diff"] = [_diff_item(*row) for row in diff[:limit]]
-        body["diff_truncated"] = len(diff) > limit
+        body["diff"] = [_diff_item(*row) for row in diff]
+        # the diff lists every change but the unchanged members: fewer rows than changes means it was cut
+        body["diff_truncated"] = len(diff) < result.to_qualify + result.to_disqualify + result.kept_newer
     return body
 
 

@@ -43,6 +43,7 @@ import orjson
 import psycopg
 
 from pyapp import __version__
+from pyapp.errors import sql_error_fields
 from pyapp.feed import change_json
 from pyapp.workers.webhook_network import GuardedBackend, GuardedTransport, Resolve, refusal_of, system_resolve
 
@@ -348,10 +349,10 @@ class Webhooks:
 
 
 def _db_message(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = diag.message_primary or str(exc).strip()
-    if exc.sqlstate:
-        text = f"{exc.sqlstate}: {text}"
-    if diag.message_hint:
-        text += f" (hint: {diag.message_hint})"
+    sqlstate, message, _, hint = sql_error_fields(exc)
+    text = message.strip()
+    if sqlstate:
+        text = f"{sqlstate}: {text}"
+    if hint:
+        text += f" (hint: {hint})"
     return text

@@ -12,6 +12,35 @@ $$;
 COMMENT ON FUNCTION passthrough._ts_from_seconds(numeric) IS
   'Private: seconds since the Unix epoch (decimal) to timestamptz, rounded to the microsecond.';
 
+-- The same conversion for a time a caller asks about (GraphQL's at, from and to; the members route's and
+-- passthrough export's at): one rule, so an instant asked about reads the same as the same ts in an event. Public
+-- (the reader role may call it: passthrough export runs as any role), and a value no timestamp holds is PT010
+-- naming the caller's field, not a bare overflow.
+CREATE FUNCTION passthrough.instant_from_seconds(p_seconds numeric, p_field text DEFAULT 'at') RETURNS timestamptz
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF p_seconds IS NULL THEN
+    RETURN NULL;
+  END IF;
+  IF p_seconds IN ('NaN', 'Infinity', '-Infinity') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, p_seconds),
+      DETAIL = format('field: %s', p_field);
+  END IF;
+  BEGIN
+    RETURN passthrough._ts_from_seconds(p_seconds);
+  EXCEPTION WHEN numeric_value_out_of_range OR datetime_field_overflow THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, left(p_seconds::text, 64)),
+      DETAIL = format('field: %s', p_field),
+      HINT = 'No timestamp holds it: PostgreSQL''s timestamps run from 4713 BC to 294276 AD.';
+  END;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.instant_from_seconds(numeric, text) IS
+  'Seconds since the Unix epoch (decimal) to timestamptz, rounded to the microsecond half away from zero, as an event''s ts is read; NULL for NULL; PT010 naming p_field for a value no timestamp holds.';
+
 CREATE FUNCTION passthrough._check_instant(p_at timestamptz, p_field text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$

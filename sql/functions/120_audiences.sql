@@ -41,6 +41,13 @@ BEGIN
       DETAIL = 'field: ttl',
       HINT = 'For example interval ''30 days'' (HTTP: "ttl_seconds": 2592000); NULL: memberships do not expire.';
   END IF;
+  -- a member's expiry (event_ts + ttl) must stay a timestamp the expiry work list can hold and sort
+  IF extract(epoch FROM p_ttl) > 9999999999 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT007',
+      MESSAGE = format('ttl must be at most 9999999999 seconds (about 317 years), got %s', p_ttl),
+      DETAIL = 'field: ttl',
+      HINT = 'NULL: memberships do not expire.';
+  END IF;
   IF octet_length(p_metadata::text) > 65536 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT007',
       MESSAGE = 'metadata must be at most 64 KiB of JSON',
@@ -250,23 +257,61 @@ $$;
 COMMENT ON FUNCTION passthrough.get_audience(text) IS
   'One audience definition with its exact size and its membership ttl (NULL: none); PT006 if missing. is_ready is always true for passthrough audiences.';
 
-CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT 100, p_after text DEFAULT NULL)
+-- The page size of list_audiences and audience_page_info: NULL for 100, at most 1000 (GraphQL's audiences(first:)
+-- and the REST listing pass what they are given, or NULL).
+CREATE FUNCTION passthrough._audience_page_size(p_first integer) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_first < 0 OR p_first > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT010',
+      MESSAGE = format('first must be between 0 and 1000, got %s', p_first),
+      DETAIL = 'field: first',
+      HINT = 'Page through with p_after set to the last name of the previous page.';
+  END IF;
+  RETURN coalesce(p_first, 100);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_page_size(integer) IS
+  'Private: the page size of a list of audiences: p_first, 100 when NULL; PT010 naming first unless 0 to 1000.';
+
+CREATE FUNCTION passthrough.list_audiences(p_first integer DEFAULT NULL, p_after text DEFAULT NULL)
 RETURNS TABLE (name text, external_audience_id text, description text, metadata jsonb, revision integer,
                is_ready boolean, size bigint, created_at timestamptz, updated_at timestamptz, ttl interval)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  v_first integer := passthrough._audience_page_size(p_first);
 BEGIN
-  IF p_first IS NULL OR p_first < 0 OR p_first > 1001 THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('first must be between 0 and 1001, got %s', coalesce(p_first::text, 'NULL')),
-      HINT = 'Page through with p_after set to the last name of the previous page.';
-  END IF;
   RETURN QUERY
     SELECT * FROM passthrough._audience_details d
     WHERE p_after IS NULL OR d.name > p_after COLLATE "C"
-    ORDER BY d.name
-    LIMIT p_first;
+    ORDER BY d.name COLLATE "C"
+    LIMIT v_first;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.list_audiences(integer, text) IS
-  'Audiences in name order, keyset-paginated: up to p_first rows (at most 1001, so a page of 1000 can ask for one more to learn whether another page follows) with names after p_after; exact sizes.';
+  'Audiences in name order, keyset-paginated: up to p_first rows (0 to 1000, NULL for 100) with names after p_after; exact sizes. passthrough.audience_page_info tells whether another page follows.';
+
+CREATE FUNCTION passthrough.audience_page_info(p_first integer DEFAULT NULL, p_after text DEFAULT NULL)
+RETURNS TABLE (has_next_page boolean, next_after text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_first integer := passthrough._audience_page_size(p_first);
+BEGIN
+  RETURN QUERY
+    WITH page AS (
+      SELECT a.name::text AS name FROM passthrough.audiences a
+      WHERE p_after IS NULL OR a.name > p_after COLLATE "C"
+      ORDER BY a.name COLLATE "C"
+      LIMIT v_first + 1
+    ), numbered AS (
+      SELECT p.name, row_number() OVER (ORDER BY p.name COLLATE "C") AS n FROM page p
+    )
+    SELECT count(*) > v_first, max(x.name COLLATE "C") FILTER (WHERE x.n <= v_first)
+    FROM numbered x;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.audience_page_info(integer, text) IS
+  'One row about the page list_audiences(p_first, p_after) returns: whether another page follows, and next_after, the last name of the page (NULL when it is empty), the p_after of the next page. Call both in one statement (or one snapshot) for a consistent answer.';

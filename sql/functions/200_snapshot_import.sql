@@ -164,7 +164,7 @@ COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
   p_at numeric DEFAULT NULL,
-  p_max_disqualify_share numeric DEFAULT 0.5,
+  p_max_disqualify_share numeric DEFAULT NULL,
   p_force boolean DEFAULT false,
   p_dry_run boolean DEFAULT false,
   p_source text DEFAULT 'snapshot'
@@ -182,11 +182,12 @@ DECLARE
   v_newest   boolean;
   v_events   bigint;
   v_verdicts bigint;
+  -- NULL: the default, here only (the CLI and HTTP pass NULL when they are given nothing)
+  v_max_share numeric := coalesce(p_max_disqualify_share, 0.5);
 BEGIN
-  IF p_max_disqualify_share IS NULL OR p_max_disqualify_share < 0 OR p_max_disqualify_share > 1 THEN
+  IF v_max_share < 0 OR v_max_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s',
-                       coalesce(p_max_disqualify_share::text, 'NULL')),
+      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', v_max_share),
       DETAIL = 'field: max_disqualify_share';
   END IF;
   IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
@@ -231,12 +232,12 @@ BEGIN
              'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
   END IF;
   -- as of T: the members it leaves out, whether or not a newer input keeps them now
-  IF v_dropped > p_max_disqualify_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
+  IF v_dropped > v_max_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
     RAISE EXCEPTION USING ERRCODE = 'PT023',
       MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
                        'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
                        round(100.0 * v_dropped / v_result.members_before, 1),
-                       round(100 * p_max_disqualify_share, 1)),
+                       round(100 * v_max_share, 1)),
       DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
                       v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
       HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
@@ -291,27 +292,30 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
 
-CREATE FUNCTION passthrough.snapshot_diff(p_limit integer DEFAULT 1000)
+CREATE FUNCTION passthrough.snapshot_diff(p_diff_limit integer DEFAULT NULL)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+  -- NULL: the default, here only (passthrough import --diff-limit and HTTP diff_limit pass NULL when not given)
+  v_limit integer := coalesce(p_diff_limit, 50);
 BEGIN
   IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'PT021',
       MESSAGE = 'no snapshot diff in this session',
       HINT = 'Call passthrough.import_snapshot(..., p_dry_run => true) first.';
   END IF;
-  PERFORM passthrough._check_limit(p_limit, 100000, 0);
+  PERFORM passthrough._check_limit(v_limit, 100000, 0, 'diff_limit');
   RETURN QUERY
     SELECT d.change, t.name::text, d.identifier::text, d.current_ts, d.snapshot_ts
     FROM pg_temp.passthrough_snapshot_diff d
     JOIN passthrough.identifier_types t ON t.id = d.type_id
     WHERE d.change <> 'unchanged'
     ORDER BY d.change, t.name, d.identifier
-    LIMIT p_limit;
+    LIMIT v_limit;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.snapshot_diff(integer) IS
-  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_limit rows (0 to 100000; PT010 otherwise); unchanged members are left out.';
+  'The changes (qualify, disqualify, kept_newer) of the last snapshot import or dry run in this session, up to p_diff_limit rows (0 to 100000, NULL for 50; PT010 naming diff_limit otherwise); unchanged members are left out. The result''s counts tell whether the list was cut.';

@@ -1,16 +1,17 @@
 -- Reading the change feed (its order: sql/functions/070_feed_position.sql), and starting it over.
 
-CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT 1000)
+CREATE FUNCTION passthrough.changes(p_after text DEFAULT NULL, p_limit integer DEFAULT NULL)
 RETURNS TABLE (cursor text, change text, identifier_type text, identifier text, audience_id text,
                audience text, event_ts timestamptz, received_at timestamptz, source text, batch_id bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_after record;
+  v_limit integer := coalesce(p_limit, 1000);  -- NULL: the default, here only (GET /v3/changes passes NULL)
 BEGIN
   SELECT * INTO v_after FROM passthrough._parse_change_cursor(p_after);
   PERFORM passthrough._check_cursor_retained(v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord);
-  PERFORM passthrough._check_limit(p_limit, 10000);
+  PERFORM passthrough._check_limit(v_limit, 10000);
   -- One statement, so the rows and the xmin come from the same snapshot.
   RETURN QUERY
     SELECT format('%s-%s-%s-%s', c.pos, c.level, c.batch_id, c.ord),
@@ -25,11 +26,11 @@ BEGIN
     WHERE (c.pos, c.level, c.batch_id, c.ord) > (v_after.o_pos, v_after.o_level, v_after.o_batch_id, v_after.o_ord)
       AND c.pos < passthrough._feed_horizon()
     ORDER BY c.pos, c.level, c.batch_id, c.ord
-    LIMIT p_limit;
+    LIMIT v_limit;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.changes(text, integer) IS
-  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in, and each pair''s changes come in the order its state changed, so replaying them ends in its state; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
+  'The next changes of the feed after cursor p_after (from the start when NULL), at most p_limit (1 to 10000; NULL for 1000), in feed order: change is entered, exited or expired (a ttl ran out; event_ts is when). Resuming from the last row''s cursor never misses a change nor repeats one, whatever order transactions commit in, and each pair''s changes come in the order its state changed, so replaying them ends in its state; a change shows once every older transaction has finished. PT030 for a malformed cursor, PT032 for one older than the pruned part of the feed, PT010 for a limit out of range.';
 
 CREATE FUNCTION passthrough.current_change_cursor() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

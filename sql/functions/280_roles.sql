@@ -20,8 +20,8 @@ AS $$
          ('writer', 'snapshot_diff'), ('writer', 'is_enabled'),
          -- the upkeep passthrough serve runs (pyapp/upkeep.py): what they do is fixed by the owner's settings
          ('writer', 'expire_memberships'), ('writer', 'prune_history'),
-         ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'),
-         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'get_settings'),
+         ('reader', 'customer_audiences'), ('reader', 'get_audience'), ('reader', 'list_audiences'), ('reader', 'audience_page_info'),
+         ('reader', 'list_identifier_types'), ('reader', 'is_enabled'), ('reader', 'instant_from_seconds'), ('reader', 'get_settings'),
          -- the past and the change feed: what a feed consumer or a report reads
          ('reader', 'customer_audiences_at'), ('reader', 'membership_history'), ('reader', 'audience_size_at'),
          ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,6 @@ from pyapp.web import database
 from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES
 from pyapp.web.graphql.errors import FacadeError
 from pyapp.web.graphql.limits import GraphQLLimits
-
-log = logging.getLogger("passthrough.graphql")
 
 
 @dataclass
@@ -42,29 +39,29 @@ class Context:
         async with self._lock:
             if self._closed:  # a resolver still running after the answer was sent: nobody reads its result
                 raise FacadeError(errors.INTERNAL_MESSAGE, "INTERNAL_ERROR")
-            for attempt in (1, 2):
+
+            used: list[psycopg.AsyncConnection] = []  # the connection of the last attempt
+
+            async def attempt(_: int) -> list[tuple[Any, ...]]:
                 if self._conn is None:
-                    if attempt == 2:
-                        await database.after_broken(self.pool)
                     self._conn = await self.pool.getconn()
                 conn = self._conn
+                used[:] = [conn]
                 gate = self.key_gate
                 statement, args = (sql, params) if gate is None else (GATE_SQL.format(sql), (*params, gate))
                 try:
                     cursor = await conn.execute(statement, args)
                     rows = await cursor.fetchall()
-                    self.key_gate = None
-                    return rows
                 except psycopg.Error as exc:
                     if gate is not None and exc.sqlstate in KEY_REFUSED_SQLSTATES:
                         self.key_refused = exc
-                    if not isinstance(exc, psycopg.OperationalError):
-                        raise
-                    if attempt == 2 or not database.is_broken(exc, conn):
-                        raise
-                    log.info("connection found broken; trying another: %s", exc)
-                    await self._release()
-            raise AssertionError("unreachable")  # pragma: no cover
+                    if database.is_broken(exc, conn):
+                        await self._release()  # back to the pool, which notes it broken; a retry takes another
+                    raise
+                self.key_gate = None
+                return rows
+
+            return await database.attempts(attempt, database.broken_once(self.pool, lambda: used[0]))
 
     async def check_key(self) -> None:
         """Check the key now if no statement has (a query that read nothing): sets ``key_refused``."""

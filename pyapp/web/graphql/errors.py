@@ -34,9 +34,16 @@ class FacadeError(Exception):
         self.status = status
 
 
-def domain_error(sqlstate: str, message: str) -> FacadeError:
-    """An error the facade detects itself, coded as the SQL error of the same meaning would be."""
-    return FacadeError(message, errors.graphql_code(sqlstate) or errors.DOMAIN_ERRORS[sqlstate].name.upper())
+# The facade's own checks of GraphQL arguments (how many identifiers customer() was given, whether a cursor is one
+# it issued) are about the GraphQL shape, not membership, so they use GraphQL codes of their own and carry no
+# SQLSTATE. The codes are the ones ODP answers with: the SDKs read INVALID_IDENTIFIER_EXCEPTION for a missing user.
+INVALID_IDENTIFIER = "INVALID_IDENTIFIER_EXCEPTION"
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+
+
+def argument_error(message: str, code: str = INVALID_ARGUMENT) -> FacadeError:
+    """An argument the facade itself refuses, as an error of its field."""
+    return FacadeError(message, code)
 
 
 def database_error(exc: Exception) -> FacadeError:

@@ -39,8 +39,6 @@ class GraphQLLimits:
     max_fields: int = 500  # field selections once fragments are expanded
     max_aliases: int = 15  # aliased fields once fragments are expanded
     max_history_reads: int = 1  # size_history, and audiences(at:) selecting size: each reads an audience's log
-    max_page_size: int = 1000  # audiences(first:)
-    default_page_size: int = 100  # audiences() without first
     cache_entries: int = 1024  # parsed and validated query texts kept per schema
     max_cached_query_chars: int = 16384  # longer texts are not cached (they are one-offs)
 

@@ -16,8 +16,8 @@ Arguments are nullable (``String``, ``[String]``) because the Optimizely SDKs de
 that way. ``customer`` takes exactly one non-null identifier argument. ``Customer.audiences`` is
 non-null, so an error reading it (say an invalid identifier) makes ``customer`` null, as ODP
 answers. Resolvers hold no membership rule: ``Customer.audiences`` is one call of
-``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one call of
-``passthrough.list_audiences`` and ``size_history`` one of ``passthrough.audience_size_history``;
+``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one statement of
+``passthrough.list_audiences`` and ``audience_page_info`` (page sizes are theirs), and ``size_history`` one of ``passthrough.audience_size_history``;
 every error SQL raises is mapped by ``pyapp.errors`` (errors.py).
 
 The ``customer`` arguments follow ``passthrough.list_identifier_types()``: the schema is built when
@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
@@ -39,10 +39,8 @@ import psycopg
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
-from pyapp import epoch
 from pyapp.web.graphql.context import Context
-from pyapp.web.graphql.errors import database_error, domain_error
-from pyapp.web.graphql.limits import GraphQLLimits
+from pyapp.web.graphql.errors import INVALID_IDENTIFIER, argument_error, database_error
 
 CUSTOMER_SQL = (
     "SELECT name, state, description, is_ready, revision, size "
@@ -50,17 +48,25 @@ CUSTOMER_SQL = (
 )
 CUSTOMER_AT_SQL = (  # membership as of a past instant, from the event log (sql/functions/230_membership_history.sql)
     "SELECT name, state, description, is_ready, revision, size "
-    "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], %s, %s)"
+    "FROM passthrough.customer_audiences_at(%s, %s, %s::text[], passthrough.instant_from_seconds(%s, 'at'), %s)"
 )
 SIZE_HISTORY_SQL = (
     "SELECT bucket_start, bucket_end, size_at_start, entered, exited, size_at_end "
-    "FROM passthrough.audience_size_history(%s, %s, %s, %s)"
+    "FROM passthrough.audience_size_history(%s, passthrough.instant_from_seconds(%s, 'from'), "
+    "passthrough.instant_from_seconds(%s, 'to'), %s)"
 )
-LIST_SQL = "SELECT name, description, is_ready, revision, size FROM passthrough.list_audiences(%s, %s)"
+# One statement, one snapshot: the page and whether another follows (one row even when the page is empty). The
+# statement may be wrapped (the API key gate), so the rows come with their place in the page.
+LIST_SQL = (
+    "SELECT p.has_next_page, l.ordinality, l.name, l.description, l.is_ready, l.revision, l.size "
+    "FROM passthrough.audience_page_info(%s, %s) p "
+    "LEFT JOIN passthrough.list_audiences(%s, %s) WITH ORDINALITY l ON true"
+)
 # every type: a customer asked by a low-confidence one (the JavaScript SDK's anonymous vuid) is in no audience
 IDENTIFIER_TYPES_SQL = "SELECT name FROM passthrough.list_identifier_types() ORDER BY name"
 
 CURSOR_PREFIX = "audience:"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # size_history answers its bucket bounds as seconds since
 
 
 
@@ -104,7 +110,7 @@ def decode_cursor(cursor: str) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     if not text.startswith(CURSOR_PREFIX):
-        raise domain_error("PT010", "after must be an endCursor or cursor this server returned")
+        raise argument_error("after must be an endCursor or cursor this server returned")
     return text[len(CURSOR_PREFIX) :]
 
 
@@ -125,16 +131,14 @@ async def _fetch(info: strawberry.Info, sql: str, params: tuple[Any, ...]) -> li
         raise database_error(exc) from exc
 
 
-def _instant(seconds: float, field_name: str) -> datetime:
-    """Seconds since the Unix epoch (a GraphQL Float) as a timestamp, to the microsecond, as ts is read."""
-    try:
-        return epoch.from_seconds(Decimal(repr(seconds)))
-    except (ArithmeticError, OverflowError, ValueError):
-        raise domain_error("PT010", f"{field_name} must be seconds since the Unix epoch, got {seconds}") from None
+def _exact(seconds: float) -> Decimal:
+    """A GraphQL Float as the decimal it was written as (its shortest repr), sent as numeric: a float8 would keep
+    only 15 digits. SQL turns it into a timestamp (passthrough.instant_from_seconds: its rounding, its PT010)."""
+    return Decimal(repr(seconds))
 
 
 def _seconds(moment: datetime) -> float:
-    return (moment - epoch.EPOCH) / timedelta(seconds=1)
+    return (moment - EPOCH) / timedelta(seconds=1)
 
 
 def _selects(fields: Sequence[Any], name: str) -> bool:
@@ -160,7 +164,7 @@ async def _size_history(
     bucket: str | None = "hour",
 ) -> list[SizeBucket]:
     bucket = "hour" if bucket is None else bucket  # "" and other names are SQL's to refuse (PT010)
-    rows = await _fetch(info, SIZE_HISTORY_SQL, (audience, _instant(from_, "from"), _instant(to, "to"), bucket))
+    rows = await _fetch(info, SIZE_HISTORY_SQL, (audience, _exact(from_), _exact(to), bucket))
     return [
         SizeBucket(start=_seconds(b), end=_seconds(e), size_at_start=s0, entered=i, exited=o, size_at_end=s1)
         for b, e, s0, i, o, s1 in rows
@@ -187,7 +191,7 @@ class Customer:
             rows = await _fetch(info, CUSTOMER_SQL, (self.identifier_type, self.identifier, subset))
         else:  # a size as of a past instant reads the audience's log: only when asked for
             with_sizes = _selects(info.selected_fields, "size")
-            params = (self.identifier_type, self.identifier, subset, _instant(at, "at"), with_sizes)
+            params = (self.identifier_type, self.identifier, subset, _exact(at), with_sizes)
             rows = await _fetch(info, CUSTOMER_AT_SQL, params)
         return _connection(
             [Audience(name=n, state=s, description=d, is_ready=r, revision=v, size=z) for n, s, d, r, v, z in rows],
@@ -198,16 +202,13 @@ class Customer:
 async def _list_audiences(
     info: strawberry.Info, first: int | None = strawberry.UNSET, after: str | None = strawberry.UNSET
 ) -> AudienceConnection:
-    limits: GraphQLLimits = info.context.limits
-    if first is None or first is strawberry.UNSET:
-        first = limits.default_page_size
-    if not 0 <= first <= limits.max_page_size:
-        raise domain_error("PT010", f"first must be between 0 and {limits.max_page_size}, got {first}")
+    first = None if first is strawberry.UNSET else first  # SQL's default page size, and SQL's range (PT010)
     after_name = None if after is None or after is strawberry.UNSET else decode_cursor(after)
-    rows = await _fetch(info, LIST_SQL, (first + 1, after_name))  # one more row tells whether a page follows
+    rows = await _fetch(info, LIST_SQL, (first, after_name, first, after_name))
+    page = sorted((row for row in rows if row[1] is not None), key=lambda row: row[1])
     return _connection(
-        [Audience(name=n, state=None, description=d, is_ready=r, revision=v, size=z) for n, d, r, v, z in rows[:first]],
-        has_next_page=len(rows) > first,
+        [Audience(name=n, state=None, description=d, is_ready=r, revision=v, size=z) for _, _, n, d, r, v, z in page],
+        has_next_page=rows[0][0],
     )
 
 
@@ -224,10 +225,10 @@ def _customer_resolver(identifier_types: Sequence[str]) -> Callable[..., Custome
         if len(given) != 1:
             listed = ", ".join(identifier_types) or "(none are defined)"
             got = "none" if not given else ", ".join(name for name, _ in given)
-            raise domain_error(
-                "PT003",
+            raise argument_error(
                 f"invalid identifier: customer takes exactly one identifier argument, got {got}; "
                 f"the identifier types are {listed}",
+                INVALID_IDENTIFIER,
             )
         (identifier_type, identifier), = given
         return Customer(identifier_type=identifier_type, identifier=identifier)

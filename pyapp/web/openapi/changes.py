@@ -26,6 +26,7 @@ CHANGES_PARAMETERS = [
         "name": "limit",
         "in": "query",
         "required": False,
+        # passthrough.changes' range and default (sql/functions/210_change_feed.sql), stated here once
         "description": "At most this many changes, 1 to 10000 (default 1000).",
         "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
     },
@@ -44,7 +45,7 @@ PATHS: dict[str, Any] = {
                 "200": ok("The next changes after the cursor, and the cursor to resume from.", "Changes"),
                 "400": error(
                     "`after` is not a cursor the feed handed out (`invalid_cursor`), or `limit` is not an integer "
-                    "from 1 to 10000 (`invalid_argument`)."
+                    "in its range (`invalid_argument`)."
                 ),
                 "410": error(
                     "`cursor_pruned`: changes after `after` were deleted by the retention (`prune_history`); "

@@ -7,7 +7,7 @@ from typing import Any
 from pyapp.ingest.snapshot import MAX_LINE_CHARS, MIN_ROW_BYTES
 from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_MAX_SNAPSHOT_UPLOADS
 from pyapp.web.openapi.parts import TIMESTAMP, error, ok, operation, query, ref
-from pyapp.web.snapshots import DEFAULT_DIFF_LIMIT, MAX_DIFF_LIMIT, SNAPSHOT_SOURCE
+from pyapp.web.snapshots import SNAPSHOT_SOURCE
 
 SNAPSHOT_DESCRIPTION = f"""\
 Replaces the membership of one audience with a full list of its members at time T: the HTTP twin of
@@ -46,8 +46,10 @@ SNAPSHOT_PARAMETERS = [
            "the file, else now.", {"type": "number", "examples": [1735689600]}),
     query("dry_run", "Compute the changes and answer them in `diff`; apply nothing (`--dry-run`).",
            {"type": "boolean", "default": False}),
-    query("diff_limit", f"At most this many changes in a dry run's `diff` (`--diff-limit`), 0 to {MAX_DIFF_LIMIT}.",
-           {"type": "integer", "minimum": 0, "maximum": MAX_DIFF_LIMIT, "default": DEFAULT_DIFF_LIMIT}),
+    # the ranges and defaults are passthrough.snapshot_diff's and import_snapshot's (PT010, 400 naming the field)
+    query("diff_limit", "At most this many changes in a dry run's `diff` (`--diff-limit`), 0 to 100000, as "
+           "`passthrough.snapshot_diff` allows; checked for a dry run only.",
+           {"type": "integer", "minimum": 0, "maximum": 100000, "default": 50}),
     query("max_disqualify_share", "Refuse (422) a snapshot that would disqualify more than this share of the "
            "current members (`--max-disqualify-share`), 0 to 1.",
            {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}),

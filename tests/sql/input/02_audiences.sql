@@ -11,6 +11,9 @@ FROM passthrough.get_audience('vip');
 SELECT name, external_audience_id, revision, size FROM passthrough.list_audiences();
 -- keyset pages: after a name, up to p_first
 SELECT name FROM passthrough.list_audiences(p_first => 1, p_after => 'news');
+-- and whether another page follows, and from where
+SELECT * FROM passthrough.audience_page_info(p_first => 1);
+SELECT * FROM passthrough.audience_page_info(p_first => 1, p_after => 'news');
 
 -- put: a changed field adds one to the revision, the same definition leaves it alone
 SELECT passthrough.put_audience('news', 'ext-news', 'Readers of the newsletter', '{"team": "crm"}');
