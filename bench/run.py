@@ -543,7 +543,7 @@ def served(db: Database, log_dir: Path, about: dict | None = None) -> Iterator[s
         if about is not None:
             logged = log_path.read_text(errors="replace").lower()
             engine = ("granian" if "granian" in logged else
-                      f"uvicorn, {uvicorn_engine()}" if "uvicorn" in logged else "engine unknown")
+                      f"uvicorn, {uvicorn_engine()}" if "uvicorn" in logged else "engine unknown")  # the banner
             about.update(engine=engine, workers=workers)
         yield f"http://127.0.0.1:{port}"
     finally:

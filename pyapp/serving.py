@@ -40,6 +40,8 @@ MIN_POOL_SIZE = 2  # per worker: one read and one write connection, the least of
 GRACEFUL_SECONDS = 30
 ENGINE = {"loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
           "http": "pyapp.web.http_protocol:GuardedHttpToolsProtocol"}
+# what the banner says serves the API (bench/run.py reads it from there)
+ENGINE_TEXT = f"uvicorn, {ENGINE['loop']} + httptools"
 LOG_REPEAT_INTERVAL = 10.0
 BACKLOG = 8192  # connections the kernel queues before accept() (at most net.core.somaxconn): bursts wait, not retry
 
