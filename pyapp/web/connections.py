@@ -1,9 +1,7 @@
 """Slow clients cannot hold ``passthrough serve``'s connections (issue 17, item 2): a cap on open connections
 per worker process, a request-head deadline and a request-body stall timeout, kept by one ``ConnectionGuard`` per
-process for pyapp/web/http_protocol.py's uvicorn protocol.
-
-uvicorn (0.55) has none of these: a connection that never finishes its head is kept for ever, and its
-``limit_concurrency`` answers 503 only once a head is complete.
+process for pyapp/web/http_protocol.py's uvicorn protocol. uvicorn (0.55) has none of these: a connection that
+never finishes its head is kept for ever, and its ``limit_concurrency`` answers 503 only once a head is complete.
 
 - A request's head must be complete within ``header_timeout`` seconds of the connection's opening, or of the end
   of the previous response on it (an idle keep-alive connection counts as waiting for a head).
@@ -13,9 +11,7 @@ uvicorn (0.55) has none of these: a connection that never finishes its head is k
   for its head; when every connection has a request in progress, the new one is dropped.
 
 Dropped connections are reset (RST): the slowloris client learns nothing, and the server keeps no TIME_WAIT
-state for them. One bookkeeping object per process (``ConnectionGuard``) keeps the connections waiting for a
-head and those receiving a body in age order, so shedding and timeouts cost O(1) per connection; a sweep every
-fraction of a second closes the expired ones and, at most every LOG_INTERVAL seconds, logs one summary line.
+state for them.
 """
 
 from __future__ import annotations
@@ -69,7 +65,9 @@ def reset(protocol: HttpToolsProtocol) -> None:
 
 class ConnectionGuard:
     """The open connections of this process, those waiting for a request head (oldest first) and those receiving
-    a body (least recently active first)."""
+    a body (least recently active first): kept in age order, so shedding and timeouts cost O(1) per connection. A
+    sweep every fraction of a second closes the expired ones and, at most every LOG_INTERVAL seconds, logs one
+    summary line."""
 
     def __init__(self, limits: ConnectionLimits, loop: asyncio.AbstractEventLoop) -> None:
         self.limits = limits

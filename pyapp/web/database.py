@@ -1,28 +1,18 @@
-"""The app's connection pool: opened and closed by the app's lifespan, shared by every endpoint.
-
-Connections are in autocommit mode: a single statement is its own transaction, and writes that
-must be all-or-nothing in several statements use ``conn.transaction()`` explicitly.
+"""The app's connection pools: opened and closed by the app's lifespan, shared by every endpoint. Connections are
+in autocommit mode: a single statement is its own transaction, and writes that must be all-or-nothing in several
+statements use ``conn.transaction()`` explicitly.
 
 A connection broken by a database restart (or ``pg_terminate_backend``) must not fail a request
-(docs/reliability.md). Checking every connection at checkout would cost a round trip per checkout,
-so ``Pool`` checks only the connections that may be broken without anyone having noticed (one
-round trip, at checkout): those idle for ``IDLE_CHECK_SECONDS`` or more, and those last returned
-before a broken connection was seen anywhere, since a restart breaks them all at once. The first
-broken one seen also starts a check of every idle connection (``pool.check()``). What is left, a
-connection used less than ``IDLE_CHECK_SECONDS`` ago and broken since without anybody noticing, is
-caught by the request's first statement: the API-key lookup and every read run through
-``connection_after``/``read``, which replace a connection found broken and run the read again,
-once. A write is never run again after a broken connection: whether it was committed is unknown.
+(docs/reliability.md). Checking every connection at checkout would cost a round trip per checkout, so ``Pool``
+checks only those that may be broken without anyone having noticed; the rest are caught by the request's first
+statement: the API-key lookup and every read run through ``connection_after``/``read``, which replace a connection
+found broken and run the read again, once. A write is never run again after a broken connection: whether it was
+committed is unknown.
 
-Two budgets: each worker has a read pool and a write pool (``make_pools``), sized from ``ApiConfig`` so
-that both together are the worker's ``pool_max_size`` (which ``passthrough serve`` fits within the
-server's ``max_connections``, pyapp/serving.py). Reads (GraphQL, member listings, the change feed, segment
-reads) take the read pool's connections, whose statements PostgreSQL cancels after
-``read_statement_timeout``; writes (events, segment changes, the snapshot routes' key check, ``/readyz``,
-the background jobs) take the write pool's, which have no statement timeout. However slow or many the
-reads, they wait for each other, never for a writer's connection, and a writer never waits for theirs
-(docs/reliability.md, "Abuse"). ``get_pool(request)`` picks the request's budget: the one its route names
-(``BUDGET_SCOPE_KEY``, set by pyapp/web/app.py), else read for GET and HEAD, write for any other method.
+Two budgets: each worker has a read pool, whose statements time out, and a write pool, whose statements do not
+(``make_pools``), together the worker's ``pool_max_size`` (which ``passthrough serve`` fits within the server's
+``max_connections``, pyapp/serving.py). However slow or many the reads, they wait for each other, never for a
+writer's connection, and a writer never waits for theirs (docs/reliability.md, "Abuse").
 """
 
 from __future__ import annotations
@@ -106,9 +96,12 @@ IDLE_CHECK_SECONDS = 1.0
 
 
 class Pool(AsyncConnectionPool):
-    """An ``AsyncConnectionPool`` that checks at checkout only the connections that may be broken (see
-    the module's docstring): it notes when each connection was last returned and when a broken
-    connection was last seen."""
+    """An ``AsyncConnectionPool`` that checks at checkout (one round trip) only the connections that may be broken
+    without anyone having noticed: those idle for ``idle_check_seconds`` or more, and those last returned before a
+    broken connection was seen anywhere, since a restart breaks them all at once. The first broken one seen also
+    starts a check of every idle connection (``check()``). What is left, a connection used less than
+    ``idle_check_seconds`` ago and broken since without anybody noticing, is caught by the request's first
+    statement (the module's docstring)."""
 
     def __init__(self, *args: Any, idle_check_seconds: float = IDLE_CHECK_SECONDS, **kwargs: Any) -> None:
         self.idle_check_seconds = idle_check_seconds
@@ -197,12 +190,16 @@ def make_pool(database_url: str, config: ApiConfig, budget: Budget = WRITE) -> P
 
 
 def make_pools(database_url: str, config: ApiConfig) -> dict[Budget, Pool]:
-    """The read pool and the write pool of one worker (not open yet)."""
+    """The read pool and the write pool of one worker (not open yet), sized from ``ApiConfig``. Reads (GraphQL,
+    member listings, the change feed, segment reads) take the read pool's connections, whose statements PostgreSQL
+    cancels after ``read_statement_timeout``; writes (events, segment changes, the snapshot routes' key check,
+    ``/readyz``, the background jobs) take the write pool's, which have no statement timeout."""
     return {READ: make_pool(database_url, config, READ), WRITE: make_pool(database_url, config, WRITE)}
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
-    """The pool of the request's budget (the module's docstring)."""
+    """The pool of the request's budget: the one its route names (``BUDGET_SCOPE_KEY``, set by pyapp/web/app.py),
+    else read for GET and HEAD, write for any other method."""
     budget = request.scope.get(BUDGET_SCOPE_KEY) or (READ if request.method in ("GET", "HEAD") else WRITE)
     return request.app.state.pools[budget]
 

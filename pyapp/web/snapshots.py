@@ -1,38 +1,17 @@
 """POST /v3/audiences/{audience_id}/snapshot: a full membership list replaces one audience's (private keys).
 
-The HTTP twin of ``passthrough import`` (pyapp/cli/etl.py): the same file, the same options, the same code.
-The body is an ODP-convention snapshot: a CSV, gzip or plain, with the header ``type, action, audience_id,
-ts`` and exactly one identifier column; ``{audience_id}`` is the external audience id its rows name. The
-query parameters are the command's options: ``at`` (--at), ``dry_run`` (--dry-run), ``diff_limit``
-(--diff-limit), ``max_disqualify_share`` (--max-disqualify-share) and ``force`` (--force). The body is decoded
-by pyapp/web/snapshot_body.py, and its rows read, staged and applied by ``passthrough.import_snapshot``
-through pyapp/ingest/snapshot.py; every rule (what a valid row is, the snapshot time, the guards against an empty
-snapshot or one that disqualifies too many members) is SQL's, and its errors reach the client through
-pyapp/errors.py like every other endpoint's.
+The HTTP twin of ``passthrough import`` (pyapp/cli/etl.py): the same file, the same options (as query parameters),
+the same code. The body is an ODP-convention snapshot: a CSV, gzip or plain, with the header ``type, action,
+audience_id, ts`` and exactly one identifier column; ``{audience_id}`` is the external audience id its rows name.
+Every rule (what a valid row is, the snapshot time, the guards against an empty snapshot or one that disqualifies
+too many members) is ``passthrough.import_snapshot``'s, reached through pyapp/ingest/snapshot.py, and its errors
+reach the client through pyapp/errors.py like every other endpoint's.
 
-How a body travels:
-
-0. Only ``max_snapshot_uploads`` uploads at a time per server process: one more is answered 503
-   ``snapshot_uploads_busy`` (with Retry-After) before its body is read. Each upload holds a spool file, a
-   thread, a connection and, while it is parsed, a CPU; a flood of them must not starve the events.
-1. As it arrives, into a temporary file (in TMPDIR), at most ``max_snapshot_bytes`` (413 beyond, before
-   reading anything when Content-Length says so). Nothing of it is held in memory but a chunk or two, and
-   a slow upload never holds a database transaction open (an open transaction would hold the change feed
-   back).
-2. Then, in a worker thread: the file is decoded (``Content-Encoding: gzip``, then gzip when the content
-   starts with the gzip magic bytes or ``Content-Type`` says ``application/gzip``; at most
-   ``max_snapshot_bytes`` decompressed, 413 beyond), split into lines a chunk at a time (a line longer than
-   ``snapshot.MAX_LINE_CHARS`` is 413 ``line_too_long`` as soon as it is that long, and more lines than a
-   snapshot of ``max_snapshot_bytes`` can have, blank ones included, 413 ``too_many_lines``: a gzip that
-   inflates into one huge line, or into millions of newlines, costs a few KiB and little CPU), its CSV
-   header checked, and its rows COPYed into the staging table as they are read, on a connection of its
-   own; ``import_snapshot`` applies them (or, for a dry run, computes the diff) and the transaction is
-   committed (a dry run's rolled back) before the answer is sent. A deadlock or serialization failure is
-   retried from the file, as POST /v3/events does.
-
-A connection of its own, not the pool's: an import fills session temporary tables (the staging table and
-the snapshot's work tables, as large as the snapshot) that closing the connection drops, where a pooled
-session would keep them.
+The body is spooled to a temporary file (in TMPDIR) as it arrives, at most ``max_snapshot_bytes``: nothing of it is
+held in memory but a chunk or two, and a slow upload never holds a database transaction open (an open transaction
+would hold the change feed back). Then, in a worker thread, pyapp/web/snapshot_body.py decodes it, and its rows are
+COPYed into the staging table and imported in one transaction, committed (a dry run's rolled back) before the
+answer is sent. Only ``max_snapshot_uploads`` uploads run at a time per server process (``UploadSlots``).
 """
 
 from __future__ import annotations
@@ -83,8 +62,10 @@ PARAMETERS = ("at", "dry_run", "diff_limit", "max_disqualify_share", "force")
 
 
 class UploadSlots:
-    """The snapshot uploads one process handles at once. Only the event loop's thread takes and gives back
-    slots, so a plain counter is enough."""
+    """The snapshot uploads one process handles at once (``max_snapshot_uploads``): one more is answered 503
+    ``snapshot_uploads_busy`` (with Retry-After) before its body is read. Each upload holds a spool file, a
+    thread, a connection and, while it is parsed, a CPU; a flood of them must not starve the events. Only the
+    event loop's thread takes and gives back slots, so a plain counter is enough."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.busy = limit, 0
@@ -176,7 +157,8 @@ def _invalid(name: str, reason: str) -> ApiError:
 
 
 async def _receive(request: Request, spool: IO[bytes], max_bytes: int) -> int:
-    """Write the body to ``spool`` as it arrives (413 past ``max_bytes``); returns its size."""
+    """Write the body to ``spool`` as it arrives (413 past ``max_bytes``, before reading anything when
+    Content-Length says so); returns its size."""
     pending: list[bytes] = []
     pending_size = size = 0
     async for chunk in stream_at_most(request, max_bytes):
@@ -203,7 +185,12 @@ async def _import(
 ) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
     """Stage and import the spooled snapshot in one transaction (in a worker thread), running it again from the
     file after a deadlock or serialization failure (``database.attempts``); returns the result and, for a dry
-    run, up to diff_limit rows of the diff."""
+    run, up to diff_limit rows of the diff. The file is decoded as its rows are COPYed (pyapp/web/snapshot_body.py):
+    ``Content-Encoding: gzip``, then gzip when the content starts with the gzip magic bytes or ``Content-Type`` says
+    ``application/gzip``; at most ``max_snapshot_bytes`` decompressed (413 beyond); a line longer than
+    ``snapshot.MAX_LINE_CHARS`` is 413 ``line_too_long`` as soon as it is that long, and more lines than a
+    snapshot of ``max_snapshot_bytes`` can have, blank ones included, 413 ``too_many_lines``: a gzip that
+    inflates into one huge line, or into millions of newlines, costs a few KiB and little CPU."""
     def attempt_in_thread() -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
         # staging_chunks reads the file's start (header, gzip framing) at once: never on the event loop
         chunks = staging_chunks(spool, encoding, config.max_snapshot_bytes)
@@ -218,6 +205,9 @@ async def _import(
 def _import_once(
     database_url: str, config: ApiConfig, chunks: Iterator[bytes], audience_id: str, options: ImportOptions
 ) -> tuple[snapshot.SnapshotResult, list[tuple] | None]:
+    """One attempt, on a connection of its own, not the pool's: an import fills session temporary tables (the
+    staging table and the snapshot's work tables, as large as the snapshot) that closing the connection drops,
+    where a pooled session would keep them."""
     conn = psycopg.connect(
         database_url,
         autocommit=False,

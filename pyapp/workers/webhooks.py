@@ -1,28 +1,16 @@
-"""Webhook delivery: the change feed POSTed to subscribed URLs, at least once, in feed order, signed.
+"""Webhook delivery: the change feed POSTed to subscribed URLs, at least once, in feed order, signed (the body,
+the headers and how a receiver checks them: README.md, "Webhooks").
 
 Every rule is SQL's (sql/functions/250_webhooks.sql): which subscriptions are due and who holds them (a lease),
 which changes a page holds and which the audience filter selects, moving the cursor (compare-and-set),
 the backoff after a failure. This module only reads a page, POSTs it and reports the outcome, each
 database call in its own short transaction (autocommit), and never holds a transaction open while it
-talks HTTP: an open transaction would hold the whole change feed back.
+talks HTTP: an open transaction would hold the whole change feed back. A 2xx answer acknowledges the changes;
+anything else, a network error or no answer within the timeout is retried later with the same changes (and any
+that arrived since, when the page was not full). ``passthrough serve`` runs ``Webhooks`` in the background.
 
-A delivery is ``POST <url>`` with the JSON body ``{"webhook": name, "changes": [...], "next": cursor}``
-(the change objects of ``GET /v3/changes``) and the headers
-
-    X-Passthrough-Timestamp: <unix seconds>
-    X-Passthrough-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
-    X-Passthrough-Delivery:  <a unique id per attempt>
-
-A 2xx answer acknowledges the changes; anything else, a network error or no answer within the timeout
-is retried later with the same changes (and any that arrived since, when the page was not full).
-``passthrough serve`` runs ``Webhooks`` in the background: it wakes on ``NOTIFY passthrough_changes`` and
-at least every ``webhook_every`` seconds (for retries that come due), claims the due webhooks and starts
-one delivery task per webhook. Each task delivers one page and frees its lease; the loop does not wait for
-it, so a receiver that hangs holds only its own webhook back (until the timeout), never the others. The
-lease keeps a webhook to one delivery at a time, here and in any other process.
-
-A webhook reaches only global addresses unless it was created with ``allow_private_network``: the HTTP
-client resolves each host itself and refuses before connecting (pyapp/workers/webhook_network.py). A refusal is
+A webhook reaches only global addresses unless it was created with ``allow_private_network``: the HTTP client
+resolves each host itself and refuses before connecting (pyapp/workers/webhook_network.py). A refusal is
 recorded, and retried, like any failed delivery.
 """
 
@@ -113,9 +101,13 @@ class Outcome:
 
 
 class Webhooks:
-    """Delivers due webhooks every ``every`` seconds, and as soon as the feed notifies a change, each webhook
-    in a task of its own. ``resolve`` (host, port -> addresses) is the system resolver unless a test stubs it;
-    ``network_backend`` is what connects to a checked address (httpcore's, unless a test records it)."""
+    """Delivers due webhooks at least every ``every`` seconds (``webhook_every`` under ``passthrough serve``), for
+    retries that come due, and as soon as the feed notifies a change (``NOTIFY passthrough_changes``), each webhook
+    in a task of its own that delivers one page and frees its lease. The loop does not wait for those tasks, so a
+    receiver that hangs holds only its own webhook back (until the timeout), never the others; the lease keeps a
+    webhook to one delivery at a time, here and in any other process. ``resolve`` (host, port -> addresses) is the
+    system resolver unless a test stubs it; ``network_backend`` is what connects to a checked address (httpcore's,
+    unless a test records it)."""
 
     def __init__(self, every: float = 1.0, *, timeout: float = DEFAULT_TIMEOUT, page_size: int = DEFAULT_PAGE_SIZE,
                  claim: int = DEFAULT_CLAIM, concurrency: int = DEFAULT_CONCURRENCY, lease: float | None = None,

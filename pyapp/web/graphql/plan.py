@@ -4,10 +4,10 @@ The Optimizely SDKs ask one thing: ``customer(<identifier type>: ...) { audience
 { name state } } } }``, with variables (Python, Go, Java, Swift) or with literals (JavaScript). When a parsed
 and validated document (pyapp/web/graphql/, ``Prepared``) has that shape, ``compile_plan`` turns it once
 into a ``Plan``: the one SQL call of ``Customer.audiences`` (CUSTOMER_SQL, the statement the resolver runs)
-and the shape of the answer, aliases and field order included. ``Plan.run`` makes the call and builds the
-same ``data`` the executor would, without walking the document or calling a resolver per field. The
-JavaScript SDK's text differs for every visitor (the literals), so ``literal_plan`` reads that one form
-from the text itself, without parsing or validating it (about 3 ms a text with graphql-core).
+and the shape of the answer, aliases and field order included. The endpoint (``run_plan``) makes the call and
+builds the same ``data`` the executor would, without walking the document or calling a resolver per field. The
+JavaScript SDK's text differs for every visitor (the literals), so ``literal_plan`` reads that one form from the
+text itself, without parsing or validating it.
 
 Anything else falls back to the executor: another shape (fragments, directives, other fields, ``at``,
 ``cursor``, ``pageInfo``), a variable whose value the executor would refuse or coerce, and any error: the
@@ -98,7 +98,8 @@ class Plan:
 
 def literal_plan(query: str, identifier_types: Sequence[str]) -> Plan | None:
     """The plan of the JavaScript SDK's query, read from its text without parsing it (a new text per
-    visitor: parsing and validating it would cost more than answering), else None."""
+    visitor: parsing and validating it, about 3 ms a text with graphql-core, would cost more than answering),
+    else None."""
     match = JS_SDK_QUERY.fullmatch(query)
     if match is None or match.group(1) not in identifier_types:
         return None

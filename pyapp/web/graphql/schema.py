@@ -1,28 +1,17 @@
-"""The GraphQL schema (built with Strawberry from the database) and its resolvers::
+"""The GraphQL schema (built with Strawberry from the database) and its resolvers: ``customer`` and its
+``audiences``, the ``audiences`` listing and ``size_history``. ``str(build_schema(...))`` prints the SDL.
 
-    type Query {
-      customer(fs_user_id: String, vuid: String, ...one per identifier type): Customer
-      audiences(first: Int, after: String): AudienceConnection!
-      size_history(audience: String!, from: Float!, to: Float!, bucket: String = "hour"): [SizeBucket!]!
-    }
-    type Customer { audiences(subset: [String], at: Float): AudienceConnection! }
-    type SizeBucket { start: Float!  end: Float!  size_at_start: Int!  entered: Int!  exited: Int!  size_at_end: Int! }
-    type AudienceConnection { edges: [AudienceEdge!]!  pageInfo: PageInfo! }
-    type AudienceEdge { node: Audience!  cursor: String! }
-    type Audience { name: String!  state: String  description: String  is_ready: Boolean!  revision: Int!  size: Int! }
-    type PageInfo { hasNextPage: Boolean!  endCursor: String }
+Arguments are nullable (``String``, ``[String]``) because the Optimizely SDKs declare their variables that way.
+``customer`` takes exactly one non-null identifier argument. ``Customer.audiences`` is non-null, so an error reading
+it (say an invalid identifier) makes ``customer`` null, as ODP answers. Resolvers hold no membership rule:
+``Customer.audiences`` is one call of ``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``),
+``Query.audiences`` one statement of ``passthrough.list_audiences`` and ``audience_page_info`` (page sizes are
+theirs), and ``size_history`` one of ``passthrough.audience_size_history``; every error SQL raises is mapped by
+``pyapp.errors`` (errors.py).
 
-Arguments are nullable (``String``, ``[String]``) because the Optimizely SDKs declare their variables
-that way. ``customer`` takes exactly one non-null identifier argument. ``Customer.audiences`` is
-non-null, so an error reading it (say an invalid identifier) makes ``customer`` null, as ODP
-answers. Resolvers hold no membership rule: ``Customer.audiences`` is one call of
-``passthrough.customer_audiences`` (``customer_audiences_at`` with ``at``), ``Query.audiences`` one statement of
-``passthrough.list_audiences`` and ``audience_page_info`` (page sizes are theirs), and ``size_history`` one of ``passthrough.audience_size_history``;
-every error SQL raises is mapped by ``pyapp.errors`` (errors.py).
-
-The ``customer`` arguments follow ``passthrough.list_identifier_types()``: the schema is built when
-the facade starts and rebuilt when a ``NOTIFY passthrough_identifier_types`` arrives (a dedicated
-connection LISTENs; after a lost connection it reconnects and reloads), so no restart is needed.
+The ``customer`` arguments follow ``passthrough.list_identifier_types()``: the schema is built when the facade
+starts and rebuilt when a ``NOTIFY passthrough_identifier_types`` arrives (a dedicated connection LISTENs; after a
+lost connection it reconnects and reloads), so no restart is needed.
 """
 
 from __future__ import annotations
