@@ -56,35 +56,16 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-def add_connection_options(parser: Any, env: Any) -> None:
-    """``serve``'s options for slow clients (pyapp/web/connections.py)."""
-    parser.add_argument("--max-connections", type=int, default=env("PASSTHROUGH_MAX_CONNECTIONS"),
-                        help="open connections per worker process; at the cap, those still sending their request "
-                        f"heads are dropped, oldest first (default: $PASSTHROUGH_MAX_CONNECTIONS, else "
-                        f"{default_max_connections(1 << 30)} or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if "
-                        "lower)")
-    parser.add_argument("--header-timeout", type=float,
-                        default=env("PASSTHROUGH_HEADER_TIMEOUT", str(DEFAULT_HEADER_TIMEOUT)),
-                        help="seconds a request head may take, from the connection's opening or the previous "
-                        f"response (default: $PASSTHROUGH_HEADER_TIMEOUT or {DEFAULT_HEADER_TIMEOUT:g})")
-    parser.add_argument("--body-timeout", type=float,
-                        default=env("PASSTHROUGH_BODY_TIMEOUT", str(DEFAULT_BODY_TIMEOUT)),
-                        help="seconds a request body may go without receiving anything before it is dropped "
-                        f"(default: $PASSTHROUGH_BODY_TIMEOUT or {DEFAULT_BODY_TIMEOUT:g})")
-
-
 def connection_limits(max_connections: int | str | None, header_timeout: float, body_timeout: float,
                       open_file_limit: int) -> ConnectionLimits:
-    """The limits, checked against the process's open-file limit; ValueError naming the option at fault."""
+    """The limits; the cap is checked against the process's open-file limit (ValueError naming the option), the
+    timeouts by the command line's parser (pyapp/cli/serve.py)."""
     most = int(open_file_limit * FILE_LIMIT_SHARE)
     if max_connections is None:
         max_connections = default_max_connections(open_file_limit)
     elif not 1 <= int(max_connections) <= most:
         raise ValueError(f"--max-connections: must be between 1 and {most} ({FILE_LIMIT_SHARE:.0%} of this "
                          f"process's open-file limit, {open_file_limit}), got {max_connections}")
-    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
-        if not 0 < float(value) <= 3600:
-            raise ValueError(f"{name}: must be more than 0 and at most 3600 seconds, got {value}")
     return ConnectionLimits(int(max_connections), float(header_timeout), float(body_timeout))
 
 

@@ -346,7 +346,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="import audience snapshots (<audience_id>.csv.gz): each replaces the audience's membership",
         description="Import full membership lists, named <audience_id>.csv.gz (or .csv); files naming the same "
-        "audience (one per identifier type, as passthrough export writes them) are one snapshot. "
+        "audience (one per identifier type, as passthrough export writes them) are one snapshot. A file is a CSV "
         "with the header type, action, audience_id, ts and one identifier column. Listed identifiers are "
         "qualified; members not listed whose deciding event is older than the snapshot time are disqualified; "
         "events newer than the snapshot time stand. Each file is applied atomically.",

@@ -9,9 +9,12 @@ from typing import Any
 
 from pyapp.cli.common import CommandError, info, open_database, positive_int
 from pyapp.cli.migrations import report_migrations, run_migrations
-from pyapp.serving import add_connection_options, default_workers
+from pyapp.serving import default_workers
 from pyapp.web.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOT_BYTES
 from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMENT_TIMEOUT
+from pyapp.web.connections import (
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, FILE_LIMIT_SHARE, default_max_connections,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -83,6 +86,35 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
     serving.serve(url, host, port, config, workers, access_log, limits, sock)
 
 
+def _timeout(text: str) -> float:
+    """An argparse type: seconds, more than 0 and at most 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600 seconds, got {text!r}")
+    return value
+
+
+def _add_connection_options(parser: Any, env: Any) -> None:
+    """``serve``'s options for slow clients (pyapp/web/connections.py)."""
+    parser.add_argument("--max-connections", type=positive_int, default=env("PASSTHROUGH_MAX_CONNECTIONS"),
+                        help="open connections per worker process; at the cap, those still sending their request "
+                        f"heads are dropped, oldest first (default: $PASSTHROUGH_MAX_CONNECTIONS, else "
+                        f"{default_max_connections(1 << 30)} or {FILE_LIMIT_SHARE * 100:.0f}%% of the open-file limit if "
+                        "lower)")
+    parser.add_argument("--header-timeout", type=_timeout,
+                        default=env("PASSTHROUGH_HEADER_TIMEOUT", str(DEFAULT_HEADER_TIMEOUT)),
+                        help="seconds a request head may take, from the connection's opening or the previous "
+                        f"response (default: $PASSTHROUGH_HEADER_TIMEOUT or {DEFAULT_HEADER_TIMEOUT:g})")
+    parser.add_argument("--body-timeout", type=_timeout,
+                        default=env("PASSTHROUGH_BODY_TIMEOUT", str(DEFAULT_BODY_TIMEOUT)),
+                        help="seconds a request body may go without receiving anything before it is dropped "
+                        f"(default: $PASSTHROUGH_BODY_TIMEOUT or {DEFAULT_BODY_TIMEOUT:g})")
+
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", parents=[common], help="migrate (creating the embedded database if there is none yet), then serve the HTTP API until Ctrl-C")
     env = os.environ.get
@@ -121,5 +153,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
                        f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
                        f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
-    add_connection_options(serve, env)
+    _add_connection_options(serve, env)
     serve.set_defaults(func=cmd_serve)
