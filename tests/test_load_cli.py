@@ -361,3 +361,31 @@ def test_copy_chunks_are_the_row_by_row_copy_lines(tmp_path, gz):
             expected = _row_by_row(str(path), base, writers)
             assert expected[1] > 5000
             assert _chunked(str(path), base, writers) == expected
+
+
+def test_copy_chunks_of_repeated_keys_and_extra_fields(tmp_path):
+    """The fast path's decoding into the usual event shape keeps what JSON (and jsonb) mean: a repeated key's
+    last value counts, other fields are ignored; any other shape formats as the general path does."""
+    head = '{"type":"passthrough","action":"qualify","identifiers":'
+    lines = [
+        '{"type":5,"action":"qualify","type":"passthrough","identifiers":{"fs_user_id":"u1"},'
+        '"data":{"audience_id":"a","ts":1700000000.5}}',
+        head + '{"fs_user_id":"u2"},"data":{"audience_id":"a","ts":1700000000,"extra":[1,2]},"more":{}}',
+        head + '{"fs_user_id":"u3"},"data":{"audience_id":"a","idempotence_id":null,"ts":null}}',
+        head + '{"fs_user_id":"x","fs_user_id":"u4"},"data":{"audience_id":"b","idempotence_id":"i4"}}',
+        head + '{"fs_user_id":"u5","vuid":"v5"},"data":{"audience_id":"a"}}',
+        head + '{"fs_user_id":7},"data":{"audience_id":"a"}}',
+        head + '{"fs_user_id":"u7"},"data":{"audience_id":"a","ts":true}}',
+        head + '{"fs_user_id":"u8"},"data":{"audience_id":"a","idempotence_id":9}}',
+    ]
+    path = tmp_path / "odd.ndjson"
+    path.write_text("".join(line + "\n" for line in lines))
+    chunked = _chunked(str(path), 0, 1)
+    assert chunked == _row_by_row(str(path), 0, 1)
+    assert chunked[0][0][:4] == [
+        "1\tpassthrough\tqualify\tfs_user_id\tu1\ta\t1700000000.5\t\\N\t1\t\\N\t\\N\n",
+        "2\tpassthrough\tqualify\tfs_user_id\tu2\ta\t1700000000\t\\N\t1\t\\N\t\\N\n",
+        "3\tpassthrough\tqualify\tfs_user_id\tu3\ta\t\\N\t\\N\t1\t\\N\t\\N\n",
+        "4\tpassthrough\tqualify\tfs_user_id\tu4\tb\t\\N\ti4\t1\t\\N\t\\N\n",
+    ]
+    assert chunked[1:] == (8, 8)
