@@ -258,17 +258,24 @@ def test_invalid_rows_refuse_the_whole_snapshot(enabled):
 # --------------------------------------------------------------------------- dry run and atomicity
 
 
-def test_dry_run_reports_the_diff_and_changes_nothing(enabled):
-    apply(enabled, [ev("stay", True, 10), ev("go", True, 10), ev("go2", True, 10), ev("late", True, 90)])
-    before = members(enabled)
-    result = import_rows(enabled, snapshot_payload([("stay", BASE + 50), ("new", BASE + 50)]), AUD,
-                         dry_run=True, force=True)
-    assert not result.applied and result.batch_id is None
-    assert (result.to_qualify, result.to_disqualify, result.unchanged, result.kept_newer) == (1, 2, 1, 1)
-    assert [(c, i) for c, _, i, _, _ in snapshot_diff(enabled)] == [
-        ("disqualify", "go"), ("disqualify", "go2"), ("kept_newer", "late"), ("qualify", "new")]
-    assert members(enabled) == before
-    assert scalar(enabled, "SELECT count(*) FROM passthrough.batches") == 1
+def test_a_dry_run_reports_the_guards_instead_of_raising_them(enabled):
+    apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
+    result = import_rows(enabled, b"", AUD, dry_run=True)  # empty, so it also drops 2 of 2
+    assert (result.applied, result.to_disqualify) == (False, 2)
+    assert result.refused_by == ("empty_snapshot", "snapshot_disqualifies_too_many")
+    assert result.refusal_reasons == ("it is empty", "it would disqualify 2 of 2 members (100.0%), more than the "
+                                      "allowed 50.0%")
+    assert [(c, i) for c, _, i, _, _ in snapshot_diff(enabled)] == [("disqualify", "a"), ("disqualify", "b")]
+    assert (import_rows(enabled, b"", AUD, dry_run=True, force=True).refused_by,
+            import_rows(enabled, b"", "aud-never-seen", dry_run=True).refused_by) == ((), ("empty_snapshot",))
+    one_of_two = snapshot_payload([("a", BASE + 20)])
+    assert import_rows(enabled, one_of_two, AUD, dry_run=True).refused_by == ()  # 50% is allowed
+    with pytest.raises(SnapshotRefused) as caught:  # the import raises the first guard, as before
+        import_rows(enabled, b"", AUD)
+    assert (caught.value.sqlstate, caught.value.message) == ("PT022", 'snapshot of "aud-a" refused: it is empty')
+    assert members(enabled) == {"a": (True, BASE + 10), "b": (True, BASE + 10)}
+    applied = import_rows(enabled, one_of_two, AUD)
+    assert (applied.applied, applied.refused_by, applied.refusal_reasons) == (True, (), ())
 
 
 def test_a_concurrent_reader_sees_the_old_or_the_new_membership(db_url, enabled):
@@ -367,14 +374,21 @@ def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
     apply(enabled, [ev(f"m{i}", True, 10) for i in range(4)])
     path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20), ("x", BASE + 20)])
 
-    assert run(db_url, "--dry-run", str(path)) == 1  # 3 of 4 would go: refused even as a dry run
-    err = capsys.readouterr().err
-    assert "would disqualify 3 of 4 members" in err and "--force" in err
-
-    assert run(db_url, "--dry-run", "--force", str(path)) == 0
+    # 3 of 4 would go: a dry run shows the diff all the same, and names the guard
+    assert run(db_url, "--dry-run", str(path)) == 0
     out = capsys.readouterr().out
     assert "would change audience aud-a" in out and "to qualify 1, to disqualify 3, unchanged 1" in out
     assert "- disqualify fs_user_id=m1" in out and "+ qualify    fs_user_id=x" in out
+    assert (f"{path}: would be refused by: snapshot_disqualifies_too_many (it would disqualify 3 of 4 members "
+            "(75.0%), more than the allowed 50.0%); use --force to import anyway\n") in out
+
+    assert run(db_url, str(path)) == 1  # the import itself is refused
+    err = capsys.readouterr().err
+    assert 'snapshot of "aud-a" refused: it would disqualify 3 of 4 members (75.0%)' in err and "--force" in err
+
+    assert run(db_url, "--dry-run", "--force", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "to qualify 1, to disqualify 3, unchanged 1" in out and "would be refused" not in out
     assert sum(q for q, _ in members(enabled).values()) == 4
 
     assert run(db_url, "--max-disqualify-share", "0.75", str(path)) == 0
@@ -412,8 +426,9 @@ def test_snapshot_diff_and_share_defaults_are_sql_s(enabled):
     assert import_rows(enabled, payload, AUD, dry_run=True).to_disqualify == 60
     assert len(snapshot_diff(enabled)) == 50 and len(snapshot_diff(enabled, None)) == 50
     payload = snapshot_payload([(f"m{i:03}", BASE + 20) for i in range(59)])
+    assert import_rows(enabled, payload, AUD, dry_run=True).refused_by == ("snapshot_disqualifies_too_many",)
     with pytest.raises(SnapshotRefused) as caught:
-        import_rows(enabled, payload, AUD, dry_run=True)
+        import_rows(enabled, payload, AUD)
     assert caught.value.sqlstate == "PT023"
 
 

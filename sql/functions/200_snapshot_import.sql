@@ -182,6 +182,9 @@ DECLARE
   v_newest   boolean;
   v_events   bigint;
   v_verdicts bigint;
+  v_states   text[] := '{}';  -- the SQLSTATE, DETAIL and HINT each guard in v_result.refused_by raises
+  v_details  text[] := '{}';
+  v_hints    text[] := '{}';
   -- NULL: the default, here only (the CLI and HTTP pass NULL when they are given nothing)
   v_max_share numeric := coalesce(p_max_disqualify_share, 0.5);
 BEGIN
@@ -224,28 +227,42 @@ BEGIN
        v_dropped
   FROM pg_temp.passthrough_snapshot_diff d;
 
+  -- The guards, decided here only: a dry run reports each one that trips (it is for looking), an import
+  -- raises the first.
+  v_result.refused_by := '{}';
+  v_result.refusal_reasons := '{}';
   IF v_result.listed = 0 AND NOT p_force THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT022',
-      MESSAGE = format('snapshot of %s refused: it is empty', to_json(p_audience_id)),
-      DETAIL = format('It would disqualify all %s members.', v_dropped),
-      HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
-             'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
+    v_result.refused_by := v_result.refused_by || 'empty_snapshot'::text;
+    v_result.refusal_reasons := v_result.refusal_reasons || 'it is empty'::text;
+    v_states := v_states || 'PT022'::text;
+    v_details := v_details || format('It would disqualify all %s members.', v_dropped);
+    v_hints := v_hints
+      || 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
+         'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.'::text;
   END IF;
   -- as of T: the members it leaves out, whether or not a newer input keeps them now
   IF v_dropped > v_max_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT023',
-      MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
-                       'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
-                       round(100.0 * v_dropped / v_result.members_before, 1),
-                       round(100 * v_max_share, 1)),
-      DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
-                      v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
-      HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
-             'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
-             'max_disqualify_share=, --max-disqualify-share).';
+    v_result.refused_by := v_result.refused_by || 'snapshot_disqualifies_too_many'::text;
+    v_result.refusal_reasons := v_result.refusal_reasons
+      || format('it would disqualify %s of %s members (%s%%), more than the allowed %s%%',
+                v_dropped, v_result.members_before, round(100.0 * v_dropped / v_result.members_before, 1),
+                round(100 * v_max_share, 1));
+    v_states := v_states || 'PT023'::text;
+    v_details := v_details
+      || format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
+                v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer);
+    v_hints := v_hints
+      || 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
+         'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
+         'max_disqualify_share=, --max-disqualify-share).'::text;
   END IF;
   IF p_dry_run THEN
     RETURN v_result;
+  END IF;
+  IF cardinality(v_result.refused_by) > 0 THEN
+    RAISE EXCEPTION USING ERRCODE = v_states[1],
+      MESSAGE = format('snapshot of %s refused: %s', to_json(p_audience_id), v_result.refusal_reasons[1]),
+      DETAIL = v_details[1], HINT = v_hints[1];
   END IF;
 
   -- The snapshot is stored, and becomes its audience's newest unless one with a later T exists.
@@ -292,7 +309,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), and, unless p_force, by its guards: an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023). p_dry_run computes the diff only (passthrough.snapshot_diff lists it) and raises no guard: refused_by and refusal_reasons name those that would refuse the import.';
 
 CREATE FUNCTION passthrough.snapshot_diff(p_diff_limit integer DEFAULT NULL)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)
