@@ -352,6 +352,17 @@ def test_invalid_rows_refuse_the_whole_snapshot_naming_each_line(client, members
     assert unchanged(members, before)
 
 
+def test_rows_that_all_name_another_audience_are_one_400(client, members, private_key):
+    before = snapshot_of(members)
+    response = post(client, private_key, gz(snapshot_csv([(f"u{i}", TS) for i in range(120)], audience="crm-x")))
+    assert response.status_code == 400
+    d = detail(response)
+    assert (d["code"], d["sqlstate"], d["message"]) == (
+        "snapshot_of_another_audience", "PT024", 'snapshot of "crm-vip" refused: its rows are of audience "crm-x"')
+    assert "invalids" not in d and "passthrough import --audience crm-x" in d["hint"]
+    assert unchanged(members, before)
+
+
 def test_a_row_for_an_unknown_identifier_type_is_invalid(client, enabled, private_key):
     body = b"type,action,audience_id,ts,cookie_id\npassthrough,qualify,crm-vip,,c1\n"
     response = post(client, private_key, body, content_type="text/csv", params={"force": "true"})

@@ -278,6 +278,34 @@ def test_a_dry_run_reports_the_guards_instead_of_raising_them(enabled):
     assert (applied.applied, applied.refused_by, applied.refusal_reasons) == (True, (), ())
 
 
+def test_rows_that_all_name_another_audience_are_one_error(enabled):
+    payload = snapshot_payload([(f"u{i}", BASE + 20) for i in range(3)], audience="aud-b")
+    for dry_run in (True, False):
+        with pytest.raises(SnapshotRefused) as caught:
+            import_rows(enabled, payload, AUD, dry_run=dry_run)
+        assert caught.value.sqlstate == "PT024" and caught.value.invalid == []
+        assert caught.value.message == 'snapshot of "aud-a" refused: its rows are of audience "aud-b"'
+        assert "passthrough import --audience aud-b FILE" in caught.value.hint
+    # rows of two other audiences: each row's problem, as any invalid rows
+    mixed = payload + snapshot_payload([("v", BASE + 20)], audience="aud-c")
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, mixed, AUD)
+    assert caught.value.sqlstate == "PT020" and len(caught.value.invalid) == 4
+
+
+def test_dry_run_reports_the_diff_and_changes_nothing(enabled):
+    apply(enabled, [ev("stay", True, 10), ev("go", True, 10), ev("go2", True, 10), ev("late", True, 90)])
+    before = members(enabled)
+    result = import_rows(enabled, snapshot_payload([("stay", BASE + 50), ("new", BASE + 50)]), AUD,
+                         dry_run=True, force=True)
+    assert not result.applied and result.batch_id is None
+    assert (result.to_qualify, result.to_disqualify, result.unchanged, result.kept_newer) == (1, 2, 1, 1)
+    assert [(c, i) for c, _, i, _, _ in snapshot_diff(enabled)] == [
+        ("disqualify", "go"), ("disqualify", "go2"), ("kept_newer", "late"), ("qualify", "new")]
+    assert members(enabled) == before
+    assert scalar(enabled, "SELECT count(*) FROM passthrough.batches") == 1
+
+
 def test_a_concurrent_reader_sees_the_old_or_the_new_membership(db_url, enabled):
     apply(enabled, [ev(f"old{i}", True, 10) for i in range(5)])
     old = {f"old{i}" for i in range(5)}
@@ -448,6 +476,23 @@ def test_members_whose_qualify_ran_out_are_neither_counted_nor_disqualified(enab
     # no disqualify was written for the expired members: their only event is their qualify
     assert scalar(enabled, "SELECT count(*) FROM passthrough.events e JOIN passthrough.external_audiences x"
                   " ON x.id = e.audience_key WHERE x.external_id = %s AND e.identifier LIKE 'old%%'", (AUD,)) == 8
+
+
+def test_cli_suggests_audience_once_for_a_file_named_after_another_audience(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "aud-z.csv"
+    path.write_text("type,action,audience_id,ts,email\n"
+                    + "".join(f"passthrough,qualify,aud-y,1700000000,v{i}\n" for i in range(150)))
+    assert run(db_url, "--dry-run", str(path)) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        f'error: {path}: snapshot of "aud-z" refused: its rows are of audience "aud-y"',
+        'detail: All 150 rows name audience "aud-y" in their audience_id; a snapshot\'s rows name the audience it is '
+        "imported as.",
+        'hint: If they are the members of "aud-y", import them as its snapshot: passthrough import --audience aud-y '
+        "FILE (without --audience, a file's name is its audience), POST to its /v3/audiences/{audience_id}/snapshot, "
+        "or passthrough.import_snapshot('aud-y').",
+    ]
+    assert run(db_url, "--audience", "aud-y", str(path)) == 0
+    assert "150 memberships changed" in capsys.readouterr().out
 
 
 def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):

@@ -66,7 +66,7 @@ class SnapshotResult:
 
 
 class SnapshotRefused(Exception):
-    """import_snapshot refused the snapshot; nothing changed. ``sqlstate`` says why (PT020/PT022/PT023)."""
+    """import_snapshot refused the snapshot; nothing changed. ``sqlstate`` says why (PT020/PT022/PT023/PT024)."""
 
     def __init__(self, sqlstate: str, message: str, detail: str | None, hint: str | None) -> None:
         super().__init__(message)
@@ -145,7 +145,7 @@ def import_rows(
     """Stage ``payload`` (bytes, or chunks as ``copy_text_chunks`` gives them) and call passthrough.import_snapshot
     in the connection's transaction. ``max_disqualify_share`` None is SQL's default; SQL checks its range.
 
-    The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023; a dry run
+    The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023/PT024; a dry run
     reports the guards (PT022/PT023) in ``refused_by`` instead of raising them.
     """
     cur = stage(conn, payload)
@@ -159,7 +159,7 @@ def import_rows(
         )
     except Exception as exc:
         sqlstate, message, detail, hint = sql_error_fields(exc)
-        if sqlstate in ("PT020", "PT022", "PT023"):
+        if sqlstate in ("PT020", "PT022", "PT023", "PT024"):
             raise SnapshotRefused(sqlstate, message, detail, hint) from exc
         raise
     at_, *counts, applied, batch_id, changed, refused_by, reasons = cur.fetchone()

@@ -221,7 +221,7 @@ def _import_once(
                 force=options.force, dry_run=options.dry_run, source=SNAPSHOT_SOURCE,
             )
         except snapshot.SnapshotRefused as exc:
-            # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT022/PT023 422
+            # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT024 400, PT022/PT023 422
             raise exc.__cause__ from None  # type: ignore[misc]
         if options.dry_run:
             diff = snapshot.snapshot_diff(conn, options.diff_limit)

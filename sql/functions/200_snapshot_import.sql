@@ -41,6 +41,7 @@ DECLARE
   v_invalid jsonb;
   v_newest  timestamptz;
   v_same_t  bigint;
+  v_other   text;
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
@@ -83,6 +84,22 @@ BEGIN
   INTO v_total, v_bad, v_max_ts
   FROM pg_temp.passthrough_snapshot_rows r;
   IF v_bad > 0 THEN
+    -- Rows that all name one other audience are a snapshot of that one, imported under the wrong name (a
+    -- file's name is its audience by default): one error that says so, not the same problem on every row.
+    SELECT min(s.audience_id) INTO v_other FROM pg_temp.passthrough_load s
+    HAVING count(*) = v_total AND count(DISTINCT s.audience_id) = 1 AND count(s.audience_id) = v_total
+       AND min(s.audience_id) <> p_audience_id AND passthrough._valid_audience_id(min(s.audience_id));
+    IF v_other IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT024',
+        MESSAGE = format('snapshot of %s refused: its rows are of audience %s', to_json(p_audience_id),
+                         to_json(v_other)),
+        DETAIL = format('All %s rows name audience %s in their audience_id; a snapshot''s rows name the audience '
+                        'it is imported as.', v_total, to_json(v_other)),
+        HINT = format('If they are the members of %s, import them as its snapshot: passthrough import --audience '
+                      '%s FILE (without --audience, a file''s name is its audience), POST to its '
+                      '/v3/audiences/{audience_id}/snapshot, or passthrough.import_snapshot(%L).',
+                      to_json(v_other), v_other, v_other);
+    END IF;
     SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
                                         'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
     INTO v_invalid
@@ -159,7 +176,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
-  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
+  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows; PT024 when they all name one other audience) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
 
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
@@ -309,7 +326,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), and, unless p_force, by its guards: an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023). p_dry_run computes the diff only (passthrough.snapshot_diff lists it) and raises no guard: refused_by and refusal_reasons name those that would refuse the import.';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), rows that all name one other audience (PT024), and, unless p_force, by its guards: an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023). p_dry_run computes the diff only (passthrough.snapshot_diff lists it) and raises no guard: refused_by and refusal_reasons name those that would refuse the import.';
 
 CREATE FUNCTION passthrough.snapshot_diff(p_diff_limit integer DEFAULT NULL)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)

@@ -26,8 +26,9 @@ Listed identifiers are qualified (with their row's `ts`, else T); members not li
 older than T are disqualified as of T; events at or after T stand. T is `at`, else the newest `ts` in the
 file. It is one transaction, logged as one batch (source `{SNAPSHOT_SOURCE}`): readers see the old membership or
 the new one, and 200 comes only after the commit. A snapshot with an invalid row is refused whole (400,
-`detail.invalids` lists up to 100 rows by their line in the CSV, the header being line 1). An empty snapshot (a header and no rows), or
-one that would disqualify more than `max_disqualify_share` of the members, is refused with 422 unless
+`detail.invalids` lists up to 100 rows by their line in the CSV, the header being line 1), and so is one whose
+rows all name one other audience (400 `snapshot_of_another_audience`, once). An empty snapshot (a header and no
+rows), or one that would disqualify more than `max_disqualify_share` of the members, is refused with 422 unless
 `force=true`. With `dry_run=true` nothing is applied and the answer lists the changes it would make, up to
 `diff_limit`; a dry run is for looking, so a guard does not refuse it: `refused_by` names the guards that would
 refuse the import (`refusal_reasons` says why), and is empty when none would."""
@@ -84,7 +85,8 @@ PATHS: dict[str, Any] = {
                     "Nothing was changed. Invalid rows (`invalid_rows`: `detail.invalids` lists them by line), a "
                     "header without exactly one identifier column besides type, action, audience_id and ts "
                     "(`invalid_csv_header`), a body that is not UTF-8 CSV (`malformed_csv`) or not the gzip it "
-                    "claims to be (`malformed_gzip`), an empty body, a wrong Content-Type or Content-Encoding, or "
+                    "claims to be (`malformed_gzip`), rows that all name one other audience than `audience_id` "
+                    "(`snapshot_of_another_audience`), an empty body, a wrong Content-Type or Content-Encoding, or "
                     "a query parameter that is unknown or invalid (`invalid_argument`, `detail.field` names it)."
                 ),
                 "403": error(

@@ -50,3 +50,11 @@ SELECT * FROM passthrough.import_snapshot('ext-news', p_at => 1700000200);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM passthrough.import_snapshot('ext-news', p_max_disqualify_share => 2);
 \echo :LAST_ERROR_SQLSTATE
+-- rows that all name one other audience (PT024): one error, not the same problem on every row
+SELECT passthrough.begin_load();
+COPY pg_temp.passthrough_load (type, action, identifier_type, identifier, audience_id) FROM STDIN WITH (FORMAT csv);
+passthrough,qualify,fs_user_id,u1,ext-other
+passthrough,qualify,fs_user_id,u2,ext-other
+\.
+SELECT * FROM passthrough.import_snapshot('ext-news');
+\echo :LAST_ERROR_SQLSTATE
