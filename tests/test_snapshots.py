@@ -495,6 +495,15 @@ def test_cli_suggests_audience_once_for_a_file_named_after_another_audience(enab
     assert "150 memberships changed" in capsys.readouterr().out
 
 
+def test_cli_progress_says_dry_run_on_a_dry_run(enabled, db_url, tmp_path, capsys):
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    assert cli.main(["import", "--database-url", db_url, "--dry-run", str(path)]) == 0
+    assert f"{AUD}: dry run" in capsys.readouterr().err
+    assert cli.main(["import", "--database-url", db_url, str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"{AUD}: apply" in err and "dry run" not in err
+
+
 def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):
     path = tmp_path / "aud-z.csv"
     path.write_text("type,action,audience_id,ts,email\npassthrough,qualify,aud-z,1700000000,v1\n"

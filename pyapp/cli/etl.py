@@ -199,7 +199,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             label = names[0] if len(names) == 1 else f"{audience} ({', '.join(names)})"
             total = _input_size(names)
             with _progress(console, args.quiet) as progress:
-                task = progress.add_task(f"{audience}: read", total=total, rows=0, rate=0.0)
+                reading = f"{audience}: read" + (" (dry run)" if args.dry_run else "")
+                task = progress.add_task(reading, total=total, rows=0, rate=0.0)
                 read = [0]
 
                 def on_read(n: int) -> None:
@@ -217,7 +218,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 except InputError as exc:
                     raise CommandError(str(exc)) from exc
                 elapsed = progress.tasks[0].elapsed or 0.0
-                progress.update(task, description=f"{audience}: apply", rows=count,
+                progress.update(task, description=f"{audience}: {'dry run' if args.dry_run else 'apply'}", rows=count,
                                 rate=count / elapsed if elapsed else 0.0)
                 conn = connect(db.url)
                 try:
