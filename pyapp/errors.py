@@ -71,6 +71,7 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT021", "no_staging_table", 400),
     DomainError("PT022", "empty_snapshot", 422),
     DomainError("PT023", "snapshot_disqualifies_too_many", 422),
+    DomainError("PT024", "snapshot_of_another_audience", 400),
     DomainError("PT030", "invalid_cursor", 400),
     DomainError("PT031", "history_pruned", 410, "HISTORY_PRUNED"),
     DomainError("PT032", "cursor_pruned", 410),

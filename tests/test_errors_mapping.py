@@ -97,6 +97,9 @@ def test_invalid_rows_detail_becomes_invalids(conn):
 
     payload = format_row(2, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
                                       identifier="u1", audience_id="other"))
+    # and a row of aud-1: rows that all name one other audience are PT024, not PT020
+    payload += format_row(3, StagedRow(type="passthrough", action="qualify", identifier_type="fs_user_id",
+                                       identifier="u2", audience_id="aud-1"))
     conn.autocommit = False
     with pytest.raises(SnapshotRefused) as caught:
         import_rows(conn, payload.encode(), "aud-1", dry_run=True)

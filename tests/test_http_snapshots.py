@@ -115,6 +115,8 @@ def test_a_snapshot_replaces_the_membership_and_is_committed_before_the_200(
         "members_before": 4,  # as of T: "newer" joined after T
         "batch_id": result["batch_id"],
         "changed": 2,
+        "refused_by": [],
+        "refusal_reasons": [],
     }
     # another connection sees the import the moment the answer arrives: it was committed first
     with connect(http_database_url) as other:
@@ -258,6 +260,10 @@ def test_an_empty_snapshot_is_refused_unless_forced(client, members, private_key
     assert (detail(response)["code"], detail(response)["sqlstate"]) == ("empty_snapshot", "PT022")
     assert "refused: it is empty" in detail(response)["message"]
     assert "force=true over HTTP" in detail(response)["hint"]  # the hint names this transport's option too
+    response = post(client, private_key, body, params={"dry_run": "true"})
+    assert response.status_code == 200
+    assert response.json()["refused_by"] == ["empty_snapshot", "snapshot_disqualifies_too_many"]
+    assert response.json()["refusal_reasons"][0] == "it is empty"
     assert unchanged(members, before)
     response = post(client, private_key, body, params={"force": "true"})
     assert response.status_code == 200 and response.json()["to_disqualify"] == 4
@@ -272,8 +278,12 @@ def test_disqualifying_more_than_the_share_is_refused_unless_allowed_or_forced(c
     assert detail(response)["code"] == "snapshot_disqualifies_too_many"
     assert "would disqualify 3 of 4 members (75.0%), more than the allowed 50.0%" in detail(response)["message"]
     assert "force=true" in detail(response)["hint"] and "max_disqualify_share=" in detail(response)["hint"]
-    response = post(client, private_key, body, params={"dry_run": "true"})  # a dry run is refused alike
-    assert response.status_code == 422
+    response = post(client, private_key, body, params={"dry_run": "true"})  # a dry run shows it, and the guard
+    assert response.status_code == 200
+    assert (response.json()["to_disqualify"], [d["identifier"] for d in response.json()["diff"]]) == (
+        3, ["m1", "m2", "m3"])
+    assert (response.json()["refused_by"], response.json()["refusal_reasons"]) == (
+        ["snapshot_disqualifies_too_many"], ["it would disqualify 3 of 4 members (75.0%), more than the allowed 50.0%"])
     response = post(client, private_key, body, params={"max_disqualify_share": "0.7"})
     assert response.status_code == 422 and "allowed 70.0%" in detail(response)["message"]
     assert unchanged(members, before)
@@ -339,6 +349,17 @@ def test_invalid_rows_refuse_the_whole_snapshot_naming_each_line(client, members
     assert "looks like milliseconds" in messages[2]
     assert "csv: expected 5 fields, got 3" in d["invalids"][3]["problems"]
     assert messages[4] == 'data.ts: must be a number of seconds since the Unix epoch, got "soon"'
+    assert unchanged(members, before)
+
+
+def test_rows_that_all_name_another_audience_are_one_400(client, members, private_key):
+    before = snapshot_of(members)
+    response = post(client, private_key, gz(snapshot_csv([(f"u{i}", TS) for i in range(120)], audience="crm-x")))
+    assert response.status_code == 400
+    d = detail(response)
+    assert (d["code"], d["sqlstate"], d["message"]) == (
+        "snapshot_of_another_audience", "PT024", 'snapshot of "crm-vip" refused: its rows are of audience "crm-x"')
+    assert "invalids" not in d and "passthrough import --audience crm-x" in d["hint"]
     assert unchanged(members, before)
 
 

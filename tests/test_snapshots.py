@@ -258,6 +258,41 @@ def test_invalid_rows_refuse_the_whole_snapshot(enabled):
 # --------------------------------------------------------------------------- dry run and atomicity
 
 
+def test_a_dry_run_reports_the_guards_instead_of_raising_them(enabled):
+    apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
+    result = import_rows(enabled, b"", AUD, dry_run=True)  # empty, so it also drops 2 of 2
+    assert (result.applied, result.to_disqualify) == (False, 2)
+    assert result.refused_by == ("empty_snapshot", "snapshot_disqualifies_too_many")
+    assert result.refusal_reasons == ("it is empty", "it would disqualify 2 of 2 members (100.0%), more than the "
+                                      "allowed 50.0%")
+    assert [(c, i) for c, _, i, _, _ in snapshot_diff(enabled)] == [("disqualify", "a"), ("disqualify", "b")]
+    assert (import_rows(enabled, b"", AUD, dry_run=True, force=True).refused_by,
+            import_rows(enabled, b"", "aud-never-seen", dry_run=True).refused_by) == ((), ("empty_snapshot",))
+    one_of_two = snapshot_payload([("a", BASE + 20)])
+    assert import_rows(enabled, one_of_two, AUD, dry_run=True).refused_by == ()  # 50% is allowed
+    with pytest.raises(SnapshotRefused) as caught:  # the import raises the first guard, as before
+        import_rows(enabled, b"", AUD)
+    assert (caught.value.sqlstate, caught.value.message) == ("PT022", 'snapshot of "aud-a" refused: it is empty')
+    assert members(enabled) == {"a": (True, BASE + 10), "b": (True, BASE + 10)}
+    applied = import_rows(enabled, one_of_two, AUD)
+    assert (applied.applied, applied.refused_by, applied.refusal_reasons) == (True, (), ())
+
+
+def test_rows_that_all_name_another_audience_are_one_error(enabled):
+    payload = snapshot_payload([(f"u{i}", BASE + 20) for i in range(3)], audience="aud-b")
+    for dry_run in (True, False):
+        with pytest.raises(SnapshotRefused) as caught:
+            import_rows(enabled, payload, AUD, dry_run=dry_run)
+        assert caught.value.sqlstate == "PT024" and caught.value.invalid == []
+        assert caught.value.message == 'snapshot of "aud-a" refused: its rows are of audience "aud-b"'
+        assert "passthrough import --audience aud-b FILE" in caught.value.hint
+    # rows of two other audiences: each row's problem, as any invalid rows
+    mixed = payload + snapshot_payload([("v", BASE + 20)], audience="aud-c")
+    with pytest.raises(SnapshotRefused) as caught:
+        import_rows(enabled, mixed, AUD)
+    assert caught.value.sqlstate == "PT020" and len(caught.value.invalid) == 4
+
+
 def test_dry_run_reports_the_diff_and_changes_nothing(enabled):
     apply(enabled, [ev("stay", True, 10), ev("go", True, 10), ev("go2", True, 10), ev("late", True, 90)])
     before = members(enabled)
@@ -367,14 +402,21 @@ def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
     apply(enabled, [ev(f"m{i}", True, 10) for i in range(4)])
     path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20), ("x", BASE + 20)])
 
-    assert run(db_url, "--dry-run", str(path)) == 1  # 3 of 4 would go: refused even as a dry run
-    err = capsys.readouterr().err
-    assert "would disqualify 3 of 4 members" in err and "--force" in err
-
-    assert run(db_url, "--dry-run", "--force", str(path)) == 0
+    # 3 of 4 would go: a dry run shows the diff all the same, and names the guard
+    assert run(db_url, "--dry-run", str(path)) == 0
     out = capsys.readouterr().out
     assert "would change audience aud-a" in out and "to qualify 1, to disqualify 3, unchanged 1" in out
     assert "- disqualify fs_user_id=m1" in out and "+ qualify    fs_user_id=x" in out
+    assert (f"{path}: would be refused by: snapshot_disqualifies_too_many (it would disqualify 3 of 4 members "
+            "(75.0%), more than the allowed 50.0%); use --force to import anyway\n") in out
+
+    assert run(db_url, str(path)) == 1  # the import itself is refused
+    err = capsys.readouterr().err
+    assert 'snapshot of "aud-a" refused: it would disqualify 3 of 4 members (75.0%)' in err and "--force" in err
+
+    assert run(db_url, "--dry-run", "--force", str(path)) == 0
+    out = capsys.readouterr().out
+    assert "to qualify 1, to disqualify 3, unchanged 1" in out and "would be refused" not in out
     assert sum(q for q, _ in members(enabled).values()) == 4
 
     assert run(db_url, "--max-disqualify-share", "0.75", str(path)) == 0
@@ -412,8 +454,9 @@ def test_snapshot_diff_and_share_defaults_are_sql_s(enabled):
     assert import_rows(enabled, payload, AUD, dry_run=True).to_disqualify == 60
     assert len(snapshot_diff(enabled)) == 50 and len(snapshot_diff(enabled, None)) == 50
     payload = snapshot_payload([(f"m{i:03}", BASE + 20) for i in range(59)])
+    assert import_rows(enabled, payload, AUD, dry_run=True).refused_by == ("snapshot_disqualifies_too_many",)
     with pytest.raises(SnapshotRefused) as caught:
-        import_rows(enabled, payload, AUD, dry_run=True)
+        import_rows(enabled, payload, AUD)
     assert caught.value.sqlstate == "PT023"
 
 
@@ -433,6 +476,32 @@ def test_members_whose_qualify_ran_out_are_neither_counted_nor_disqualified(enab
     # no disqualify was written for the expired members: their only event is their qualify
     assert scalar(enabled, "SELECT count(*) FROM passthrough.events e JOIN passthrough.external_audiences x"
                   " ON x.id = e.audience_key WHERE x.external_id = %s AND e.identifier LIKE 'old%%'", (AUD,)) == 8
+
+
+def test_cli_suggests_audience_once_for_a_file_named_after_another_audience(enabled, db_url, tmp_path, capsys):
+    path = tmp_path / "aud-z.csv"
+    path.write_text("type,action,audience_id,ts,email\n"
+                    + "".join(f"passthrough,qualify,aud-y,1700000000,v{i}\n" for i in range(150)))
+    assert run(db_url, "--dry-run", str(path)) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        f'error: {path}: snapshot of "aud-z" refused: its rows are of audience "aud-y"',
+        'detail: All 150 rows name audience "aud-y" in their audience_id; a snapshot\'s rows name the audience it is '
+        "imported as.",
+        'hint: If they are the members of "aud-y", import them as its snapshot: passthrough import --audience aud-y '
+        "FILE (without --audience, a file's name is its audience), POST to its /v3/audiences/{audience_id}/snapshot, "
+        "or passthrough.import_snapshot('aud-y').",
+    ]
+    assert run(db_url, "--audience", "aud-y", str(path)) == 0
+    assert "150 memberships changed" in capsys.readouterr().out
+
+
+def test_cli_progress_says_dry_run_on_a_dry_run(enabled, db_url, tmp_path, capsys):
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    assert cli.main(["import", "--database-url", db_url, "--dry-run", str(path)]) == 0
+    assert f"{AUD}: dry run" in capsys.readouterr().err
+    assert cli.main(["import", "--database-url", db_url, str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"{AUD}: apply" in err and "dry run" not in err
 
 
 def test_cli_reports_invalid_rows_by_line(enabled, db_url, tmp_path, capsys):

@@ -199,7 +199,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             label = names[0] if len(names) == 1 else f"{audience} ({', '.join(names)})"
             total = _input_size(names)
             with _progress(console, args.quiet) as progress:
-                task = progress.add_task(f"{audience}: read", total=total, rows=0, rate=0.0)
+                reading = f"{audience}: read" + (" (dry run)" if args.dry_run else "")
+                task = progress.add_task(reading, total=total, rows=0, rate=0.0)
                 read = [0]
 
                 def on_read(n: int) -> None:
@@ -217,7 +218,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 except InputError as exc:
                     raise CommandError(str(exc)) from exc
                 elapsed = progress.tasks[0].elapsed or 0.0
-                progress.update(task, description=f"{audience}: apply", rows=count,
+                progress.update(task, description=f"{audience}: {'dry run' if args.dry_run else 'apply'}", rows=count,
                                 rate=count / elapsed if elapsed else 0.0)
                 conn = connect(db.url)
                 try:
@@ -303,6 +304,9 @@ def _print_snapshot(name: str, audience: str, result: Any, diff: list[tuple]) ->
         + (f"; {result.changed:,} memberships changed (batch {result.batch_id})" if result.applied else " (dry run)"),
         flush=True,
     )
+    if result.refused_by:
+        reasons = "; ".join(f"{guard} ({reason})" for guard, reason in zip(result.refused_by, result.refusal_reasons))
+        print(f"{name}: would be refused by: {reasons}; use --force to import anyway", flush=True)
     for change, id_type, identifier, current_ts, snapshot_ts in diff:
         mark = {"qualify": "+", "disqualify": "-", "kept_newer": "="}.get(change, "?")
         when = f"current {current_ts.isoformat()}" if current_ts else "new"
@@ -355,7 +359,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     imp.add_argument("--audience", help="the audience id, when the file name does not say it (one file only)")
     imp.add_argument("--at", metavar="TS",
                      help="snapshot time T in seconds since the Unix epoch (default: the newest ts in the file)")
-    imp.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="print the diff and the guards that would refuse the import, change nothing")
     # no defaults here: passthrough.import_snapshot and snapshot_diff hold them, and check the ranges
     imp.add_argument("--diff-limit", type=int, help="changes listed by --dry-run, 0 to 100000 (default: 50)")
     imp.add_argument("--max-disqualify-share", metavar="SHARE",

@@ -59,10 +59,14 @@ class SnapshotResult:
     applied: bool
     batch_id: int | None
     changed: int
+    # a dry run's report of the guards that would refuse the import (names as the errors' codes), and why;
+    # an import raises the first instead, so it has none
+    refused_by: tuple[str, ...] = ()
+    refusal_reasons: tuple[str, ...] = ()
 
 
 class SnapshotRefused(Exception):
-    """import_snapshot refused the snapshot; nothing changed. ``sqlstate`` says why (PT020/PT022/PT023)."""
+    """import_snapshot refused the snapshot; nothing changed. ``sqlstate`` says why (PT020/PT022/PT023/PT024)."""
 
     def __init__(self, sqlstate: str, message: str, detail: str | None, hint: str | None) -> None:
         super().__init__(message)
@@ -141,24 +145,26 @@ def import_rows(
     """Stage ``payload`` (bytes, or chunks as ``copy_text_chunks`` gives them) and call passthrough.import_snapshot
     in the connection's transaction. ``max_disqualify_share`` None is SQL's default; SQL checks its range.
 
-    The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023.
+    The caller commits (or rolls back a dry run). Raises SnapshotRefused for PT020/PT022/PT023/PT024; a dry run
+    reports the guards (PT022/PT023) in ``refused_by`` instead of raising them.
     """
     cur = stage(conn, payload)
     try:
         cur.execute(
             "SELECT snapshot_at, listed, to_qualify, to_disqualify, unchanged, kept_newer, members_before,"
-            " applied, batch_id, changed"
+            " applied, batch_id, changed, refused_by, refusal_reasons"
             " FROM passthrough.import_snapshot(%s, %s::numeric, %s::numeric, %s, %s, %s)",
             (audience_id, None if at is None else str(at),
              None if max_disqualify_share is None else str(max_disqualify_share), force, dry_run, source),
         )
     except Exception as exc:
         sqlstate, message, detail, hint = sql_error_fields(exc)
-        if sqlstate in ("PT020", "PT022", "PT023"):
+        if sqlstate in ("PT020", "PT022", "PT023", "PT024"):
             raise SnapshotRefused(sqlstate, message, detail, hint) from exc
         raise
-    at_, *counts, applied, batch_id, changed = cur.fetchone()
-    return SnapshotResult(at_, *(int(c) for c in counts), applied, batch_id, int(changed))
+    at_, *counts, applied, batch_id, changed, refused_by, reasons = cur.fetchone()
+    return SnapshotResult(at_, *(int(c) for c in counts), applied, batch_id, int(changed),
+                          tuple(refused_by), tuple(reasons))
 
 
 def snapshot_diff(conn: Any, limit: int | None = None) -> list[tuple]:

@@ -4,8 +4,8 @@ The HTTP twin of ``passthrough import`` (pyapp/cli/etl.py): the same file, the s
 the same code. The body is an ODP-convention snapshot: a CSV, gzip or plain, with the header ``type, action,
 audience_id, ts`` and exactly one identifier column; ``{audience_id}`` is the external audience id its rows name.
 Every rule (what a valid row is, the snapshot time, the guards against an empty snapshot or one that disqualifies
-too many members) is ``passthrough.import_snapshot``'s, reached through pyapp/ingest/snapshot.py, and its errors
-reach the client through pyapp/errors.py like every other endpoint's.
+too many members, which a dry run reports instead of raising) is ``passthrough.import_snapshot``'s, reached
+through pyapp/ingest/snapshot.py, and its errors reach the client through pyapp/errors.py like every other's.
 
 The body is spooled to a temporary file (in TMPDIR) as it arrives, at most ``max_snapshot_bytes``: nothing of it is
 held in memory but a chunk or two, and a slow upload never holds a database transaction open (an open transaction
@@ -221,7 +221,7 @@ def _import_once(
                 force=options.force, dry_run=options.dry_run, source=SNAPSHOT_SOURCE,
             )
         except snapshot.SnapshotRefused as exc:
-            # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT022/PT023 422
+            # the database's own error, for pyapp/errors.py: PT020 400 listing the rows, PT024 400, PT022/PT023 422
             raise exc.__cause__ from None  # type: ignore[misc]
         if options.dry_run:
             diff = snapshot.snapshot_diff(conn, options.diff_limit)
@@ -249,6 +249,9 @@ def _answer(audience_id: str, result: snapshot.SnapshotResult, diff: list[tuple]
         "members_before": result.members_before,
         "batch_id": result.batch_id,
         "changed": result.changed,
+        # a dry run's guards (a real import raises the first instead: 422)
+        "refused_by": list(result.refused_by),
+        "refusal_reasons": list(result.refusal_reasons),
     }
     if diff is not None:
         body["diff"] = [_diff_item(*row) for row in diff]

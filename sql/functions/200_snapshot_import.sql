@@ -41,6 +41,7 @@ DECLARE
   v_invalid jsonb;
   v_newest  timestamptz;
   v_same_t  bigint;
+  v_other   text;
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
@@ -83,6 +84,22 @@ BEGIN
   INTO v_total, v_bad, v_max_ts
   FROM pg_temp.passthrough_snapshot_rows r;
   IF v_bad > 0 THEN
+    -- Rows that all name one other audience are a snapshot of that one, imported under the wrong name (a
+    -- file's name is its audience by default): one error that says so, not the same problem on every row.
+    SELECT min(s.audience_id) INTO v_other FROM pg_temp.passthrough_load s
+    HAVING count(*) = v_total AND count(DISTINCT s.audience_id) = 1 AND count(s.audience_id) = v_total
+       AND min(s.audience_id) <> p_audience_id AND passthrough._valid_audience_id(min(s.audience_id));
+    IF v_other IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT024',
+        MESSAGE = format('snapshot of %s refused: its rows are of audience %s', to_json(p_audience_id),
+                         to_json(v_other)),
+        DETAIL = format('All %s rows name audience %s in their audience_id; a snapshot''s rows name the audience '
+                        'it is imported as.', v_total, to_json(v_other)),
+        HINT = format('If they are the members of %s, import them as its snapshot: passthrough import --audience '
+                      '%s FILE (without --audience, a file''s name is its audience), POST to its '
+                      '/v3/audiences/{audience_id}/snapshot, or passthrough.import_snapshot(%L).',
+                      to_json(v_other), v_other, v_other);
+    END IF;
     SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
                                         'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
     INTO v_invalid
@@ -159,7 +176,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough._prepare_snapshot(text, integer, numeric) IS
-  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
+  'Private: validates the staged rows as a snapshot of one audience (PT020 listing invalid rows; PT024 when they all name one other audience) and leaves its diff against the members at T in pg_temp.passthrough_snapshot_diff; returns T.';
 
 CREATE FUNCTION passthrough.import_snapshot(
   p_audience_id text,
@@ -182,6 +199,9 @@ DECLARE
   v_newest   boolean;
   v_events   bigint;
   v_verdicts bigint;
+  v_states   text[] := '{}';  -- the SQLSTATE, DETAIL and HINT each guard in v_result.refused_by raises
+  v_details  text[] := '{}';
+  v_hints    text[] := '{}';
   -- NULL: the default, here only (the CLI and HTTP pass NULL when they are given nothing)
   v_max_share numeric := coalesce(p_max_disqualify_share, 0.5);
 BEGIN
@@ -224,28 +244,42 @@ BEGIN
        v_dropped
   FROM pg_temp.passthrough_snapshot_diff d;
 
+  -- The guards, decided here only: a dry run reports each one that trips (it is for looking), an import
+  -- raises the first.
+  v_result.refused_by := '{}';
+  v_result.refusal_reasons := '{}';
   IF v_result.listed = 0 AND NOT p_force THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT022',
-      MESSAGE = format('snapshot of %s refused: it is empty', to_json(p_audience_id)),
-      DETAIL = format('It would disqualify all %s members.', v_dropped),
-      HINT = 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
-             'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.';
+    v_result.refused_by := v_result.refused_by || 'empty_snapshot'::text;
+    v_result.refusal_reasons := v_result.refusal_reasons || 'it is empty'::text;
+    v_states := v_states || 'PT022'::text;
+    v_details := v_details || format('It would disqualify all %s members.', v_dropped);
+    v_hints := v_hints
+      || 'An empty export is usually a broken upstream job. To empty the audience on purpose, import it '
+         'with force: p_force => true in SQL, force=true over HTTP, passthrough import --force.'::text;
   END IF;
   -- as of T: the members it leaves out, whether or not a newer input keeps them now
   IF v_dropped > v_max_share * v_result.members_before AND v_dropped > 0 AND NOT p_force THEN
-    RAISE EXCEPTION USING ERRCODE = 'PT023',
-      MESSAGE = format('snapshot of %s refused: it would disqualify %s of %s members (%s%%), more than the '
-                       'allowed %s%%', to_json(p_audience_id), v_dropped, v_result.members_before,
-                       round(100.0 * v_dropped / v_result.members_before, 1),
-                       round(100 * v_max_share, 1)),
-      DETAIL = format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
-                      v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer),
-      HINT = 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
-             'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
-             'max_disqualify_share=, --max-disqualify-share).';
+    v_result.refused_by := v_result.refused_by || 'snapshot_disqualifies_too_many'::text;
+    v_result.refusal_reasons := v_result.refusal_reasons
+      || format('it would disqualify %s of %s members (%s%%), more than the allowed %s%%',
+                v_dropped, v_result.members_before, round(100.0 * v_dropped / v_result.members_before, 1),
+                round(100 * v_max_share, 1));
+    v_states := v_states || 'PT023'::text;
+    v_details := v_details
+      || format('As of T (%s): to qualify: %s, to disqualify: %s, unchanged: %s, kept by a newer input: %s',
+                v_at, v_result.to_qualify, v_dropped, v_result.unchanged, v_result.kept_newer);
+    v_hints := v_hints
+      || 'Check the export. To apply it anyway, import it with force (p_force => true in SQL, force=true '
+         'over HTTP, passthrough import --force) or with a higher max_disqualify_share (p_max_disqualify_share, '
+         'max_disqualify_share=, --max-disqualify-share).'::text;
   END IF;
   IF p_dry_run THEN
     RETURN v_result;
+  END IF;
+  IF cardinality(v_result.refused_by) > 0 THEN
+    RAISE EXCEPTION USING ERRCODE = v_states[1],
+      MESSAGE = format('snapshot of %s refused: %s', to_json(p_audience_id), v_result.refusal_reasons[1]),
+      DETAIL = v_details[1], HINT = v_hints[1];
   END IF;
 
   -- The snapshot is stored, and becomes its audience's newest unless one with a later T exists.
@@ -292,7 +326,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION passthrough.import_snapshot(text, numeric, numeric, boolean, boolean, text) IS
-  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023), unless p_force. p_dry_run computes the diff only (passthrough.snapshot_diff lists it).';
+  'Imports the snapshot staged in pg_temp.passthrough_load (see passthrough.begin_load): the full list of one audience at T (p_at, default the newest ts in the list, else now). It is an input at T for every identifier of the audience: listed, qualified at T; not listed, disqualified at T; an input with a greater ts (or a disqualify at T) stands, whenever it arrives. Listed rows are also logged as qualify events at their ts. One transaction, one batch. Refused: invalid rows (PT020), rows that all name one other audience (PT024), and, unless p_force, by its guards: an empty snapshot (PT022) or one that leaves out more than p_max_disqualify_share (0 to 1, NULL for 0.5) of the members at T (PT023). p_dry_run computes the diff only (passthrough.snapshot_diff lists it) and raises no guard: refused_by and refusal_reasons name those that would refuse the import.';
 
 CREATE FUNCTION passthrough.snapshot_diff(p_diff_limit integer DEFAULT NULL)
 RETURNS TABLE (change text, identifier_type text, identifier text, current_ts timestamptz, snapshot_ts timestamptz)

@@ -10,7 +10,9 @@ CREATE TYPE passthrough.snapshot_result AS (
   members_before bigint,     -- members at T before the import
   applied       boolean,     -- false for a dry run
   batch_id      bigint,      -- the batch that holds the import's events (NULL when nothing was applied)
-  changed       bigint       -- pairs whose qualified state changed
+  changed       bigint,      -- pairs whose qualified state changed
+  refused_by    text[],      -- the guards that refuse this import (empty_snapshot, snapshot_disqualifies_too_many): reported by a dry run, raised by an import; empty when forced
+  refusal_reasons text[]     -- why, one per guard in refused_by (the message the import raises, without its 'snapshot of ... refused: ')
 );
 COMMENT ON TYPE passthrough.snapshot_result IS
-  'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list.';
+  'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list; and, for a dry run, the guards that would refuse it.';

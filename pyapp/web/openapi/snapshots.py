@@ -26,10 +26,12 @@ Listed identifiers are qualified (with their row's `ts`, else T); members not li
 older than T are disqualified as of T; events at or after T stand. T is `at`, else the newest `ts` in the
 file. It is one transaction, logged as one batch (source `{SNAPSHOT_SOURCE}`): readers see the old membership or
 the new one, and 200 comes only after the commit. A snapshot with an invalid row is refused whole (400,
-`detail.invalids` lists up to 100 rows by their line in the CSV, the header being line 1); an empty snapshot
-(a header and no rows), or one that would disqualify more than `max_disqualify_share` of the members, is
-refused with 422 unless `force=true`. With `dry_run=true` nothing is applied (the guards still apply) and the
-answer lists the changes it would make, up to `diff_limit`."""
+`detail.invalids` lists up to 100 rows by their line in the CSV, the header being line 1), and so is one whose
+rows all name one other audience (400 `snapshot_of_another_audience`, once). An empty snapshot (a header and no
+rows), or one that would disqualify more than `max_disqualify_share` of the members, is refused with 422 unless
+`force=true`. With `dry_run=true` nothing is applied and the answer lists the changes it would make, up to
+`diff_limit`; a dry run is for looking, so a guard does not refuse it: `refused_by` names the guards that would
+refuse the import (`refusal_reasons` says why), and is empty when none would."""
 
 
 
@@ -44,7 +46,8 @@ SNAPSHOT_PARAMETERS = [
     },
     query("at", "The snapshot time T in seconds since the Unix epoch (`--at`); default: the newest `ts` in "
            "the file, else now.", {"type": "number", "examples": [1735689600]}),
-    query("dry_run", "Compute the changes and answer them in `diff`; apply nothing (`--dry-run`).",
+    query("dry_run", "Compute the changes and answer them in `diff`, and the guards that would refuse the import "
+           "in `refused_by` (200, not 422); apply nothing (`--dry-run`).",
            {"type": "boolean", "default": False}),
     # the ranges and defaults are passthrough.snapshot_diff's and import_snapshot's (PT010, 400 naming the field)
     query("diff_limit", "At most this many changes in a dry run's `diff` (`--diff-limit`), 0 to 100000, as "
@@ -76,12 +79,14 @@ PATHS: dict[str, Any] = {
             parameters=SNAPSHOT_PARAMETERS,
             request_body=SNAPSHOT_BODY,
             responses={
-                "200": ok("Imported and committed, or (`dry_run`) what the import would do.", "SnapshotResult"),
+                "200": ok("Imported and committed, or (`dry_run`) what the import would do and which guards would "
+                          "refuse it.", "SnapshotResult"),
                 "400": error(
                     "Nothing was changed. Invalid rows (`invalid_rows`: `detail.invalids` lists them by line), a "
                     "header without exactly one identifier column besides type, action, audience_id and ts "
                     "(`invalid_csv_header`), a body that is not UTF-8 CSV (`malformed_csv`) or not the gzip it "
-                    "claims to be (`malformed_gzip`), an empty body, a wrong Content-Type or Content-Encoding, or "
+                    "claims to be (`malformed_gzip`), rows that all name one other audience than `audience_id` "
+                    "(`snapshot_of_another_audience`), an empty body, a wrong Content-Type or Content-Encoding, or "
                     "a query parameter that is unknown or invalid (`invalid_argument`, `detail.field` names it)."
                 ),
                 "403": error(
@@ -106,7 +111,8 @@ PATHS: dict[str, Any] = {
                 "422": error(
                     "Refused by a guard, nothing changed: the snapshot is empty (`empty_snapshot`) or would "
                     "disqualify more than `max_disqualify_share` of the members (`snapshot_disqualifies_too_many`). "
-                    "Check the export; `force=true` applies it anyway."
+                    "Check the export; `force=true` applies it anyway. Never for a dry run: it answers 200 naming "
+                    "the guards in `refused_by`."
                 ),
             },
         )
@@ -117,7 +123,7 @@ SCHEMAS: dict[str, Any] = {
     "SnapshotResult": {
         "type": "object",
         "required": ["audience_id", "applied", "snapshot_at", "listed", "to_qualify", "to_disqualify", "unchanged",
-                     "kept_newer", "members_before", "batch_id", "changed"],
+                     "kept_newer", "members_before", "batch_id", "changed", "refused_by", "refusal_reasons"],
         "properties": {
             "audience_id": {"type": "string"},
             "applied": {"type": "boolean", "description": "False for a dry run."},
@@ -132,6 +138,19 @@ SCHEMAS: dict[str, Any] = {
             "members_before": {"type": "integer", "description": "Qualified members before the import."},
             "batch_id": {"type": ["integer", "null"], "description": "The batch holding the import's events."},
             "changed": {"type": "integer", "description": "(identifier, audience) pairs whose state changed."},
+            "refused_by": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["empty_snapshot", "snapshot_disqualifies_too_many"]},
+                "description": "Dry run: the guards that would refuse this import (the codes of its 422 errors), "
+                "in the order they are checked; an import raises the first. Empty when none would, with "
+                "`force=true`, and for an import that was applied.",
+            },
+            "refusal_reasons": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Why each guard in `refused_by` would refuse, in the same order, e.g. \"it would "
+                "disqualify 3 of 4 members (75.0%), more than the allowed 50.0%\".",
+            },
             "diff": {
                 "type": "array",
                 "description": "Dry run only: the changes, by change, identifier type and identifier, up to "

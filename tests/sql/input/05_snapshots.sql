@@ -36,6 +36,10 @@ passthrough,qualify,fs_user_id,u1,ext-news
 \.
 SELECT * FROM passthrough.import_snapshot('ext-news', p_at => 1700000200);
 \echo :LAST_ERROR_SQLSTATE
+-- A dry run is for looking: it shows the diff, and names the guards that would refuse the import.
+SELECT listed, to_disqualify, applied, refused_by, refusal_reasons
+FROM passthrough.import_snapshot('ext-news', p_at => 1700000200, p_dry_run => true);
+SELECT * FROM passthrough.snapshot_diff();
 -- invalid rows (PT020): a snapshot lists members, it does not disqualify
 SELECT passthrough.begin_load();
 COPY pg_temp.passthrough_load (type, action, identifier_type, identifier, audience_id) FROM STDIN WITH (FORMAT csv);
@@ -45,4 +49,12 @@ passthrough,qualify,fs_user_id,u2,ext-other
 SELECT * FROM passthrough.import_snapshot('ext-news', p_at => 1700000200);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM passthrough.import_snapshot('ext-news', p_max_disqualify_share => 2);
+\echo :LAST_ERROR_SQLSTATE
+-- rows that all name one other audience (PT024): one error, not the same problem on every row
+SELECT passthrough.begin_load();
+COPY pg_temp.passthrough_load (type, action, identifier_type, identifier, audience_id) FROM STDIN WITH (FORMAT csv);
+passthrough,qualify,fs_user_id,u1,ext-other
+passthrough,qualify,fs_user_id,u2,ext-other
+\.
+SELECT * FROM passthrough.import_snapshot('ext-news');
 \echo :LAST_ERROR_SQLSTATE
