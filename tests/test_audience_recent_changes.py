@@ -1,5 +1,6 @@
 """passthrough.audience_recent_changes (sql/functions/215_audience_recent_changes.sql): one audience's latest
-entries and exits, newest first in the order its memberships changed, on literal data."""
+entries and exits, newest first in the order its memberships changed, on literal data; and
+GET /v3/segments/{segment_id}/changes, which answers it over HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from http_helpers import check_response_is_documented
 from sqlhelpers import at, expect_error, rows, ts_at
+
+pytest_plugins = ["http_fixtures"]
 
 TS = 1_700_000_000
 RECENT = "SELECT change, identifier_type, identifier, event_ts, source FROM passthrough.audience_recent_changes(%s, %s)"
@@ -91,3 +95,41 @@ def test_an_audience_without_changes_has_none(two_audiences):
 def test_bad_arguments_are_named(two_audiences, audience, limit, sqlstate, message):
     error = expect_error(two_audiences, RECENT, (audience, limit), sqlstate)
     assert error.message == message
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_http_answers_the_latest_changes_newest_first(client, enabled, private_key):
+    enabled.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
+    apply(enabled, "u1", "crm-vip", "qualify", TS)
+    apply(enabled, "u2", "crm-vip", "qualify", TS + 60)
+    apply(enabled, "u1", "crm-vip", "disqualify", TS + 120)
+    response = client.get("/v3/segments/vip/changes?limit=2", headers={"x-api-key": private_key})
+    assert response.status_code == 200, response.text
+    check_response_is_documented(response)
+    changes = response.json()["changes"]
+    assert [{k: c[k] for k in ("change", "identifier_type", "identifier", "event_ts", "source")} for c in changes] == [
+        {"change": "exited", "identifier_type": "fs_user_id", "identifier": "u1",
+         "event_ts": "2023-11-14T22:15:20Z", "source": "sql"},
+        {"change": "entered", "identifier_type": "fs_user_id", "identifier": "u2",
+         "event_ts": "2023-11-14T22:14:20Z", "source": "sql"},
+    ]
+    assert changes[0]["batch_id"] > changes[1]["batch_id"] and changes[0]["received_at"].endswith("Z")
+    assert len(client.get("/v3/segments/vip/changes", headers={"x-api-key": private_key}).json()["changes"]) == 3
+
+
+@pytest.mark.parametrize(("path", "status", "code", "field"), [
+    ("/v3/segments/nope/changes", 404, "audience_not_found", "audience"),
+    ("/v3/segments/vip/changes?limit=0", 400, "invalid_argument", "limit"),
+    ("/v3/segments/vip/changes?limit=1001", 400, "invalid_argument", "limit"),
+    ("/v3/segments/vip/changes?limit=ten", 400, "invalid_argument", "limit"),
+    ("/v3/segments/vip/changes?after=x", 400, "invalid_argument", "after"),
+])
+def test_http_refuses_what_it_cannot_answer(client, enabled, private_key, path, status, code, field):
+    enabled.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")
+    response = client.get(path, headers={"x-api-key": private_key})
+    assert response.status_code == status, response.text
+    check_response_is_documented(response)
+    assert response.json()["detail"]["code"] == code
+    assert response.json()["detail"].get("field") == field

@@ -16,6 +16,10 @@
     + "{ start end size_at_start entered exited size_at_end } }";
   const TYPES_QUERY = "{ __type(name: \"Query\") { fields { name args { name } } } }";
 
+  // axis steps for counts: whole numbers only
+  const COUNT_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8].map((p) => m * p))
+    .sort((a, b) => a - b);
+
   const $ = (id) => document.getElementById(id);
   const state = { key: null, audience: null, chart: null };
 
@@ -212,18 +216,21 @@
       width: Math.max($("chart").clientWidth, 320),
       height: 280,
       tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),
-      scales: { x: { time: true }, moves: { range: (u, min, max) => [0, Math.max(1, max)] } },
+      scales: { x: { time: true }, size: { range: (u, min, max) => [0, Math.max(1, max)] },
+                moves: { range: (u, min, max) => [0, Math.max(1, max)] } },
       series: [
         { label: "time (UTC)" },
         { label: "size", scale: "size", stroke: "#2563eb", width: 2, fill: "rgba(37, 99, 235, 0.12)",
-          paths: uPlot.paths.stepped({ align: 1 }) },
-        { label: "entered", scale: "moves", stroke: "#15803d", fill: "rgba(21, 128, 61, 0.6)", paths: bars },
-        { label: "exited", scale: "moves", stroke: "#b91c1c", fill: "rgba(185, 28, 28, 0.6)", paths: bars },
+          paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
+        { label: "entered", scale: "moves", stroke: "#15803d", fill: "rgba(21, 128, 61, 0.6)", paths: bars,
+          points: { show: false } },
+        { label: "exited", scale: "moves", stroke: "#b91c1c", fill: "rgba(185, 28, 28, 0.6)", paths: bars,
+          points: { show: false } },
       ],
       axes: [
         {},
-        { scale: "size", label: "members" },
-        { scale: "moves", side: 1, label: "entries, exits", grid: { show: false } },
+        { scale: "size", label: "members", incrs: COUNT_STEPS },
+        { scale: "moves", side: 1, label: "entries, exits", grid: { show: false }, incrs: COUNT_STEPS },
       ],
     };
     state.chart = new uPlot(options, data, $("chart"));
