@@ -26,7 +26,7 @@ CONSOLE_PATH = "/console"
 ASSETS_PATH = "/console/assets"
 # No inline script or style, nothing from another origin: a script injected into the page could read the key.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 PAGE_HEADERS = {

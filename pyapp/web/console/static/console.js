@@ -369,6 +369,12 @@
       if (state.audience) loadHistory().catch((error) => showHistoryError(error));
     });
     $("lookup-form").addEventListener("submit", lookup);
+    window.addEventListener("hashchange", () => {  // a #key=... pasted into the address bar of an open console
+      if (new URLSearchParams(window.location.hash.slice(1)).has("key")) {
+        takeKeyFromFragment();
+        start();
+      }
+    });
     window.addEventListener("resize", () => {
       if (state.chart) state.chart.setSize({ width: Math.max($("chart").clientWidth, 320), height: 280 });
     });
