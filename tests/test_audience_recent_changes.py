@@ -125,6 +125,7 @@ def test_http_answers_the_latest_changes_newest_first(client, enabled, private_k
     ("/v3/segments/vip/changes?limit=1001", 400, "invalid_argument", "limit"),
     ("/v3/segments/vip/changes?limit=ten", 400, "invalid_argument", "limit"),
     ("/v3/segments/vip/changes?after=x", 400, "invalid_argument", "after"),
+    ("/v3/segments/v%00ip/changes", 400, "invalid_input", None),  # NUL: PostgreSQL cannot store it
 ])
 def test_http_refuses_what_it_cannot_answer(client, enabled, private_key, path, status, code, field):
     enabled.execute("SELECT passthrough.create_audience('vip', 'crm-vip')")

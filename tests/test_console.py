@@ -313,6 +313,13 @@ def test_the_console_shows_what_the_api_answers(conn: psycopg.Connection, db_url
         assert page.text_content("#changes-note") == "The latest entries and exits need a private key."
         page.wait_for_selector("#history[data-loaded='true']", state="attached", timeout=30_000)
         assert page.text_content("#history-size-end") == "3"
+        # a key the server does not know: the page says what the API said
+        page.fill("#key", "not-a-key")
+        page.click("#key-form button[type='submit']")
+        page.wait_for_selector("#status.error", state="attached", timeout=30_000)
+        assert page.text_content("#status").startswith("401: ")
+        assert texts(page, "#audiences tbody tr") == [] and page.is_hidden("#audience")
+
         # a #key=... given to the open page replaces the key, and leaves the address bar too
         page.evaluate("key => { window.location.hash = 'key=' + key; }", private)
         page.wait_for_selector("#audiences tr[data-audience='silver'] .ttl:text-is('30 d')", timeout=30_000)
@@ -321,7 +328,8 @@ def test_the_console_shows_what_the_api_answers(conn: psycopg.Connection, db_url
         assert page.evaluate("localStorage.length") == 0
         assert not [url for url in requested if private in url or public in url]
         assert elsewhere == []
-        assert [e for e in errors if "status of 403" not in e] == []  # Chromium logs each refused fetch
+        # Chromium logs each refused fetch
+        assert [e for e in errors if "status of 403" not in e and "status of 401" not in e] == []
     # the access log has every request the page made, and neither key
     log = "\n".join(path.read_text(errors="replace") for path in tmp_path.glob("serve-*.log"))
     assert "GET /console HTTP" in log and "/v3/segments/gold/changes?limit=20" in log

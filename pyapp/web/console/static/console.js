@@ -338,19 +338,24 @@
       if (state.audience) await chooseAudience(state.audience);
     } catch (error) {
       setStatus(error.message, true);
+      clearShown();  // nothing read with another key stays on show
     }
   }
 
-  function forget() {
-    window.sessionStorage.removeItem(KEY_STORAGE);
-    state.key = null;
-    state.audience = null;
+  function clearShown() {
     if (state.chart) state.chart.destroy();
     state.chart = null;
     $("audience").hidden = true;
     $("audiences").tBodies[0].replaceChildren();
     $("lookup-audiences").replaceChildren();
     $("lookup-result").textContent = "";
+  }
+
+  function forget() {
+    window.sessionStorage.removeItem(KEY_STORAGE);
+    state.key = null;
+    state.audience = null;
+    clearShown();
     setStatus("The key is forgotten.");
   }
 
