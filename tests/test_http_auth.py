@@ -27,6 +27,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/v3/segments", "GET"): "private",
     ("/v3/segments/{segment_id}:validate", "POST"): "private",
     ("/v3/segments/{segment_id}/members", "GET"): "private",
+    ("/v3/segments/{segment_id}/changes", "GET"): "private",
     ("/v3/segments/{segment_id}", "GET"): "private",
     ("/v3/segments/{segment_id}", "POST"): "private",
     ("/v3/segments/{segment_id}", "PUT"): "private",
@@ -34,6 +35,8 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/v3/graphql", "GET"): None,
     ("/v3/graphql", "POST"): "public",
     ("/v3/graphql/assets/{version}/{name}", "GET"): None,
+    ("/console", "GET"): None,  # static, as GraphiQL's page: the API calls it makes need a key
+    ("/console/assets/{version}/{name}", "GET"): None,
 }
 OPERATIONS = sorted(ROUTE_SCOPES)
 

@@ -103,6 +103,7 @@ READER_FUNCTIONS = {
     "passthrough.changes(text,integer)",
     "passthrough.changes_pending()",
     "passthrough.audience_page_info(integer,text)",
+    "passthrough.audience_recent_changes(text,integer)",
     "passthrough.current_change_cursor()",
     "passthrough.customer_audiences(text,text,text[])",
     "passthrough.customer_audiences_at(text,text,text[],timestamp with time zone,boolean)",

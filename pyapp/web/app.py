@@ -23,9 +23,10 @@ from starlette.routing import BaseRoute, Route
 
 from pyapp import errors
 from pyapp.migrate import packaged_migrations
-from pyapp.web import changes, events, health, members, segments, snapshots
+from pyapp.web import changes, events, health, members, segment_changes, segments, snapshots
 from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
+from pyapp.web.console import CONSOLE_ROUTES
 from pyapp.web.cors import RouteCors
 from pyapp.web.database import BUDGET_SCOPE_KEY, READ, WRITE, Budget, make_pools
 from pyapp.web.framing import RefuseAmbiguousFraming
@@ -57,6 +58,7 @@ def api_routes() -> list[BaseRoute]:
         # before /v3/segments/{segment_id}, which would also match "name:validate"
         _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment, budget=READ),
         _route("/v3/segments/{segment_id}/members", GET=members.get_members),
+        _route("/v3/segments/{segment_id}/changes", GET=segment_changes.get_segment_changes),
         _route(
             "/v3/segments/{segment_id}",
             GET=segments.get_segment,
@@ -99,7 +101,7 @@ def create_app(
                 await pool.close()
 
     app = Starlette(
-        routes=[*api_routes(), *graphql.routes, *extra_routes],
+        routes=[*api_routes(), *graphql.routes, *CONSOLE_ROUTES, *extra_routes],
         # the SDKs' GraphQL query, when plain and known, is answered before the rest (pyapp/web/graphql/fast.py)
         middleware=[Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
                     Middleware(RouteCors, public_origins=config.cors_origins,

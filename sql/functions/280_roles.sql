@@ -25,6 +25,7 @@ AS $$
          -- the past and the change feed: what a feed consumer or a report reads
          ('reader', 'customer_audiences_at'), ('reader', 'membership_history'), ('reader', 'audience_size_at'),
          ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),
+         ('reader', 'audience_recent_changes'),
          ('reader', 'changes_pending'), ('reader', 'audience_members'), ('reader', 'audience_member_counts'),
          ('reader', 'audience_member_lines');
 $$;

@@ -16,9 +16,9 @@ from starlette.responses import Response
 
 from pyapp import __version__
 from pyapp.web.auth import API_KEY_HEADER
-from pyapp.web.openapi import changes, events, graphql, parts, segments, service, snapshots
+from pyapp.web.openapi import changes, console, events, graphql, parts, segments, service, snapshots
 
-RESOURCES = (service, events, snapshots, changes, segments, graphql)
+RESOURCES = (service, events, snapshots, changes, segments, graphql, console)
 PATHS: dict[str, dict[str, Any]] = {path: item for resource in RESOURCES for path, item in resource.PATHS.items()}
 SCHEMAS: dict[str, Any] = {name: schema for module in (parts, *RESOURCES) for name, schema in module.SCHEMAS.items()}
 

@@ -27,6 +27,12 @@ MEMBERS_PARAMETERS = [
 ]
 
 
+CHANGES_DESCRIPTION = """\
+A segment's latest entries and exits, newest first in the order its memberships changed (the change feed's
+order, backwards): `entered`, `exited` or `expired` (a ttl ran out, at `event_ts`). What is committed now; to follow
+the changes without missing one, read the feed, `GET /v3/changes`. The console (`GET /console`) shows them. SQL:
+`passthrough.audience_recent_changes`."""
+
 PATHS: dict[str, Any] = {
     "/v3/segments/{segment_id}/members": {
         "get": operation(
@@ -52,6 +58,26 @@ PATHS: dict[str, Any] = {
                 "404": error("No segment has this id."),
                 "406": error("`Accept` names neither `application/x-ndjson` nor `text/csv`."),
                 "410": error("`history_pruned`: `at` is before the history horizon (the retention pruned it)."),
+            },
+        )
+    },
+    "/v3/segments/{segment_id}/changes": {
+        "get": operation(
+            "getSegmentChanges",
+            "A segment's latest entries and exits, newest first.",
+            description=CHANGES_DESCRIPTION,
+            scope="private",
+            parameters=[SEGMENT_ID, {
+                "name": "limit", "in": "query", "required": False,
+                # passthrough.audience_recent_changes' range and default, stated here once
+                "description": "At most this many changes, 1 to 1000 (default 50).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}],
+            responses={
+                "200": ok("The latest changes, newest first.", "SegmentChanges"),
+                "400": error("`limit` is not an integer from 1 to 1000, the query names another parameter "
+                             "(`invalid_argument`, `detail.field` names it), or the id holds a character "
+                             "PostgreSQL cannot store (NUL)."),
+                "404": error("No segment has this id."),
             },
         )
     },
@@ -187,5 +213,22 @@ SCHEMAS: dict[str, Any] = {
     "Validated": {
         "type": "object",
         "properties": {"segment_id": {"type": "string"}, "valid": {"const": True}},
+    },
+    "SegmentChanges": {
+        "type": "object",
+        "required": ["changes"],
+        "properties": {"changes": {"type": "array", "items": {
+            "type": "object",
+            "required": ["change", "identifier_type", "identifier", "event_ts"],
+            "properties": {
+                "change": {"type": "string", "enum": ["entered", "exited", "expired"]},
+                "identifier_type": {"type": "string"},
+                "identifier": {"type": "string"},
+                "event_ts": {**TIMESTAMP, "description": "The deciding event's time (UTC, with a Z)."},
+                "received_at": {**TIMESTAMP, "type": ["string", "null"], "description": "When its batch was received."},
+                "source": {"type": ["string", "null"], "description": "Where its batch came from: http, sql, load, ..."},
+                "batch_id": {"type": "integer"},
+            },
+        }}},
     },
 }
