@@ -9,18 +9,14 @@ Content-Security-Policy lets the page load only these files and talk only to thi
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-from base64 import b64encode
-from dataclasses import dataclass
-from functools import cache
 from importlib.resources import files
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from pyapp.web.responses import ApiError
+from pyapp.web.shipped_files import Asset, ShippedFiles, sha384_integrity
 
 CONSOLE_PATH = "/console"
 ASSETS_PATH = "/console/assets"
@@ -37,16 +33,6 @@ PAGE_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class Asset:
-    version: str  # in the URL: a new version is a new URL, so a browser may cache each for ever
-    media_type: str
-    sha384: str  # the page's subresource integrity
-
-    def url(self, name: str) -> str:
-        return f"{ASSETS_PATH}/{self.version}/{name}"
-
-
 def _read(name: str) -> bytes:
     return files("pyapp.web.console").joinpath("static", name).read_bytes()
 
@@ -54,8 +40,7 @@ def _read(name: str) -> bytes:
 def _own(name: str, media_type: str) -> Asset:
     """The console's own file, versioned by its content."""
     data = _read(name)
-    return Asset("console-" + hashlib.sha256(data).hexdigest()[:12], media_type,
-                 b64encode(hashlib.sha384(data).digest()).decode())
+    return Asset("console-" + hashlib.sha256(data).hexdigest()[:12], media_type, sha384_integrity(data))
 
 
 ASSETS = {
@@ -69,11 +54,13 @@ ASSETS = {
 }
 
 
+SHIPPED = ShippedFiles("pyapp.web.console", "static", ASSETS_PATH, ASSETS, "console")
+
+
 def _tag(name: str) -> str:
-    asset = ASSETS[name]
-    if asset.media_type == "text/css":
-        return f'<link rel="stylesheet" href="{asset.url(name)}" integrity="sha384-{asset.sha384}">'
-    return f'<script src="{asset.url(name)}" integrity="sha384-{asset.sha384}" defer></script>'
+    if ASSETS[name].media_type == "text/css":
+        return SHIPPED.stylesheet_tag(name)
+    return SHIPPED.script_tag(name, " defer")
 
 
 CONSOLE_HTML = (
@@ -86,27 +73,7 @@ async def console_page(request: Request) -> Response:
     return HTMLResponse(CONSOLE_HTML, headers=PAGE_HEADERS)
 
 
-@cache
-def _asset_bytes(name: str, gzipped: bool) -> bytes:
-    data = _read(name)
-    return gzip.compress(data, compresslevel=9, mtime=0) if gzipped else data
-
-
-async def console_asset(request: Request) -> Response:
-    """One of the console's files, gzipped for a browser that takes it; 404 for any other path."""
-    name, version = request.path_params["name"], request.path_params["version"]
-    asset = ASSETS.get(name)
-    if asset is None or asset.version != version:
-        raise ApiError(404, "not_found", f"the console has no file {version}/{name}")
-    gzipped = "gzip" in request.headers.get("accept-encoding", "")
-    headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "Accept-Encoding",
-               "x-content-type-options": "nosniff"}
-    if gzipped:
-        headers["content-encoding"] = "gzip"
-    return Response(_asset_bytes(name, gzipped), media_type=asset.media_type, headers=headers)
-
-
 CONSOLE_ROUTES = [
     Route(CONSOLE_PATH, console_page, methods=["GET"], name="console"),
-    Route(ASSETS_PATH + "/{version}/{name}", console_asset, methods=["GET"], name="console_asset"),
+    SHIPPED.route("console_asset"),
 ]

@@ -10,17 +10,9 @@ key typed into it does not stay in the browser.
 
 from __future__ import annotations
 
-import gzip
 import json
-from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
-from pyapp.web.responses import ApiError
+from pyapp.web.shipped_files import Asset, ShippedFiles
 
 EXAMPLE_QUERY = """\
 # Passthrough: audience membership, ODP-compatible.
@@ -47,16 +39,6 @@ EXAMPLE_HEADERS = '{"x-api-key": "<your public API key>"}'
 ASSETS_PATH = "/v3/graphql/assets"
 
 
-@dataclass(frozen=True)
-class Asset:
-    version: str  # in the URL: a new version is a new URL, so a browser may cache each for ever
-    media_type: str
-    sha384: str  # the page's subresource integrity: the npm package's file, byte for byte
-
-    def url(self, name: str) -> str:
-        return f"{ASSETS_PATH}/{self.version}/{name}"
-
-
 ASSETS = {
     "react.production.min.js": Asset(
         "react-18.2.0", "text/javascript", "tMH8h3BGESGckSAVGZ82T9n90ztNXxvdwvdM6UoR56cYcf+0iGXBliJ29D+wZ/x8"),
@@ -69,14 +51,7 @@ ASSETS = {
 }
 
 
-def _script(name: str) -> str:
-    asset = ASSETS[name]
-    return f'<script src="{asset.url(name)}" integrity="sha384-{asset.sha384}"></script>'
-
-
-def _stylesheet(name: str) -> str:
-    asset = ASSETS[name]
-    return f'<link rel="stylesheet" href="{asset.url(name)}" integrity="sha384-{asset.sha384}" />'
+SHIPPED = ShippedFiles("pyapp.web.graphql", "static/graphiql", ASSETS_PATH, ASSETS, "GraphiQL page")
 
 
 _PAGE = """<!doctype html>
@@ -123,33 +98,14 @@ def _js_string(text: str) -> str:
 
 
 GRAPHIQL_HTML = (
-    _PAGE.replace("__REACT__", _script("react.production.min.js"))
-    .replace("__REACT_DOM__", _script("react-dom.production.min.js"))
-    .replace("__CSS__", _stylesheet("graphiql.min.css"))
-    .replace("__GRAPHIQL__", _script("graphiql.min.js"))
+    _PAGE.replace("__REACT__", SHIPPED.script_tag("react.production.min.js"))
+    .replace("__REACT_DOM__", SHIPPED.script_tag("react-dom.production.min.js"))
+    .replace("__CSS__", SHIPPED.stylesheet_tag("graphiql.min.css"))
+    .replace("__GRAPHIQL__", SHIPPED.script_tag("graphiql.min.js"))
     .replace("__QUERY__", _js_string(EXAMPLE_QUERY))
     .replace("__VARIABLES__", _js_string(EXAMPLE_VARIABLES))
     .replace("__HEADERS__", _js_string(EXAMPLE_HEADERS))
 )
 
 
-@cache
-def _asset_bytes(name: str, gzipped: bool) -> bytes:
-    data = files("pyapp.web.graphql").joinpath("static", "graphiql", name).read_bytes()
-    return gzip.compress(data, compresslevel=9, mtime=0) if gzipped else data
-
-
-async def graphiql_asset(request: Request) -> Response:
-    """One of GraphiQL's files, gzipped for a browser that takes it; 404 for any other path."""
-    name, version = request.path_params["name"], request.path_params["version"]
-    asset = ASSETS.get(name)
-    if asset is None or asset.version != version:
-        raise ApiError(404, "not_found", f"the GraphiQL page has no file {version}/{name}")
-    gzipped = "gzip" in request.headers.get("accept-encoding", "")
-    headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "Accept-Encoding"}
-    if gzipped:
-        headers["content-encoding"] = "gzip"
-    return Response(_asset_bytes(name, gzipped), media_type=asset.media_type, headers=headers)
-
-
-GRAPHIQL_ROUTES = [Route(ASSETS_PATH + "/{version}/{name}", graphiql_asset, methods=["GET"], name="graphiql_asset")]
+GRAPHIQL_ROUTES = [SHIPPED.route("graphiql_asset")]
