@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyapp.web.openapi.parts import error, operation
+from pyapp.web.openapi.parts import operation, shipped_file
 
 PATHS: dict[str, Any] = {
     "/console": {
@@ -21,24 +21,10 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/console/assets/{version}/{name}": {
-        "get": operation(
+        "get": shipped_file(
             "consoleAsset",
             "A file of the console (uPlot, the console's script and stylesheet), shipped with the server.",
-            description="The versions and licences: pyapp/web/console/static/ASSETS.md. Gzipped when the client "
-            "accepts it; cacheable for ever (the version is in the path).",
-            scope=None,
-            parameters=[
-                {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-                 "description": "The package and version, e.g. `uplot-1.6.32`."},
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-                 "description": "The file, e.g. `uPlot.iife.min.js`."},
-            ],
-            responses={
-                "200": {"description": "The file.", "content": {
-                    "text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
-                "404": error("No such file."),
-            },
-        ),
+            "pyapp/web/console/static", "uplot-1.6.32", "uPlot.iife.min.js"),
     },
 }
 

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyapp.web.openapi.parts import error, ok, operation, ref
+from pyapp.web.openapi.parts import error, ok, operation, ref, shipped_file
 
 PATHS: dict[str, Any] = {
     "/v3/graphql/assets/{version}/{name}": {
-        "get": operation(
+        "get": shipped_file(
             "graphiqlAsset",
             "A file of the GraphiQL page (React, GraphiQL and its stylesheet), shipped with the server.",
-            description="The versions and licences: pyapp/web/graphql/static/graphiql/ASSETS.md. Gzipped when the "
-            "client accepts it; cacheable for ever (the version is in the path).",
-            scope=None,
-            parameters=[
-                {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
-                 "description": "The package and version, e.g. `graphiql-3.8.3`."},
-                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-                 "description": "The file, e.g. `graphiql.min.js`."},
-            ],
-            responses={
-                "200": {"description": "The file.", "content": {
-                    "text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
-                "404": error("No such file."),
-            },
-        ),
+            "pyapp/web/graphql/static/graphiql", "graphiql-3.8.3", "graphiql.min.js"),
     },
     "/v3/graphql": {
         "get": operation(

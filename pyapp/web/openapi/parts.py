@@ -131,3 +131,25 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def shipped_file(operation_id: str, summary: str, folder: str, version: str, name: str) -> dict[str, Any]:
+    """GET of one of the files a page loads, shipped with the server (pyapp/web/shipped_files.py)."""
+    return operation(
+        operation_id,
+        summary,
+        description=f"The versions and licences: {folder}/ASSETS.md. Gzipped when the client accepts it; "
+        "cacheable for ever (the version is in the path).",
+        scope=None,
+        parameters=[
+            {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": f"The package and version, e.g. `{version}`."},
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": f"The file, e.g. `{name}`."},
+        ],
+        responses={
+            "200": {"description": "The file.", "content": {
+                "text/javascript": {"schema": {"type": "string"}}, "text/css": {"schema": {"type": "string"}}}},
+            "404": error("No such file."),
+        },
+    )
