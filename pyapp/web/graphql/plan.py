@@ -44,7 +44,7 @@ JS_SUBSET_ITEM = re.compile(_STRING)
 JS_MAX_SUBSET = 500  # well within GraphQLLimits.max_tokens: a longer list goes to the parser, which counts
 # The columns of the customer statement's rows, by the GraphQL name of the Audience field each answers
 NODE_COLUMNS = {"name": 0, "state": 1, "description": 2, "is_ready": 3, "revision": 4, "size": 5}
-FALLBACK = None  # what run() returns when the executor must answer
+FALLBACK = None  # what Plan.arguments returns when the executor must answer
 
 
 @dataclass(frozen=True)
