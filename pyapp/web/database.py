@@ -1,20 +1,17 @@
 """The app's connection pools: opened and closed by the app's lifespan, shared by every endpoint. Connections are
-in autocommit mode: a single statement is its own transaction, and writes that must be all-or-nothing in several
-statements use ``conn.transaction()`` explicitly.
+in autocommit mode: a single statement is its own transaction; several that must be all-or-nothing use
+``conn.transaction()``.
 
 A connection broken by a database restart (or ``pg_terminate_backend``) must not fail a request
-(docs/reliability.md). Checking every connection at checkout would cost a round trip per checkout, so ``Pool``
-checks only those that may be broken without anyone having noticed; the rest are caught by the request's first
-statement: the API-key lookup and every read run through ``connection_after``/``read``, which replace a connection
-found broken and run the read again, once. A write is never run again after a broken connection: whether it was
-committed is unknown.
+(docs/reliability.md). ``Pool`` checks at checkout only those that may be broken without anyone having noticed; the
+rest are caught by the request's first statement: the API-key lookup and every read run through
+``connection_after``/``read``, which replace a broken connection and run the read again, once. A write is never
+run again after a broken connection: whether it was committed is unknown.
 
-Two budgets: each worker has a read pool, whose statements time out, and a write pool, whose statements do not
-(``make_pools``), together the worker's ``pool_max_size`` (which ``passthrough serve`` fits within the server's
-``max_connections``, pyapp/serving.py). However slow or many the reads, they wait for each other, never for a
-writer's connection, and a writer never waits for theirs (docs/reliability.md, "Abuse"). With a read replica
-(``ApiConfig.read_database_url``), a third pool of the read budget's size holds the replica's connections: the
-routes whose budget is REPLICA read there, and check their API key on the primary (docs/operations.md).
+Budgets (``make_pools``): a read pool, whose statements time out, and a write pool, whose statements do not,
+together the worker's ``pool_max_size`` (pyapp/serving.py); reads never wait for a writer's connection nor writers
+for theirs (docs/reliability.md, "Abuse"). With a read replica (``ApiConfig.read_database_url``), a third pool of
+the read pool's size: REPLICA routes read there and check their API key on the primary (docs/operations.md).
 """
 
 from __future__ import annotations
