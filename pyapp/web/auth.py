@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -145,14 +145,8 @@ async def authorized_connection(
     403 when its scope is too narrow. The lookup is a read: on a connection found broken it runs
     again on another (pyapp/web/database.py)."""
     digest = key_hash(_presented_key(request))
-
-    async def lookup(conn: psycopg.AsyncConnection) -> str:
-        cursor = await conn.execute(AUTHENTICATE_SQL, (digest, required.value))
-        (scope_name,) = await cursor.fetchone()
-        return scope_name
-
     try:
-        async with connection_after(get_key_pool(request), lookup) as (conn, scope_name):
+        async with connection_after(get_key_pool(request), _lookup(digest, required)) as (conn, scope_name):
             scope = Scope(scope_name)
             known_keys(request).remember(digest, scope)
             yield conn, scope
@@ -164,12 +158,18 @@ async def authorized_connection(
 async def check_key(pool: AsyncConnectionPool, digest: bytes, required: Scope) -> Scope:
     """The scope of the key whose hash is ``digest``, checked on ``pool`` (the primary's, beside a read on a
     replica: pyapp/web/graphql/context.py); PT037/PT038 as ``psycopg.Error``."""
+    async with connection_after(pool, _lookup(digest, required)) as (_, scope_name):
+        return Scope(scope_name)
+
+
+def _lookup(digest: bytes, required: Scope) -> Callable[[psycopg.AsyncConnection], Awaitable[str]]:
+    """The key's lookup, for ``connection_after``: a read, so it runs again on a connection found broken."""
     async def lookup(conn: psycopg.AsyncConnection) -> str:
         cursor = await conn.execute(AUTHENTICATE_SQL, (digest, required.value))
-        return (await cursor.fetchone())[0]
+        (scope_name,) = await cursor.fetchone()
+        return scope_name
 
-    async with connection_after(pool, lookup) as (_, scope_name):
-        return Scope(scope_name)
+    return lookup
 
 
 async def _ping(conn: psycopg.AsyncConnection) -> None:

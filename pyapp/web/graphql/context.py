@@ -71,18 +71,17 @@ class Context:
 
             return await database.attempts(attempt, database.broken_once(self.pool, lambda: used[0]))
 
-    async def _read_beside_key_check(self, conn: psycopg.AsyncConnection, sql: str, params: tuple[Any, ...],
+    async def _read_beside_key_check(self, conn: psycopg.AsyncConnection, statement: str, args: tuple[Any, ...],
                                      gate: bytes | None) -> list[tuple[Any, ...]]:
         """The statement's rows, once the key has also been found valid on ``key_pool``; both at once, so a read
         on a replica costs the longer of the two round trips, not their sum. A refused key wins over the read."""
         assert self.key_pool is not None and gate is not None
 
-        async def statement() -> list[tuple[Any, ...]]:
-            cursor = await conn.execute(sql, params)
+        async def read() -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(statement, args)
             return await cursor.fetchall()
 
-        rows, key = await asyncio.gather(statement(), check_key(self.key_pool, gate, Scope.PUBLIC),
-                                         return_exceptions=True)
+        rows, key = await asyncio.gather(read(), check_key(self.key_pool, gate, Scope.PUBLIC), return_exceptions=True)
         for outcome in (key, rows):
             if isinstance(outcome, BaseException):
                 raise outcome
