@@ -140,6 +140,20 @@ def test_segment_listings_and_member_pages_read_the_replica(client, replica_pair
     assert [orjson.loads(line)["identifier"] for line in page.content.splitlines()] == [user]
 
 
+
+def test_the_change_feed_reads_the_primary(client, replica_pair, primary, names):
+    """The feed's cursor rests on the primary's transaction ids: GET /v3/changes never reads the replica."""
+    segment, audience, user = names
+    admin = json_headers(create_key(primary, f"admin-{segment}", "private"))
+    primary.execute("SELECT passthrough.create_audience(%s, %s)", (segment, audience))
+    start = client.get("/v3/changes", headers=admin).json()["next"]
+    replica_pair.caught_up()
+    replica_pair.pause_replay()
+    qualify = event(identifiers={"fs_user_id": user}, data_audience_id=audience)
+    assert client.post("/v3/events", json=[qualify], headers=admin).status_code == 202
+    changes = client.get("/v3/changes", params={"after": start}, headers=admin).json()["changes"]
+    assert [(c["identifier"], c["audience_id"]) for c in changes] == [(user, audience)], changes
+
 def test_readyz_reports_the_replicas_replay_lag(client, replica_pair, primary):
     replica_pair.caught_up()
     ready = client.get("/readyz").json()
