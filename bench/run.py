@@ -1077,6 +1077,7 @@ def main(argv=None) -> int:
     ap.add_argument("--export-members", type=int, default=1_000_000, help="members of the audience each export row "
                     "writes out (default: %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--replica", action="store_true", help="also reads served by a streaming replica (bench/replica.py)")
     args = ap.parse_args(argv)
     if args.audiences < 10:
         ap.error("--audiences must be at least 10: the reads ask about a 10-audience subset")
@@ -1225,6 +1226,11 @@ def main(argv=None) -> int:
         rows.append(http_row)
         info(f"export of a {args.export_members:,}-member audience: raw COPY, SQL, CLI, HTTP ...")
         export_rows = exports(db, args.export_members, tmp)
+        replica_text = ""
+        if args.replica:
+            from bench.replica import replica_section
+            replica_text = "\n" + replica_section(events, args.audiences, args.read_clients, args.read_warmup,
+                                                   args.read_seconds, tmp) + "\n"
     finally:
         db.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1270,7 +1276,7 @@ def main(argv=None) -> int:
     )
     report = (f"{header}\n\n{result}\n\n{targets}\n\n{late_line}\n\n{read_table(read_rows)}\n\n"
               f"{read_targets(read_rows)}\n\n{read_described}\n\n{past_table(past_rows)}\n\n{past_described}\n\n"
-              f"{export_table(export_rows)}\n")
+              f"{export_table(export_rows)}\n{replica_text}")
     print(report)
     if not args.no_write and DOCS.exists():
         text = DOCS.read_text()

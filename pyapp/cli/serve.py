@@ -32,7 +32,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
                           access_log=args.access_log, max_snapshot_uploads=args.max_snapshot_uploads,
                           read_statement_timeout=args.read_statement_timeout,
-                          connections=(args.max_connections, args.header_timeout, args.body_timeout))
+                          connections=(args.max_connections, args.header_timeout, args.body_timeout),
+                          read_database_url=args.read_database_url or None)
         except KeyboardInterrupt:
             info("shutting down")
     return 0
@@ -59,15 +60,20 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
                   access_log: bool = False, max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS,
                   read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
-                  connections: tuple[Any, float, float] = (None, 10.0, 20.0)) -> None:
+                  connections: tuple[Any, float, float] = (None, 10.0, 20.0),
+                  read_database_url: str | None = None) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
-    --max-connections, --header-timeout, --body-timeout."""
+    --max-connections, --header-timeout, --body-timeout. ``read_database_url``: a streaming replica for the reads
+    that may lag (docs/operations.md, "Read replicas")."""
     from pyapp import serving
     from pyapp.web import ApiConfig
 
+    if read_database_url:
+        info(f"reads:        {_replica_line(read_database_url)}")
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins,
-                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout)
+                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout,
+                       read_database_url=read_database_url)
     try:
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
@@ -84,6 +90,20 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
     info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {serving.ENGINE_TEXT}, {sizing}; "
          "press Ctrl-C to stop")
     serving.serve(url, host, port, config, workers, access_log, limits, sock)
+
+
+def _replica_line(url: str) -> str:
+    """What serve says about the read replica at ``url``; CommandError when it cannot be reached at all."""
+    from pyapp.db import connect
+
+    try:
+        with connect(url, autocommit=True) as conn:
+            in_recovery = conn.execute("SELECT pg_catalog.pg_is_in_recovery()").fetchone()[0]
+    except Exception as exc:
+        raise CommandError(f"--read-database-url: cannot connect: {str(exc).strip()}") from None
+    if not in_recovery:
+        return "GraphQL, segment listings and member pages on --read-database-url (not a standby: no replay lag)"
+    return "GraphQL, segment listings and member pages on the streaming replica at --read-database-url"
 
 
 def _timeout(text: str) -> float:
@@ -153,5 +173,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
                        f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
                        f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
+    serve.add_argument("--read-database-url", metavar="URL", default=env("PASSTHROUGH_READ_DATABASE_URL"),
+                       help="a streaming replica of the database: GraphQL, GET /v3/segments and member pages read "
+                       "there (API keys are still checked on the primary); everything else stays on the primary "
+                       "(default: $PASSTHROUGH_READ_DATABASE_URL, else none)")
     _add_connection_options(serve, env)
     serve.set_defaults(func=cmd_serve)

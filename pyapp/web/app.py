@@ -28,7 +28,7 @@ from pyapp.web.auth import KnownKeys
 from pyapp.web.config import ApiConfig
 from pyapp.web.console import CONSOLE_ROUTES
 from pyapp.web.cors import RouteCors
-from pyapp.web.database import BUDGET_SCOPE_KEY, READ, WRITE, Budget, make_pools
+from pyapp.web.database import BUDGET_SCOPE_KEY, READ, REPLICA, WRITE, Budget, make_pools
 from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql.endpoint import GraphQLFacade
 from pyapp.web.graphql.fast import GraphQLFastPath
@@ -54,10 +54,11 @@ def api_routes() -> list[BaseRoute]:
         # :path: an external audience id may hold "/", which arrives decoded from %2F
         _route("/v3/audiences/{audience_id:path}/snapshot", POST=snapshots.post_snapshot),
         _route("/v3/changes", GET=changes.get_changes),
-        _route("/v3/segments", GET=segments.list_segments),
+        # REPLICA: on the read replica when there is one (docs/operations.md, "Read replicas")
+        _route("/v3/segments", GET=segments.list_segments, budget=REPLICA),
         # before /v3/segments/{segment_id}, which would also match "name:validate"
         _route("/v3/segments/{segment_id}:validate", POST=segments.validate_segment, budget=READ),
-        _route("/v3/segments/{segment_id}/members", GET=members.get_members),
+        _route("/v3/segments/{segment_id}/members", GET=members.get_members, budget=REPLICA),
         _route("/v3/segments/{segment_id}/changes", GET=segment_changes.get_segment_changes),
         _route(
             "/v3/segments/{segment_id}",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,9 @@ from typing import Any
 import psycopg
 from starlette.requests import Request
 
-from pyapp.web.database import connection_after, get_pool
+from psycopg_pool import AsyncConnectionPool
+
+from pyapp.web.database import connection_after, get_key_pool, get_pool
 from pyapp.web.responses import ApiError
 
 API_KEY_HEADER = "x-api-key"
@@ -143,17 +145,49 @@ async def authorized_connection(
     403 when its scope is too narrow. The lookup is a read: on a connection found broken it runs
     again on another (pyapp/web/database.py)."""
     digest = key_hash(_presented_key(request))
-
-    async def lookup(conn: psycopg.AsyncConnection) -> str:
-        cursor = await conn.execute(AUTHENTICATE_SQL, (digest, required.value))
-        (scope_name,) = await cursor.fetchone()
-        return scope_name
-
     try:
-        async with connection_after(get_pool(request), lookup) as (conn, scope_name):
+        async with connection_after(get_key_pool(request), _lookup(digest, required)) as (conn, scope_name):
             scope = Scope(scope_name)
             known_keys(request).remember(digest, scope)
             yield conn, scope
     except psycopg.Error as exc:
         key_refused(request, digest, exc)  # unknown or revoked: not a key to remember
         raise
+
+
+async def check_key(pool: AsyncConnectionPool, digest: bytes, required: Scope) -> Scope:
+    """The scope of the key whose hash is ``digest``, checked on ``pool`` (the primary's, beside a read on a
+    replica: pyapp/web/graphql/context.py); PT037/PT038 as ``psycopg.Error``."""
+    async with connection_after(pool, _lookup(digest, required)) as (_, scope_name):
+        return Scope(scope_name)
+
+
+def _lookup(digest: bytes, required: Scope) -> Callable[[psycopg.AsyncConnection], Awaitable[str]]:
+    """The key's lookup, for ``connection_after``: a read, so it runs again on a connection found broken."""
+    async def lookup(conn: psycopg.AsyncConnection) -> str:
+        cursor = await conn.execute(AUTHENTICATE_SQL, (digest, required.value))
+        (scope_name,) = await cursor.fetchone()
+        return scope_name
+
+    return lookup
+
+
+async def _ping(conn: psycopg.AsyncConnection) -> None:
+    await conn.execute("SELECT 1")
+
+
+@asynccontextmanager
+async def authorized_read(
+    request: Request, required: Scope
+) -> AsyncIterator[tuple[psycopg.AsyncConnection, Scope]]:
+    """``authorized_connection`` for a route whose budget is REPLICA: with a replica, the key is checked on the
+    primary first, then the block gets a replica connection (found alive by one round trip, so a broken one is
+    replaced rather than failing the request); without one, ``authorized_connection`` itself."""
+    pool = get_pool(request)
+    if pool is get_key_pool(request):
+        async with authorized_connection(request, required) as checked:
+            yield checked
+        return
+    scope = await require_scope(request, required)
+    async with connection_after(pool, _ping) as (conn, _):
+        yield conn, scope

@@ -33,6 +33,9 @@ class ApiConfig:
     read_pool_share: float = 0.5
     # Seconds; 0: none. Writes (events, snapshots, segment changes) have no statement timeout of their own.
     read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT
+    # A streaming replica of the database (docs/operations.md, "Read replicas"): GraphQL, segment listings and
+    # member pages read there; None: everything on the primary.
+    read_database_url: str | None = None
     # How long a request waits for a database connection before it is answered 503.
     pool_timeout: float = 5.0
     application_name: str = "passthrough-http"

@@ -1,18 +1,17 @@
 """The app's connection pools: opened and closed by the app's lifespan, shared by every endpoint. Connections are
-in autocommit mode: a single statement is its own transaction, and writes that must be all-or-nothing in several
-statements use ``conn.transaction()`` explicitly.
+in autocommit mode: a single statement is its own transaction; several that must be all-or-nothing use
+``conn.transaction()``.
 
 A connection broken by a database restart (or ``pg_terminate_backend``) must not fail a request
-(docs/reliability.md). Checking every connection at checkout would cost a round trip per checkout, so ``Pool``
-checks only those that may be broken without anyone having noticed; the rest are caught by the request's first
-statement: the API-key lookup and every read run through ``connection_after``/``read``, which replace a connection
-found broken and run the read again, once. A write is never run again after a broken connection: whether it was
-committed is unknown.
+(docs/reliability.md). ``Pool`` checks at checkout only those that may be broken without anyone having noticed; the
+rest are caught by the request's first statement: the API-key lookup and every read run through
+``connection_after``/``read``, which replace a broken connection and run the read again, once. A write is never
+run again after a broken connection: whether it was committed is unknown.
 
-Two budgets: each worker has a read pool, whose statements time out, and a write pool, whose statements do not
-(``make_pools``), together the worker's ``pool_max_size`` (which ``passthrough serve`` fits within the server's
-``max_connections``, pyapp/serving.py). However slow or many the reads, they wait for each other, never for a
-writer's connection, and a writer never waits for theirs (docs/reliability.md, "Abuse").
+Budgets (``make_pools``): a read pool, whose statements time out, and a write pool, whose statements do not,
+together the worker's ``pool_max_size`` (pyapp/serving.py); reads never wait for a writer's connection nor writers
+for theirs (docs/reliability.md, "Abuse"). With a read replica (``ApiConfig.read_database_url``), a third pool of
+the read pool's size: REPLICA routes read there and check their API key on the primary (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -84,9 +83,11 @@ def broken_once(pool: AsyncConnectionPool, used: Callable[[], psycopg.AsyncConne
     return again
 
 
-Budget = Literal["read", "write"]
+Budget = Literal["read", "write", "replica"]
 READ: Budget = "read"
 WRITE: Budget = "write"
+# reads that may lag behind the writes: the replica's pool when there is one, else the read pool
+REPLICA: Budget = "replica"
 # The ASGI scope key under which a route names its budget (pyapp/web/app.py)
 BUDGET_SCOPE_KEY = "passthrough.budget"
 
@@ -164,11 +165,12 @@ class Pool(AsyncConnectionPool):
 
 
 def make_pool(database_url: str, config: ApiConfig, budget: Budget = WRITE) -> Pool:
-    """The pool of one budget, not open yet; ``await pool.open()`` in the lifespan. A read connection
-    gets the read statement timeout when it is made (no round trip per request)."""
+    """The pool of one budget, not open yet; ``await pool.open()`` in the lifespan. A read connection (of the
+    read budget or the replica's) gets the read statement timeout when it is made (no round trip per request)."""
     pool: Pool
-    max_size = config.read_pool_max_size if budget == READ else config.write_pool_max_size
-    timeout_ms = round(config.read_statement_timeout * 1000) if budget == READ else 0
+    reads = budget != WRITE
+    max_size = config.read_pool_max_size if reads else config.write_pool_max_size
+    timeout_ms = round(config.read_statement_timeout * 1000) if reads else 0
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
         set_json_loads(orjson.loads, conn)
@@ -193,19 +195,45 @@ def make_pools(database_url: str, config: ApiConfig) -> dict[Budget, Pool]:
     """The read pool and the write pool of one worker (not open yet), sized from ``ApiConfig``. Reads (GraphQL,
     member listings, the change feed, segment reads) take the read pool's connections, whose statements PostgreSQL
     cancels after ``read_statement_timeout``; writes (events, segment changes, the snapshot routes' key check,
-    ``/readyz``, the background jobs) take the write pool's, which have no statement timeout."""
-    return {READ: make_pool(database_url, config, READ), WRITE: make_pool(database_url, config, WRITE)}
+    ``/readyz``, the background jobs) take the write pool's, which have no statement timeout. With
+    ``config.read_database_url``, also the replica's pool (REPLICA), of the read pool's size and timeout."""
+    pools = {READ: make_pool(database_url, config, READ), WRITE: make_pool(database_url, config, WRITE)}
+    if config.read_database_url:
+        pools[REPLICA] = make_pool(config.read_database_url, config, REPLICA)
+    return pools
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
     """The pool of the request's budget: the one its route names (``BUDGET_SCOPE_KEY``, set by pyapp/web/app.py),
-    else read for GET and HEAD, write for any other method."""
+    else read for GET and HEAD, write for any other method. REPLICA without a replica is the read pool."""
     budget = request.scope.get(BUDGET_SCOPE_KEY) or (READ if request.method in ("GET", "HEAD") else WRITE)
-    return request.app.state.pools[budget]
+    pools = request.app.state.pools
+    return pools.get(budget) or pools[READ]
+
+
+def get_key_pool(request: Request) -> AsyncConnectionPool:
+    """The pool the request's API key is checked on: the primary's, always (a key revoked there is refused from
+    the next request on, whatever the replica's lag), so the read pool for a REPLICA route."""
+    budget = request.scope.get(BUDGET_SCOPE_KEY)
+    return request.app.state.pools[READ] if budget == REPLICA else get_pool(request)
 
 
 def get_read_pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pools[READ]
+    """The pool of the reads that may lag (GraphQL): the replica's when there is one, else the read pool."""
+    return replica_pool(request.app)
+
+
+def replica_pool(app: Any) -> AsyncConnectionPool:
+    """The app's pool for reads that may lag: the replica's when there is one, else the read pool."""
+    pools = app.state.pools
+    return pools.get(REPLICA) or pools[READ]
+
+
+def separate_key_pool(app: Any) -> AsyncConnectionPool | None:
+    """The primary's read pool when reads go to a replica, where their statements cannot check the API key
+    (the replica may not have replayed its revocation yet); None when a read's own statement checks it."""
+    pools = app.state.pools
+    return pools[READ] if REPLICA in pools else None
 
 
 def is_broken(exc: BaseException, conn: psycopg.AsyncConnection) -> bool:
@@ -237,9 +265,11 @@ async def connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection]
 
 @asynccontextmanager
 async def connection_after(
-    pool: AsyncConnectionPool, first: Callable[[psycopg.AsyncConnection], Awaitable[T]]
+    pool: AsyncConnectionPool, first: Callable[[psycopg.AsyncConnection], Awaitable[T]],
+    timeout: float | None = None,
 ) -> AsyncIterator[tuple[psycopg.AsyncConnection, T]]:
-    """A pooled connection on which ``first(conn)`` has run, and what it returned, for the block.
+    """A pooled connection on which ``first(conn)`` has run, and what it returned, for the block (``timeout``:
+    for the checkout, else the pool's).
 
     ``first`` must only read: if the connection turns out to be broken (the database restarted since
     it was last used), it is replaced and ``first`` runs again, once, on another connection. The
@@ -248,7 +278,7 @@ async def connection_after(
     held: list[psycopg.AsyncConnection] = []  # the connection of the last attempt
 
     async def attempt(_: int) -> T:
-        conn = await pool.getconn()
+        conn = await pool.getconn(timeout)
         held[:] = [conn]
         try:
             return await first(conn)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pyapp.ingest.export import LINES_SQL, LINES_TYPES, WORK_MEM_SQL
-from pyapp.web.auth import Scope, authorized_connection
+from pyapp.web.auth import Scope, authorized_read
 from pyapp.web.numbers import decimal_parameter
 from pyapp.web.responses import ApiError
 
@@ -33,7 +33,7 @@ async def get_members(request: Request) -> Response:
     media_type = _media_type(request.headers.get("accept"))
     at, after, limit = _query(request)
     body, following = [CSV_HEADER] if media_type == CSV else [], None
-    async with authorized_connection(request, Scope.PRIVATE) as (conn, _), conn.transaction():
+    async with authorized_read(request, Scope.PRIVATE) as (conn, _), conn.transaction():
         await conn.execute(WORK_MEM_SQL)
         params = (request.path_params["segment_id"], FORMATS[media_type], at, after, limit, None)
         async with conn.cursor().copy(LINES_SQL, params) as copy:

@@ -17,7 +17,7 @@ import orjson
 from psycopg.types.json import Jsonb
 from starlette.requests import Request
 
-from pyapp.web.auth import Scope, authorized_connection, require_scope
+from pyapp.web.auth import Scope, authorized_connection, authorized_read, require_scope
 from pyapp.jsontypes import json_type
 from pyapp.web.body import read_json_body
 from pyapp.web.config import ApiConfig
@@ -53,7 +53,8 @@ class SegmentInput:
 
 async def list_segments(request: Request) -> JSONResponse:
     segment_ids: list[str] = []
-    async with authorized_connection(request, Scope.PRIVATE) as (conn, _):  # the key checked on the same connection
+    # the key checked on the same connection, or on the primary when the listing reads a replica (auth.py)
+    async with authorized_read(request, Scope.PRIVATE) as (conn, _):
         async with conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one snapshot
             after, more = None, True

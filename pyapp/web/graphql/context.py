@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pyapp import errors
 from pyapp.web import database
-from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES
+from pyapp.web.auth import GATE_SQL, KEY_REFUSED_SQLSTATES, Scope, check_key
 from pyapp.web.graphql.errors import FacadeError
 from pyapp.web.graphql.limits import GraphQLLimits
 
@@ -28,6 +28,9 @@ class Context:
     limits: GraphQLLimits
     # the request's key hash while no statement has checked it yet (auth.py): the first statement checks it
     key_gate: bytes | None = None
+    # where the key is checked instead when ``pool`` is a replica's (the primary's read pool): beside the first
+    # statement, at the same time, since the replica may not have replayed the key's revocation yet
+    key_pool: AsyncConnectionPool | None = None
     # the database refused the key (PT037/PT038): the request is answered with that error alone
     key_refused: psycopg.Error | None = None
     _conn: psycopg.AsyncConnection | None = None
@@ -48,10 +51,15 @@ class Context:
                 conn = self._conn
                 used[:] = [conn]
                 gate = self.key_gate
-                statement, args = (sql, params) if gate is None else (GATE_SQL.format(sql), (*params, gate))
+                beside = gate is not None and self.key_pool is not None
+                gated = gate is not None and not beside
+                statement, args = (GATE_SQL.format(sql), (*params, gate)) if gated else (sql, params)
                 try:
-                    cursor = await conn.execute(statement, args)
-                    rows = await cursor.fetchall()
+                    if beside:
+                        rows = await self._read_beside_key_check(conn, statement, args, gate)
+                    else:
+                        cursor = await conn.execute(statement, args)
+                        rows = await cursor.fetchall()
                 except psycopg.Error as exc:
                     if gate is not None and exc.sqlstate in KEY_REFUSED_SQLSTATES:
                         self.key_refused = exc
@@ -62,6 +70,23 @@ class Context:
                 return rows
 
             return await database.attempts(attempt, database.broken_once(self.pool, lambda: used[0]))
+
+    async def _read_beside_key_check(self, conn: psycopg.AsyncConnection, statement: str, args: tuple[Any, ...],
+                                     gate: bytes | None) -> list[tuple[Any, ...]]:
+        """The statement's rows, once the key has also been found valid on ``key_pool``; both at once, so a read
+        on a replica costs the longer of the two round trips, not their sum. A refused key wins over the read."""
+        assert self.key_pool is not None and gate is not None
+
+        async def read() -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(statement, args)
+            return await cursor.fetchall()
+
+        rows, key = await asyncio.gather(read(), check_key(self.key_pool, gate, Scope.PUBLIC), return_exceptions=True)
+        for outcome in (key, rows):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(rows, list)
+        return rows
 
     async def check_key(self) -> None:
         """Check the key now if no statement has (a query that read nothing): sets ``key_refused``."""

@@ -185,7 +185,8 @@ class GraphQLFacade:
             if prepared.document is None:
                 return JSONResponse({"errors": prepared.errors})
             plan = prepared.plan if self.compiled else None
-        context = Context(self._get_pool(request), self.limits, key_gate=key_gate)
+        key_pool = database.separate_key_pool(request.app) if self._get_pool is database.get_read_pool else None
+        context = Context(self._get_pool(request), self.limits, key_gate=key_gate, key_pool=key_pool)
         try:
             data = None
             if plan is not None:

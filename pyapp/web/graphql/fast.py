@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyapp.web.auth import Scope as KeyScope
 from pyapp.web.auth import app_known_keys, key_hash
+from pyapp.web.database import replica_pool, separate_key_pool
 from pyapp.web.graphql.context import Context
 from pyapp.web.graphql.endpoint import GRAPHQL_PATH, GraphQLFacade
 from pyapp.web.responses import json_bytes
@@ -75,7 +76,8 @@ class GraphQLFastPath:
         plan = self.facade.known_plan(query)
         if plan is None:
             return None
-        context = Context(app.state.read_pool, self.facade.limits, key_gate=digest)  # the read budget
+        # the read budget, or the replica's with the key checked on the primary beside it (database.py)
+        context = Context(replica_pool(app), self.facade.limits, key_gate=digest, key_pool=separate_key_pool(app))
         try:
             data = await self.facade.run_plan(plan, context, variables, operation_name)
         finally:

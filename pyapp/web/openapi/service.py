@@ -15,7 +15,8 @@ PATHS: dict[str, Any] = {
     "/readyz": {
         "get": operation(
             "readyz",
-            "The database is reachable and migrated.",
+            "The database is reachable and migrated; with a read replica (`--read-database-url`), also whether the "
+            "replica answers and how far its replay lags (reported only: the primary alone takes every write).",
             scope=None,
             responses={
                 "200": ok("Ready to serve.", "Ready"),
@@ -36,6 +37,22 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
     "Ready": {
         "type": "object",
-        "properties": {"status": {"const": "ready"}, "passthrough_enabled": {"type": "boolean"}},
+        "properties": {"status": {"const": "ready"}, "passthrough_enabled": {"type": "boolean"},
+                       "replica": {"$ref": "#/components/schemas/ReplicaState"}},
+        "required": ["status", "passthrough_enabled"],
+    },
+    "ReplicaState": {
+        "type": "object",
+        "description": "Only with a read replica. `replay_lag_bytes`: WAL the replica has not replayed yet; "
+                       "`replay_lag_seconds`: 0 when none, else the age of the last transaction it replayed.",
+        "properties": {
+            "reachable": {"type": "boolean"},
+            "error": {"type": "string", "description": "Why not reachable: the kind of failure."},
+            "in_recovery": {"type": "boolean", "description": "false: the server is not a standby (promoted)."},
+            "replay_paused": {"type": "boolean"},
+            "replay_lag_bytes": {"type": "integer", "minimum": 0},
+            "replay_lag_seconds": {"type": ["number", "null"], "minimum": 0},
+        },
+        "required": ["reachable"],
     },
 }
