@@ -15,6 +15,7 @@ from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMEN
 from pyapp.web.connections import (
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, FILE_LIMIT_SHARE, default_max_connections,
 )
+from pyapp.web.metrics_auth import METRICS_AUTH_CHOICES
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
                           access_log=args.access_log, max_snapshot_uploads=args.max_snapshot_uploads,
-                          read_statement_timeout=args.read_statement_timeout,
+                          read_statement_timeout=args.read_statement_timeout, metrics_auth=args.metrics_auth,
                           connections=(args.max_connections, args.header_timeout, args.body_timeout))
         except KeyboardInterrupt:
             info("shutting down")
@@ -49,6 +50,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _metrics_auth(text: str) -> str:
+    """An argparse type (also applied to $PASSTHROUGH_METRICS_AUTH): auto, key or none."""
+    if text not in METRICS_AUTH_CHOICES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(METRICS_AUTH_CHOICES)}, got {text!r}")
+    return text
+
+
 def _origins(text: str) -> tuple[str, ...]:
     """A comma-separated list of CORS origins (empty: none)."""
     return tuple(o.strip() for o in text.split(",") if o.strip())
@@ -59,15 +67,17 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
                   access_log: bool = False, max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS,
                   read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
-                  connections: tuple[Any, float, float] = (None, 10.0, 20.0)) -> None:
+                  connections: tuple[Any, float, float] = (None, 10.0, 20.0), metrics_auth: str = "auto") -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
-    --max-connections, --header-timeout, --body-timeout."""
+    --max-connections, --header-timeout, --body-timeout; ``metrics_auth``: --metrics-auth."""
     from pyapp import serving
     from pyapp.web import ApiConfig
+    from pyapp.web.metrics_auth import metrics_key_required
 
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins,
-                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout)
+                       max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout,
+                       metrics_key_required=metrics_key_required(metrics_auth, host))
     try:
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
@@ -153,5 +163,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="longest statement of an API read (GraphQL, member listings, changes), then 503 "
                        f"statement_timeout / GraphQL TIMEOUT; 0: none (default: $PASSTHROUGH_READ_STATEMENT_TIMEOUT "
                        f"or {DEFAULT_READ_STATEMENT_TIMEOUT:g})")
+    serve.add_argument("--metrics-auth", type=_metrics_auth, metavar="{auto,key,none}", default=env("PASSTHROUGH_METRICS_AUTH", "auto"),
+                       help="whether GET /metrics needs a private key: auto (none while --host is a loopback address, "
+                       "else a private key), key, none (default: $PASSTHROUGH_METRICS_AUTH or auto)")
     _add_connection_options(serve, env)
     serve.set_defaults(func=cmd_serve)
