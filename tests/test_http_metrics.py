@@ -4,6 +4,8 @@ gauges on known data, who may read it (passthrough serve --metrics-auth), and wi
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -227,12 +229,7 @@ def test_two_workers_add_their_counts_up(db, http_database_url, tmp_path: Path, 
             response = httpx.post(f"{base}/v3/events", headers=json_headers(private_key), json=batch, timeout=10)
             assert response.status_code == 202
             sent += 1
-        deadline = time.monotonic() + 15
-        while True:  # each worker writes its pool gauges every second
-            pids = {dict(labels)["pid"] for name, labels in scrape(get) if name == "passthrough_pool_connections_max"}
-            if len(pids) == 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        pids = pool_gauge_pids(get, lambda found: len(found) == 2)
         assert pids == set(accepted_by_worker(metrics_dir))
         for _ in range(3):  # whichever worker answers, the totals are everyone's
             found = scrape(get)
@@ -240,4 +237,26 @@ def test_two_workers_add_their_counts_up(db, http_database_url, tmp_path: Path, 
             assert value(found, "passthrough_events_total", outcome="ignored") == sent
             assert value(found, "passthrough_batches_applied_total") == sent
             assert requests_of(found, "/v3/events") == {("POST", "202"): sent}
+        # a worker killed: serve replaces it; its gauges leave the metrics, its counts stay in the totals
+        killed = min(pids)
+        os.kill(int(killed), signal.SIGKILL)
+        replaced = pool_gauge_pids(get, lambda found: len(found) == 2 and killed not in found)
+        assert killed not in replaced and len(replaced) == 2
+        found = scrape(get)
+        assert value(found, "passthrough_events_total", outcome="accepted") == 2 * sent
+        assert value(found, "passthrough_batches_applied_total") == sent
     assert list(temp.glob("passthrough-metrics-*")) == []  # removed when serving ended
+
+
+def pool_gauge_pids(get, done, seconds: float = 20) -> set[str]:
+    """The worker pids the pool gauges show, once ``done(pids)`` (each worker writes them every second)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            found = scrape(get)
+        except httpx.TransportError:  # the killed worker's connection
+            found = {}
+        pids = {dict(labels)["pid"] for name, labels in found if name == "passthrough_pool_connections_max"}
+        if done(pids) or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.2)
