@@ -48,7 +48,7 @@ async def post_events(request: Request) -> JSONResponse:
     try:
         accepted, ignored, changed = await run_statement(request, apply)
     except psycopg.Error as exc:
-        # revoked since this worker last saw it: forgotten, and the answer; else refused for its content?
+        # a key revoked since this worker last saw it is forgotten, and the answer; any other 4xx refused the events
         if not key_refused(request, key.hash, exc) and 400 <= errors.http_status(exc.sqlstate or "") < 500:
             metrics.events_refused(_event_count(body))
         raise
