@@ -91,8 +91,9 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
     except OSError as exc:
         reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
-    info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {serving.ENGINE_TEXT}, {sizing}; "
-         "press Ctrl-C to stop")
+    metrics = "a private key" if config.metrics_key_required else "no key"
+    info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json; metrics: /metrics, {metrics}): "
+         f"{serving.ENGINE_TEXT}, {sizing}; press Ctrl-C to stop")
     serving.serve(url, host, port, config, workers, access_log, limits, sock)
 
 
