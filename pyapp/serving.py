@@ -167,6 +167,9 @@ def serve(url: str, host: str, port: int, config: Any, workers: int, access_log:
     about a sixth of a GraphQL request's time; a proxy in front usually keeps the access log). ``limits``: per
     worker (default: ConnectionLimits' defaults within the open-file limit). ``sock``: bound by bind_socket
     (default: bound here)."""
+    # metrics in one process, or in serve's own directory (metrics_process.py): never in one left in the environment,
+    # which prometheus-client reads when it is first imported, just below
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     import uvicorn
 
     from pyapp.web import connections

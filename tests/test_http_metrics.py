@@ -196,6 +196,16 @@ def test_the_metrics_auth_setting(mode, host, required):
     assert metrics_key_required(mode, host) is required
 
 
+def test_serve_takes_the_setting_from_its_environment(db, http_database_url, tmp_path: Path, monkeypatch):
+    private_key = create_key(db, "metrics-private", "private")
+    monkeypatch.setenv("PASSTHROUGH_METRICS_AUTH", "key")  # on loopback, where auto would need none
+    # left over from elsewhere, and not a directory: serve does not use it
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "absent"))
+    with serving(http_database_url, tmp_path, "--workers", "1") as base:
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+        assert httpx.get(f"{base}/metrics", headers={"x-api-key": private_key}, timeout=10).status_code == 200
+
+
 # --------------------------------------------------------------------------- several workers
 
 
