@@ -9,8 +9,10 @@ default). ``POST /v3/graphql`` reads the SDK's GraphQL body (JSON), takes ``vari
 (``passthrough.customer_audiences``, bench.run.READ_SQL) on a connection of a psycopg ``AsyncConnectionPool``
 (autocommit, sized as the app's: 1..10 per worker), and writes the facade's JSON shape
 (``{"data": {"customer": {"audiences": {"edges": [{"node": {"name", "state"}}]}}}}``) with orjson. No API key,
-no GraphQL parsing or validation, no middleware: whatever the real query costs above this is what the
+no GraphQL parsing or validation, no framework: whatever the real query costs above this is what the
 facade, Starlette and the key check add. ``GET /healthz`` answers 200 once the pool is open; any other path 404.
+What every request of `passthrough serve` pays is paid here too (issue 16): the metrics middleware
+(pyapp/web/metrics_http.py, a counter and a histogram per request; with several workers in multiprocess mode).
 
 The app object is ``bench.floor:app`` (the database URL from $BENCH_FLOOR_DATABASE_URL), so other engines can
 serve it too (bench/engines.py runs it under granian).
@@ -21,9 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 
 import orjson
 from psycopg_pool import AsyncConnectionPool
+
+from pyapp.web.metrics import ServiceMetrics
+from pyapp.web.metrics_http import RequestMetrics
 
 URL_ENV = "BENCH_FLOOR_DATABASE_URL"
 # the statement of the GraphQL facade's Customer.audiences (pyapp/web/graphql/schema.py CUSTOMER_SQL; bench.run.READ_SQL)
@@ -62,7 +68,7 @@ async def _lifespan(receive, send) -> None:
             return
 
 
-async def app(scope, receive, send) -> None:
+async def floor_app(scope, receive, send) -> None:
     kind = scope["type"]
     if kind == "lifespan":
         await _lifespan(receive, send)
@@ -94,6 +100,10 @@ async def app(scope, receive, send) -> None:
         await _respond(send, 404, b'{"errors":[{"message":"not found"}]}')
 
 
+# the same per-request metric updates as `passthrough serve` (its outermost middleware)
+app = RequestMetrics(floor_app, ServiceMetrics(), static_paths=("/v3/graphql", "/healthz"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.floor", description=__doc__.split("\n\n")[1])
     ap.add_argument("--database-url", required=True)
@@ -105,9 +115,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import uvicorn
 
+    from pyapp.web.metrics_process import multiprocess_directory
+
     os.environ[URL_ENV] = args.database_url  # read by each worker's lifespan
-    uvicorn.run("bench.floor:app", host=args.host, port=args.port, workers=args.workers, loop=args.loop,
-                http=args.http, lifespan="on", log_level="warning", access_log=False)
+    # several workers keep their metrics as `passthrough serve`'s do (pyapp/serving.py)
+    with multiprocess_directory() if args.workers > 1 else nullcontext():
+        uvicorn.run("bench.floor:app", host=args.host, port=args.port, workers=args.workers, loop=args.loop,
+                    http=args.http, lifespan="on", log_level="warning", access_log=False)
     return 0
 
 

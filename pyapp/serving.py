@@ -167,10 +167,13 @@ def serve(url: str, host: str, port: int, config: Any, workers: int, access_log:
     about a sixth of a GraphQL request's time; a proxy in front usually keeps the access log). ``limits``: per
     worker (default: ConnectionLimits' defaults within the open-file limit). ``sock``: bound by bind_socket
     (default: bound here)."""
+    # metrics in one process, or in serve's own directory (metrics_process.py): never in one left in the environment,
+    # which prometheus-client reads when it is first imported, just below
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from pyapp.web import connections
+    from pyapp.web.metrics_process import WorkerSupervisor, multiprocess_directory
 
     open_file_limit = raise_open_file_limit()
     limits = limits or connection_limits(None, DEFAULT_HEADER_TIMEOUT, DEFAULT_BODY_TIMEOUT, open_file_limit)
@@ -190,6 +193,7 @@ def serve(url: str, host: str, port: int, config: Any, workers: int, access_log:
                                                "limits": dataclasses.asdict(limits)})
         # what uvicorn.run does with workers > 1, on the socket bound already
         server_config = uvicorn.Config("pyapp.serving:app_from_environment", factory=True, workers=workers, **options)
-        Multiprocess(server_config, sockets=[sock]).run()
+        with multiprocess_directory():  # the workers' metrics files, added up by any worker's GET /metrics
+            WorkerSupervisor(server_config, sockets=[sock]).run()
     finally:
         sock.close()

@@ -89,7 +89,7 @@ def reset_data(conn) -> None:
                   "membership_changes", "membership_expiries", "webhooks", "audiences", "external_audiences"):
         conn.execute(f"DELETE FROM passthrough.{table}")
     conn.execute("UPDATE passthrough.settings SET event_retention = NULL, history_horizon = NULL, "
-                 "feed_pruned_through = NULL")
+                 "feed_pruned_through = NULL, last_pruned_at = NULL")
 
 
 def event(**overrides):

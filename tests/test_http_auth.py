@@ -21,6 +21,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/healthz", "GET"): None,
     ("/readyz", "GET"): None,
     ("/openapi.json", "GET"): None,
+    ("/metrics", "GET"): "private",  # by default; passthrough serve --metrics-auth (tests/test_http_metrics.py)
     ("/v3/events", "POST"): "public",
     ("/v3/audiences/{audience_id}/snapshot", "POST"): "private",
     ("/v3/changes", "GET"): "private",

@@ -114,6 +114,7 @@ READER_FUNCTIONS = {
     "passthrough.list_audiences(integer,text)",
     "passthrough.list_identifier_types()",
     "passthrough.membership_history(text,text,text)",
+    "passthrough.service_metrics()",
 }
 FUNCTIONS = {"writer": WRITER_FUNCTIONS, "reader": READER_FUNCTIONS, "nobody": set()}
 

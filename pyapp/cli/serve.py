@@ -15,6 +15,7 @@ from pyapp.web.config import DEFAULT_MAX_SNAPSHOT_UPLOADS, DEFAULT_READ_STATEMEN
 from pyapp.web.connections import (
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, FILE_LIMIT_SHARE, default_max_connections,
 )
+from pyapp.web.metrics_auth import METRICS_AUTH_CHOICES
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           max_snapshot_bytes=args.max_snapshot_bytes, cors_origins=_origins(args.cors_origins),
                           cors_private_origins=_origins(args.cors_private_origins), workers=args.workers,
                           access_log=args.access_log, max_snapshot_uploads=args.max_snapshot_uploads,
-                          read_statement_timeout=args.read_statement_timeout,
+                          read_statement_timeout=args.read_statement_timeout, metrics_auth=args.metrics_auth,
                           connections=(args.max_connections, args.header_timeout, args.body_timeout),
                           read_database_url=args.read_database_url or None)
         except KeyboardInterrupt:
@@ -50,6 +51,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _metrics_auth(text: str) -> str:
+    """An argparse type (also applied to $PASSTHROUGH_METRICS_AUTH): auto, key or none."""
+    if text not in METRICS_AUTH_CHOICES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(METRICS_AUTH_CHOICES)}, got {text!r}")
+    return text
+
+
 def _origins(text: str) -> tuple[str, ...]:
     """A comma-separated list of CORS origins (empty: none)."""
     return tuple(o.strip() for o in text.split(",") if o.strip())
@@ -60,20 +68,22 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
                   cors_private_origins: tuple[str, ...] = (), workers: int | None = 1,
                   access_log: bool = False, max_snapshot_uploads: int = DEFAULT_MAX_SNAPSHOT_UPLOADS,
                   read_statement_timeout: float = DEFAULT_READ_STATEMENT_TIMEOUT,
-                  connections: tuple[Any, float, float] = (None, 10.0, 20.0),
+                  connections: tuple[Any, float, float] = (None, 10.0, 20.0), metrics_auth: str = "auto",
                   read_database_url: str | None = None) -> None:
     """Serve the HTTP API (pyapp/web) on host:port until Ctrl-C / SIGTERM (pyapp/serving.py). ``connections``:
-    --max-connections, --header-timeout, --body-timeout. ``read_database_url``: a streaming replica for the reads
-    that may lag (docs/operations.md, "Read replicas")."""
+    --max-connections, --header-timeout, --body-timeout; ``metrics_auth``: --metrics-auth. ``read_database_url``:
+    a streaming replica for the reads that may lag (docs/operations.md, "Read replicas")."""
     from pyapp import serving
     from pyapp.web import ApiConfig
+    from pyapp.web.metrics_auth import metrics_key_required
 
     if read_database_url:
         info(f"reads:        {_replica_line(read_database_url)}")
     config = ApiConfig(max_events=max_events, max_body_bytes=max_body_bytes, max_snapshot_bytes=max_snapshot_bytes,
                        cors_origins=cors_origins, cors_private_origins=cors_private_origins,
                        max_snapshot_uploads=max_snapshot_uploads, read_statement_timeout=read_statement_timeout,
-                       read_database_url=read_database_url)
+                       read_database_url=read_database_url,
+                       metrics_key_required=metrics_key_required(metrics_auth, host))
     try:
         config, workers, sizing = serving.sized_config(url, config, workers)
     except ValueError as exc:
@@ -87,8 +97,9 @@ def serve_forever(url: str, host: str, port: int, *, max_events: int, max_body_b
     except OSError as exc:
         reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise CommandError(f"cannot listen on {host}:{port}: {reason}") from None
-    info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json): {serving.ENGINE_TEXT}, {sizing}; "
-         "press Ctrl-C to stop")
+    metrics = "a private key" if config.metrics_key_required else "no key"
+    info(f"HTTP API on http://{host}:{port} (OpenAPI: /openapi.json; metrics: /metrics, {metrics}): "
+         f"{serving.ENGINE_TEXT}, {sizing}; press Ctrl-C to stop")
     serving.serve(url, host, port, config, workers, access_log, limits, sock)
 
 
@@ -177,5 +188,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="a streaming replica of the database: GraphQL, GET /v3/segments and member pages read "
                        "there (API keys are still checked on the primary); everything else stays on the primary "
                        "(default: $PASSTHROUGH_READ_DATABASE_URL, else none)")
+    serve.add_argument("--metrics-auth", type=_metrics_auth, metavar="{auto,key,none}", default=env("PASSTHROUGH_METRICS_AUTH", "auto"),
+                       help="whether GET /metrics needs a private key: auto (none while --host is a loopback address, "
+                       "else a private key), key, none (default: $PASSTHROUGH_METRICS_AUTH or auto)")
     _add_connection_options(serve, env)
     serve.set_defaults(func=cmd_serve)

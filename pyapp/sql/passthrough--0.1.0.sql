@@ -69,6 +69,7 @@ CREATE TABLE passthrough.settings (
   event_retention     interval    CHECK (event_retention > interval '0'),
   history_horizon     timestamptz,
   feed_pruned_through text,
+  last_pruned_at      timestamptz,
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
@@ -81,6 +82,8 @@ COMMENT ON COLUMN passthrough.settings.history_horizon IS
   'The oldest instant point-in-time answers are exact for, once the event log has been pruned (NULL: all of it).';
 COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
   'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
+COMMENT ON COLUMN passthrough.settings.last_pruned_at IS
+  'When passthrough.prune_history() last finished with nothing left to prune (NULL: never); passthrough.service_metrics() reports its age.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
   'How far ahead of the server clock an event''s ts may be; later timestamps are refused (default 5 minutes: docs/semantics.md says why).';
 COMMENT ON COLUMN passthrough.settings.public_passthrough_events IS
@@ -2999,8 +3002,9 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
-  IF v_cutoff IS NULL THEN  -- no retention set: keep everything
+  IF v_cutoff IS NULL THEN  -- no retention set: keep everything (a successful run all the same)
     events := 0; changes := 0; snapshot_members := 0;
+    UPDATE passthrough.settings SET last_pruned_at = now();
     RETURN NEXT;
     RETURN;
   END IF;
@@ -3061,11 +3065,15 @@ BEGIN
            FROM passthrough._parse_change_cursor(s.feed_pruned_through))
           < (SELECT ROW(o_pos, o_level, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
   END IF;
+  -- a run is done when a call leaves less than a chunk of each kind: what service_metrics() reports the age of
+  IF events < p_limit AND changes < p_limit AND snapshot_members < p_limit THEN
+    UPDATE passthrough.settings SET last_pruned_at = now();
+  END IF;
   RETURN NEXT;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.prune_history(integer) IS
-  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL. A call that leaves less than p_limit of each kind (or finds no retention set) records its time, whose age passthrough.service_metrics() reports.';
 -- source: sql/functions/250_webhooks.sql
 -- Webhooks: the change feed pushed to HTTP endpoints, at least once, in feed order, signed.
 --
@@ -3838,7 +3846,9 @@ AS $$
          ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),
          ('reader', 'audience_recent_changes'),
          ('reader', 'changes_pending'), ('reader', 'audience_members'), ('reader', 'audience_member_counts'),
-         ('reader', 'audience_member_lines');
+         ('reader', 'audience_member_lines'),
+         -- monitoring (GET /metrics): webhook lag, expiry backlog, retention age
+         ('reader', 'service_metrics');
 $$;
 COMMENT ON FUNCTION passthrough._role_functions() IS
   'Private: the functions passthrough.create_roles() lets the writer and the reader role execute, by name.';
@@ -3913,6 +3923,44 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough.create_roles(text, text) IS
   'Creates (if missing) the NOLOGIN roles passthrough_writer and passthrough_reader and grants each exactly what it needs: USAGE on the schema, EXECUTE on the loading and apply functions (writer) or the read functions (reader), no table. Run by the owner (or a superuser; CREATE ROLE needs CREATEROLE), again after each upgrade. Returns the grants in effect.';
+-- source: sql/functions/285_service_metrics.sql
+-- What /metrics reports about the database (pyapp/web/metrics.py, docs/operations.md "Metrics"): facts that
+-- only the database knows, read at scrape time, one row per sample. Python exposes what this returns, nothing more.
+
+CREATE FUNCTION passthrough.service_metrics()
+RETURNS TABLE (metric text, webhook text, value double precision)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  -- per webhook: how long its first undelivered change (in feed order, readable, selected by its audience
+  -- filter, as passthrough._webhook_page selects) has been in the feed; 0 when it has none
+  SELECT 'webhook_lag_seconds', w.name::text,
+         coalesce(extract(epoch FROM now() - oldest.received_at)::float8, 0)
+  FROM passthrough.webhooks w
+  CROSS JOIN LATERAL passthrough._parse_change_cursor(w.feed_cursor) p
+  LEFT JOIN LATERAL (
+    SELECT coalesce(b.received_at, c.event_ts) AS received_at
+    FROM passthrough.membership_changes c
+    LEFT JOIN passthrough.batches b ON b.id = c.batch_id
+    WHERE (c.pos, c.level, c.batch_id, c.ord) > (p.o_pos, p.o_level, p.o_batch_id, p.o_ord)
+      AND c.pos < passthrough._feed_horizon()
+      AND (w.audiences IS NULL
+           OR EXISTS (SELECT 1 FROM passthrough.audiences a
+                      WHERE a.audience_key = c.audience_key AND a.name = ANY (w.audiences)))
+    ORDER BY c.pos, c.level, c.batch_id, c.ord
+    LIMIT 1
+  ) oldest ON true
+  UNION ALL
+  -- memberships whose ttl ran out and that the sweeper has not recorded yet (reads are right without it)
+  SELECT 'expiry_backlog', NULL,
+         coalesce((SELECT sum(passthrough._expired_unswept(a.audience_key)) FROM passthrough.audiences a
+                   WHERE a.ttl IS NOT NULL), 0)::float8
+  UNION ALL
+  -- NULL until prune_history has once finished a run
+  SELECT 'retention_last_success_age_seconds', NULL, extract(epoch FROM now() - s.last_pruned_at)::float8
+  FROM passthrough.settings s;
+$$;
+COMMENT ON FUNCTION passthrough.service_metrics() IS
+  'The database''s facts for monitoring (GET /metrics), one row per sample: webhook_lag_seconds per webhook (how long its first undelivered change, by its audience filter, has been in the feed; 0 when caught up, paused webhooks included), expiry_backlog (memberships whose ttl ran out that the expiry sweeper has not recorded yet), retention_last_success_age_seconds (seconds since prune_history last finished a run; NULL: never).';
 -- source: sql/finish/010_extension_dump.sql
 -- pg_dump and CREATE EXTENSION installs: every row survives a dump and restore.
 --

@@ -33,6 +33,8 @@ from pyapp.web.framing import RefuseAmbiguousFraming
 from pyapp.web.graphql.endpoint import GraphQLFacade
 from pyapp.web.graphql.fast import GraphQLFastPath
 from pyapp.web.leader import Leadership
+from pyapp.web.metrics import ServiceMetrics
+from pyapp.web.metrics_http import PoolSampler, RequestMetrics, get_metrics
 from pyapp.web.openapi.document import openapi_json
 from pyapp.web.responses import ApiError, error_response
 from pyapp.workers.upkeep import Upkeep
@@ -50,6 +52,7 @@ def api_routes() -> list[BaseRoute]:
         # on the write budget: busy readers must not make a load balancer take the worker out of service
         _route("/readyz", GET=health.readyz, budget=WRITE),
         _route("/openapi.json", GET=openapi_json),
+        _route("/metrics", GET=get_metrics),  # Prometheus; a private key unless the setting says not (metrics_http.py)
         _route("/v3/events", POST=events.post_events),
         # :path: an external audience id may hold "/", which arrives decoded from %2F
         _route("/v3/audiences/{audience_id:path}/snapshot", POST=snapshots.post_snapshot),
@@ -81,6 +84,8 @@ def create_app(
     webhooks = Webhooks(config.webhook_every, timeout=config.webhook_timeout)  # the change feed, POSTed
     # once per deployment: in the worker that holds the jobs' advisory lock (leader.py)
     leadership = Leadership(database_url, [upkeep, webhooks], retry=config.leadership_retry)
+    metrics = ServiceMetrics()  # GET /metrics (metrics.py)
+    pool_sampler = PoolSampler(metrics)  # with several workers, each one's pool gauges for any worker's scrape
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,18 +98,24 @@ def create_app(
         # the schema's listener and the background jobs: short statements, on the write budget
         await graphql.start(pools[WRITE])
         await leadership.start(pools[WRITE])
+        pool_sampler.start(pools)
         try:
             yield
         finally:
+            await pool_sampler.close()
             await leadership.close()
             await graphql.close()
             for pool in pools.values():
                 await pool.close()
 
+    routes = [*api_routes(), *graphql.routes, *CONSOLE_ROUTES, *extra_routes]
+    static_paths = [r.path for r in routes if isinstance(r, Route) and not r.param_convertors]
     app = Starlette(
-        routes=[*api_routes(), *graphql.routes, *CONSOLE_ROUTES, *extra_routes],
-        # the SDKs' GraphQL query, when plain and known, is answered before the rest (pyapp/web/graphql/fast.py)
-        middleware=[Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
+        routes=routes,
+        # every request counted (outermost); the SDKs' GraphQL query, when plain and known, is answered before
+        # the rest (pyapp/web/graphql/fast.py)
+        middleware=[Middleware(RequestMetrics, metrics=metrics, static_paths=static_paths),
+                    Middleware(GraphQLFastPath, facade=graphql, vary_origin=bool(config.cors_origins)), Middleware(RefuseAmbiguousFraming),
                     Middleware(RouteCors, public_origins=config.cors_origins,
                                private_origins=config.cors_private_origins)],
         lifespan=lifespan,
@@ -122,6 +133,7 @@ def create_app(
     app.state.database_url = database_url  # snapshot imports open a connection of their own (snapshots.py)
     app.state.graphql = graphql
     app.state.leadership = leadership
+    app.state.metrics = metrics
     app.state.known_keys = KnownKeys()  # the keys this worker found valid (auth.py: one round trip per hot request)
     app.state.migrations = packaged_migrations()  # read once: /readyz compares the database with them
     return app

@@ -56,6 +56,9 @@ class ApiConfig:
     # routes that need a private key (none by default).
     cors_origins: tuple[str, ...] = ("*",)
     cors_private_origins: tuple[str, ...] = ()
+    # GET /metrics needs a private key (passthrough serve --metrics-auth: by default only when it listens
+    # beyond loopback); False: anyone who reaches the port may read it
+    metrics_key_required: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_body_bytes", "max_snapshot_bytes", "max_snapshot_uploads", "pool_max_size"):

@@ -13,10 +13,12 @@ import psycopg
 from psycopg import AsyncConnection
 from starlette.requests import Request
 
+from pyapp import errors
 from pyapp.web.auth import Scope, checked_key, key_refused
 from pyapp.web.body import JsonBody, read_json_body
 from pyapp.web.config import ApiConfig
 from pyapp.web.database import run_statement
+from pyapp.web.metrics import ServiceMetrics
 from pyapp.web.responses import ApiError, JSONResponse, accepted_response
 
 EVENT_SOURCE = "http"  # passthrough.batches.source
@@ -28,7 +30,13 @@ APPLY_SQL = ("SELECT accepted, ignored, changed FROM passthrough.apply_events(%s
 async def post_events(request: Request) -> JSONResponse:
     key = await checked_key(request, Scope.PUBLIC)  # SQL decides what a public key may send (PT036)
     config: ApiConfig = request.app.state.config
-    events_json = _events_array_text(await read_json_body(request, max_bytes=config.max_body_bytes), config.max_events)
+    metrics: ServiceMetrics = request.app.state.metrics
+    body = await read_json_body(request, max_bytes=config.max_body_bytes)
+    try:
+        events_json = _events_array_text(body, config.max_events)
+    except ApiError:
+        metrics.events_refused(_event_count(body))
+        raise
 
     # One statement in autocommit mode: apply_events stores the whole batch or nothing, so it needs no
     # BEGIN/COMMIT around it; run_statement returns once it is committed (a failure at commit is an error
@@ -40,10 +48,20 @@ async def post_events(request: Request) -> JSONResponse:
     try:
         accepted, ignored, changed = await run_statement(request, apply)
     except psycopg.Error as exc:
-        key_refused(request, key.hash, exc)  # revoked since this worker last saw it: forgotten, and the answer
+        # a key revoked since this worker last saw it is forgotten, and the answer; any other 4xx refused the events
+        if not key_refused(request, key.hash, exc) and 400 <= errors.http_status(exc.sqlstate or "") < 500:
+            metrics.events_refused(_event_count(body))
         raise
     # run_statement has returned without an error: the batch is committed.
+    metrics.batch_applied(accepted, ignored, changed)
     return accepted_response(accepted=accepted, ignored=ignored, changed=changed)
+
+
+def _event_count(body: JsonBody) -> int:
+    """How many events the body holds: an array's items, one for a lone object (anything else holds none)."""
+    if isinstance(body.value, list):
+        return len(body.value)
+    return 1 if isinstance(body.value, dict) else 0
 
 
 def _events_array_text(body: JsonBody, max_events: int) -> str:

@@ -17,8 +17,9 @@ DECLARE
 BEGIN
   PERFORM passthrough._check_limit(p_limit, 1000000);
   SELECT now() - s.event_retention INTO v_cutoff FROM passthrough.settings s;
-  IF v_cutoff IS NULL THEN  -- no retention set: keep everything
+  IF v_cutoff IS NULL THEN  -- no retention set: keep everything (a successful run all the same)
     events := 0; changes := 0; snapshot_members := 0;
+    UPDATE passthrough.settings SET last_pruned_at = now();
     RETURN NEXT;
     RETURN;
   END IF;
@@ -79,8 +80,12 @@ BEGIN
            FROM passthrough._parse_change_cursor(s.feed_pruned_through))
           < (SELECT ROW(o_pos, o_level, o_batch_id, o_ord) FROM passthrough._parse_change_cursor(v_cursor));
   END IF;
+  -- a run is done when a call leaves less than a chunk of each kind: what service_metrics() reports the age of
+  IF events < p_limit AND changes < p_limit AND snapshot_members < p_limit THEN
+    UPDATE passthrough.settings SET last_pruned_at = now();
+  END IF;
   RETURN NEXT;
 END;
 $$;
 COMMENT ON FUNCTION passthrough.prune_history(integer) IS
-  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL.';
+  'Applies the event_retention setting: deletes up to p_limit events older than now - retention (keeping each pair''s newest one, so answers at or after that time stay exact), up to p_limit feed changes of batches received before it, and up to p_limit listed identifiers of snapshots older than it that a newer snapshot older than it supersedes (each audience keeps its newest snapshot older than the cutoff); returns how many of each. Call it until all three are below p_limit; it never blocks ingestion. Moves the history horizon: point-in-time reads before it raise PT031, and a feed cursor older than the pruned changes raises PT032. Does nothing while event_retention is NULL. A call that leaves less than p_limit of each kind (or finds no retention set) records its time, whose age passthrough.service_metrics() reports.';

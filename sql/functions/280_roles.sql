@@ -27,7 +27,9 @@ AS $$
          ('reader', 'audience_size_history'), ('reader', 'changes'), ('reader', 'current_change_cursor'),
          ('reader', 'audience_recent_changes'),
          ('reader', 'changes_pending'), ('reader', 'audience_members'), ('reader', 'audience_member_counts'),
-         ('reader', 'audience_member_lines');
+         ('reader', 'audience_member_lines'),
+         -- monitoring (GET /metrics): webhook lag, expiry backlog, retention age
+         ('reader', 'service_metrics');
 $$;
 COMMENT ON FUNCTION passthrough._role_functions() IS
   'Private: the functions passthrough.create_roles() lets the writer and the reader role execute, by name.';

@@ -9,6 +9,7 @@ CREATE TABLE passthrough.settings (
   event_retention     interval    CHECK (event_retention > interval '0'),
   history_horizon     timestamptz,
   feed_pruned_through text,
+  last_pruned_at      timestamptz,
   updated_at          timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE passthrough.settings IS
@@ -21,6 +22,8 @@ COMMENT ON COLUMN passthrough.settings.history_horizon IS
   'The oldest instant point-in-time answers are exact for, once the event log has been pruned (NULL: all of it).';
 COMMENT ON COLUMN passthrough.settings.feed_pruned_through IS
   'Cursor of the newest change pruned from the feed (NULL: none); a consumer behind it has missed changes.';
+COMMENT ON COLUMN passthrough.settings.last_pruned_at IS
+  'When passthrough.prune_history() last finished with nothing left to prune (NULL: never); passthrough.service_metrics() reports its age.';
 COMMENT ON COLUMN passthrough.settings.max_future_skew IS
   'How far ahead of the server clock an event''s ts may be; later timestamps are refused (default 5 minutes: docs/semantics.md says why).';
 COMMENT ON COLUMN passthrough.settings.public_passthrough_events IS

@@ -31,6 +31,22 @@ PATHS: dict[str, Any] = {
                                                                         "content": {JSON: {"schema": {"type": "object"}}}}}
         )
     },
+    "/metrics": {
+        "get": operation(
+            "metrics",
+            "The service's metrics, in the Prometheus text format.",
+            scope="private",
+            description="Requests by route and status with their latency, events accepted, ignored and refused, "
+                        "batches applied, memberships changed, each worker's pool use, and from the database: each "
+                        "webhook's lag, the expiry backlog and the time since retention pruning last finished "
+                        "(docs/operations.md, \"Metrics\", lists every metric). Needs a private key unless "
+                        "`passthrough serve --metrics-auth` says not: by default (`auto`) none while the server "
+                        "listens on loopback only. While the database is down it still answers, with "
+                        "`passthrough_service_metrics_up 0` and without the database's metrics.",
+            responses={"200": {"description": "The metrics (text exposition format 1.0.0).",
+                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
+    },
 }
 
 SCHEMAS: dict[str, Any] = {
