@@ -35,6 +35,8 @@ NODE_SETTINGS = {
     "max_connections": "200",
     "wal_level": "logical",  # the shard rebalancer moves shards by logical replication
     "citus.shard_count": "8",
+    # nodes talk over loopback; and libpq in a server started from root's environment looks for root's certificate
+    "citus.node_conninfo": "sslmode=disable",
 }
 
 

@@ -51,10 +51,18 @@ BEGIN
       DETAIL = format('database %s has the citus extension but is not registered as the coordinator', current_database()),
       HINT = 'Run distribute on the coordinator, after SELECT citus_set_coordinator_host(...) there.';
   END IF;
-  -- settings and identifier_types carry the triggers that let a restore replace seeded rows
-  -- (sql/finish/010_extension_dump.sql); Citus refuses tables with triggers unless told they are safe.
-  -- They are: each only reads and writes its own table, whose every copy it runs on.
-  PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+  -- settings and identifier_types carry the triggers that let a pg_dump restore of a CREATE EXTENSION install
+  -- replace the seeded rows (sql/finish/010_extension_dump.sql). A Citus cluster is not backed up that way
+  -- (docs/scale-out.md), and on a reference table they would run on every copy of it and query the others.
+  -- (Citus refuses even DROP TRIGGER IF EXISTS on a reference table: only drop what is there)
+  FOR v_rel IN SELECT t.tgrelid::regclass FROM pg_catalog.pg_trigger t
+               WHERE t.tgname = 'replace_seed' AND t.tgrelid IN ('passthrough.settings'::regclass,
+                                                                  'passthrough.identifier_types'::regclass) LOOP
+    EXECUTE pg_catalog.format('DROP TRIGGER replace_seed ON %s', v_rel);
+  END LOOP;
+  -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
+  -- makes Citus refuse a table created over parallel connections before it: one connection per node
+  PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
 
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
     v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
@@ -71,6 +79,10 @@ BEGIN
        OR v_plan.placement = 'reference' AND v_method = 'n' AND v_repl = 't'
        OR v_plan.placement = 'coordinator' AND v_method IS NULL THEN
       action := 'unchanged';
+    ELSIF v_plan.placement = 'reference' AND v_method = 'n' THEN
+      -- a Citus local table: Citus made it one when the target of its foreign key became a reference table
+      PERFORM pg_catalog.create_reference_table(v_rel);
+      action := 'made a reference table';
     ELSIF v_method IS NOT NULL THEN
       RAISE EXCEPTION USING ERRCODE = 'PT040',
         MESSAGE = format('passthrough.%s is already distributed otherwise than as a %s table', v_plan.table_name,
