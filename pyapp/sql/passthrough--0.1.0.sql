@@ -850,17 +850,21 @@ COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
 -- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
 
+-- PL/pgSQL rather than SQL: Citus cannot plan a SQL function's parameterized statement on its tables.
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT count(*)
-  FROM passthrough.audiences a
-  JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
-  JOIN passthrough.memberships m
-    ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
-   AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
-  WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
-    AND q.event_ts <= now() - a.ttl AND m.qualified;
+BEGIN
+  RETURN (
+    SELECT count(*)
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    JOIN passthrough.memberships m
+      ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+     AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+    WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
+      AND q.event_ts <= now() - a.ttl AND m.qualified);
+END;
 $$;
 COMMENT ON FUNCTION passthrough._expired_unswept(integer) IS
   'Private: how many stored-as-qualified memberships of an audience have expired and are not recorded yet (the sweeper has not reached them); sizes subtract it.';
@@ -1107,6 +1111,7 @@ DECLARE
   v_key      integer;
   v_old      passthrough.audiences;
   v_revision integer;
+  v_now      timestamptz := now();  -- a variable: Citus refuses now() in an upsert's SET on its tables
 BEGIN
   PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
   v_key := passthrough._audience_key(p_external_audience_id);
@@ -1133,7 +1138,7 @@ BEGIN
   VALUES (p_name, v_key, p_description, p_metadata, v_ttl)
   ON CONFLICT (name) DO UPDATE
     SET audience_key = EXCLUDED.audience_key, description = EXCLUDED.description,
-        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = now()
+        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = v_now
     WHERE (a.audience_key, a.description, a.metadata, a.ttl)
           IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata, EXCLUDED.ttl)
   RETURNING revision INTO v_revision;
@@ -2734,18 +2739,22 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+  v_keys    integer[];
+  v_times   timestamptz[];
 BEGIN
   PERFORM passthrough._check_subset(p_subset);
+  -- the customer's rows first, in a statement of their own: on a Citus cluster that is one shard's query, and
+  -- the sizes are then added up on the coordinator, which holds the size deltas (docs/scale-out.md, Citus)
+  SELECT array_agg(m.audience_key), array_agg(m.event_ts) INTO v_keys, v_times
+  FROM passthrough.memberships m
+  WHERE m.identifier_type_id = v_type_id AND m.identifier = p_identifier AND m.qualified;
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
-    FROM passthrough.memberships m
+    FROM unnest(v_keys, v_times) AS m(audience_key, event_ts)
     JOIN passthrough.audiences a ON a.audience_key = m.audience_key
     JOIN passthrough.external_audiences e ON e.id = m.audience_key
-    WHERE m.identifier_type_id = v_type_id
-      AND m.identifier = p_identifier
-      AND m.qualified
-      AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/functions/100_expiry.sql)
+    WHERE passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/functions/100_expiry.sql)
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
