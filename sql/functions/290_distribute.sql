@@ -37,6 +37,7 @@ DECLARE
   v_column text;
   v_coloc  integer;
   v_repl   "char";
+  v_name   name;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT040',
@@ -55,10 +56,10 @@ BEGIN
   -- replace the seeded rows (sql/finish/010_extension_dump.sql). A Citus cluster is not backed up that way
   -- (docs/scale-out.md), and on a reference table they would run on every copy of it and query the others.
   -- (Citus refuses even DROP TRIGGER IF EXISTS on a reference table: only drop what is there)
-  FOR v_rel IN SELECT t.tgrelid::regclass FROM pg_catalog.pg_trigger t
-               WHERE t.tgname = 'replace_seed' AND t.tgrelid IN ('passthrough.settings'::regclass,
-                                                                  'passthrough.identifier_types'::regclass) LOOP
-    EXECUTE pg_catalog.format('DROP TRIGGER replace_seed ON %s', v_rel);
+  FOR v_name IN SELECT c.relname FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+                WHERE t.tgname = 'replace_seed' AND c.relnamespace = 'passthrough'::regnamespace
+                  AND c.relname IN ('settings', 'identifier_types') LOOP
+    EXECUTE format('DROP TRIGGER replace_seed ON passthrough.%I', v_name);
   END LOOP;
   -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
   -- makes Citus refuse a table created over parallel connections before it: one connection per node

@@ -1,0 +1,149 @@
+"""The writer, the reads and the change feed on the distributed schema, against tests/reference_model.py.
+
+Every test writes its own audiences (a fresh prefix), so the tests share the session's one cluster and database.
+Identifiers are many, so each batch is a distributed transaction over both workers' shards.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from decimal import Decimal
+
+import psycopg
+from reference_model import Event, MembershipModel, SnapshotModel, dumps, expected_feed
+
+BASE_TS = Decimal(1_760_000_000)
+
+
+def _events(rng: random.Random, audiences: list[str], identifiers: int, count: int) -> list[Event]:
+    return [Event("fs_user_id", f"c{rng.randrange(identifiers)}", rng.choice(audiences), rng.random() < 0.6,
+                  BASE_TS + rng.randrange(50)) for _ in range(count)]
+
+
+def _define(conn, prefix: str, audiences: list[str]) -> None:
+    conn.execute("SELECT passthrough.enable()")
+    for audience in audiences:
+        conn.execute("SELECT passthrough.create_audience(%s, %s)", (f"{prefix}_{audience}", audience))
+
+
+def _stored_state(conn, audiences: list[str]) -> set[tuple[str, str, str]]:
+    return {("fs_user_id", identifier, audience) for identifier, audience in conn.execute(
+        "SELECT m.identifier, e.external_id FROM passthrough.memberships m"
+        " JOIN passthrough.external_audiences e ON e.id = m.audience_key"
+        " WHERE m.qualified AND e.external_id = ANY(%s)", (audiences,)).fetchall()}
+
+
+def _feed(conn, audiences: list[str], after: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(cursor, change, identifier, audience_id) of every readable change after `after`, of these audiences."""
+    found, cursor = [], after
+    while True:
+        page = conn.execute("SELECT cursor, change, identifier, audience_id FROM passthrough.changes(%s, 1000)",
+                            (cursor,)).fetchall()
+        if not page:
+            return found
+        found += [row for row in page if row[3] in audiences]
+        cursor = page[-1][0]
+
+
+def _prefix() -> tuple[str, list[str]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    return prefix, [f"{prefix}_a{i}" for i in range(3)]
+
+
+def test_batches_give_the_models_state_sizes_reads_and_feed(citus_url):
+    prefix, audiences = _prefix()
+    rng = random.Random(21)
+    steps = [_events(rng, audiences, 60, 80) for _ in range(6)]
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        _define(conn, prefix, audiences)
+        start = conn.execute("SELECT passthrough.current_change_cursor()").fetchone()[0]
+        for step in steps:
+            conn.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in step]),))
+
+        model = MembershipModel()
+        model.apply(e for step in steps for e in step)
+        assert _stored_state(conn, audiences) == model.qualified_pairs()
+
+        sizes = {external: size for external, size in conn.execute(
+            "SELECT external_audience_id, size FROM passthrough.list_audiences(1000)").fetchall()
+            if external in audiences}
+        assert sizes == {a: model.sizes().get(a, 0) for a in audiences}
+
+        for identifier in ("c0", "c7", "c33"):
+            read = conn.execute("SELECT external_audience_id FROM passthrough.customer_audiences('fs_user_id', %s)",
+                                (identifier,)).fetchall()
+            assert {a for (a,) in read if a in audiences} == {
+                a for (_, i, a) in model.qualified_pairs() if i == identifier}
+
+        feed: dict[tuple, list[str]] = {}
+        for _, change, identifier, audience in _feed(conn, audiences, start):
+            feed.setdefault(("fs_user_id", identifier, audience), []).append(change)
+        expected = {pair: [change for change, _ in changes] for pair, changes in expected_feed(steps).items()}
+        assert feed == expected
+
+
+def test_a_bulk_load_gives_the_models_state(citus_url):
+    prefix, audiences = _prefix()
+    events = _events(random.Random(7), audiences, 200, 1500)
+    with psycopg.connect(citus_url) as conn:
+        _define(conn, prefix, audiences)
+        conn.execute("SELECT passthrough.begin_load()")
+        with conn.cursor().copy("COPY pg_temp.passthrough_load (type, action, identifier_type, identifier,"
+                                " audience_id, ts) FROM STDIN") as copy:
+            for e in events:
+                copy.write_row(("passthrough", "qualify" if e.qualified else "disqualify", e.identifier_type,
+                                e.identifier, e.audience_id, e.ts))
+        accepted = conn.execute("SELECT accepted FROM passthrough.load_staged()").fetchone()[0]
+        conn.commit()
+        assert accepted == len(events)
+        model = SnapshotModel(events)
+        assert _stored_state(conn, audiences) == model.qualified_pairs()
+
+
+def test_concurrent_batches_on_shared_identifiers_end_in_the_models_state_and_a_replayable_feed(citus_url):
+    """Two writers send batches over the same identifiers, in opposite orders, at the same time. Citus's
+    distributed deadlock detection may cancel one (40P01): it is retried, as POST /v3/events retries."""
+    prefix, audiences = _prefix()
+    rng = random.Random(5)
+    batches = [_events(rng, audiences, 40, 60) for _ in range(12)]
+    deadlocks = []
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        _define(conn, prefix, audiences)
+        start = conn.execute("SELECT passthrough.current_change_cursor()").fetchone()[0]
+
+    def writer(mine: list[list[Event]], reverse: bool) -> None:
+        with psycopg.connect(citus_url, autocommit=True) as conn:
+            for batch in mine:
+                body = dumps([e.as_json() for e in sorted(batch, key=lambda e: e.identifier, reverse=reverse)])
+                for _ in range(10):
+                    try:
+                        conn.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (body,))
+                        break
+                    except psycopg.errors.DeadlockDetected:
+                        deadlocks.append(1)
+                else:
+                    raise AssertionError("10 deadlocks in a row")
+
+    threads = [threading.Thread(target=writer, args=(batches[0::2], False)),
+               threading.Thread(target=writer, args=(batches[1::2], True))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    print(f"deadlocks retried: {len(deadlocks)}")
+
+    model = MembershipModel()
+    model.apply(e for batch in batches for e in batch)
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        assert _stored_state(conn, audiences) == model.qualified_pairs()
+        feed = _feed(conn, audiences, start)
+    assert len({cursor for cursor, *_ in feed}) == len(feed)  # no change twice
+    replayed: dict[tuple, bool] = {}
+    for _, change, identifier, audience in feed:
+        pair = ("fs_user_id", identifier, audience)
+        assert change == ("exited" if replayed.get(pair, False) else "entered"), (pair, change)
+        replayed[pair] = change == "entered"
+    assert {pair for pair, inside in replayed.items() if inside} == model.qualified_pairs()
