@@ -32,6 +32,9 @@ DECLARE
   v_count    integer;
   v_xid      xid8;
 BEGIN
+  IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
+    RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
+  END IF;
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
   WHERE d.ctid = ANY (ARRAY(

@@ -9,36 +9,13 @@
 -- whose transaction commits the feed rows; a worker's own ids (its xmin) mean nothing there, so a version
 -- written over one the same transaction wrote takes level + 1 rather than keeping it (still after it).
 
--- Whether distribute() has run: memberships is in Citus's metadata. Two statements, because on a server
--- without Citus pg_dist_partition does not exist and a statement naming it could not even be planned.
-CREATE FUNCTION passthrough._memberships_distributed() RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-    RETURN false;
-  END IF;
-  RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
-                 WHERE d.logicalrelid = 'passthrough.memberships'::regclass);
-END;
-$$;
-COMMENT ON FUNCTION passthrough._memberships_distributed() IS
-  'Private: whether passthrough.memberships is a Citus table (passthrough.distribute() has run); false without Citus.';
-
 CREATE FUNCTION passthrough._apply_distributed(p_batch_id bigint, p_xid xid8) RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
   v_changed integer;
 BEGIN
-  IF passthrough._session_table('passthrough_moved') IS NULL THEN
-    CREATE TEMPORARY TABLE passthrough_moved (
-      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
-      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
-    ) ON COMMIT DELETE ROWS;
-  ELSE
-    DELETE FROM pg_temp.passthrough_moved;
-  END IF;
+  PERFORM passthrough._moved_table();
 
   INSERT INTO passthrough.events
     (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
@@ -121,3 +98,4 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._apply_distributed(bigint, xid8) IS
   'Private: the writer''s work on a Citus cluster, in steps Citus plans (pg_temp.passthrough_incoming as batch p_batch_id of transaction p_xid); returns the transitions. Called by passthrough._apply_valid_events.';
+
