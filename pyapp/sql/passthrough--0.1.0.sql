@@ -843,6 +843,124 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
   'Private: PT031 when p_at is older than the pruned event log can answer for.';
+-- source: sql/functions/092_distributed.sql
+-- Citus (docs/scale-out.md, Citus): whether the schema is distributed, and the session table in which the
+-- writers on a cluster keep what their update of the distributed memberships returned
+-- (sql/functions/095_distributed_expiry.sql, sql/functions/145_distributed_writer.sql).
+
+-- Whether distribute() has run: memberships is in Citus's metadata. Two statements, because on a server
+-- without Citus pg_dist_partition does not exist and a statement naming it could not even be planned.
+CREATE FUNCTION passthrough._memberships_distributed() RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+    RETURN false;
+  END IF;
+  RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                 WHERE d.logicalrelid = 'passthrough.memberships'::regclass);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._memberships_distributed() IS
+  'Private: whether passthrough.memberships is a Citus table (passthrough.distribute() has run); false without Citus.';
+
+-- The membership row versions a writer on a cluster wrote, with the audience's ttl: the distributed writer's
+-- and sweeper's update of memberships returns them into it, and the rest of their work reads them from it.
+CREATE FUNCTION passthrough._moved_table() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF passthrough._session_table('passthrough_moved') IS NULL THEN
+    CREATE TEMPORARY TABLE passthrough_moved (
+      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
+      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
+    ) ON COMMIT DELETE ROWS;
+  ELSE
+    DELETE FROM pg_temp.passthrough_moved;
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._moved_table() IS
+  'Private: creates this session''s pg_temp.passthrough_moved (what a writer on a Citus cluster changed) unless it exists, else empties it; 42501 for one planted by anyone else.';
+-- source: sql/functions/095_distributed_expiry.sql
+-- The expiry sweeper on a Citus cluster (docs/scale-out.md, Citus; the rules: sql/functions/100_expiry.sql).
+--
+-- Citus runs no FOR UPDATE SKIP LOCKED over shards and no ctid self-join, so the due rows are read without
+-- locks, by key, and the flip waits for a writer that holds a pair instead of skipping it: once it has the
+-- row, a pair the writer renewed no longer matches (its event_ts moved on, and that writer recorded the lapse), so every due row read
+-- is done with, flipped or stale, and is deleted. Two sweepers may read the same rows: only the one whose
+-- update finds the pair still qualified records its expiry.
+CREATE FUNCTION passthrough._expire_due_distributed(p_audience_key integer, p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_batch_id bigint;
+  v_count    integer;
+  v_xid      xid8;
+BEGIN
+  IF passthrough._session_table('passthrough_due') IS NULL THEN
+    CREATE TEMPORARY TABLE passthrough_due (
+      audience_key integer, event_ts timestamptz, identifier_type_id smallint, identifier text COLLATE "C",
+      ttl interval
+    ) ON COMMIT DELETE ROWS;
+  ELSE
+    DELETE FROM pg_temp.passthrough_due;
+  END IF;
+  PERFORM passthrough._moved_table();
+
+  INSERT INTO pg_temp.passthrough_due
+  SELECT q.audience_key, q.event_ts, q.identifier_type_id, q.identifier, a.ttl
+  FROM passthrough.membership_expiries q
+  JOIN passthrough.audiences a ON a.audience_key = q.audience_key
+  WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+    AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+  LIMIT p_limit;
+  IF NOT FOUND THEN
+    RETURN 0;
+  END IF;
+
+  INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  v_xid := pg_current_xact_id();
+  WITH flipped AS (
+    UPDATE passthrough.memberships m
+    SET qualified = false, previous_event_ts = m.event_ts,
+        feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, NULL, v_xid)
+    FROM pg_temp.passthrough_due d
+    WHERE m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+      AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts AND m.qualified
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
+              m.feed_pos, m.feed_level, d.ttl
+  )
+  INSERT INTO pg_temp.passthrough_moved SELECT * FROM flipped;
+
+  DELETE FROM passthrough.membership_expiries q
+  USING pg_temp.passthrough_due d
+  WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
+    AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
+
+  WITH feed AS (
+    INSERT INTO passthrough.membership_changes
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.event_ts + f.ttl),
+           f.identifier_type_id, f.audience_key, false, true, f.event_ts + f.ttl, f.identifier
+    FROM pg_temp.passthrough_moved f
+  ), sizes AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT f.audience_key, -count(*) FROM pg_temp.passthrough_moved f GROUP BY f.audience_key
+  )
+  SELECT count(*)::integer INTO v_count FROM pg_temp.passthrough_moved;
+
+  IF v_count = 0 THEN
+    DELETE FROM passthrough.batches WHERE id = v_batch_id;
+  ELSE
+    PERFORM pg_notify('passthrough_changes', '');
+  END IF;
+  RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._expire_due_distributed(integer, integer) IS
+  'Private: passthrough._expire_due on a Citus cluster: records up to p_limit due expiries (of one audience, or all when NULL) as one batch, waiting for a writer that holds a pair rather than skipping it. Returns how many.';
 -- source: sql/functions/100_expiry.sql
 -- Expiry: an audience may carry a ttl; a membership whose deciding qualify event is older than the ttl
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
@@ -878,6 +996,9 @@ DECLARE
   v_count    integer;
   v_xid      xid8;
 BEGIN
+  IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
+    RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
+  END IF;
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
   WHERE d.ctid = ANY (ARRAY(
@@ -1528,36 +1649,13 @@ COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
 -- whose transaction commits the feed rows; a worker's own ids (its xmin) mean nothing there, so a version
 -- written over one the same transaction wrote takes level + 1 rather than keeping it (still after it).
 
--- Whether distribute() has run: memberships is in Citus's metadata. Two statements, because on a server
--- without Citus pg_dist_partition does not exist and a statement naming it could not even be planned.
-CREATE FUNCTION passthrough._memberships_distributed() RETURNS boolean
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
-    RETURN false;
-  END IF;
-  RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
-                 WHERE d.logicalrelid = 'passthrough.memberships'::regclass);
-END;
-$$;
-COMMENT ON FUNCTION passthrough._memberships_distributed() IS
-  'Private: whether passthrough.memberships is a Citus table (passthrough.distribute() has run); false without Citus.';
-
 CREATE FUNCTION passthrough._apply_distributed(p_batch_id bigint, p_xid xid8) RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
   v_changed integer;
 BEGIN
-  IF passthrough._session_table('passthrough_moved') IS NULL THEN
-    CREATE TEMPORARY TABLE passthrough_moved (
-      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
-      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
-    ) ON COMMIT DELETE ROWS;
-  ELSE
-    DELETE FROM pg_temp.passthrough_moved;
-  END IF;
+  PERFORM passthrough._moved_table();
 
   INSERT INTO passthrough.events
     (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
@@ -1640,6 +1738,7 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._apply_distributed(bigint, xid8) IS
   'Private: the writer''s work on a Citus cluster, in steps Citus plans (pg_temp.passthrough_incoming as batch p_batch_id of transaction p_xid); returns the transitions. Called by passthrough._apply_valid_events.';
+
 -- source: sql/functions/150_writer.sql
 -- The one set-based writer of membership state, which every path shares (apply_events, bulk loads,
 -- snapshot imports); the events it gets are valid (sql/functions/130_event_rules.sql).
@@ -3150,19 +3249,34 @@ BEGIN
 
   -- an event older than the cutoff goes when an event of the same pair, also older than the cutoff,
   -- decides over it (greater ts, or the same ts and a disqualify over a qualify)
-  WITH gone AS (
-    DELETE FROM passthrough.events d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT e.ctid FROM passthrough.events e
-      WHERE e.event_ts < v_cutoff
+  IF passthrough._memberships_distributed() THEN
+    -- a Citus cluster: a ctid names a row of one shard only, so no batches by ctid; every due event in one
+    -- statement, which the shards run in parallel (docs/scale-out.md, Citus)
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.event_ts < v_cutoff
         AND EXISTS (SELECT 1 FROM passthrough.events n
-                    WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
-                      AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
-                      AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
-      LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO events FROM gone;
+                    WHERE n.identifier_type_id = d.identifier_type_id AND n.identifier = d.identifier
+                      AND n.audience_key = d.audience_key AND n.event_ts < v_cutoff
+                      AND (n.event_ts > d.event_ts OR (n.event_ts = d.event_ts AND d.qualified AND NOT n.qualified)))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT e.ctid FROM passthrough.events e
+        WHERE e.event_ts < v_cutoff
+          AND EXISTS (SELECT 1 FROM passthrough.events n
+                      WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
+                        AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
+                        AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
+        LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  END IF;
 
   -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
   -- first, in chunks, then each snapshot once its list is gone
@@ -3172,16 +3286,26 @@ BEGIN
       AND EXISTS (SELECT 1 FROM passthrough.snapshots n
                   WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
                     AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id)));
-  WITH gone AS (
-    DELETE FROM passthrough.snapshot_members d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO snapshot_members FROM gone;
+  IF passthrough._memberships_distributed() THEN
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d WHERE d.snapshot_id = ANY (v_superseded)
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  END IF;
+  -- (the lists still there read first: Citus deletes from a reference table with no subquery of another kind)
   DELETE FROM passthrough.snapshots s
   WHERE s.id = ANY (v_superseded)
-    AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
+    AND s.id <> ALL (ARRAY(SELECT DISTINCT m.snapshot_id FROM passthrough.snapshot_members m
+                           WHERE m.snapshot_id = ANY (v_superseded)));
 
   -- feed changes of batches received before the cutoff
   SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from decimal import Decimal
 
@@ -172,3 +173,60 @@ def test_the_export_lists_the_models_members(citus_url):
             (f"{prefix}_{audience}",)).fetchall()
         assert sum(n for n, _ in blocks) == len(members)
         assert [line.split(",")[1] for _, lines in blocks for line in lines.splitlines()] == members
+
+
+def test_the_sweeper_records_the_expired_members_in_state_sizes_and_feed(citus_url):
+    """An audience with a ttl of one hour: qualifies older than that expire; the sweeper records them."""
+    prefix, audiences = _prefix()
+    audience = audiences[0]
+    now = Decimal(int(time.time()))
+    old, recent = now - 7200, now - 60
+    events = ([Event("fs_user_id", f"x{i}", audience, True, old) for i in range(30)]  # expired
+              + [Event("fs_user_id", f"x{i}", audience, True, recent) for i in range(20, 30)]  # renewed
+              + [Event("fs_user_id", f"x{i}", audience, False, old + 1) for i in range(15, 20)])  # left in time
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        conn.execute("SELECT passthrough.enable()")
+        conn.execute("SELECT passthrough.create_audience(%s, %s, p_ttl => interval '1 hour')",
+                     (f"{prefix}_{audience}", audience))
+        conn.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in events]),))
+        start = conn.execute("SELECT passthrough.current_change_cursor()").fetchone()[0]
+
+        recorded = 0
+        while (n := conn.execute("SELECT passthrough.expire_memberships(7)").fetchone()[0]) > 0:
+            recorded += n
+        assert recorded == 15  # x0..x14: qualified two hours ago, never renewed nor left
+        assert conn.execute("SELECT passthrough.expire_memberships()").fetchone()[0] == 0
+
+        assert _stored_state(conn, [audience]) == {("fs_user_id", f"x{i}", audience) for i in range(20, 30)}
+        assert conn.execute("SELECT size FROM passthrough.get_audience(%s)",
+                            (f"{prefix}_{audience}",)).fetchone()[0] == 10
+        feed = _feed(conn, [audience], start)
+        assert sorted((change, identifier) for _, change, identifier, _ in feed) == sorted(
+            ("expired", f"x{i}") for i in range(15))
+
+
+def test_pruning_keeps_the_deciding_event_of_each_pair(citus_url):
+    """prune_history with a retention of one day: of a pair's events older than that, only the deciding one stays."""
+    prefix, audiences = _prefix()
+    audience = audiences[0]
+    day = 86400
+    now = Decimal(int(time.time()))
+    events = [Event("fs_user_id", f"p{i}", audience, qualified, now - age)
+              for i in range(5) for qualified, age in ((True, 3 * day), (False, 2 * day), (True, 36 * 3600))]
+    with psycopg.connect(citus_url, autocommit=True) as conn:
+        _define(conn, prefix, [audience])
+        conn.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in events]),))
+        try:
+            conn.execute("SELECT passthrough.set_event_retention(interval '1 day')")
+            while sum(conn.execute("SELECT events, changes, snapshot_members FROM passthrough.prune_history()")
+                      .fetchone()) > 0:
+                pass
+        finally:
+            conn.execute("SELECT passthrough.set_event_retention(NULL)")
+        kept = conn.execute(
+            "SELECT e.identifier, e.qualified, e.event_ts FROM passthrough.events e"
+            " JOIN passthrough.external_audiences x ON x.id = e.audience_key WHERE x.external_id = %s"
+            " ORDER BY e.identifier", (audience,)).fetchall()
+        assert [(i, q, int(ts.timestamp())) for i, q, ts in kept] == [
+            (f"p{i}", True, int(now) - 36 * 3600) for i in range(5)]
+        assert _stored_state(conn, [audience]) == {("fs_user_id", f"p{i}", audience) for i in range(5)}
