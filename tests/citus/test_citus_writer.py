@@ -230,3 +230,30 @@ def test_pruning_keeps_the_deciding_event_of_each_pair(citus_url):
         assert [(i, q, int(ts.timestamp())) for i, q, ts in kept] == [
             (f"p{i}", True, int(now) - 36 * 3600) for i in range(5)]
         assert _stored_state(conn, [audience]) == {("fs_user_id", f"p{i}", audience) for i in range(5)}
+
+
+def test_an_older_transaction_replacing_a_younger_ones_version_comes_after_it_in_the_feed(citus_url):
+    """The interleaving, forced: B (older) writes y and stays open; A (younger) writes x and commits; the feed
+    holds A's change back until B ends; B then replaces A's version of x. The feed, once B commits: y entered
+    (B's position), x entered (A's), x exited (A's position, one level up): each pair in the order it changed."""
+    prefix, audiences = _prefix()
+    audience = audiences[0]
+
+    def batch(identifier: str, qualified: bool, ts: int) -> str:
+        return dumps([Event("fs_user_id", identifier, audience, qualified, BASE_TS + ts).as_json()])
+
+    with psycopg.connect(citus_url, autocommit=True) as reader, psycopg.connect(citus_url) as b, \
+            psycopg.connect(citus_url, autocommit=True) as a:
+        _define(reader, prefix, [audience])
+        start = reader.execute("SELECT passthrough.current_change_cursor()").fetchone()[0]
+        b.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (batch("y", True, 1),))  # B's id is older
+        a.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (batch("x", True, 1),))  # A commits
+        assert _feed(reader, [audience], start) == []  # B, older and open, holds A's change back
+        b.execute("SELECT * FROM passthrough.apply_events(%s::jsonb)", (batch("x", False, 2),))
+        b.commit()
+        feed = _feed(reader, [audience], start)
+    assert [(change, identifier) for _, change, identifier, _ in feed] == [
+        ("entered", "y"), ("entered", "x"), ("exited", "x")]
+    (pos_y, level_y), (pos_x1, level_x1), (pos_x2, level_x2) = (
+        (int(c.split("-")[0]), int(c.split("-")[1])) for c, *_ in feed)
+    assert pos_y < pos_x1 == pos_x2 and (level_y, level_x1, level_x2) == (0, 0, 1)
