@@ -81,6 +81,7 @@ DOMAIN_ERRORS: dict[str, DomainError] = _by_sqlstate(
     DomainError("PT036", "public_key_passthrough_events", 403),
     DomainError("PT037", "invalid_api_key", 401),
     DomainError("PT038", "insufficient_scope", 403),
+    DomainError("PT040", "citus_not_ready", 409),
 )
 
 # PostgreSQL's query_canceled: a statement that ran past statement_timeout (or that an operator cancelled)

@@ -191,7 +191,8 @@ def _redact(url: str) -> str:
 # --------------------------------------------------------------------------- PASSTHROUGH_TEST_PG_BINDIR
 
 
-def _start_bindir_cluster(bindir: Path) -> PgServer:
+def _start_bindir_cluster(bindir: Path, settings: dict[str, str] | None = None) -> PgServer:
+    """``settings``: extra server settings, passed as ``-c name=value`` (tests/citus_cluster.py's nodes)."""
     for tool in ("initdb", "pg_ctl", "postgres"):
         if not (bindir / tool).is_file():
             raise PgStartError(f"${BINDIR_ENV}={bindir}: no {tool} there")
@@ -242,7 +243,7 @@ def _start_bindir_cluster(bindir: Path) -> PgServer:
             opts = (
                 f"-c listen_addresses=127.0.0.1 -p {port} -k {base} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
+            ) + "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
             try:
                 pg("pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start")
                 break

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pyapp import __version__
-from pyapp.cli import changes, etl, keys, migrations, rejects, roles, segments, serve, settings, upkeep, webhooks
+from pyapp.cli import (changes, distribute, etl, keys, migrations, rejects, roles, segments, serve, settings, upkeep,
+                       webhooks)
 from pyapp.cli.common import DATABASE_URL_ENV, CommandError, info
 
 DEBUG_ENV = "PASSTHROUGH_DEBUG"
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     changes.register(sub, common)  # changes [--follow]
     roles.register(sub, common)  # roles create
     upkeep.register(sub, common)  # expire, prune
+    distribute.register(sub, common)  # distribute (Citus)
     webhooks.register(sub, common)  # webhooks create / list / pause / resume / delete
     _describe_subcommands(parser)
     return parser

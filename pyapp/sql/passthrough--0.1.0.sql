@@ -846,6 +846,124 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
   'Private: PT031 when p_at is older than the pruned event log can answer for.';
+-- source: sql/functions/092_distributed.sql
+-- Citus (docs/scale-out.md, Citus): whether the schema is distributed, and the session table in which the
+-- writers on a cluster keep what their update of the distributed memberships returned
+-- (sql/functions/095_distributed_expiry.sql, sql/functions/145_distributed_writer.sql).
+
+-- Whether distribute() has run: memberships is in Citus's metadata. Two statements, because on a server
+-- without Citus pg_dist_partition does not exist and a statement naming it could not even be planned.
+CREATE FUNCTION passthrough._memberships_distributed() RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+    RETURN false;
+  END IF;
+  RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                 WHERE d.logicalrelid = 'passthrough.memberships'::regclass);
+END;
+$$;
+COMMENT ON FUNCTION passthrough._memberships_distributed() IS
+  'Private: whether passthrough.memberships is a Citus table (passthrough.distribute() has run); false without Citus.';
+
+-- The membership row versions a writer on a cluster wrote, with the audience's ttl: the distributed writer's
+-- and sweeper's update of memberships returns them into it, and the rest of their work reads them from it.
+CREATE FUNCTION passthrough._moved_table() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF passthrough._session_table('passthrough_moved') IS NULL THEN
+    CREATE TEMPORARY TABLE passthrough_moved (
+      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
+      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
+    ) ON COMMIT DELETE ROWS;
+  ELSE
+    DELETE FROM pg_temp.passthrough_moved;
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._moved_table() IS
+  'Private: creates this session''s pg_temp.passthrough_moved (what a writer on a Citus cluster changed) unless it exists, else empties it; 42501 for one planted by anyone else.';
+-- source: sql/functions/095_distributed_expiry.sql
+-- The expiry sweeper on a Citus cluster (docs/scale-out.md, Citus; the rules: sql/functions/100_expiry.sql).
+--
+-- Citus runs no FOR UPDATE SKIP LOCKED over shards and no ctid self-join, so the due rows are read without
+-- locks, by key, and the flip waits for a writer that holds a pair instead of skipping it: once it has the
+-- row, a pair the writer renewed no longer matches (its event_ts moved on, and that writer recorded the lapse), so every due row read
+-- is done with, flipped or stale, and is deleted. Two sweepers may read the same rows: only the one whose
+-- update finds the pair still qualified records its expiry.
+CREATE FUNCTION passthrough._expire_due_distributed(p_audience_key integer, p_limit integer) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_batch_id bigint;
+  v_count    integer;
+  v_xid      xid8;
+BEGIN
+  IF passthrough._session_table('passthrough_due') IS NULL THEN
+    CREATE TEMPORARY TABLE passthrough_due (
+      audience_key integer, event_ts timestamptz, identifier_type_id smallint, identifier text COLLATE "C",
+      ttl interval
+    ) ON COMMIT DELETE ROWS;
+  ELSE
+    DELETE FROM pg_temp.passthrough_due;
+  END IF;
+  PERFORM passthrough._moved_table();
+
+  INSERT INTO pg_temp.passthrough_due
+  SELECT q.audience_key, q.event_ts, q.identifier_type_id, q.identifier, a.ttl
+  FROM passthrough.membership_expiries q
+  JOIN passthrough.audiences a ON a.audience_key = q.audience_key
+  WHERE a.ttl IS NOT NULL AND q.event_ts <= now() - a.ttl
+    AND (p_audience_key IS NULL OR a.audience_key = p_audience_key)
+  LIMIT p_limit;
+  IF NOT FOUND THEN
+    RETURN 0;
+  END IF;
+
+  INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
+  v_xid := pg_current_xact_id();
+  WITH flipped AS (
+    UPDATE passthrough.memberships m
+    SET qualified = false, previous_event_ts = m.event_ts,
+        feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+        feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, NULL, v_xid)
+    FROM pg_temp.passthrough_due d
+    WHERE m.identifier_type_id = d.identifier_type_id AND m.identifier = d.identifier
+      AND m.audience_key = d.audience_key AND m.event_ts = d.event_ts AND m.qualified
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
+              m.feed_pos, m.feed_level, d.ttl
+  )
+  INSERT INTO pg_temp.passthrough_moved SELECT * FROM flipped;
+
+  DELETE FROM passthrough.membership_expiries q
+  USING pg_temp.passthrough_due d
+  WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
+    AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
+
+  WITH feed AS (
+    INSERT INTO passthrough.membership_changes
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.event_ts + f.ttl),
+           f.identifier_type_id, f.audience_key, false, true, f.event_ts + f.ttl, f.identifier
+    FROM pg_temp.passthrough_moved f
+  ), sizes AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT f.audience_key, -count(*) FROM pg_temp.passthrough_moved f GROUP BY f.audience_key
+  )
+  SELECT count(*)::integer INTO v_count FROM pg_temp.passthrough_moved;
+
+  IF v_count = 0 THEN
+    DELETE FROM passthrough.batches WHERE id = v_batch_id;
+  ELSE
+    PERFORM pg_notify('passthrough_changes', '');
+  END IF;
+  RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._expire_due_distributed(integer, integer) IS
+  'Private: passthrough._expire_due on a Citus cluster: records up to p_limit due expiries (of one audience, or all when NULL) as one batch, waiting for a writer that holds a pair rather than skipping it. Returns how many.';
 -- source: sql/functions/100_expiry.sql
 -- Expiry: an audience may carry a ttl; a membership whose deciding qualify event is older than the ttl
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
@@ -853,17 +971,21 @@ COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
 -- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
 
+-- PL/pgSQL rather than SQL: Citus cannot plan a SQL function's parameterized statement on its tables.
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT count(*)
-  FROM passthrough.audiences a
-  JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
-  JOIN passthrough.memberships m
-    ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
-   AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
-  WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
-    AND q.event_ts <= now() - a.ttl AND m.qualified;
+BEGIN
+  RETURN (
+    SELECT count(*)
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    JOIN passthrough.memberships m
+      ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+     AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+    WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
+      AND q.event_ts <= now() - a.ttl AND m.qualified);
+END;
 $$;
 COMMENT ON FUNCTION passthrough._expired_unswept(integer) IS
   'Private: how many stored-as-qualified memberships of an audience have expired and are not recorded yet (the sweeper has not reached them); sizes subtract it.';
@@ -877,6 +999,9 @@ DECLARE
   v_count    integer;
   v_xid      xid8;
 BEGIN
+  IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
+    RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
+  END IF;
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
   WHERE d.ctid = ANY (ARRAY(
@@ -1110,6 +1235,7 @@ DECLARE
   v_key      integer;
   v_old      passthrough.audiences;
   v_revision integer;
+  v_now      timestamptz := now();  -- a variable: Citus refuses now() in an upsert's SET on its tables
 BEGIN
   PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
   v_key := passthrough._audience_key(p_external_audience_id);
@@ -1136,7 +1262,7 @@ BEGIN
   VALUES (p_name, v_key, p_description, p_metadata, v_ttl)
   ON CONFLICT (name) DO UPDATE
     SET audience_key = EXCLUDED.audience_key, description = EXCLUDED.description,
-        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = now()
+        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = v_now
     WHERE (a.audience_key, a.description, a.metadata, a.ttl)
           IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata, EXCLUDED.ttl)
   RETURNING revision INTO v_revision;
@@ -1514,6 +1640,108 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
   'Private: raises PT001 with every invalid event listed as JSON in DETAIL.';
+-- source: sql/functions/145_distributed_writer.sql
+-- The writer on a Citus cluster (docs/scale-out.md, Citus): the same rules as the one writer
+-- (sql/functions/150_writer.sql), in steps Citus can plan. Its single statement mixes modifications of
+-- distributed tables (events, memberships, expiries) with ones of the coordinator's (the feed, size deltas)
+-- and a ctid self-join, which Citus refuses. Here: log the events; upsert the deciding inputs into the
+-- distributed memberships and keep what the upsert returns in a session table on the coordinator; from it,
+-- queue expiries and append the feed and the size deltas, which are the coordinator's plain tables.
+--
+-- Feed positions stay the coordinator's transaction ids (p_xid): every write goes through the coordinator,
+-- whose transaction commits the feed rows; a worker's own ids (its xmin) mean nothing there, so a version
+-- written over one the same transaction wrote takes level + 1 rather than keeping it (still after it).
+
+CREATE FUNCTION passthrough._apply_distributed(p_batch_id bigint, p_xid xid8) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_changed integer;
+BEGIN
+  PERFORM passthrough._moved_table();
+
+  INSERT INTO passthrough.events
+    (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
+  SELECT p_batch_id, u.ts, u.t, e.id, u.q, u.i, u.idem
+  FROM pg_temp.passthrough_incoming u JOIN passthrough.external_audiences e ON e.external_id = u.a
+  WHERE NOT u.verdict_only;
+
+  WITH latest AS (
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts
+    FROM (SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts
+          FROM pg_temp.passthrough_incoming u
+          JOIN passthrough.external_audiences e ON e.external_id = u.a
+          WHERE u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at
+             OR (u.ts = e.snapshot_at AND NOT u.q)) AS deciding
+    ORDER BY t, i, k, ts DESC, q
+  ), upserted AS (
+    INSERT INTO passthrough.memberships AS m
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+    SELECT t, i, k, q, ts, p_xid FROM latest ORDER BY t, i, k
+    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
+      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
+          feed_pos = passthrough._feed_pos_after(m.feed_pos, p_xid),
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, NULL, p_xid)
+      WHERE EXCLUDED.event_ts > m.event_ts
+         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
+              feed_level
+  )
+  INSERT INTO pg_temp.passthrough_moved
+  SELECT u.*, x.ttl FROM upserted u
+  LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL;
+
+  INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+  SELECT audience_key, event_ts, identifier_type_id, identifier
+  FROM pg_temp.passthrough_moved WHERE qualified AND ttl IS NOT NULL;
+
+  -- from here on, the coordinator's tables only: the rest of the one writer's statement, as it is there
+  WITH moved AS (
+    SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in
+    FROM (SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
+                 u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
+                   AS lapsed
+          FROM pg_temp.passthrough_moved u) AS l
+  ), feed AS (
+    INSERT INTO passthrough.membership_changes
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT c.feed_pos, c.feed_level, p_batch_id, row_number() OVER (),
+           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
+    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
+                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
+          FROM moved WHERE lapsed
+          UNION ALL
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
+          FROM moved WHERE qualified <> was_in) AS c
+  ), net AS (
+    SELECT audience_key,
+           sum(qualified::integer - previous_qualified::integer) AS delta,
+           count(*) FILTER (WHERE qualified <> was_in) + count(*) FILTER (WHERE lapsed) AS transitions
+    FROM moved GROUP BY audience_key
+  ), folded AS (
+    DELETE FROM passthrough.audience_size_deltas d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT s.ctid FROM passthrough.audience_size_deltas s
+      WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
+      FOR UPDATE SKIP LOCKED))
+    RETURNING d.audience_key, d.delta
+  ), stored AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT audience_key, sum(delta)
+    FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
+          UNION ALL
+          SELECT audience_key, delta FROM folded) AS x
+    GROUP BY audience_key
+    HAVING sum(delta) <> 0
+  )
+  SELECT coalesce(sum(transitions), 0)::integer INTO v_changed FROM net;
+  RETURN v_changed;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._apply_distributed(bigint, xid8) IS
+  'Private: the writer''s work on a Citus cluster, in steps Citus plans (pg_temp.passthrough_incoming as batch p_batch_id of transaction p_xid); returns the transitions. Called by passthrough._apply_valid_events.';
+
 -- source: sql/functions/150_writer.sql
 -- The one set-based writer of membership state, which every path shares (apply_events, bulk loads,
 -- snapshot imports); the events it gets are valid (sql/functions/130_event_rules.sql).
@@ -1576,9 +1804,11 @@ BEGIN
 
   SELECT array_agg(x.a) INTO v_audience_ids FROM (SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u) x;
   -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
+  -- (an anti-join, not NOT EXISTS: Citus plans no correlated subquery beside a set-returning function)
   INSERT INTO passthrough.external_audiences (external_id)
   SELECT x.a FROM unnest(v_audience_ids) AS x(a)
-  WHERE NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = x.a)
+  LEFT JOIN passthrough.external_audiences e ON e.external_id = x.a
+  WHERE e.id IS NULL
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
   -- A snapshot import decides every pair of its audience, so it must see every pair a batch writes: the
@@ -1594,92 +1824,97 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
   END IF;
 
-  WITH incoming AS MATERIALIZED (
-    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
-           -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
-           -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before T, or a
-           -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
-           u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
-             AS decides
-    FROM pg_temp.passthrough_incoming u
-    JOIN passthrough.external_audiences e ON e.external_id = u.a
-    -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
-    -- dedupe sort below finds its input already sorted
-    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
-  ), logged AS (
-    INSERT INTO passthrough.events
-      (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
-  ), latest AS (
-    -- newest input per pair; on equal ts false (disqualify) sorts first and wins
-    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
-  ), upserted AS (
-    -- rows go in key order so that concurrent batches lock shared pairs in the same order
-    INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
-    SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
-    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
-      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
-          -- the feed orders this version after the one it replaces, even one a later transaction wrote
-          feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
-      WHERE EXCLUDED.event_ts > m.event_ts
-         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
-              previous_event_ts, event_ts, feed_pos, feed_level
-  ), lapsing AS (
-    -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this event's ts, and the
-    -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
-    SELECT u.*, x.ttl,
-           u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts)
-             AS lapsed
-    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
-  ), moved AS (
-    -- was_in: the state just before this event's ts
-    SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
-  ), feed AS (
-    -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed position,
-    -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
-           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE lapsed
-          UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE qualified <> was_in) AS c
-  ), queued AS (
-    -- qualify events of audiences with a ttl: the sweeper's work list
-    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
-    SELECT audience_key, event_ts, identifier_type_id, identifier
-    FROM moved WHERE qualified AND ttl IS NOT NULL
-  ), net AS (
-    SELECT audience_key,
-           sum(qualified::integer - previous_qualified::integer) AS delta,
-           count(*) FILTER (WHERE qualified <> was_in)
-             + count(*) FILTER (WHERE lapsed) AS transitions
-    FROM moved GROUP BY audience_key
-  ), folded AS (
-    -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
-    DELETE FROM passthrough.audience_size_deltas d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT s.ctid FROM passthrough.audience_size_deltas s
-      WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
-      FOR UPDATE SKIP LOCKED))
-    RETURNING d.audience_key, d.delta
-  ), stored AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT audience_key, sum(delta)
-    FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
-          UNION ALL
-          SELECT audience_key, delta FROM folded) AS x
-    GROUP BY audience_key
-    HAVING sum(delta) <> 0
-  )
-  SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
+  -- on a Citus cluster (passthrough.distribute()), the same work in steps Citus can plan
+  IF passthrough._memberships_distributed() THEN
+    v_result.changed := passthrough._apply_distributed(v_result.batch_id, v_xid);
+  ELSE
+    WITH incoming AS MATERIALIZED (
+      SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+             -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
+             -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before T, or a
+             -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
+             u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
+               AS decides
+      FROM pg_temp.passthrough_incoming u
+      JOIN passthrough.external_audiences e ON e.external_id = u.a
+      -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
+      -- dedupe sort below finds its input already sorted
+      ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
+    ), logged AS (
+      INSERT INTO passthrough.events
+        (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
+      SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
+    ), latest AS (
+      -- newest input per pair; on equal ts false (disqualify) sorts first and wins
+      SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
+    ), upserted AS (
+      -- rows go in key order so that concurrent batches lock shared pairs in the same order
+      INSERT INTO passthrough.memberships AS m
+        (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+      SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
+      ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
+        SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+            previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
+            -- the feed orders this version after the one it replaces, even one a later transaction wrote
+            feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+            feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
+        WHERE EXCLUDED.event_ts > m.event_ts
+           OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+      RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
+                previous_event_ts, event_ts, feed_pos, feed_level
+    ), lapsing AS (
+      -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this event's ts, and the
+      -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
+      SELECT u.*, x.ttl,
+             u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts)
+               AS lapsed
+      FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+    ), moved AS (
+      -- was_in: the state just before this event's ts
+      SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
+    ), feed AS (
+      -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed position,
+      -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
+      INSERT INTO passthrough.membership_changes
+        (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+      SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
+             c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
+      FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
+                   previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
+            FROM moved WHERE lapsed
+            UNION ALL
+            SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
+            FROM moved WHERE qualified <> was_in) AS c
+    ), queued AS (
+      -- qualify events of audiences with a ttl: the sweeper's work list
+      INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+      SELECT audience_key, event_ts, identifier_type_id, identifier
+      FROM moved WHERE qualified AND ttl IS NOT NULL
+    ), net AS (
+      SELECT audience_key,
+             sum(qualified::integer - previous_qualified::integer) AS delta,
+             count(*) FILTER (WHERE qualified <> was_in)
+               + count(*) FILTER (WHERE lapsed) AS transitions
+      FROM moved GROUP BY audience_key
+    ), folded AS (
+      -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
+      DELETE FROM passthrough.audience_size_deltas d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT s.ctid FROM passthrough.audience_size_deltas s
+        WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
+        FOR UPDATE SKIP LOCKED))
+      RETURNING d.audience_key, d.delta
+    ), stored AS (
+      INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+      SELECT audience_key, sum(delta)
+      FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
+            UNION ALL
+            SELECT audience_key, delta FROM folded) AS x
+      GROUP BY audience_key
+      HAVING sum(delta) <> 0
+    )
+    SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
+  END IF;
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;
@@ -1913,11 +2148,12 @@ DECLARE
   v_registered integer;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
+  -- (an anti-join, not NOT EXISTS: Citus plans no correlated subquery between a temporary and a reference table)
   INSERT INTO passthrough.external_audiences (external_id)
   SELECT DISTINCT s.audience_id FROM pg_temp.passthrough_load s
+  LEFT JOIN passthrough.external_audiences e ON e.external_id = s.audience_id
   -- the ids the table's CHECK accepts; load_staged names any other one as invalid
-  WHERE passthrough._valid_audience_id(s.audience_id)
-    AND NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = s.audience_id)
+  WHERE passthrough._valid_audience_id(s.audience_id) AND e.id IS NULL
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
   GET DIAGNOSTICS v_registered = ROW_COUNT;
@@ -2730,18 +2966,39 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+  v_keys    integer[];
+  v_times   timestamptz[];
 BEGIN
   PERFORM passthrough._check_subset(p_subset);
+  IF NOT passthrough._memberships_distributed() THEN
+    RETURN QUERY
+      SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
+             passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
+      FROM passthrough.memberships m
+      JOIN passthrough.audiences a ON a.audience_key = m.audience_key
+      JOIN passthrough.external_audiences e ON e.id = m.audience_key
+      WHERE m.identifier_type_id = v_type_id
+        AND m.identifier = p_identifier
+        AND m.qualified
+        AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/functions/100_expiry.sql)
+        AND (p_subset IS NULL OR a.name = ANY (p_subset))
+      ORDER BY a.name;
+    RETURN;
+  END IF;
+  -- On a Citus cluster (passthrough.distribute()) the same answer in two statements: Citus would run the one
+  -- above on the customer's worker, sizes included, and the size deltas are the coordinator's. So the
+  -- customer's rows first (one shard's query), then the rest on the coordinator. On one server the two
+  -- statements took 2.5 to 3 times as long as the one (docs/scale-out.md), hence the two forms.
+  SELECT array_agg(m.audience_key), array_agg(m.event_ts) INTO v_keys, v_times
+  FROM passthrough.memberships m
+  WHERE m.identifier_type_id = v_type_id AND m.identifier = p_identifier AND m.qualified;
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            passthrough._audience_size(a.audience_key), e.external_id::text, m.event_ts
-    FROM passthrough.memberships m
+    FROM unnest(v_keys, v_times) AS m(audience_key, event_ts)
     JOIN passthrough.audiences a ON a.audience_key = m.audience_key
     JOIN passthrough.external_audiences e ON e.id = m.audience_key
-    WHERE m.identifier_type_id = v_type_id
-      AND m.identifier = p_identifier
-      AND m.qualified
-      AND passthrough._within_ttl(m.event_ts, a.ttl, now())  -- expiry, evaluated at read time (sql/functions/100_expiry.sql)
+    WHERE passthrough._within_ttl(m.event_ts, a.ttl, now())
       AND (p_subset IS NULL OR a.name = ANY (p_subset))
     ORDER BY a.name;
 END;
@@ -3013,19 +3270,34 @@ BEGIN
 
   -- an event older than the cutoff goes when an event of the same pair, also older than the cutoff,
   -- decides over it (greater ts, or the same ts and a disqualify over a qualify)
-  WITH gone AS (
-    DELETE FROM passthrough.events d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT e.ctid FROM passthrough.events e
-      WHERE e.event_ts < v_cutoff
+  IF passthrough._memberships_distributed() THEN
+    -- a Citus cluster: a ctid names a row of one shard only, so no batches by ctid; every due event in one
+    -- statement, which the shards run in parallel (docs/scale-out.md, Citus)
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.event_ts < v_cutoff
         AND EXISTS (SELECT 1 FROM passthrough.events n
-                    WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
-                      AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
-                      AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
-      LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO events FROM gone;
+                    WHERE n.identifier_type_id = d.identifier_type_id AND n.identifier = d.identifier
+                      AND n.audience_key = d.audience_key AND n.event_ts < v_cutoff
+                      AND (n.event_ts > d.event_ts OR (n.event_ts = d.event_ts AND d.qualified AND NOT n.qualified)))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT e.ctid FROM passthrough.events e
+        WHERE e.event_ts < v_cutoff
+          AND EXISTS (SELECT 1 FROM passthrough.events n
+                      WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
+                        AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
+                        AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
+        LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  END IF;
 
   -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
   -- first, in chunks, then each snapshot once its list is gone
@@ -3035,16 +3307,26 @@ BEGIN
       AND EXISTS (SELECT 1 FROM passthrough.snapshots n
                   WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
                     AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id)));
-  WITH gone AS (
-    DELETE FROM passthrough.snapshot_members d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO snapshot_members FROM gone;
+  IF passthrough._memberships_distributed() THEN
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d WHERE d.snapshot_id = ANY (v_superseded)
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  END IF;
+  -- (the lists still there read first: Citus deletes from a reference table with no subquery of another kind)
   DELETE FROM passthrough.snapshots s
   WHERE s.id = ANY (v_superseded)
-    AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
+    AND s.id <> ALL (ARRAY(SELECT DISTINCT m.snapshot_id FROM passthrough.snapshot_members m
+                           WHERE m.snapshot_id = ANY (v_superseded)));
 
   -- feed changes of batches received before the cutoff
   SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;
@@ -3449,17 +3731,9 @@ COMMENT ON FUNCTION passthrough._webhook_failed(integer, text, integer, interval
 -- colon). Each member comes with the ts of the input that made it one, which passthrough import reads
 -- back as the row's ts.
 
--- The live members of an audience: qualified, and younger than the audience's ttl at p_now. Inlined into
--- the calling query, so a caller's ORDER BY by the primary key reads the key in order.
-CREATE FUNCTION passthrough._live_members(p_audience_key integer, p_ttl interval, p_now timestamptz)
-RETURNS SETOF passthrough.memberships
-LANGUAGE sql STABLE
-AS $$
-  SELECT m.* FROM passthrough.memberships m
-  WHERE m.audience_key = p_audience_key AND m.qualified AND passthrough._within_ttl(m.event_ts, p_ttl, p_now);
-$$;
-COMMENT ON FUNCTION passthrough._live_members(integer, interval, timestamptz) IS
-  'Private: the membership rows of the live members of an audience (qualified, within p_ttl of p_now); inlined by the planner.';
+-- The live members of an audience are its qualified memberships younger than its ttl (_within_ttl), written
+-- out in each query below rather than through a SQL function: Citus plans a SQL function with parameters over
+-- its tables wrongly inside PL/pgSQL (no rows, and no error: docs/scale-out.md, Citus).
 
 -- A cursor names the last member of a page as "<identifier type>:<identifier>".
 CREATE FUNCTION passthrough._member_cursor(p_after text, OUT identifier_type_id smallint, OUT identifier text)
@@ -3530,8 +3804,9 @@ BEGIN
   RETURN QUERY
     SELECT v_type_names[m.identifier_type_id], m.identifier::text, m.event_ts,
            v_type_names[m.identifier_type_id] || ':' || m.identifier
-    FROM passthrough._live_members(v_key, v_ttl, now()) m
-    WHERE p_after IS NULL OR (m.identifier_type_id, m.identifier) > (v_after.identifier_type_id, v_after.identifier)
+    FROM passthrough.memberships m
+    WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+      AND (p_after IS NULL OR (m.identifier_type_id, m.identifier) > (v_after.identifier_type_id, v_after.identifier))
     ORDER BY m.identifier_type_id, m.identifier
     LIMIT v_limit;
 END;
@@ -3649,15 +3924,17 @@ BEGIN
     FROM (SELECT m.identifier_type_id AS t, m.identifier AS i,
                  passthrough._member_line(p_format, v_type_names[m.identifier_type_id], m.identifier, m.event_ts,
                                           v_prefix) AS line
-          FROM passthrough._live_members(v_key, v_ttl, now()) m
-          WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
+          FROM passthrough.memberships m
+          WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+            AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
           ORDER BY m.identifier_type_id, m.identifier
           LIMIT v_want) b;
     IF v_first_t <> v_end_t THEN  -- a block across identifier types (rare): its last member, once more
       SELECT b.t, b.i INTO v_end_t, v_end_i
       FROM (SELECT m.identifier_type_id AS t, m.identifier AS i
-            FROM passthrough._live_members(v_key, v_ttl, now()) m
-            WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
+            FROM passthrough.memberships m
+            WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+              AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
             ORDER BY m.identifier_type_id, m.identifier
             LIMIT v_want) b
       ORDER BY b.t DESC, b.i DESC
@@ -3672,8 +3949,9 @@ BEGIN
       v_t := v_end_t;
       v_i := v_end_i;
       IF v_limit = 0 AND EXISTS (
-           SELECT 1 FROM passthrough._live_members(v_key, v_ttl, now()) m
-           WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type) THEN
+           SELECT 1 FROM passthrough.memberships m
+           WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+             AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type) THEN
         next_after := v_type_names[v_t] || ':' || v_i;
       END IF;
     END IF;
@@ -3705,8 +3983,9 @@ BEGIN
   END IF;
   RETURN QUERY
     SELECT t.name::text, count(*)
-    FROM passthrough._live_members(v_key, v_ttl, now()) m
+    FROM passthrough.memberships m
     JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id
+    WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
     GROUP BY t.id, t.name ORDER BY t.id;
 END;
 $$;
@@ -3961,6 +4240,115 @@ AS $$
 $$;
 COMMENT ON FUNCTION passthrough.service_metrics() IS
   'The database''s facts for monitoring (GET /metrics), one row per sample: webhook_lag_seconds per webhook (how long its first undelivered change, by its audience filter, has been in the feed; 0 when caught up, paused webhooks included), expiry_backlog (memberships whose ttl ran out that the expiry sweeper has not recorded yet), retention_last_success_age_seconds (seconds since prune_history last finished a run; NULL: never).';
+-- source: sql/functions/290_distribute.sql
+-- Citus: turning the schema installed on a Citus coordinator into a distributed one (docs/scale-out.md, Citus).
+--
+--   SELECT * FROM passthrough.distribute();     -- or: passthrough distribute
+--
+-- Every question but sizes and listings is about one identifier, so the per-identifier tables are hash
+-- distributed by identifier and co-located (one identifier's rows of all of them live in one shard group,
+-- and the writer's joins between them run on one worker). The small tables every statement reads become
+-- reference tables (a copy on every node). The tables whose rows are not about one identifier, or whose
+-- order rests on one server's transaction ids (the change feed), stay plain tables on the coordinator.
+
+-- The one list of where each table goes, in the order distribute() places them (a foreign key's target first).
+CREATE FUNCTION passthrough._distribution_plan()
+RETURNS TABLE (table_name text, placement text)
+LANGUAGE sql IMMUTABLE
+AS $$
+  VALUES ('memberships', 'distributed'), ('events', 'distributed'), ('membership_expiries', 'distributed'),
+         ('snapshot_members', 'distributed'),
+         ('settings', 'reference'), ('identifier_types', 'reference'), ('external_audiences', 'reference'),
+         ('audiences', 'reference'), ('api_keys', 'reference'), ('webhooks', 'reference'),
+         ('batches', 'reference'), ('snapshots', 'reference'),
+         -- the feed's positions are the coordinator's transaction ids (sql/functions/070_feed_position.sql);
+         -- sizes are per audience; rejects may have no identifier
+         ('membership_changes', 'coordinator'), ('audience_size_deltas', 'coordinator'),
+         ('load_rejects', 'coordinator');
+$$;
+COMMENT ON FUNCTION passthrough._distribution_plan() IS
+  'Private: where passthrough.distribute() places each table: distributed (by identifier, co-located with memberships), reference (a copy on every node) or coordinator (a plain table there).';
+
+CREATE FUNCTION passthrough.distribute()
+RETURNS TABLE (table_name text, placement text, action text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_plan   record;
+  v_rel    regclass;
+  v_method "char";
+  v_column text;
+  v_coloc  integer;
+  v_repl   "char";
+  v_name   name;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT040',
+      MESSAGE = 'Citus is not installed in this database',
+      DETAIL = format('database %s has no citus extension', current_database()),
+      HINT = 'Load citus (shared_preload_libraries), CREATE EXTENSION citus and add the workers on the coordinator, '
+             'then distribute there (docs/scale-out.md, Citus).';
+  END IF;
+  IF NOT pg_catalog.citus_is_coordinator() THEN
+    RAISE EXCEPTION USING ERRCODE = 'PT040',
+      MESSAGE = 'this Citus node is not the coordinator',
+      DETAIL = format('database %s has the citus extension but is not registered as the coordinator', current_database()),
+      HINT = 'Run distribute on the coordinator, after SELECT citus_set_coordinator_host(...) there.';
+  END IF;
+  -- settings and identifier_types carry the triggers that let a pg_dump restore of a CREATE EXTENSION install
+  -- replace the seeded rows (sql/finish/010_extension_dump.sql). A Citus cluster is not backed up that way
+  -- (docs/scale-out.md), and on a reference table they would run on every copy of it and query the others.
+  -- (Citus refuses even DROP TRIGGER IF EXISTS on a reference table: only drop what is there)
+  FOR v_name IN SELECT c.relname FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+                WHERE t.tgname = 'replace_seed' AND c.relnamespace = 'passthrough'::regnamespace
+                  AND c.relname IN ('settings', 'identifier_types') LOOP
+    EXECUTE format('DROP TRIGGER replace_seed ON passthrough.%I', v_name);
+  END LOOP;
+  -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
+  -- makes Citus refuse a table created over parallel connections before it: one connection per node
+  PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+
+  FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
+    v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
+    SELECT d.partmethod, pg_catalog.column_to_column_name(d.logicalrelid, d.partkey), d.colocationid, d.repmodel
+      INTO v_method, v_column, v_coloc, v_repl
+    FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = v_rel;
+    table_name := v_plan.table_name;
+    placement := v_plan.placement;
+
+    IF v_plan.placement = 'distributed' AND v_method = 'h' AND v_column = 'identifier'
+       AND (v_plan.table_name = 'memberships' OR v_coloc = (
+             SELECT d.colocationid FROM pg_catalog.pg_dist_partition d
+             WHERE d.logicalrelid = 'passthrough.memberships'::regclass))
+       OR v_plan.placement = 'reference' AND v_method = 'n' AND v_repl = 't'
+       OR v_plan.placement = 'coordinator' AND v_method IS NULL THEN
+      action := 'unchanged';
+    ELSIF v_plan.placement = 'reference' AND v_method = 'n' THEN
+      -- a Citus local table: Citus made it one when the target of its foreign key became a reference table
+      PERFORM pg_catalog.create_reference_table(v_rel);
+      action := 'made a reference table';
+    ELSIF v_method IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'PT040',
+        MESSAGE = format('passthrough.%s is already distributed otherwise than as a %s table', v_plan.table_name,
+                         v_plan.placement),
+        DETAIL = format('pg_dist_partition: partmethod %s, column %s', v_method, coalesce(v_column, 'none')),
+        HINT = format('SELECT undistribute_table(%L), then distribute again.', v_rel::text);
+    ELSIF v_plan.placement = 'distributed' THEN
+      PERFORM pg_catalog.create_distributed_table(v_rel, 'identifier',
+        colocate_with => CASE WHEN v_plan.table_name = 'memberships' THEN 'none' ELSE 'passthrough.memberships' END);
+      action := 'distributed by identifier';
+    ELSIF v_plan.placement = 'reference' THEN
+      PERFORM pg_catalog.create_reference_table(v_rel);
+      action := 'made a reference table';
+    ELSE
+      action := 'unchanged';
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION passthrough.distribute() IS
+  'On a Citus coordinator: distributes the per-identifier tables by identifier (co-located), makes the small shared tables reference tables and keeps the change feed, size deltas and load rejects on the coordinator; returns each table''s placement and what was done. Idempotent. PT040 where Citus is not installed or this is not the coordinator.';
 -- source: sql/finish/010_extension_dump.sql
 -- pg_dump and CREATE EXTENSION installs: every row survives a dump and restore.
 --

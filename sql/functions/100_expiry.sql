@@ -4,17 +4,21 @@
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
 -- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
 
+-- PL/pgSQL rather than SQL: Citus cannot plan a SQL function's parameterized statement on its tables.
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT count(*)
-  FROM passthrough.audiences a
-  JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
-  JOIN passthrough.memberships m
-    ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
-   AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
-  WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
-    AND q.event_ts <= now() - a.ttl AND m.qualified;
+BEGIN
+  RETURN (
+    SELECT count(*)
+    FROM passthrough.audiences a
+    JOIN passthrough.membership_expiries q ON q.audience_key = a.audience_key
+    JOIN passthrough.memberships m
+      ON m.identifier_type_id = q.identifier_type_id AND m.identifier = q.identifier
+     AND m.audience_key = q.audience_key AND m.event_ts = q.event_ts
+    WHERE a.audience_key = p_audience_key AND a.ttl IS NOT NULL
+      AND q.event_ts <= now() - a.ttl AND m.qualified);
+END;
 $$;
 COMMENT ON FUNCTION passthrough._expired_unswept(integer) IS
   'Private: how many stored-as-qualified memberships of an audience have expired and are not recorded yet (the sweeper has not reached them); sizes subtract it.';
@@ -28,6 +32,9 @@ DECLARE
   v_count    integer;
   v_xid      xid8;
 BEGIN
+  IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
+    RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
+  END IF;
   -- due work-list rows made stale by a newer event: dropped, they decide nothing
   DELETE FROM passthrough.membership_expiries d
   WHERE d.ctid = ANY (ARRAY(

@@ -98,6 +98,7 @@ DECLARE
   v_key      integer;
   v_old      passthrough.audiences;
   v_revision integer;
+  v_now      timestamptz := now();  -- a variable: Citus refuses now() in an upsert's SET on its tables
 BEGIN
   PERFORM passthrough._check_audience(p_name, p_external_audience_id, p_description, p_metadata, p_ttl);
   v_key := passthrough._audience_key(p_external_audience_id);
@@ -124,7 +125,7 @@ BEGIN
   VALUES (p_name, v_key, p_description, p_metadata, v_ttl)
   ON CONFLICT (name) DO UPDATE
     SET audience_key = EXCLUDED.audience_key, description = EXCLUDED.description,
-        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = now()
+        metadata = EXCLUDED.metadata, ttl = EXCLUDED.ttl, revision = a.revision + 1, updated_at = v_now
     WHERE (a.audience_key, a.description, a.metadata, a.ttl)
           IS DISTINCT FROM (EXCLUDED.audience_key, EXCLUDED.description, EXCLUDED.metadata, EXCLUDED.ttl)
   RETURNING revision INTO v_revision;

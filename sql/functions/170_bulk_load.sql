@@ -65,11 +65,12 @@ DECLARE
   v_registered integer;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
+  -- (an anti-join, not NOT EXISTS: Citus plans no correlated subquery between a temporary and a reference table)
   INSERT INTO passthrough.external_audiences (external_id)
   SELECT DISTINCT s.audience_id FROM pg_temp.passthrough_load s
+  LEFT JOIN passthrough.external_audiences e ON e.external_id = s.audience_id
   -- the ids the table's CHECK accepts; load_staged names any other one as invalid
-  WHERE passthrough._valid_audience_id(s.audience_id)
-    AND NOT EXISTS (SELECT 1 FROM passthrough.external_audiences e WHERE e.external_id = s.audience_id)
+  WHERE passthrough._valid_audience_id(s.audience_id) AND e.id IS NULL
   ORDER BY 1
   ON CONFLICT (external_id) DO NOTHING;
   GET DIAGNOSTICS v_registered = ROW_COUNT;

@@ -28,19 +28,34 @@ BEGIN
 
   -- an event older than the cutoff goes when an event of the same pair, also older than the cutoff,
   -- decides over it (greater ts, or the same ts and a disqualify over a qualify)
-  WITH gone AS (
-    DELETE FROM passthrough.events d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT e.ctid FROM passthrough.events e
-      WHERE e.event_ts < v_cutoff
+  IF passthrough._memberships_distributed() THEN
+    -- a Citus cluster: a ctid names a row of one shard only, so no batches by ctid; every due event in one
+    -- statement, which the shards run in parallel (docs/scale-out.md, Citus)
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.event_ts < v_cutoff
         AND EXISTS (SELECT 1 FROM passthrough.events n
-                    WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
-                      AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
-                      AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
-      LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO events FROM gone;
+                    WHERE n.identifier_type_id = d.identifier_type_id AND n.identifier = d.identifier
+                      AND n.audience_key = d.audience_key AND n.event_ts < v_cutoff
+                      AND (n.event_ts > d.event_ts OR (n.event_ts = d.event_ts AND d.qualified AND NOT n.qualified)))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.events d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT e.ctid FROM passthrough.events e
+        WHERE e.event_ts < v_cutoff
+          AND EXISTS (SELECT 1 FROM passthrough.events n
+                      WHERE n.identifier_type_id = e.identifier_type_id AND n.identifier = e.identifier
+                        AND n.audience_key = e.audience_key AND n.event_ts < v_cutoff
+                        AND (n.event_ts > e.event_ts OR (n.event_ts = e.event_ts AND e.qualified AND NOT n.qualified)))
+        LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO events FROM gone;
+  END IF;
 
   -- snapshots older than the cutoff that a newer one, also older than the cutoff, supersedes: their lists
   -- first, in chunks, then each snapshot once its list is gone
@@ -50,16 +65,26 @@ BEGIN
       AND EXISTS (SELECT 1 FROM passthrough.snapshots n
                   WHERE n.audience_key = s.audience_key AND n.snapshot_at < v_cutoff
                     AND (n.snapshot_at, n.id) > (s.snapshot_at, s.id)));
-  WITH gone AS (
-    DELETE FROM passthrough.snapshot_members d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
-    RETURNING 1
-  )
-  SELECT count(*) INTO snapshot_members FROM gone;
+  IF passthrough._memberships_distributed() THEN
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d WHERE d.snapshot_id = ANY (v_superseded)
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  ELSE
+    WITH gone AS (
+      DELETE FROM passthrough.snapshot_members d
+      WHERE d.ctid = ANY (ARRAY(
+        SELECT m.ctid FROM passthrough.snapshot_members m WHERE m.snapshot_id = ANY (v_superseded) LIMIT p_limit))
+      RETURNING 1
+    )
+    SELECT count(*) INTO snapshot_members FROM gone;
+  END IF;
+  -- (the lists still there read first: Citus deletes from a reference table with no subquery of another kind)
   DELETE FROM passthrough.snapshots s
   WHERE s.id = ANY (v_superseded)
-    AND NOT EXISTS (SELECT 1 FROM passthrough.snapshot_members m WHERE m.snapshot_id = s.id);
+    AND s.id <> ALL (ARRAY(SELECT DISTINCT m.snapshot_id FROM passthrough.snapshot_members m
+                           WHERE m.snapshot_id = ANY (v_superseded)));
 
   -- feed changes of batches received before the cutoff
   SELECT max(b.id) INTO v_last_batch FROM passthrough.batches b WHERE b.received_at < v_cutoff;

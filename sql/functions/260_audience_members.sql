@@ -4,17 +4,9 @@
 -- colon). Each member comes with the ts of the input that made it one, which passthrough import reads
 -- back as the row's ts.
 
--- The live members of an audience: qualified, and younger than the audience's ttl at p_now. Inlined into
--- the calling query, so a caller's ORDER BY by the primary key reads the key in order.
-CREATE FUNCTION passthrough._live_members(p_audience_key integer, p_ttl interval, p_now timestamptz)
-RETURNS SETOF passthrough.memberships
-LANGUAGE sql STABLE
-AS $$
-  SELECT m.* FROM passthrough.memberships m
-  WHERE m.audience_key = p_audience_key AND m.qualified AND passthrough._within_ttl(m.event_ts, p_ttl, p_now);
-$$;
-COMMENT ON FUNCTION passthrough._live_members(integer, interval, timestamptz) IS
-  'Private: the membership rows of the live members of an audience (qualified, within p_ttl of p_now); inlined by the planner.';
+-- The live members of an audience are its qualified memberships younger than its ttl (_within_ttl), written
+-- out in each query below rather than through a SQL function: Citus plans a SQL function with parameters over
+-- its tables wrongly inside PL/pgSQL (no rows, and no error: docs/scale-out.md, Citus).
 
 -- A cursor names the last member of a page as "<identifier type>:<identifier>".
 CREATE FUNCTION passthrough._member_cursor(p_after text, OUT identifier_type_id smallint, OUT identifier text)
@@ -85,8 +77,9 @@ BEGIN
   RETURN QUERY
     SELECT v_type_names[m.identifier_type_id], m.identifier::text, m.event_ts,
            v_type_names[m.identifier_type_id] || ':' || m.identifier
-    FROM passthrough._live_members(v_key, v_ttl, now()) m
-    WHERE p_after IS NULL OR (m.identifier_type_id, m.identifier) > (v_after.identifier_type_id, v_after.identifier)
+    FROM passthrough.memberships m
+    WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+      AND (p_after IS NULL OR (m.identifier_type_id, m.identifier) > (v_after.identifier_type_id, v_after.identifier))
     ORDER BY m.identifier_type_id, m.identifier
     LIMIT v_limit;
 END;
@@ -204,15 +197,17 @@ BEGIN
     FROM (SELECT m.identifier_type_id AS t, m.identifier AS i,
                  passthrough._member_line(p_format, v_type_names[m.identifier_type_id], m.identifier, m.event_ts,
                                           v_prefix) AS line
-          FROM passthrough._live_members(v_key, v_ttl, now()) m
-          WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
+          FROM passthrough.memberships m
+          WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+            AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
           ORDER BY m.identifier_type_id, m.identifier
           LIMIT v_want) b;
     IF v_first_t <> v_end_t THEN  -- a block across identifier types (rare): its last member, once more
       SELECT b.t, b.i INTO v_end_t, v_end_i
       FROM (SELECT m.identifier_type_id AS t, m.identifier AS i
-            FROM passthrough._live_members(v_key, v_ttl, now()) m
-            WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
+            FROM passthrough.memberships m
+            WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+              AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type
             ORDER BY m.identifier_type_id, m.identifier
             LIMIT v_want) b
       ORDER BY b.t DESC, b.i DESC
@@ -227,8 +222,9 @@ BEGIN
       v_t := v_end_t;
       v_i := v_end_i;
       IF v_limit = 0 AND EXISTS (
-           SELECT 1 FROM passthrough._live_members(v_key, v_ttl, now()) m
-           WHERE (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type) THEN
+           SELECT 1 FROM passthrough.memberships m
+           WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
+             AND (m.identifier_type_id, m.identifier) > (v_t, v_i) AND m.identifier_type_id <= v_last_type) THEN
         next_after := v_type_names[v_t] || ':' || v_i;
       END IF;
     END IF;
@@ -260,8 +256,9 @@ BEGIN
   END IF;
   RETURN QUERY
     SELECT t.name::text, count(*)
-    FROM passthrough._live_members(v_key, v_ttl, now()) m
+    FROM passthrough.memberships m
     JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id
+    WHERE m.audience_key = v_key AND m.qualified AND passthrough._within_ttl(m.event_ts, v_ttl, now())
     GROUP BY t.id, t.name ORDER BY t.id;
 END;
 $$;
