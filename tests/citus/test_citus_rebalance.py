@@ -52,9 +52,9 @@ def _answers(conn, segments: dict[str, str]) -> dict:
     return {"state": state, "sizes": sizes, "reads": reads, "exported": exported, "feed": _feed(conn, audiences)}
 
 
-def _placements(conn, port: int) -> int:
-    return conn.execute("SELECT count(*) FROM citus_shards WHERE nodeport = %s AND table_name::text ="
-                        " 'passthrough.memberships'", (port,)).fetchone()[0]
+def _placements(conn, port: int, table: str = "memberships") -> int:
+    return conn.execute("SELECT count(*) FROM citus_shards WHERE nodeport = %s AND table_name::text = %s",
+                        (port, f"passthrough.{table}")).fetchone()[0]
 
 
 def test_a_third_worker_and_a_rebalance_leave_every_answer_unchanged(citus_cluster, citus_url):
@@ -77,11 +77,13 @@ def test_a_third_worker_and_a_rebalance_leave_every_answer_unchanged(citus_clust
 
         worker = add_worker(citus_cluster)
         assert _placements(conn, _port(worker)) == 0
+        assert _placements(conn, _port(worker), "audiences") == 0  # reference tables come with the rebalance
         # events has no primary key, so the default (logical replication) refuses to move its shards: move them
         # with writes to each moving shard group blocked for the copy (docs/scale-out.md says why and what else)
         conn.execute("SELECT citus_rebalance_start(shard_transfer_mode => 'block_writes')")
         conn.execute("SELECT citus_rebalance_wait()")
         assert _placements(conn, _port(worker)) > 0  # shards of memberships moved to the new worker
+        assert _placements(conn, _port(worker), "audiences") == 1
 
         assert _answers(conn, segments) == before
 
