@@ -1078,6 +1078,8 @@ def main(argv=None) -> int:
                     "writes out (default: %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--replica", action="store_true", help="also reads served by a streaming replica (bench/replica.py)")
+    ap.add_argument("--citus", action="store_true", help="also writes and reads on a local Citus cluster beside one "
+                    "server (bench/citus.py)")
     args = ap.parse_args(argv)
     if args.audiences < 10:
         ap.error("--audiences must be at least 10: the reads ask about a 10-audience subset")
@@ -1231,6 +1233,10 @@ def main(argv=None) -> int:
             from bench.replica import replica_section
             replica_text = "\n" + replica_section(events, args.audiences, args.read_clients, args.read_warmup,
                                                    args.read_seconds, tmp) + "\n"
+        if args.citus:
+            from bench.citus import citus_section
+            replica_text += "\n" + citus_section(events, json_events, args.audiences, args.read_clients,
+                                                 args.read_warmup, args.read_seconds) + "\n"
     finally:
         db.close()
         shutil.rmtree(tmp, ignore_errors=True)

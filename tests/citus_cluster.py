@@ -118,3 +118,14 @@ def start_citus_cluster(binaries: Path | None = None) -> CitusCluster:
         for server in started:
             server.stop()
         raise
+
+
+def add_worker(cluster: CitusCluster, binaries: Path | None = None) -> PgServer:
+    """Start one more worker, register it with the coordinator (``citus_add_node``) and keep it in
+    ``cluster.workers``, so that ``cluster.stop()`` stops it too. No shard moves to it until a rebalance."""
+    server = _start_bindir_cluster(binaries or bindir(), NODE_SETTINGS)
+    cluster.workers.append(server)
+    _prepare_node(server)
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (_port(server),))
+    return server
