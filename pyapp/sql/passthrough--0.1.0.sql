@@ -2441,6 +2441,10 @@ DECLARE
   v_newest timestamptz := (SELECT e.snapshot_at FROM passthrough.external_audiences e WHERE e.id = p_audience_key);
   v_ttl    interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = p_audience_key);
 BEGIN
+  IF passthrough._memberships_distributed() THEN
+    RETURN QUERY SELECT * FROM passthrough._audience_members_at_distributed(p_audience_key, p_at, v_newest, v_ttl);
+    RETURN;
+  END IF;
   IF v_newest IS NULL OR p_at >= v_newest THEN
     RETURN QUERY
       WITH stored AS (
@@ -2488,6 +2492,70 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._audience_members_at(integer, timestamptz) IS
   'Private: the members of an audience at p_at and the ts of the input that decided each (a qualify younger than the audience''s current ttl at p_at): from the live state when p_at is not before the audience''s newest snapshot (the log only for rows decided later or possibly expired later), else from the newest snapshot at or before p_at and the events since, or every event when no snapshot is that old.';
+
+-- The same on a Citus cluster (passthrough.distribute()), in statements Citus can run on each shard: the base
+-- snapshot is read first (snapshots is a reference table; SQL functions over Citus tables are refused), and
+-- a pair's newest input is a join of memberships, events and snapshot_members on the pair (co-located by
+-- identifier) with DISTINCT ON, where one server uses a LATERAL ... LIMIT 1 per unsure row, which Citus
+-- cannot push down. Only the inputs from the base snapshot's T on are read: older ones lose to its verdict,
+-- and a pair with none of them is not listed, so not a member.
+CREATE FUNCTION passthrough._audience_members_at_distributed(
+  p_audience_key integer, p_at timestamptz, p_newest timestamptz, p_ttl interval
+) RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_base_id bigint;
+  v_base_at timestamptz;
+BEGIN
+  SELECT s.id, s.snapshot_at INTO v_base_id, v_base_at FROM passthrough.snapshots s
+  WHERE s.audience_key = p_audience_key AND s.snapshot_at <= p_at
+  ORDER BY s.snapshot_at DESC, s.id DESC
+  LIMIT 1;
+  IF p_newest IS NULL OR p_at >= p_newest THEN
+    -- the stored rows that tell the state at p_at (the single-node form's "not unsure")
+    RETURN QUERY
+      SELECT m.identifier_type_id, m.identifier::text, m.event_ts FROM passthrough.memberships m
+      WHERE m.audience_key = p_audience_key AND m.qualified AND m.event_ts <= p_at
+        AND passthrough._within_ttl(m.event_ts, p_ttl, p_at);
+    -- the others, from their inputs
+    RETURN QUERY
+      SELECT d.t, d.i::text, d.ts FROM (
+        SELECT DISTINCT ON (m.identifier_type_id, m.identifier) m.identifier_type_id AS t, m.identifier AS i,
+               x.ts, x.q
+        FROM passthrough.memberships m
+        JOIN (SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
+              FROM passthrough.events e
+              WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+                AND (v_base_id IS NULL OR e.event_ts > v_base_at OR (e.event_ts = v_base_at AND NOT e.qualified))
+              UNION ALL
+              SELECT l.identifier_type_id, l.identifier, v_base_at, true
+              FROM passthrough.snapshot_members l WHERE l.snapshot_id = v_base_id) x
+          ON x.t = m.identifier_type_id AND x.i = m.identifier
+        WHERE m.audience_key = p_audience_key
+          AND (m.event_ts > p_at OR (p_ttl IS NOT NULL AND NOT m.qualified AND m.event_ts + p_ttl > p_at))
+        ORDER BY m.identifier_type_id, m.identifier, x.ts DESC, x.q
+      ) d
+      WHERE d.q AND passthrough._within_ttl(d.ts, p_ttl, p_at);
+  ELSE
+    RETURN QUERY
+      SELECT d.t, d.i::text, d.ts FROM (
+        SELECT DISTINCT ON (x.t, x.i) x.t, x.i, x.ts, x.q
+        FROM (SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
+              FROM passthrough.events e
+              WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+                AND (v_base_id IS NULL OR e.event_ts > v_base_at OR (e.event_ts = v_base_at AND NOT e.qualified))
+              UNION ALL
+              SELECT l.identifier_type_id, l.identifier, v_base_at, true
+              FROM passthrough.snapshot_members l WHERE l.snapshot_id = v_base_id) x
+        ORDER BY x.t, x.i, x.ts DESC, x.q
+      ) d
+      WHERE d.q AND passthrough._within_ttl(d.ts, p_ttl, p_at);
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_members_at_distributed(integer, timestamptz, timestamptz, interval) IS
+  'Private: passthrough._audience_members_at on a Citus cluster (p_newest: the audience''s newest snapshot time; p_ttl: its ttl), in statements Citus pushes down to each shard; the same rows.';
 
 CREATE FUNCTION passthrough._audience_size_at(p_audience_key integer, p_at timestamptz) RETURNS bigint
 LANGUAGE sql STABLE
@@ -3021,11 +3089,62 @@ CREATE FUNCTION passthrough.customer_audiences_at(
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-  v_type_id smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+  v_type_id    smallint := passthrough._identifier_type_id_for_read(p_identifier_type, p_identifier);
+  v_keys       integer[];
+  v_qualified  boolean[];
+  v_times      timestamptz[];
+  v_snap_keys  integer[];
+  v_snap_ids   bigint[];
+  v_snap_times timestamptz[];
+  v_listed     bigint[];
 BEGIN
   PERFORM passthrough._check_subset(p_subset);
   PERFORM passthrough._check_instant(p_at, 'at');
   PERFORM passthrough._check_horizon(p_at, 'at');
+  IF passthrough._memberships_distributed() THEN
+    -- On a Citus cluster (passthrough.distribute()) the same answer from the customer's inputs read in
+    -- statements of their own, as customer_audiences does: Citus would push the one statement below to the
+    -- customer's worker, sizes included, and refuses _listed and _snapshot_at_or_before (SQL functions
+    -- over its tables). Per audience: the newest event at or before p_at (one shard's query), the newest
+    -- snapshot at or before p_at (a reference table) and whether it lists the customer (one shard's query).
+    SELECT array_agg(n.audience_key), array_agg(n.qualified), array_agg(n.event_ts)
+    INTO v_keys, v_qualified, v_times
+    FROM (SELECT DISTINCT ON (e.audience_key) e.audience_key, e.qualified, e.event_ts
+          FROM passthrough.events e
+          WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.event_ts <= p_at
+          ORDER BY e.audience_key, e.event_ts DESC, e.qualified) n;
+    SELECT array_agg(b.audience_key), array_agg(b.id), array_agg(b.snapshot_at)
+    INTO v_snap_keys, v_snap_ids, v_snap_times
+    FROM (SELECT DISTINCT ON (x.audience_key) x.audience_key, x.id, x.snapshot_at
+          FROM passthrough.snapshots x WHERE x.snapshot_at <= p_at
+          ORDER BY x.audience_key, x.snapshot_at DESC, x.id DESC) b;
+    IF v_snap_ids IS NOT NULL THEN
+      SELECT array_agg(l.snapshot_id) INTO v_listed FROM passthrough.snapshot_members l
+      WHERE l.identifier_type_id = v_type_id AND l.identifier = p_identifier AND l.snapshot_id = ANY (v_snap_ids);
+    END IF;
+    RETURN QUERY
+      SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
+             CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
+             x.external_id::text, s.event_ts
+      FROM (
+        SELECT DISTINCT ON (i.audience_key) i.audience_key, i.qualified, i.event_ts
+        FROM (
+          SELECT k.audience_key, k.qualified, k.event_ts FROM unnest(v_keys, v_qualified, v_times)
+            AS k(audience_key, qualified, event_ts)
+          UNION ALL
+          SELECT k.audience_key, coalesce(k.id = ANY (v_listed), false), k.snapshot_at
+          FROM unnest(v_snap_keys, v_snap_ids, v_snap_times) AS k(audience_key, id, snapshot_at)
+        ) i
+        ORDER BY i.audience_key, i.event_ts DESC, i.qualified
+      ) s
+      JOIN passthrough.audiences a ON a.audience_key = s.audience_key
+      JOIN passthrough.external_audiences x ON x.id = s.audience_key
+      WHERE s.qualified
+        AND passthrough._within_ttl(s.event_ts, a.ttl, p_at)
+        AND (p_subset IS NULL OR a.name = ANY (p_subset))
+      ORDER BY a.name;
+    RETURN;
+  END IF;
   RETURN QUERY
     SELECT a.name::text, 'qualified'::text, a.description, true, a.revision,
            CASE WHEN p_with_sizes THEN passthrough._audience_size_at(a.audience_key, p_at) END,
