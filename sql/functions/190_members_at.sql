@@ -27,6 +27,70 @@ $$;
 COMMENT ON FUNCTION passthrough._snapshot_at_or_before(integer, timestamptz) IS
   'Private: the snapshot whose verdict counts at p_at for an audience (none when no snapshot is that old).';
 
+-- _audience_members_at (below) on a Citus cluster (passthrough.distribute()), in statements Citus can run on
+-- each shard: the base snapshot is read first (snapshots is a reference table; SQL functions over Citus
+-- tables are refused), and a pair's newest input is a join of memberships, events and snapshot_members on
+-- the pair (co-located by identifier) with DISTINCT ON, where one server uses a LATERAL ... LIMIT 1 per
+-- unsure row, which Citus cannot push down. Only the inputs from the base snapshot's T on are read: older ones lose to its verdict,
+-- and a pair with none of them is not listed, so not a member.
+CREATE FUNCTION passthrough._audience_members_at_distributed(
+  p_audience_key integer, p_at timestamptz, p_newest timestamptz, p_ttl interval
+) RETURNS TABLE (identifier_type_id smallint, identifier text, event_ts timestamptz)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_base_id bigint;
+  v_base_at timestamptz;
+BEGIN
+  SELECT s.id, s.snapshot_at INTO v_base_id, v_base_at FROM passthrough.snapshots s
+  WHERE s.audience_key = p_audience_key AND s.snapshot_at <= p_at
+  ORDER BY s.snapshot_at DESC, s.id DESC
+  LIMIT 1;
+  IF p_newest IS NULL OR p_at >= p_newest THEN
+    -- the stored rows that tell the state at p_at (the single-node form's "not unsure")
+    RETURN QUERY
+      SELECT m.identifier_type_id, m.identifier::text, m.event_ts FROM passthrough.memberships m
+      WHERE m.audience_key = p_audience_key AND m.qualified AND m.event_ts <= p_at
+        AND passthrough._within_ttl(m.event_ts, p_ttl, p_at);
+    -- the others, from their inputs
+    RETURN QUERY
+      SELECT d.t, d.i::text, d.ts FROM (
+        SELECT DISTINCT ON (m.identifier_type_id, m.identifier) m.identifier_type_id AS t, m.identifier AS i,
+               x.ts, x.q
+        FROM passthrough.memberships m
+        JOIN (SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
+              FROM passthrough.events e
+              WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+                AND (v_base_id IS NULL OR e.event_ts > v_base_at OR (e.event_ts = v_base_at AND NOT e.qualified))
+              UNION ALL
+              SELECT l.identifier_type_id, l.identifier, v_base_at, true
+              FROM passthrough.snapshot_members l WHERE l.snapshot_id = v_base_id) x
+          ON x.t = m.identifier_type_id AND x.i = m.identifier
+        WHERE m.audience_key = p_audience_key
+          AND (m.event_ts > p_at OR (p_ttl IS NOT NULL AND NOT m.qualified AND m.event_ts + p_ttl > p_at))
+        ORDER BY m.identifier_type_id, m.identifier, x.ts DESC, x.q
+      ) d
+      WHERE d.q AND passthrough._within_ttl(d.ts, p_ttl, p_at);
+  ELSE
+    RETURN QUERY
+      SELECT d.t, d.i::text, d.ts FROM (
+        SELECT DISTINCT ON (x.t, x.i) x.t, x.i, x.ts, x.q
+        FROM (SELECT e.identifier_type_id AS t, e.identifier AS i, e.event_ts AS ts, e.qualified AS q
+              FROM passthrough.events e
+              WHERE e.audience_key = p_audience_key AND e.event_ts <= p_at
+                AND (v_base_id IS NULL OR e.event_ts > v_base_at OR (e.event_ts = v_base_at AND NOT e.qualified))
+              UNION ALL
+              SELECT l.identifier_type_id, l.identifier, v_base_at, true
+              FROM passthrough.snapshot_members l WHERE l.snapshot_id = v_base_id) x
+        ORDER BY x.t, x.i, x.ts DESC, x.q
+      ) d
+      WHERE d.q AND passthrough._within_ttl(d.ts, p_ttl, p_at);
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._audience_members_at_distributed(integer, timestamptz, timestamptz, interval) IS
+  'Private: passthrough._audience_members_at on a Citus cluster (p_newest: the audience''s newest snapshot time; p_ttl: its ttl), in statements Citus pushes down to each shard; the same rows.';
+
 -- The members of an audience at p_at.
 -- * From the log: the newest snapshot at or before p_at decides every pair at its T, so only its list and
 --   the events from T on are read (an event at T counts only as a disqualify: a qualify at T adds nothing
@@ -45,6 +109,10 @@ DECLARE
   v_newest timestamptz := (SELECT e.snapshot_at FROM passthrough.external_audiences e WHERE e.id = p_audience_key);
   v_ttl    interval := (SELECT a.ttl FROM passthrough.audiences a WHERE a.audience_key = p_audience_key);
 BEGIN
+  IF passthrough._memberships_distributed() THEN
+    RETURN QUERY SELECT * FROM passthrough._audience_members_at_distributed(p_audience_key, p_at, v_newest, v_ttl);
+    RETURN;
+  END IF;
   IF v_newest IS NULL OR p_at >= v_newest THEN
     RETURN QUERY
       WITH stored AS (

@@ -42,6 +42,12 @@ DECLARE
   v_newest  timestamptz;
   v_same_t  bigint;
   v_other   text;
+  -- the same-T snapshot the diff's statement asks _listed about; on a Citus cluster none (Citus refuses
+  -- SQL functions over its tables): its list is read after, in a statement of its own
+  v_listed_by     bigint;
+  v_distributed   boolean := passthrough._memberships_distributed();
+  v_same_t_types  smallint[];
+  v_same_t_ids    text[];
 BEGIN
   PERFORM passthrough._check_staging(
     'Call SELECT passthrough.begin_load(); then COPY the snapshot''s rows into pg_temp.passthrough_load.');
@@ -122,6 +128,7 @@ BEGIN
   -- the last snapshot of the same T: the verdict at T is its list and this one's together
   SELECT s.id INTO v_same_t FROM passthrough.snapshots s
   WHERE s.audience_key = p_key AND s.snapshot_at = v_at ORDER BY s.id DESC LIMIT 1;
+  v_listed_by := CASE WHEN v_distributed THEN NULL ELSE v_same_t END;
 
   IF passthrough._session_table('passthrough_snapshot_diff') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_snapshot_diff (
@@ -149,7 +156,7 @@ BEGIN
            coalesce(l.identifier, b.identifier, c.identifier) AS identifier,
            l.identifier IS NOT NULL AS listed, b.identifier IS NOT NULL AS member, l.ts,
            l.identifier IS NOT NULL
-             AND (v_same_t IS NULL OR passthrough._listed(v_same_t, l.type_id, l.identifier)) AS in_verdict
+             AND (v_listed_by IS NULL OR passthrough._listed(v_listed_by, l.type_id, l.identifier)) AS in_verdict
     FROM listed l
     FULL JOIN members b ON b.type_id = l.type_id AND b.identifier = l.identifier
     FULL JOIN current c ON c.type_id = coalesce(l.type_id, b.type_id) AND c.identifier = coalesce(l.identifier, b.identifier)
@@ -172,6 +179,18 @@ BEGIN
          END,
          j.listed, j.type_id, j.identifier, j.current_ts, coalesce(j.ts, v_at), j.in_verdict, j.member
   FROM judged j;
+  IF v_distributed AND v_same_t IS NOT NULL THEN
+    -- a listed pair the same-T snapshot leaves out is not in the verdict at T: then a non-member is kept
+    -- out ("kept_newer"), as the statement above decides it on one server (the pairs not listed are not
+    -- affected: in_verdict counts only for listed ones)
+    SELECT array_agg(l.identifier_type_id), array_agg(l.identifier::text) INTO v_same_t_types, v_same_t_ids
+    FROM passthrough.snapshot_members l WHERE l.snapshot_id = v_same_t;
+    UPDATE pg_temp.passthrough_snapshot_diff d
+    SET in_verdict = false, change = CASE WHEN d.member THEN 'unchanged' ELSE 'kept_newer' END
+    WHERE d.in_verdict
+      AND NOT EXISTS (SELECT 1 FROM unnest(v_same_t_types, v_same_t_ids) AS x(type_id, identifier)
+                      WHERE x.type_id = d.type_id AND x.identifier = d.identifier);
+  END IF;
   RETURN v_at;
 END;
 $$;
@@ -304,7 +323,21 @@ BEGIN
   FROM pg_temp.passthrough_snapshot_rows r;
   GET DIAGNOSTICS v_events = ROW_COUNT;
   v_verdicts := 0;
-  IF v_newest THEN
+  IF v_newest AND passthrough._memberships_distributed() THEN
+    -- On a Citus cluster the same rows in three statements: Citus plans no correlated subquery over a
+    -- temporary table beside its distributed memberships. The stored members no newer than T come to the
+    -- coordinator, then those the verdict lists are taken out again.
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT m.identifier_type_id, m.identifier, p_audience_id, false, v_at, NULL, true
+    FROM passthrough.memberships m
+    WHERE m.audience_key = v_key AND m.qualified AND m.event_ts <= v_at;
+    DELETE FROM pg_temp.passthrough_incoming u USING pg_temp.passthrough_snapshot_diff d
+    WHERE u.verdict_only AND NOT u.q AND d.in_verdict AND d.type_id = u.t AND d.identifier = u.i;
+    INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
+    SELECT d.type_id, d.identifier, p_audience_id, true, v_at, NULL, true
+    FROM pg_temp.passthrough_snapshot_diff d WHERE d.in_verdict;
+    SELECT count(*) INTO v_verdicts FROM pg_temp.passthrough_incoming u WHERE u.verdict_only;
+  ELSIF v_newest THEN
     INSERT INTO pg_temp.passthrough_incoming (t, i, a, q, ts, idem, verdict_only)
     SELECT d.type_id, d.identifier, p_audience_id, true, v_at, NULL, true
     FROM pg_temp.passthrough_snapshot_diff d WHERE d.in_verdict
