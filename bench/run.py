@@ -25,8 +25,7 @@ connections; each for --read-seconds after --read-warmup, with queries/s and p50
 targets (GraphQL >= 80% of the floor with p99 <= 10 ms; more connections no slower).
 
 HTTP `POST /v3/events`: the first --http-sample events in 500-event bodies, each sent exactly once by wrk from
---http-clients connections to a real `passthrough serve`, after the next 20,000 events sent the same way as an
-untimed warm-up; the state left must equal the model of those events.
+--http-clients connections to a real `passthrough serve`; the state left must equal the model of those events.
 
 The database is a fresh embedded PostgreSQL 18 in a temp dir (durable defaults: fsync on), or, when
 $PASSTHROUGH_DATABASE_URL is set, a new database created on that server (dropped afterwards). The
@@ -494,7 +493,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-HTTP_WARMUP = 20_000  # events POSTed, untimed, before the HTTP events row's clock starts: 40 bodies
 SERVE_WORKERS = 2  # what served() asks `passthrough serve` for, when it has a --workers option
 
 
@@ -595,15 +593,12 @@ def sql_apply_events(db: Database, streams: list[list[str]]) -> float:
     return parallel(worker, streams)
 
 
-def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500, about: dict | None = None,
-                warmup=()) -> float | None:
+def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 500, about: dict | None = None
+                ) -> float | None:
     """POST /v3/events with `batch`-event bodies to a real `passthrough serve`, driven by wrk (1 thread,
     `clients` keep-alive connections, bench/wrk.lua "once" mode): each body, a different slice of `events`, is
-    sent exactly once, so the state left must equal the model of `warmup` + `events`. The `warmup` events go
-    first, the same way and untimed, as the read rows' warm-up: every pool connection of every worker has then
-    compiled the functions and cached its plans, so the row measures the steady state a deployment runs in.
-    Seconds from the first timed request to the last answer (the bodies are built before); None when the HTTP
-    API is not there."""
+    sent exactly once, so the state left must equal the model of `events`. Seconds from the first request to
+    the last answer (the bodies are built before); None when the HTTP API is not there."""
     try:
         import orjson
 
@@ -616,15 +611,10 @@ def http_events(db: Database, events, clients: int, log_dir: Path, batch: int = 
         # private: public keys may not send passthrough events unless an operator allows it (the default)
         key = c.execute("SELECT passthrough.create_api_key(%s, 'private')", (f"bench-{uuid.uuid4().hex[:8]}",)
                         ).fetchone()[0]
-    def bodies(which, name: str) -> Path:
-        return write_bodies([orjson.dumps(odp_events(which[i:i + batch])) for i in range(0, len(which), batch)],
-                            log_dir / name)
-
-    path, warm = bodies(events, "events-bodies.txt"), bodies(warmup, "events-warmup.txt") if warmup else None
+    path = write_bodies([orjson.dumps(odp_events(events[i:i + batch])) for i in range(0, len(events), batch)],
+                        log_dir / "events-bodies.txt")
     ensure_wrk()
     with served(db, log_dir, about) as base:
-        if warm:
-            send_once(f"{base}/v3/events", warm, clients, status=202, key=key)
         return send_once(f"{base}/v3/events", path, clients, status=202, key=key).seconds
 
 
@@ -1207,12 +1197,11 @@ def main(argv=None) -> int:
         past_rows, past_described = past_reads(db, events, subset, args.read_clients, min(1.0, args.read_warmup),
                                                args.read_seconds / 2)
         sample = events[: args.http_sample]
-        warmup = events[args.http_sample: args.http_sample + HTTP_WARMUP]  # the events right after, untimed
         info(f"HTTP POST /v3/events, {len(sample):,} events in 500-event bodies, wrk, {args.http_clients} "
              f"connections ...")
         about: dict = {}
         try:
-            seconds = http_events(db, sample, args.http_clients, tmp, about=about, warmup=warmup)
+            seconds = http_events(db, sample, args.http_clients, tmp, about=about)
             failed = "slot: HTTP API not available"
         except Exception as exc:  # noqa: BLE001  (reported in the table; the other rows stand)
             seconds, failed = None, f"failed: {type(exc).__name__}: {str(exc)[:200]}"
@@ -1223,8 +1212,7 @@ def main(argv=None) -> int:
             http_row = Row(f"HTTP `POST /v3/events` (`passthrough serve`: {about['engine']}, "
                            f"{workers_text(about['workers'])}), 500-event bodies, each sent once by wrk "
                            f"(1 thread, {args.http_clients} connections)", len(sample), seconds)
-            http_row.note = (check_state(db, model_digest(warmup + sample), http_row.path)
-                             + f"; first {len(sample):,} events, after the next {len(warmup):,} as a warm-up")
+            http_row.note = check_state(db, model_digest(sample), http_row.path) + f"; first {len(sample):,} events"
         rows.append(http_row)
         info(f"export of a {args.export_members:,}-member audience: raw COPY, SQL, CLI, HTTP ...")
         export_rows = exports(db, args.export_members, tmp)
