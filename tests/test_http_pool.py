@@ -142,10 +142,15 @@ def test_checkouts_per_request(counting_client, requests):
     for name, budget, checkouts in [("graphql customer", "read", 1), ("graphql three customers", "read", 1),
                                     ("GET /v3/segments/{id}", "read", 1), ("POST /v3/events", "write", 1)]:
         requests[name]()
-        before = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
-        requests[name]()
-        after = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
-        assert {b: after[b] - before[b] for b in pools} == {"read": 0, "write": 0, budget: checkouts}, name
+        seen = []
+        for _ in range(3):  # the background jobs check out write connections too (a webhook poll each second,
+            # and on every NOTIFY): they only add, so the fewest checkouts of three tries are the request's own
+            before = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
+            requests[name]()
+            after = {b: pool.get_stats()["requests_num"] for b, pool in pools.items()}
+            seen.append({b: after[b] - before[b] for b in pools})
+        fewest = {b: min(s[b] for s in seen) for b in pools}
+        assert fewest == {"read": 0, "write": 0, budget: checkouts}, (name, seen)
 
 
 def test_an_idle_connection_is_checked_at_checkout_a_recently_used_one_is_not(counting_client, requests):
