@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlhelpers import at, event, now, ts_at
 
 from pyapp.web.metrics_auth import metrics_key_required
+from pyapp.web.metrics_process import multiprocess_directory
 
 pytest_plugins = ["http_fixtures"]
 
@@ -214,6 +215,17 @@ def test_serve_takes_the_setting_from_its_environment(db, http_database_url, tmp
 
 
 # --------------------------------------------------------------------------- several workers
+
+
+def test_the_workers_metrics_live_in_shared_memory_unless_tmpdir_says_otherwise(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("TMPDIR", raising=False)
+    with multiprocess_directory() as path:
+        assert Path(path).parent == Path("/dev/shm")  # Linux: memory-backed, never written back to a disk
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == path
+    assert not Path(path).exists()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # an operator's choice wins
+    with multiprocess_directory() as path:
+        assert Path(path).parent == tmp_path
 
 
 def accepted_by_worker(metrics_dir: Path) -> dict[str, float]:
