@@ -38,6 +38,9 @@ DECLARE
   v_coloc  integer;
   v_repl   "char";
   v_name   name;
+  v_key    record;
+  v_keys   text[] := '{}';
+  v_sql    text;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT040',
@@ -64,6 +67,24 @@ BEGIN
   -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
   -- makes Citus refuse a table created over parallel connections before it: one connection per node
   PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  -- A foreign key from a plain table to one being made a reference table (audiences -> external_audiences)
+  -- makes Citus turn the plain one into a Citus local table, by renaming it to its shard and creating a new
+  -- table in its place; in a CREATE EXTENSION install the extension owns the table's sequence and that fails.
+  -- So the keys between tables that are to be reference tables, and are not Citus tables yet, are dropped
+  -- first and put back below, once both ends are reference tables.
+  FOR v_key IN SELECT c.conrelid::regclass AS rel, c.conname, pg_catalog.pg_get_constraintdef(c.oid) AS def
+               FROM pg_catalog.pg_constraint c
+               JOIN passthrough._distribution_plan() p ON pg_catalog.format('passthrough.%I', p.table_name)::regclass = c.conrelid
+               JOIN passthrough._distribution_plan() q ON pg_catalog.format('passthrough.%I', q.table_name)::regclass = c.confrelid
+               WHERE c.contype = 'f' AND p.placement = 'reference' AND q.placement = 'reference'
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid)
+               ORDER BY c.conname LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', v_key.rel, v_key.conname);
+    -- (a CREATE EXTENSION install has a copy of the key on the workers too, where Citus propagated the
+    -- extension: the table there is the shell of the reference table, and the key is dropped again through it)
+    v_keys := v_keys || pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_key.rel, v_key.conname)
+                     || pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_key.rel, v_key.conname, v_key.def);
+  END LOOP;
 
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
     v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
@@ -101,6 +122,9 @@ BEGIN
       action := 'unchanged';
     END IF;
     RETURN NEXT;
+  END LOOP;
+  FOREACH v_sql IN ARRAY v_keys LOOP
+    EXECUTE v_sql;
   END LOOP;
 END;
 $$;

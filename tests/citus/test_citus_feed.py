@@ -374,7 +374,7 @@ def ttl_model(events: list[Event], ttl_audience: str) -> set[tuple[str, str, str
             if qualified and (a != ttl_audience or ts_us > now_us - 3600 * 1_000_000)}
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=st.lists(step_st, min_size=4, max_size=16))
 def test_any_interleaving_replays_to_the_state_and_a_follower_misses_and_repeats_nothing(
