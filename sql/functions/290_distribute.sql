@@ -39,8 +39,8 @@ DECLARE
   v_repl   "char";
   v_name   name;
   v_key    record;
-  v_keys   text[] := '{}';
-  v_sql    text;
+  v_keys   name[] := '{}';  -- the foreign keys to put back: table, name, column, target table, target column
+  v_i      integer;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT040',
@@ -72,18 +72,26 @@ BEGIN
   -- table in its place; in a CREATE EXTENSION install the extension owns the table's sequence and that fails.
   -- So the keys between tables that are to be reference tables, and are not Citus tables yet, are dropped
   -- first and put back below, once both ends are reference tables.
-  FOR v_key IN SELECT c.conrelid::regclass AS rel, c.conname, pg_catalog.pg_get_constraintdef(c.oid) AS def
+  FOR v_key IN SELECT t.relname AS tab, c.conname, a.attname AS col, r.relname AS target, ra.attname AS target_col,
+                      cardinality(c.conkey) = 1 AND c.confupdtype = 'a' AND c.confdeltype = 'a'
+                        AND c.confmatchtype = 's' AND NOT c.condeferrable AS plain
                FROM pg_catalog.pg_constraint c
-               JOIN passthrough._distribution_plan() p ON pg_catalog.format('passthrough.%I', p.table_name)::regclass = c.conrelid
-               JOIN passthrough._distribution_plan() q ON pg_catalog.format('passthrough.%I', q.table_name)::regclass = c.confrelid
-               WHERE c.contype = 'f' AND p.placement = 'reference' AND q.placement = 'reference'
+               JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
+               JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+               JOIN pg_catalog.pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
+               JOIN passthrough._distribution_plan() p ON p.table_name = t.relname AND p.placement = 'reference'
+               JOIN passthrough._distribution_plan() q ON q.table_name = r.relname AND q.placement = 'reference'
+               WHERE c.contype = 'f' AND c.connamespace = 'passthrough'::regnamespace
+                 AND r.relnamespace = 'passthrough'::regnamespace
                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid)
                ORDER BY c.conname LOOP
-    EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', v_key.rel, v_key.conname);
-    -- (a CREATE EXTENSION install has a copy of the key on the workers too, where Citus propagated the
-    -- extension: the table there is the shell of the reference table, and the key is dropped again through it)
-    v_keys := v_keys || pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_key.rel, v_key.conname)
-                     || pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_key.rel, v_key.conname, v_key.def);
+    IF NOT v_key.plain THEN  -- only what is put back below: a schema change must extend it
+      RAISE EXCEPTION 'distribute() puts back single-column foreign keys without actions only, not %.%',
+        v_key.tab, v_key.conname;
+    END IF;
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT %I', v_key.tab, v_key.conname);
+    v_keys := v_keys || ARRAY[v_key.tab, v_key.conname, v_key.col, v_key.target, v_key.target_col];
   END LOOP;
 
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
@@ -123,8 +131,12 @@ BEGIN
     END IF;
     RETURN NEXT;
   END LOOP;
-  FOREACH v_sql IN ARRAY v_keys LOOP
-    EXECUTE v_sql;
+  -- (a CREATE EXTENSION install has a copy of each key on the workers too, where Citus installed the extension:
+  -- there the table is now the shell of the reference table, and the key is dropped again through it)
+  FOR v_i IN 1 .. cardinality(v_keys) / 5 LOOP
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT IF EXISTS %I', v_keys[5 * v_i - 4], v_keys[5 * v_i - 3]);
+    EXECUTE format('ALTER TABLE passthrough.%I ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES passthrough.%I (%I)',
+                   v_keys[5 * v_i - 4], v_keys[5 * v_i - 3], v_keys[5 * v_i - 2], v_keys[5 * v_i - 1], v_keys[5 * v_i]);
   END LOOP;
 END;
 $$;
