@@ -300,24 +300,22 @@ def test_a_reader_never_passes_a_change_that_will_sort_before_its_cursor(citus_u
 
 @pytest.fixture(scope="module")
 def quick_deadlock_detection(citus_cluster) -> Iterator[None]:
-    """Deadlocks found in 50 ms rather than 1 s on every node (Citus's distributed detector runs every two
-    deadlock_timeouts): the scripts below meet some. Put back as it was at the end of the module."""
+    """Deadlocks found in 50 ms rather than 1 s on every node (Citus's distributed detector runs every
+    deadlock_timeout times citus.distributed_deadlock_detection_factor, 2): the scripts below meet some. Put
+    back as it was at the end of the module."""
     urls = [citus_cluster.url, *citus_cluster.worker_urls()]
 
-    def configure(value: str | None) -> None:
+    def configure(statement: str) -> None:
         for url in urls:
             with psycopg.connect(url, autocommit=True) as conn:
-                if value is None:
-                    conn.execute("ALTER SYSTEM RESET deadlock_timeout")
-                else:
-                    conn.execute(f"ALTER SYSTEM SET deadlock_timeout = '{value}'")
+                conn.execute(statement)
                 conn.execute("SELECT pg_reload_conf()")
 
-    configure("50ms")
+    configure("ALTER SYSTEM SET deadlock_timeout = '50ms'")
     try:
         yield
     finally:
-        configure(None)
+        configure("ALTER SYSTEM RESET deadlock_timeout")
 
 
 class MappedScript(Script):
