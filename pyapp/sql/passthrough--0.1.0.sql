@@ -3247,7 +3247,13 @@ BEGIN
       WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.audience_key = v_key
     ), verdicts AS (
       -- the audience's snapshots, each T's by its last import (which holds the verdict of that T)
-      SELECT s.snapshot_at AS ts, passthrough._listed(s.id, v_type_id, p_identifier) AS q, s.batch_id AS b,
+      -- (whether it lists the customer: the snapshots listing the customer, read once by the key, rather
+      -- than a _listed call per snapshot, a SQL function over snapshot_members that Citus refuses; on the
+      -- customer's key Citus runs the statement on the customer's shard, events included)
+      SELECT s.snapshot_at AS ts,
+             s.id IN (SELECT l.snapshot_id FROM passthrough.snapshot_members l
+                      WHERE l.identifier_type_id = v_type_id AND l.identifier = p_identifier) AS q,
+             s.batch_id AS b,
              NULL::text AS idem, true AS verdict, s.received_at, s.source
       FROM passthrough.snapshots s
       WHERE s.audience_key = v_key
@@ -3358,21 +3364,26 @@ BEGIN
             WHERE s.audience_key = v_key AND s.snapshot_at <= v_first + v_buckets * v_step
             ORDER BY s.snapshot_at, s.id DESC) x
       WINDOW w AS (ORDER BY x.snapshot_at)
+    ), listed AS (
+      SELECT m.identifier_type_id AS t, m.identifier AS i, sn.ts
+      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
     ), inputs AS (
       SELECT l.t, l.i, l.ts, l.q FROM logged l
       UNION ALL
       -- a snapshot's verdict, for the pairs whose state it can change: those it lists, and those that may be
       -- members just before its T (listed by the snapshot before, or with an event since that one); it
       -- leaves every other pair out, as it was
-      SELECT m.identifier_type_id, m.identifier, sn.ts, true
-      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
+      SELECT v.t, v.i, v.ts, true FROM listed v
       UNION ALL
-      SELECT c.t, c.i, c.ts, passthrough._listed(c.id, c.t, c.i)
-      FROM (SELECT sn.id, sn.ts, m.identifier_type_id AS t, m.identifier AS i
+      SELECT c.t, c.i, c.ts, false
+      FROM (SELECT sn.ts, m.identifier_type_id AS t, m.identifier AS i
             FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.prev_id
             UNION
-            SELECT sn.id, sn.ts, l.t, l.i
+            SELECT sn.ts, l.t, l.i
             FROM logged l JOIN snaps sn ON l.ts <= sn.ts AND (sn.prev_ts IS NULL OR l.ts > sn.prev_ts)) c
+      -- those it does not list (an anti-join, not a _listed call per pair: Citus refuses a SQL function over
+      -- snapshot_members)
+      WHERE NOT EXISTS (SELECT 1 FROM listed v WHERE v.t = c.t AND v.i = c.i AND v.ts = c.ts)
     ), per_ts AS (
       -- each pair's state after all its inputs of one ts (disqualify wins a tie), up to the window's end
       SELECT n.t, n.i, n.ts, bool_and(n.q) AS q FROM inputs n GROUP BY 1, 2, 3
@@ -4454,6 +4465,9 @@ DECLARE
   v_coloc  integer;
   v_repl   "char";
   v_name   name;
+  v_key    record;
+  v_keys   name[] := '{}';  -- the foreign keys to put back: table, name, column, target table, target column
+  v_i      integer;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT040',
@@ -4480,6 +4494,32 @@ BEGIN
   -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
   -- makes Citus refuse a table created over parallel connections before it: one connection per node
   PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  -- A foreign key from a plain table to one being made a reference table (audiences -> external_audiences)
+  -- makes Citus turn the plain one into a Citus local table, by renaming it to its shard and creating a new
+  -- table in its place; in a CREATE EXTENSION install the extension owns the table's sequence and that fails.
+  -- So the keys between tables that are to be reference tables, and are not Citus tables yet, are dropped
+  -- first and put back below, once both ends are reference tables.
+  FOR v_key IN SELECT t.relname AS tab, c.conname, a.attname AS col, r.relname AS target, ra.attname AS target_col,
+                      cardinality(c.conkey) = 1 AND c.confupdtype = 'a' AND c.confdeltype = 'a'
+                        AND c.confmatchtype = 's' AND NOT c.condeferrable AS plain
+               FROM pg_catalog.pg_constraint c
+               JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
+               JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+               JOIN pg_catalog.pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
+               JOIN passthrough._distribution_plan() p ON p.table_name = t.relname AND p.placement = 'reference'
+               JOIN passthrough._distribution_plan() q ON q.table_name = r.relname AND q.placement = 'reference'
+               WHERE c.contype = 'f' AND c.connamespace = 'passthrough'::regnamespace
+                 AND r.relnamespace = 'passthrough'::regnamespace
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid)
+               ORDER BY c.conname LOOP
+    IF NOT v_key.plain THEN  -- only what is put back below: a schema change must extend it
+      RAISE EXCEPTION 'distribute() puts back single-column foreign keys without actions only, not %.%',
+        v_key.tab, v_key.conname;
+    END IF;
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT %I', v_key.tab, v_key.conname);
+    v_keys := v_keys || ARRAY[v_key.tab, v_key.conname, v_key.col, v_key.target, v_key.target_col];
+  END LOOP;
 
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
     v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
@@ -4517,6 +4557,13 @@ BEGIN
       action := 'unchanged';
     END IF;
     RETURN NEXT;
+  END LOOP;
+  -- (a CREATE EXTENSION install has a copy of each key on the workers too, where Citus installed the extension:
+  -- there the table is now the shell of the reference table, and the key is dropped again through it)
+  FOR v_i IN 1 .. cardinality(v_keys) / 5 LOOP
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT IF EXISTS %I', v_keys[5 * v_i - 4], v_keys[5 * v_i - 3]);
+    EXECUTE format('ALTER TABLE passthrough.%I ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES passthrough.%I (%I)',
+                   v_keys[5 * v_i - 4], v_keys[5 * v_i - 3], v_keys[5 * v_i - 2], v_keys[5 * v_i - 1], v_keys[5 * v_i]);
   END LOOP;
 END;
 $$;

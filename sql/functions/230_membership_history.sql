@@ -134,7 +134,13 @@ BEGIN
       WHERE e.identifier_type_id = v_type_id AND e.identifier = p_identifier AND e.audience_key = v_key
     ), verdicts AS (
       -- the audience's snapshots, each T's by its last import (which holds the verdict of that T)
-      SELECT s.snapshot_at AS ts, passthrough._listed(s.id, v_type_id, p_identifier) AS q, s.batch_id AS b,
+      -- (whether it lists the customer: the snapshots listing the customer, read once by the key, rather
+      -- than a _listed call per snapshot, a SQL function over snapshot_members that Citus refuses; on the
+      -- customer's key Citus runs the statement on the customer's shard, events included)
+      SELECT s.snapshot_at AS ts,
+             s.id IN (SELECT l.snapshot_id FROM passthrough.snapshot_members l
+                      WHERE l.identifier_type_id = v_type_id AND l.identifier = p_identifier) AS q,
+             s.batch_id AS b,
              NULL::text AS idem, true AS verdict, s.received_at, s.source
       FROM passthrough.snapshots s
       WHERE s.audience_key = v_key
@@ -245,21 +251,26 @@ BEGIN
             WHERE s.audience_key = v_key AND s.snapshot_at <= v_first + v_buckets * v_step
             ORDER BY s.snapshot_at, s.id DESC) x
       WINDOW w AS (ORDER BY x.snapshot_at)
+    ), listed AS (
+      SELECT m.identifier_type_id AS t, m.identifier AS i, sn.ts
+      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
     ), inputs AS (
       SELECT l.t, l.i, l.ts, l.q FROM logged l
       UNION ALL
       -- a snapshot's verdict, for the pairs whose state it can change: those it lists, and those that may be
       -- members just before its T (listed by the snapshot before, or with an event since that one); it
       -- leaves every other pair out, as it was
-      SELECT m.identifier_type_id, m.identifier, sn.ts, true
-      FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.id
+      SELECT v.t, v.i, v.ts, true FROM listed v
       UNION ALL
-      SELECT c.t, c.i, c.ts, passthrough._listed(c.id, c.t, c.i)
-      FROM (SELECT sn.id, sn.ts, m.identifier_type_id AS t, m.identifier AS i
+      SELECT c.t, c.i, c.ts, false
+      FROM (SELECT sn.ts, m.identifier_type_id AS t, m.identifier AS i
             FROM snaps sn JOIN passthrough.snapshot_members m ON m.snapshot_id = sn.prev_id
             UNION
-            SELECT sn.id, sn.ts, l.t, l.i
+            SELECT sn.ts, l.t, l.i
             FROM logged l JOIN snaps sn ON l.ts <= sn.ts AND (sn.prev_ts IS NULL OR l.ts > sn.prev_ts)) c
+      -- those it does not list (an anti-join, not a _listed call per pair: Citus refuses a SQL function over
+      -- snapshot_members)
+      WHERE NOT EXISTS (SELECT 1 FROM listed v WHERE v.t = c.t AND v.i = c.i AND v.ts = c.ts)
     ), per_ts AS (
       -- each pair's state after all its inputs of one ts (disqualify wins a tie), up to the window's end
       SELECT n.t, n.i, n.ts, bool_and(n.q) AS q FROM inputs n GROUP BY 1, 2, 3

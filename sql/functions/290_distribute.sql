@@ -38,6 +38,9 @@ DECLARE
   v_coloc  integer;
   v_repl   "char";
   v_name   name;
+  v_key    record;
+  v_keys   name[] := '{}';  -- the foreign keys to put back: table, name, column, target table, target column
+  v_i      integer;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = 'citus') THEN
     RAISE EXCEPTION USING ERRCODE = 'PT040',
@@ -64,6 +67,32 @@ BEGIN
   -- one transaction creates every shard and copies every row, and audiences' foreign key to a reference table
   -- makes Citus refuse a table created over parallel connections before it: one connection per node
   PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  -- A foreign key from a plain table to one being made a reference table (audiences -> external_audiences)
+  -- makes Citus turn the plain one into a Citus local table, by renaming it to its shard and creating a new
+  -- table in its place; in a CREATE EXTENSION install the extension owns the table's sequence and that fails.
+  -- So the keys between tables that are to be reference tables, and are not Citus tables yet, are dropped
+  -- first and put back below, once both ends are reference tables.
+  FOR v_key IN SELECT t.relname AS tab, c.conname, a.attname AS col, r.relname AS target, ra.attname AS target_col,
+                      cardinality(c.conkey) = 1 AND c.confupdtype = 'a' AND c.confdeltype = 'a'
+                        AND c.confmatchtype = 's' AND NOT c.condeferrable AS plain
+               FROM pg_catalog.pg_constraint c
+               JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
+               JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+               JOIN pg_catalog.pg_attribute ra ON ra.attrelid = c.confrelid AND ra.attnum = c.confkey[1]
+               JOIN passthrough._distribution_plan() p ON p.table_name = t.relname AND p.placement = 'reference'
+               JOIN passthrough._distribution_plan() q ON q.table_name = r.relname AND q.placement = 'reference'
+               WHERE c.contype = 'f' AND c.connamespace = 'passthrough'::regnamespace
+                 AND r.relnamespace = 'passthrough'::regnamespace
+                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d WHERE d.logicalrelid = c.conrelid)
+               ORDER BY c.conname LOOP
+    IF NOT v_key.plain THEN  -- only what is put back below: a schema change must extend it
+      RAISE EXCEPTION 'distribute() puts back single-column foreign keys without actions only, not %.%',
+        v_key.tab, v_key.conname;
+    END IF;
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT %I', v_key.tab, v_key.conname);
+    v_keys := v_keys || ARRAY[v_key.tab, v_key.conname, v_key.col, v_key.target, v_key.target_col];
+  END LOOP;
 
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
     v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
@@ -101,6 +130,13 @@ BEGIN
       action := 'unchanged';
     END IF;
     RETURN NEXT;
+  END LOOP;
+  -- (a CREATE EXTENSION install has a copy of each key on the workers too, where Citus installed the extension:
+  -- there the table is now the shell of the reference table, and the key is dropped again through it)
+  FOR v_i IN 1 .. cardinality(v_keys) / 5 LOOP
+    EXECUTE format('ALTER TABLE passthrough.%I DROP CONSTRAINT IF EXISTS %I', v_keys[5 * v_i - 4], v_keys[5 * v_i - 3]);
+    EXECUTE format('ALTER TABLE passthrough.%I ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES passthrough.%I (%I)',
+                   v_keys[5 * v_i - 4], v_keys[5 * v_i - 3], v_keys[5 * v_i - 2], v_keys[5 * v_i - 1], v_keys[5 * v_i]);
   END LOOP;
 END;
 $$;
