@@ -94,6 +94,12 @@ BEGIN
     v_keys := v_keys || ARRAY[v_key.tab, v_key.conname, v_key.col, v_key.target, v_key.target_col];
   END LOOP;
 
+  -- The event log has no key, and a shard move by logical replication (citus_rebalance_start's default mode,
+  -- which lets writes go on) needs one to identify a row: the whole row, then. The log is only inserted into
+  -- but for pruning, whose deletes then carry the deleted row in the WAL (with wal_level = logical only).
+  IF (SELECT c.relreplident FROM pg_catalog.pg_class c WHERE c.oid = 'passthrough.events'::regclass) <> 'f' THEN
+    ALTER TABLE passthrough.events REPLICA IDENTITY FULL;
+  END IF;
   FOR v_plan IN SELECT p.table_name, p.placement FROM passthrough._distribution_plan() p LOOP
     v_rel := pg_catalog.format('passthrough.%I', v_plan.table_name)::regclass;
     SELECT d.partmethod, pg_catalog.column_to_column_name(d.logicalrelid, d.partkey), d.colocationid, d.repmodel

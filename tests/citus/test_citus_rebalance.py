@@ -78,9 +78,11 @@ def test_a_third_worker_and_a_rebalance_leave_every_answer_unchanged(citus_clust
         worker = add_worker(citus_cluster)
         assert _placements(conn, _port(worker)) == 0
         assert _placements(conn, _port(worker), "audiences") == 0  # reference tables come with the rebalance
-        # events has no primary key, so the default (logical replication) refuses to move its shards: move them
-        # with writes to each moving shard group blocked for the copy (docs/scale-out.md says why and what else)
-        conn.execute("SELECT citus_rebalance_start(shard_transfer_mode => 'block_writes')")
+        # the default mode: logical replication, writes go on; events (no primary key) is moved by its replica
+        # identity, the whole row, which distribute() sets
+        assert conn.execute("SELECT relreplident FROM pg_class WHERE oid = 'passthrough.events'::regclass"
+                            ).fetchone()[0] == "f"
+        conn.execute("SELECT citus_rebalance_start()")
         conn.execute("SELECT citus_rebalance_wait()")
         assert _placements(conn, _port(worker)) > 0  # shards of memberships moved to the new worker
         assert _placements(conn, _port(worker), "audiences") == 1
