@@ -47,24 +47,18 @@ BEGIN
     RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
               m.feed_pos, m.feed_level, d.ttl
   )
-  INSERT INTO pg_temp.passthrough_moved SELECT * FROM flipped;
+  -- as on one server (sql/functions/100_expiry.sql)
+  INSERT INTO pg_temp.passthrough_moved
+  SELECT f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts, f.event_ts + f.ttl,
+         f.feed_pos, f.feed_level, f.ttl
+  FROM flipped f ORDER BY f.event_ts + f.ttl;
 
   DELETE FROM passthrough.membership_expiries q
   USING pg_temp.passthrough_due d
   WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
     AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
 
-  WITH feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.event_ts + f.ttl),
-           f.identifier_type_id, f.audience_key, false, true, f.event_ts + f.ttl, f.identifier
-    FROM pg_temp.passthrough_moved f
-  ), sizes AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT f.audience_key, -count(*) FROM pg_temp.passthrough_moved f GROUP BY f.audience_key
-  )
-  SELECT count(*)::integer INTO v_count FROM pg_temp.passthrough_moved;
+  v_count := passthrough._record_moves(v_batch_id);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;
