@@ -57,6 +57,23 @@ CREATE TYPE passthrough.snapshot_result AS (
 );
 COMMENT ON TYPE passthrough.snapshot_result IS
   'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list; and, for a dry run, the guards that would refuse it.';
+-- source: sql/types/040_moved_version.sql
+-- A membership row version a writer of membership state wrote, as passthrough._record_moves reads it
+-- (sql/functions/093_recorded_moves.sql): the writer's upsert and the sweeper's flip return these.
+
+CREATE TYPE passthrough.moved_version AS (
+  identifier_type_id smallint,
+  identifier         text COLLATE "C",
+  audience_key       integer,
+  qualified          boolean,
+  previous_event_ts  timestamptz,  -- the ts of the qualify this version replaced, NULL when it replaced none
+  event_ts           timestamptz,  -- from when this version holds
+  feed_pos           xid8,
+  feed_level         smallint,
+  ttl                interval      -- the audience's ttl, NULL without one
+);
+COMMENT ON TYPE passthrough.moved_version IS
+  'Private: a membership row version a writer wrote, with its audience''s ttl (passthrough._record_moves).';
 -- source: sql/tables/010_settings.sql
 -- Operator settings: one row, typed columns.
 
@@ -868,43 +885,22 @@ COMMENT ON FUNCTION passthrough._memberships_distributed() IS
 -- source: sql/functions/093_recorded_moves.sql
 -- What a writer of membership state moved, recorded one way by every writer: the one writer
 -- (sql/functions/150_writer.sql), the expiry sweeper (sql/functions/100_expiry.sql), and their steps on a
--- Citus cluster (sql/functions/145_distributed_writer.sql, sql/functions/095_distributed_expiry.sql). Each
--- returns the membership row versions its update wrote, with the audience's ttl, into the session table
--- pg_temp.passthrough_moved; passthrough._record_moves turns them into the expiry work list, the change feed
--- and the size deltas.
+-- Citus cluster (sql/functions/095_distributed_expiry.sql). Each collects the membership row versions its
+-- update wrote, with the audience's ttl (passthrough.moved_version), and passthrough._record_moves turns them
+-- into the change feed and the size deltas. A version holds from its event_ts on: a
+-- writer's is the deciding input's ts; a sweeper's is the instant its member expired (the deciding qualify's
+-- ts + the ttl), that qualify being its previous_event_ts. An array rather than a session table: a temporary
+-- table ON COMMIT DELETE ROWS is truncated at every commit of a transaction that touched any temporary table,
+-- about 0.3 ms each, 2-3% of a 500-event apply_events call (docs/benchmarks.md).
 
--- A row is a version that holds from event_ts on: a writer's is the deciding input's ts; a sweeper's is the
--- instant its member expired (the deciding qualify's ts + the ttl), the qualify being previous_event_ts.
-CREATE FUNCTION passthrough._moved_table() RETURNS void
-LANGUAGE plpgsql
-AS $$
-BEGIN
-  IF passthrough._session_table('passthrough_moved') IS NULL THEN
-    CREATE TEMPORARY TABLE passthrough_moved (
-      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
-      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
-    ) ON COMMIT DELETE ROWS;
-  ELSE
-    DELETE FROM pg_temp.passthrough_moved;
-  END IF;
-END;
-$$;
-COMMENT ON FUNCTION passthrough._moved_table() IS
-  'Private: creates this session''s pg_temp.passthrough_moved (the membership row versions a writer wrote, for passthrough._record_moves) unless it exists, else empties it; 42501 for one planted by anyone else.';
-
--- Two statements, because on a Citus cluster the expiry work list is a distributed table and the feed and
--- the size deltas are the coordinator's, and Citus runs no statement that modifies both kinds.
-CREATE FUNCTION passthrough._record_moves(p_batch_id bigint) RETURNS integer
+-- The coordinator's tables only: on a Citus cluster Citus runs no statement that modifies them and distributed
+-- ones, and the fold's ctid self-join works on a plain table only.
+CREATE FUNCTION passthrough._record_moves(p_batch_id bigint, p_moved passthrough.moved_version[]) RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
   v_changed integer;
 BEGIN
-  -- qualify events of audiences with a ttl: the sweeper's work list
-  INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
-  SELECT m.audience_key, m.event_ts, m.identifier_type_id, m.identifier
-  FROM pg_temp.passthrough_moved m WHERE m.qualified AND m.ttl IS NOT NULL;
-
   WITH lapsing AS (
     -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this version's ts; a
     -- writer that renews such a pair before the sweeper reached it records the expiry itself (the sweeper
@@ -912,13 +908,13 @@ BEGIN
     SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
            u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
              AS lapsed
-    FROM pg_temp.passthrough_moved u
+    FROM unnest(p_moved) u
   ), moved AS (
     -- was_in: the state just before this version's ts
     SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
     -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed
-    -- position, cursor (pos, level, batch, ord), ord in the order the writer returned its versions;
+    -- position, cursor (pos, level, batch, ord), ord in the order of p_moved;
     -- expiries come first, so a pair's expiry precedes its re-entry
     INSERT INTO passthrough.membership_changes
       (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
@@ -956,8 +952,8 @@ BEGIN
   RETURN v_changed;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._record_moves(bigint) IS
-  'Private: records what a writer moved (pg_temp.passthrough_moved) as batch p_batch_id: queues the qualifies of audiences with a ttl for the sweeper, appends the change feed (a lapsed previous qualify first, as an expiry at its real time) and folds the size deltas; returns the transitions.';
+COMMENT ON FUNCTION passthrough._record_moves(bigint, passthrough.moved_version[]) IS
+  'Private: records the versions a writer wrote (p_moved, in feed order) as batch p_batch_id: appends the change feed (a lapsed previous qualify first, as an expiry at its real time) and folds the size deltas; returns the transitions.';
 -- source: sql/functions/095_distributed_expiry.sql
 -- The expiry sweeper on a Citus cluster (docs/scale-out.md, Citus; the rules: sql/functions/100_expiry.sql).
 --
@@ -973,6 +969,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._session_table('passthrough_due') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_due (
@@ -982,7 +979,6 @@ BEGIN
   ELSE
     DELETE FROM pg_temp.passthrough_due;
   END IF;
-  PERFORM passthrough._moved_table();
 
   INSERT INTO pg_temp.passthrough_due
   SELECT q.audience_key, q.event_ts, q.identifier_type_id, q.identifier, a.ttl
@@ -1009,17 +1005,18 @@ BEGIN
               m.feed_pos, m.feed_level, d.ttl
   )
   -- as on one server (sql/functions/100_expiry.sql)
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts, f.event_ts + f.ttl,
-         f.feed_pos, f.feed_level, f.ttl
-  FROM flipped f ORDER BY f.event_ts + f.ttl;
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
 
   DELETE FROM passthrough.membership_expiries q
   USING pg_temp.passthrough_due d
   WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
     AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
 
-  v_count := passthrough._record_moves(v_batch_id);
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;
@@ -1070,6 +1067,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
     RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
@@ -1106,7 +1104,6 @@ BEGIN
 
   INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
   v_xid := pg_current_xact_id();
-  PERFORM passthrough._moved_table();
   WITH due AS (
     SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
     FROM passthrough.membership_expiries q
@@ -1144,12 +1141,13 @@ BEGIN
   )
   -- each flip as the version that holds from its member's expiry on (sql/functions/093_recorded_moves.sql),
   -- in the order the feed lists them
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts, f.event_ts + f.ttl,
-         f.feed_pos, f.feed_level, f.ttl
-  FROM flipped f ORDER BY f.event_ts + f.ttl;
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
   -- the feed's 'expired' changes at their real time, and the sizes
-  v_count := passthrough._record_moves(v_batch_id);
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;
@@ -1762,6 +1760,7 @@ DECLARE
   v_audience_ids text[];
   v_keys         integer[];
   v_distributed  boolean := passthrough._memberships_distributed();
+  v_moved        passthrough.moved_version[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
@@ -1794,11 +1793,10 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
   END IF;
 
-  -- One statement logs the events and upserts the deciding inputs; the row versions it writes go into
-  -- pg_temp.passthrough_moved, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql)
-  -- queues expiries, appends the feed and folds the size deltas. The same statements on a Citus cluster
-  -- (passthrough.distribute(); docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
-  PERFORM passthrough._moved_table();
+  -- One statement logs the events, upserts the deciding inputs, queues expiries and returns the row versions it
+  -- wrote, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql) appends the feed and
+  -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
+  -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
   WITH incoming AS MATERIALIZED (
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
            -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
@@ -1835,11 +1833,19 @@ BEGIN
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
               feed_level
+  ), moved AS (
+    SELECT u.*, x.ttl
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list (sql/functions/100_expiry.sql)
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier FROM moved WHERE qualified AND ttl IS NOT NULL
   )
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT u.*, x.ttl FROM upserted u
-  LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL;
-  v_result.changed := passthrough._record_moves(v_result.batch_id);
+  SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
+                       m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
+  INTO v_moved
+  FROM moved m;
+  v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;

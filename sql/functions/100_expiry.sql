@@ -36,6 +36,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
     RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
@@ -72,7 +73,6 @@ BEGIN
 
   INSERT INTO passthrough.batches (source, event_count) VALUES ('expiry', 0) RETURNING id INTO v_batch_id;
   v_xid := pg_current_xact_id();
-  PERFORM passthrough._moved_table();
   WITH due AS (
     SELECT q.ctid AS q_ctid, q.identifier_type_id, q.identifier, q.audience_key, q.event_ts, a.ttl
     FROM passthrough.membership_expiries q
@@ -110,12 +110,13 @@ BEGIN
   )
   -- each flip as the version that holds from its member's expiry on (sql/functions/093_recorded_moves.sql),
   -- in the order the feed lists them
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts, f.event_ts + f.ttl,
-         f.feed_pos, f.feed_level, f.ttl
-  FROM flipped f ORDER BY f.event_ts + f.ttl;
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
   -- the feed's 'expired' changes at their real time, and the sizes
-  v_count := passthrough._record_moves(v_batch_id);
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;

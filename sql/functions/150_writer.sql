@@ -48,6 +48,7 @@ DECLARE
   v_audience_ids text[];
   v_keys         integer[];
   v_distributed  boolean := passthrough._memberships_distributed();
+  v_moved        passthrough.moved_version[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
@@ -80,11 +81,10 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
   END IF;
 
-  -- One statement logs the events and upserts the deciding inputs; the row versions it writes go into
-  -- pg_temp.passthrough_moved, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql)
-  -- queues expiries, appends the feed and folds the size deltas. The same statements on a Citus cluster
-  -- (passthrough.distribute(); docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
-  PERFORM passthrough._moved_table();
+  -- One statement logs the events, upserts the deciding inputs, queues expiries and returns the row versions it
+  -- wrote, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql) appends the feed and
+  -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
+  -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
   WITH incoming AS MATERIALIZED (
     SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
            -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
@@ -121,11 +121,19 @@ BEGIN
          OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
     RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
               feed_level
+  ), moved AS (
+    SELECT u.*, x.ttl
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list (sql/functions/100_expiry.sql)
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier FROM moved WHERE qualified AND ttl IS NOT NULL
   )
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT u.*, x.ttl FROM upserted u
-  LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL;
-  v_result.changed := passthrough._record_moves(v_result.batch_id);
+  SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
+                       m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
+  INTO v_moved
+  FROM moved m;
+  v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;
