@@ -37,7 +37,8 @@ COMMENT ON FUNCTION passthrough._audience_lock_space() IS
 
 -- The one writer of membership state. Callers put p_count validated events (and, for a snapshot import,
 -- p_verdicts verdict-only rows) into pg_temp.passthrough_incoming (passthrough._incoming_table); one
--- statement logs the events, keeps the deciding input per pair and upserts it, a second records what moved.
+-- statement logs the events, upserts the deciding input per pair and queues expiries, and
+-- passthrough._record_moves appends the feed and the size changes.
 CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint, p_verdicts bigint DEFAULT 0)
 RETURNS passthrough.apply_result
 LANGUAGE plpgsql
