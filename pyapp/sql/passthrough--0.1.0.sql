@@ -57,6 +57,23 @@ CREATE TYPE passthrough.snapshot_result AS (
 );
 COMMENT ON TYPE passthrough.snapshot_result IS
   'What importing (or dry-running) a snapshot did or would do, counted as of T: the members at T by the inputs known before the import, against the list; and, for a dry run, the guards that would refuse it.';
+-- source: sql/types/040_moved_version.sql
+-- A membership row version a writer of membership state wrote, as passthrough._record_moves reads it
+-- (sql/functions/093_recorded_moves.sql): the writer's upsert and the sweeper's flip return these.
+
+CREATE TYPE passthrough.moved_version AS (
+  identifier_type_id smallint,
+  identifier         text COLLATE "C",
+  audience_key       integer,
+  qualified          boolean,
+  previous_event_ts  timestamptz,  -- the ts of the qualify this version replaced, NULL when it replaced none
+  event_ts           timestamptz,  -- from when this version holds
+  feed_pos           xid8,
+  feed_level         smallint,
+  ttl                interval      -- the audience's ttl, NULL without one
+);
+COMMENT ON TYPE passthrough.moved_version IS
+  'Private: a membership row version a writer wrote, with its audience''s ttl (passthrough._record_moves).';
 -- source: sql/tables/010_settings.sql
 -- Operator settings: one row, typed columns.
 
@@ -714,7 +731,7 @@ COMMENT ON FUNCTION passthrough._within_ttl(timestamptz, interval, timestamptz) 
 -- pair's state.
 --
 -- The writers (passthrough._apply_valid_events, the expiry sweeper) append a row per transition in the same
--- statement as the update that made it. Its place in the feed is the feed position of the membership row
+-- transaction as the update that made it (passthrough._record_moves, sql/functions/093_recorded_moves.sql). Its place in the feed is the feed position of the membership row
 -- version it wrote, (pos, level), then the batch and the row's place in the batch: the cursor is
 -- (pos, level, batch_id, ord).
 --
@@ -847,9 +864,8 @@ $$;
 COMMENT ON FUNCTION passthrough._check_horizon(timestamptz, text) IS
   'Private: PT031 when p_at is older than the pruned event log can answer for.';
 -- source: sql/functions/092_distributed.sql
--- Citus (docs/scale-out.md, Citus): whether the schema is distributed, and the session table in which the
--- writers on a cluster keep what their update of the distributed memberships returned
--- (sql/functions/095_distributed_expiry.sql, sql/functions/145_distributed_writer.sql).
+-- Citus (docs/scale-out.md, Citus): whether the schema is distributed, which decides whether the writers take
+-- their steps for a cluster (sql/functions/095_distributed_expiry.sql, sql/functions/145_distributed_writer.sql).
 
 -- Whether distribute() has run: memberships is in Citus's metadata. Two statements, because on a server
 -- without Citus pg_dist_partition does not exist and a statement naming it could not even be planned.
@@ -866,25 +882,78 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._memberships_distributed() IS
   'Private: whether passthrough.memberships is a Citus table (passthrough.distribute() has run); false without Citus.';
+-- source: sql/functions/093_recorded_moves.sql
+-- What a writer of membership state moved, recorded one way by every writer: the one writer
+-- (sql/functions/150_writer.sql), the expiry sweeper (sql/functions/100_expiry.sql), and their steps on a
+-- Citus cluster (sql/functions/095_distributed_expiry.sql). Each collects the membership row versions its
+-- update wrote, with the audience's ttl (passthrough.moved_version), and passthrough._record_moves turns them
+-- into the change feed and the size deltas. A version holds from its event_ts on: a
+-- writer's is the deciding input's ts; a sweeper's is the instant its member expired (the deciding qualify's
+-- ts + the ttl), that qualify being its previous_event_ts. An array rather than a session table: a temporary
+-- table ON COMMIT DELETE ROWS is truncated at every commit of a transaction that touched any temporary table,
+-- about 0.3 ms each, 2-3% of a 500-event apply_events call (docs/benchmarks.md).
 
--- The membership row versions a writer on a cluster wrote, with the audience's ttl: the distributed writer's
--- and sweeper's update of memberships returns them into it, and the rest of their work reads them from it.
-CREATE FUNCTION passthrough._moved_table() RETURNS void
+-- The coordinator's tables only: on a Citus cluster Citus runs no statement that modifies them and distributed
+-- ones, and the fold's ctid self-join works on a plain table only.
+CREATE FUNCTION passthrough._record_moves(p_batch_id bigint, p_moved passthrough.moved_version[]) RETURNS integer
 LANGUAGE plpgsql
 AS $$
+DECLARE
+  v_changed integer;
 BEGIN
-  IF passthrough._session_table('passthrough_moved') IS NULL THEN
-    CREATE TEMPORARY TABLE passthrough_moved (
-      identifier_type_id smallint, identifier text COLLATE "C", audience_key integer, qualified boolean,
-      previous_event_ts timestamptz, event_ts timestamptz, feed_pos xid8, feed_level smallint, ttl interval
-    ) ON COMMIT DELETE ROWS;
-  ELSE
-    DELETE FROM pg_temp.passthrough_moved;
-  END IF;
+  WITH lapsing AS (
+    -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this version's ts; a
+    -- writer that renews such a pair before the sweeper reached it records the expiry itself (the sweeper
+    -- flips qualified when it does), and every version the sweeper writes is one
+    SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
+           u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
+             AS lapsed
+    FROM unnest(p_moved) u
+  ), moved AS (
+    -- was_in: the state just before this version's ts
+    SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
+  ), feed AS (
+    -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed
+    -- position, cursor (pos, level, batch, ord), ord in the order of p_moved;
+    -- expiries come first, so a pair's expiry precedes its re-entry
+    INSERT INTO passthrough.membership_changes
+      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
+    SELECT c.feed_pos, c.feed_level, p_batch_id, row_number() OVER (),
+           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
+    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
+                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
+          FROM moved WHERE lapsed
+          UNION ALL
+          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
+          FROM moved WHERE qualified <> was_in) AS c
+  ), net AS (
+    SELECT audience_key,
+           sum(qualified::integer - previous_qualified::integer) AS delta,
+           count(*) FILTER (WHERE qualified <> was_in) + count(*) FILTER (WHERE lapsed) AS transitions
+    FROM moved GROUP BY audience_key
+  ), folded AS (
+    -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
+    DELETE FROM passthrough.audience_size_deltas d
+    WHERE d.ctid = ANY (ARRAY(
+      SELECT s.ctid FROM passthrough.audience_size_deltas s
+      WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
+      FOR UPDATE SKIP LOCKED))
+    RETURNING d.audience_key, d.delta
+  ), stored AS (
+    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
+    SELECT audience_key, sum(delta)
+    FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
+          UNION ALL
+          SELECT audience_key, delta FROM folded) AS x
+    GROUP BY audience_key
+    HAVING sum(delta) <> 0
+  )
+  SELECT coalesce(sum(transitions), 0)::integer INTO v_changed FROM net;
+  RETURN v_changed;
 END;
 $$;
-COMMENT ON FUNCTION passthrough._moved_table() IS
-  'Private: creates this session''s pg_temp.passthrough_moved (what a writer on a Citus cluster changed) unless it exists, else empties it; 42501 for one planted by anyone else.';
+COMMENT ON FUNCTION passthrough._record_moves(bigint, passthrough.moved_version[]) IS
+  'Private: records the versions a writer wrote (p_moved, in feed order) as batch p_batch_id: appends the change feed (a lapsed previous qualify first, as an expiry at its real time) and folds the size deltas; returns the transitions.';
 -- source: sql/functions/095_distributed_expiry.sql
 -- The expiry sweeper on a Citus cluster (docs/scale-out.md, Citus; the rules: sql/functions/100_expiry.sql).
 --
@@ -900,6 +969,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._session_table('passthrough_due') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_due (
@@ -909,7 +979,6 @@ BEGIN
   ELSE
     DELETE FROM pg_temp.passthrough_due;
   END IF;
-  PERFORM passthrough._moved_table();
 
   INSERT INTO pg_temp.passthrough_due
   SELECT q.audience_key, q.event_ts, q.identifier_type_id, q.identifier, a.ttl
@@ -935,24 +1004,19 @@ BEGIN
     RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
               m.feed_pos, m.feed_level, d.ttl
   )
-  INSERT INTO pg_temp.passthrough_moved SELECT * FROM flipped;
+  -- as on one server (sql/functions/100_expiry.sql)
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
 
   DELETE FROM passthrough.membership_expiries q
   USING pg_temp.passthrough_due d
   WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
     AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
 
-  WITH feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.event_ts + f.ttl),
-           f.identifier_type_id, f.audience_key, false, true, f.event_ts + f.ttl, f.identifier
-    FROM pg_temp.passthrough_moved f
-  ), sizes AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT f.audience_key, -count(*) FROM pg_temp.passthrough_moved f GROUP BY f.audience_key
-  )
-  SELECT count(*)::integer INTO v_count FROM pg_temp.passthrough_moved;
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;
@@ -969,7 +1033,8 @@ COMMENT ON FUNCTION passthrough._expire_due_distributed(integer, integer) IS
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
 -- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
--- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
+-- expiry is not recorded yet records it itself, so the feed misses none: both record what they moved through
+-- passthrough._record_moves (sql/functions/093_recorded_moves.sql).
 
 -- PL/pgSQL rather than SQL: Citus cannot plan a SQL function's parameterized statement on its tables.
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
@@ -1002,6 +1067,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
     RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
@@ -1066,23 +1132,22 @@ BEGIN
         feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
-    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,
-              m.feed_pos, m.feed_level
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
+              m.feed_pos, m.feed_level, l.ttl
   ), dropped AS (
     DELETE FROM passthrough.membership_expiries q
     WHERE q.ctid = ANY (v_work)
       AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
-  ), feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.expired_at),
-           f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
-    FROM flipped f
-  ), sizes AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT f.audience_key, -count(*) FROM flipped f GROUP BY f.audience_key
   )
-  SELECT count(*)::integer INTO v_count FROM flipped;
+  -- each flip as the version that holds from its member's expiry on (sql/functions/093_recorded_moves.sql),
+  -- in the order the feed lists them
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
+  -- the feed's 'expired' changes at their real time, and the sizes
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;
@@ -1644,108 +1709,6 @@ END;
 $$;
 COMMENT ON FUNCTION passthrough._raise_invalid_events(jsonb, integer) IS
   'Private: raises PT001 with every invalid event listed as JSON in DETAIL.';
--- source: sql/functions/145_distributed_writer.sql
--- The writer on a Citus cluster (docs/scale-out.md, Citus): the same rules as the one writer
--- (sql/functions/150_writer.sql), in steps Citus can plan. Its single statement mixes modifications of
--- distributed tables (events, memberships, expiries) with ones of the coordinator's (the feed, size deltas)
--- and a ctid self-join, which Citus refuses. Here: log the events; upsert the deciding inputs into the
--- distributed memberships and keep what the upsert returns in a session table on the coordinator; from it,
--- queue expiries and append the feed and the size deltas, which are the coordinator's plain tables.
---
--- Feed positions stay the coordinator's transaction ids (p_xid): every write goes through the coordinator,
--- whose transaction commits the feed rows; a worker's own ids (its xmin) mean nothing there, so a version
--- written over one the same transaction wrote takes level + 1 rather than keeping it (still after it).
-
-CREATE FUNCTION passthrough._apply_distributed(p_batch_id bigint, p_xid xid8) RETURNS integer
-LANGUAGE plpgsql
-AS $$
-DECLARE
-  v_changed integer;
-BEGIN
-  PERFORM passthrough._moved_table();
-
-  INSERT INTO passthrough.events
-    (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-  SELECT p_batch_id, u.ts, u.t, e.id, u.q, u.i, u.idem
-  FROM pg_temp.passthrough_incoming u JOIN passthrough.external_audiences e ON e.external_id = u.a
-  WHERE NOT u.verdict_only;
-
-  WITH latest AS (
-    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts
-    FROM (SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts
-          FROM pg_temp.passthrough_incoming u
-          JOIN passthrough.external_audiences e ON e.external_id = u.a
-          WHERE u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at
-             OR (u.ts = e.snapshot_at AND NOT u.q)) AS deciding
-    ORDER BY t, i, k, ts DESC, q
-  ), upserted AS (
-    INSERT INTO passthrough.memberships AS m
-      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
-    SELECT t, i, k, q, ts, p_xid FROM latest ORDER BY t, i, k
-    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
-      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
-          feed_pos = passthrough._feed_pos_after(m.feed_pos, p_xid),
-          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, NULL, p_xid)
-      WHERE EXCLUDED.event_ts > m.event_ts
-         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
-              feed_level
-  )
-  INSERT INTO pg_temp.passthrough_moved
-  SELECT u.*, x.ttl FROM upserted u
-  LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL;
-
-  INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
-  SELECT audience_key, event_ts, identifier_type_id, identifier
-  FROM pg_temp.passthrough_moved WHERE qualified AND ttl IS NOT NULL;
-
-  -- from here on, the coordinator's tables only: the rest of the one writer's statement, as it is there
-  WITH moved AS (
-    SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in
-    FROM (SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
-                 u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
-                   AS lapsed
-          FROM pg_temp.passthrough_moved u) AS l
-  ), feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT c.feed_pos, c.feed_level, p_batch_id, row_number() OVER (),
-           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE lapsed
-          UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE qualified <> was_in) AS c
-  ), net AS (
-    SELECT audience_key,
-           sum(qualified::integer - previous_qualified::integer) AS delta,
-           count(*) FILTER (WHERE qualified <> was_in) + count(*) FILTER (WHERE lapsed) AS transitions
-    FROM moved GROUP BY audience_key
-  ), folded AS (
-    DELETE FROM passthrough.audience_size_deltas d
-    WHERE d.ctid = ANY (ARRAY(
-      SELECT s.ctid FROM passthrough.audience_size_deltas s
-      WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
-      FOR UPDATE SKIP LOCKED))
-    RETURNING d.audience_key, d.delta
-  ), stored AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT audience_key, sum(delta)
-    FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
-          UNION ALL
-          SELECT audience_key, delta FROM folded) AS x
-    GROUP BY audience_key
-    HAVING sum(delta) <> 0
-  )
-  SELECT coalesce(sum(transitions), 0)::integer INTO v_changed FROM net;
-  RETURN v_changed;
-END;
-$$;
-COMMENT ON FUNCTION passthrough._apply_distributed(bigint, xid8) IS
-  'Private: the writer''s work on a Citus cluster, in steps Citus plans (pg_temp.passthrough_incoming as batch p_batch_id of transaction p_xid); returns the transitions. Called by passthrough._apply_valid_events.';
-
 -- source: sql/functions/150_writer.sql
 -- The one set-based writer of membership state, which every path shares (apply_events, bulk loads,
 -- snapshot imports); the events it gets are valid (sql/functions/130_event_rules.sql).
@@ -1786,7 +1749,8 @@ COMMENT ON FUNCTION passthrough._audience_lock_space() IS
 
 -- The one writer of membership state. Callers put p_count validated events (and, for a snapshot import,
 -- p_verdicts verdict-only rows) into pg_temp.passthrough_incoming (passthrough._incoming_table); one
--- statement logs the events, keeps the deciding input per pair, upserts it, and records size changes.
+-- statement logs the events, upserts the deciding input per pair and queues expiries, and
+-- passthrough._record_moves appends the feed and the size changes.
 CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint, p_verdicts bigint DEFAULT 0)
 RETURNS passthrough.apply_result
 LANGUAGE plpgsql
@@ -1796,6 +1760,8 @@ DECLARE
   v_xid          xid8;
   v_audience_ids text[];
   v_keys         integer[];
+  v_distributed  boolean := passthrough._memberships_distributed();
+  v_moved        passthrough.moved_version[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
@@ -1828,97 +1794,59 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
   END IF;
 
-  -- on a Citus cluster (passthrough.distribute()), the same work in steps Citus can plan
-  IF passthrough._memberships_distributed() THEN
-    v_result.changed := passthrough._apply_distributed(v_result.batch_id, v_xid);
-  ELSE
-    WITH incoming AS MATERIALIZED (
-      SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
-             -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
-             -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before T, or a
-             -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
-             u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
-               AS decides
-      FROM pg_temp.passthrough_incoming u
-      JOIN passthrough.external_audiences e ON e.external_id = u.a
-      -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
-      -- dedupe sort below finds its input already sorted
-      ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
-    ), logged AS (
-      INSERT INTO passthrough.events
-        (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-      SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
-    ), latest AS (
-      -- newest input per pair; on equal ts false (disqualify) sorts first and wins
-      SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
-    ), upserted AS (
-      -- rows go in key order so that concurrent batches lock shared pairs in the same order
-      INSERT INTO passthrough.memberships AS m
-        (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
-      SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
-      ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
-        SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-            previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
-            -- the feed orders this version after the one it replaces, even one a later transaction wrote
-            feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-            feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
-        WHERE EXCLUDED.event_ts > m.event_ts
-           OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-      RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
-                previous_event_ts, event_ts, feed_pos, feed_level
-    ), lapsing AS (
-      -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this event's ts, and the
-      -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
-      SELECT u.*, x.ttl,
-             u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts)
-               AS lapsed
-      FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
-    ), moved AS (
-      -- was_in: the state just before this event's ts
-      SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
-    ), feed AS (
-      -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed position,
-      -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
-      INSERT INTO passthrough.membership_changes
-        (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-      SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
-             c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-      FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                   previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-            FROM moved WHERE lapsed
-            UNION ALL
-            SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-            FROM moved WHERE qualified <> was_in) AS c
-    ), queued AS (
-      -- qualify events of audiences with a ttl: the sweeper's work list
-      INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
-      SELECT audience_key, event_ts, identifier_type_id, identifier
-      FROM moved WHERE qualified AND ttl IS NOT NULL
-    ), net AS (
-      SELECT audience_key,
-             sum(qualified::integer - previous_qualified::integer) AS delta,
-             count(*) FILTER (WHERE qualified <> was_in)
-               + count(*) FILTER (WHERE lapsed) AS transitions
-      FROM moved GROUP BY audience_key
-    ), folded AS (
-      -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
-      DELETE FROM passthrough.audience_size_deltas d
-      WHERE d.ctid = ANY (ARRAY(
-        SELECT s.ctid FROM passthrough.audience_size_deltas s
-        WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
-        FOR UPDATE SKIP LOCKED))
-      RETURNING d.audience_key, d.delta
-    ), stored AS (
-      INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-      SELECT audience_key, sum(delta)
-      FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
-            UNION ALL
-            SELECT audience_key, delta FROM folded) AS x
-      GROUP BY audience_key
-      HAVING sum(delta) <> 0
-    )
-    SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
-  END IF;
+  -- One statement logs the events, upserts the deciding inputs, queues expiries and returns the row versions it
+  -- wrote, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql) appends the feed and
+  -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
+  -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
+  WITH incoming AS MATERIALIZED (
+    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+           -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
+           -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before
+           -- T, or a qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
+           u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
+             AS decides
+    FROM pg_temp.passthrough_incoming u
+    JOIN passthrough.external_audiences e ON e.external_id = u.a
+    -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
+    -- dedupe sort below finds its input already sorted
+    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
+  ), logged AS (
+    INSERT INTO passthrough.events
+      (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
+    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
+  ), latest AS (
+    -- newest input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
+  ), upserted AS (
+    -- rows go in key order so that concurrent batches lock shared pairs in the same order
+    INSERT INTO passthrough.memberships AS m
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+    SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
+    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
+      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
+          -- the feed orders this version after the one it replaces, even one a later transaction wrote; on a
+          -- cluster a worker's xmin is not a coordinator's transaction id (sql/functions/070_feed_position.sql)
+          feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level,
+                                                     CASE WHEN NOT v_distributed THEN m.xmin END, v_xid)
+      WHERE EXCLUDED.event_ts > m.event_ts
+         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
+              feed_level
+  ), moved AS (
+    SELECT u.*, x.ttl
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list (sql/functions/100_expiry.sql)
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier FROM moved WHERE qualified AND ttl IS NOT NULL
+  )
+  SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
+                       m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
+  INTO v_moved
+  FROM moved m;
+  v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;
@@ -2196,6 +2124,33 @@ $$;
 COMMENT ON FUNCTION passthrough._key_staged_identifiers() IS
   'Private: keys each staged row that named several identifiers by its one high-confidence identifier (passthrough._key_identifier).';
 
+-- PT020, the one refusal of a load or a snapshot import with invalid rows (load_staged, import_snapshot):
+-- the first invalid row in the message, up to 100 of them in DETAIL as JSON, each built by _invalid_row.
+CREATE FUNCTION passthrough._invalid_row(p_row_no bigint, p_problems text[]) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('row', p_row_no, 'message', array_to_string(p_problems, '; '),
+                            'problems', to_jsonb(p_problems));
+$$;
+COMMENT ON FUNCTION passthrough._invalid_row(bigint, text[]) IS
+  'Private: one invalid staged row as PT020 lists it in DETAIL: {"row": row_no, "message": ..., "problems": [...]}.';
+
+CREATE FUNCTION passthrough._raise_invalid_rows(
+  p_what text, p_bad bigint, p_total bigint, p_invalid jsonb, p_hint text
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = 'PT020',
+    MESSAGE = format('%s refused: %s of %s rows invalid; row %s: %s',
+                     p_what, p_bad, p_total, p_invalid->0->>'row', p_invalid->0->>'message'),
+    DETAIL = p_invalid::text,
+    HINT = p_hint;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._raise_invalid_rows(text, bigint, bigint, jsonb, text) IS
+  'Private: raises PT020 for p_bad invalid rows of p_total staged for p_what (''load'', ''snapshot''), p_invalid (up to 100 rows as passthrough._invalid_row builds them) in DETAIL.';
+
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
 ) RETURNS passthrough.load_result
@@ -2279,20 +2234,16 @@ BEGIN
     WHERE cardinality(c.problems) > 0;
 
     IF NOT coalesce(p_rejects, false) THEN
-      SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
-                                          'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
+      SELECT jsonb_agg(passthrough._invalid_row(x.row_no, x.problems) ORDER BY x.row_no)
       INTO v_invalid
       FROM (SELECT i.row_no, i.problems FROM pg_temp.passthrough_load_invalid i
             ORDER BY i.row_no LIMIT 100) x;
-      RAISE EXCEPTION USING ERRCODE = 'PT020',
-        MESSAGE = format('load refused: %s of %s rows invalid; row %s: %s',
-                         v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
-        DETAIL = v_invalid::text,
-        HINT = format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
-                      '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or '
-                      'call passthrough.load_staged(p_rejects => true) to store the valid rows and keep '
-                      'the invalid ones in passthrough.load_rejects.',
-                      CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END);
+      PERFORM passthrough._raise_invalid_rows('load', v_bad, v_total, v_invalid,
+        format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
+               '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or '
+               'call passthrough.load_staged(p_rejects => true) to store the valid rows and keep '
+               'the invalid ones in passthrough.load_rejects.',
+               CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END));
     END IF;
     INSERT INTO passthrough.load_rejects SELECT * FROM pg_temp.passthrough_load_invalid;
     TRUNCATE pg_temp.passthrough_load_invalid;
@@ -2677,17 +2628,13 @@ BEGIN
                       '/v3/audiences/{audience_id}/snapshot, or passthrough.import_snapshot(%L).',
                       to_json(v_other), v_other, v_other);
     END IF;
-    SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
-                                        'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
+    SELECT jsonb_agg(passthrough._invalid_row(x.row_no, x.problems) ORDER BY x.row_no)
     INTO v_invalid
     FROM (SELECT r.row_no, r.problems FROM pg_temp.passthrough_snapshot_rows r
           WHERE cardinality(r.problems) > 0 ORDER BY r.row_no LIMIT 100) x;
-    RAISE EXCEPTION USING ERRCODE = 'PT020',
-      MESSAGE = format('snapshot refused: %s of %s rows invalid; row %s: %s',
-                       v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
-      DETAIL = v_invalid::text,
-      HINT = 'Nothing was changed. DETAIL lists (up to 100) invalid rows as JSON '
-             '[{"row": row_no, "message": ..., "problems": [...]}]; a snapshot is applied whole or not at all.';
+    PERFORM passthrough._raise_invalid_rows('snapshot', v_bad, v_total, v_invalid,
+      'Nothing was changed. DETAIL lists (up to 100) invalid rows as JSON '
+      '[{"row": row_no, "message": ..., "problems": [...]}]; a snapshot is applied whole or not at all.');
   END IF;
 
   -- T: as given, else the newest ts in the snapshot (conservative: nothing newer than the data is

@@ -3,7 +3,7 @@
 -- pair's state.
 --
 -- The writers (passthrough._apply_valid_events, the expiry sweeper) append a row per transition in the same
--- statement as the update that made it. Its place in the feed is the feed position of the membership row
+-- transaction as the update that made it (passthrough._record_moves, sql/functions/093_recorded_moves.sql). Its place in the feed is the feed position of the membership row
 -- version it wrote, (pos, level), then the batch and the row's place in the batch: the cursor is
 -- (pos, level, batch_id, ord).
 --

@@ -12,6 +12,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._session_table('passthrough_due') IS NULL THEN
     CREATE TEMPORARY TABLE passthrough_due (
@@ -21,7 +22,6 @@ BEGIN
   ELSE
     DELETE FROM pg_temp.passthrough_due;
   END IF;
-  PERFORM passthrough._moved_table();
 
   INSERT INTO pg_temp.passthrough_due
   SELECT q.audience_key, q.event_ts, q.identifier_type_id, q.identifier, a.ttl
@@ -47,24 +47,19 @@ BEGIN
     RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
               m.feed_pos, m.feed_level, d.ttl
   )
-  INSERT INTO pg_temp.passthrough_moved SELECT * FROM flipped;
+  -- as on one server (sql/functions/100_expiry.sql)
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
 
   DELETE FROM passthrough.membership_expiries q
   USING pg_temp.passthrough_due d
   WHERE q.audience_key = d.audience_key AND q.event_ts = d.event_ts
     AND q.identifier_type_id = d.identifier_type_id AND q.identifier = d.identifier;
 
-  WITH feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.event_ts + f.ttl),
-           f.identifier_type_id, f.audience_key, false, true, f.event_ts + f.ttl, f.identifier
-    FROM pg_temp.passthrough_moved f
-  ), sizes AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT f.audience_key, -count(*) FROM pg_temp.passthrough_moved f GROUP BY f.audience_key
-  )
-  SELECT count(*)::integer INTO v_count FROM pg_temp.passthrough_moved;
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;

@@ -2,7 +2,8 @@
 -- counts as not qualified. Reads evaluate it at read time (no sweeper is needed for a correct answer);
 -- the sweeper, passthrough.expire_memberships(), records each expiry in the change feed at its real time
 -- (the qualify event's ts + the ttl) and flips the stored state. A writer that renews a membership whose
--- expiry is not recorded yet records it itself (sql/functions/150_writer.sql), so the feed misses none.
+-- expiry is not recorded yet records it itself, so the feed misses none: both record what they moved through
+-- passthrough._record_moves (sql/functions/093_recorded_moves.sql).
 
 -- PL/pgSQL rather than SQL: Citus cannot plan a SQL function's parameterized statement on its tables.
 CREATE FUNCTION passthrough._expired_unswept(p_audience_key integer) RETURNS bigint
@@ -35,6 +36,7 @@ DECLARE
   v_batch_id bigint;
   v_count    integer;
   v_xid      xid8;
+  v_moved    passthrough.moved_version[];
 BEGIN
   IF passthrough._memberships_distributed() THEN  -- a Citus cluster: the same rules, in steps Citus can plan
     RETURN passthrough._expire_due_distributed(p_audience_key, p_limit);
@@ -99,23 +101,22 @@ BEGIN
         feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
     FROM locked l
     WHERE m.ctid = l.m_ctid AND m.qualified
-    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.event_ts + l.ttl AS expired_at,
-              m.feed_pos, m.feed_level
+    RETURNING m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts, m.event_ts,
+              m.feed_pos, m.feed_level, l.ttl
   ), dropped AS (
     DELETE FROM passthrough.membership_expiries q
     WHERE q.ctid = ANY (v_work)
       AND (q.ctid IN (SELECT l.q_ctid FROM locked l) OR q.ctid NOT IN (SELECT c.q_ctid FROM candidates c))
-  ), feed AS (
-    INSERT INTO passthrough.membership_changes
-      (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT f.feed_pos, f.feed_level, v_batch_id, row_number() OVER (ORDER BY f.expired_at),
-           f.identifier_type_id, f.audience_key, false, true, f.expired_at, f.identifier
-    FROM flipped f
-  ), sizes AS (
-    INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-    SELECT f.audience_key, -count(*) FROM flipped f GROUP BY f.audience_key
   )
-  SELECT count(*)::integer INTO v_count FROM flipped;
+  -- each flip as the version that holds from its member's expiry on (sql/functions/093_recorded_moves.sql),
+  -- in the order the feed lists them
+  SELECT array_agg(ROW(f.identifier_type_id, f.identifier, f.audience_key, f.qualified, f.previous_event_ts,
+                       f.event_ts + f.ttl, f.feed_pos, f.feed_level, f.ttl)::passthrough.moved_version
+                   ORDER BY f.event_ts + f.ttl)
+  INTO v_moved
+  FROM flipped f;
+  -- the feed's 'expired' changes at their real time, and the sizes
+  v_count := passthrough._record_moves(v_batch_id, v_moved);
 
   IF v_count = 0 THEN
     DELETE FROM passthrough.batches WHERE id = v_batch_id;

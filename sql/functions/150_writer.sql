@@ -37,7 +37,8 @@ COMMENT ON FUNCTION passthrough._audience_lock_space() IS
 
 -- The one writer of membership state. Callers put p_count validated events (and, for a snapshot import,
 -- p_verdicts verdict-only rows) into pg_temp.passthrough_incoming (passthrough._incoming_table); one
--- statement logs the events, keeps the deciding input per pair, upserts it, and records size changes.
+-- statement logs the events, upserts the deciding input per pair and queues expiries, and
+-- passthrough._record_moves appends the feed and the size changes.
 CREATE FUNCTION passthrough._apply_valid_events(p_source text, p_count bigint, p_verdicts bigint DEFAULT 0)
 RETURNS passthrough.apply_result
 LANGUAGE plpgsql
@@ -47,6 +48,8 @@ DECLARE
   v_xid          xid8;
   v_audience_ids text[];
   v_keys         integer[];
+  v_distributed  boolean := passthrough._memberships_distributed();
+  v_moved        passthrough.moved_version[];
 BEGIN
   v_result := ROW(NULL, coalesce(p_count, 0), 0, 0);
   IF v_result.accepted = 0 AND coalesce(p_verdicts, 0) = 0 THEN
@@ -79,97 +82,59 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(passthrough._audience_lock_space(), k) FROM unnest(v_keys) AS x(k);
   END IF;
 
-  -- on a Citus cluster (passthrough.distribute()), the same work in steps Citus can plan
-  IF passthrough._memberships_distributed() THEN
-    v_result.changed := passthrough._apply_distributed(v_result.batch_id, v_xid);
-  ELSE
-    WITH incoming AS MATERIALIZED (
-      SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
-             -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
-             -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before T, or a
-             -- qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
-             u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
-               AS decides
-      FROM pg_temp.passthrough_incoming u
-      JOIN passthrough.external_audiences e ON e.external_id = u.a
-      -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
-      -- dedupe sort below finds its input already sorted
-      ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
-    ), logged AS (
-      INSERT INTO passthrough.events
-        (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
-      SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
-    ), latest AS (
-      -- newest input per pair; on equal ts false (disqualify) sorts first and wins
-      SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
-    ), upserted AS (
-      -- rows go in key order so that concurrent batches lock shared pairs in the same order
-      INSERT INTO passthrough.memberships AS m
-        (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
-      SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
-      ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
-        SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
-            previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
-            -- the feed orders this version after the one it replaces, even one a later transaction wrote
-            feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
-            feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level, m.xmin, v_xid)
-        WHERE EXCLUDED.event_ts > m.event_ts
-           OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
-      RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts IS NOT NULL AS previous_qualified,
-                previous_event_ts, event_ts, feed_pos, feed_level
-    ), lapsing AS (
-      -- expiry (sql/functions/100_expiry.sql): the previous qualify had run out before this event's ts, and the
-      -- sweeper had not recorded it yet (it flips qualified when it does); this batch records it
-      SELECT u.*, x.ttl,
-             u.previous_qualified AND NOT passthrough._within_ttl(u.previous_event_ts, x.ttl, u.event_ts)
-               AS lapsed
-      FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
-    ), moved AS (
-      -- was_in: the state just before this event's ts
-      SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
-    ), feed AS (
-      -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed position,
-      -- cursor (pos, level, batch, ord); expiries come first, so a pair's expiry precedes its re-entry
-      INSERT INTO passthrough.membership_changes
-        (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-      SELECT c.feed_pos, c.feed_level, v_result.batch_id, row_number() OVER (),
-             c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-      FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                   previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-            FROM moved WHERE lapsed
-            UNION ALL
-            SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-            FROM moved WHERE qualified <> was_in) AS c
-    ), queued AS (
-      -- qualify events of audiences with a ttl: the sweeper's work list
-      INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
-      SELECT audience_key, event_ts, identifier_type_id, identifier
-      FROM moved WHERE qualified AND ttl IS NOT NULL
-    ), net AS (
-      SELECT audience_key,
-             sum(qualified::integer - previous_qualified::integer) AS delta,
-             count(*) FILTER (WHERE qualified <> was_in)
-               + count(*) FILTER (WHERE lapsed) AS transitions
-      FROM moved GROUP BY audience_key
-    ), folded AS (
-      -- fold the size rows no other writer holds into this batch's row; SKIP LOCKED never waits
-      DELETE FROM passthrough.audience_size_deltas d
-      WHERE d.ctid = ANY (ARRAY(
-        SELECT s.ctid FROM passthrough.audience_size_deltas s
-        WHERE s.audience_key IN (SELECT audience_key FROM net WHERE delta <> 0)
-        FOR UPDATE SKIP LOCKED))
-      RETURNING d.audience_key, d.delta
-    ), stored AS (
-      INSERT INTO passthrough.audience_size_deltas (audience_key, delta)
-      SELECT audience_key, sum(delta)
-      FROM (SELECT audience_key, delta FROM net WHERE delta <> 0
-            UNION ALL
-            SELECT audience_key, delta FROM folded) AS x
-      GROUP BY audience_key
-      HAVING sum(delta) <> 0
-    )
-    SELECT coalesce(sum(transitions), 0)::integer INTO v_result.changed FROM net;
-  END IF;
+  -- One statement logs the events, upserts the deciding inputs, queues expiries and returns the row versions it
+  -- wrote, from which passthrough._record_moves (sql/functions/093_recorded_moves.sql) appends the feed and
+  -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
+  -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
+  WITH incoming AS MATERIALIZED (
+    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+           -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
+           -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before
+           -- T, or a qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
+           u.verdict_only OR e.snapshot_at IS NULL OR u.ts > e.snapshot_at OR (u.ts = e.snapshot_at AND NOT u.q)
+             AS decides
+    FROM pg_temp.passthrough_incoming u
+    JOIN passthrough.external_audiences e ON e.external_id = u.a
+    -- in key order: the log's identifier index and the upsert then touch neighbouring pages, and the
+    -- dedupe sort below finds its input already sorted
+    ORDER BY u.t, u.i COLLATE "C", e.id, u.ts DESC, u.q
+  ), logged AS (
+    INSERT INTO passthrough.events
+      (batch_id, event_ts, identifier_type_id, audience_key, qualified, identifier, idempotence_id)
+    SELECT v_result.batch_id, ts, t, k, q, i, idem FROM incoming WHERE NOT verdict_only
+  ), latest AS (
+    -- newest input per pair; on equal ts false (disqualify) sorts first and wins
+    SELECT DISTINCT ON (t, i, k) t, i, k, q, ts FROM incoming WHERE decides ORDER BY t, i, k, ts DESC, q
+  ), upserted AS (
+    -- rows go in key order so that concurrent batches lock shared pairs in the same order
+    INSERT INTO passthrough.memberships AS m
+      (identifier_type_id, identifier, audience_key, qualified, event_ts, feed_pos)
+    SELECT t, i, k, q, ts, v_xid FROM latest ORDER BY t, i, k
+    ON CONFLICT (identifier_type_id, identifier, audience_key) DO UPDATE
+      SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+          previous_event_ts = CASE WHEN m.qualified THEN m.event_ts END,
+          -- the feed orders this version after the one it replaces, even one a later transaction wrote; on a
+          -- cluster a worker's xmin is not a coordinator's transaction id (sql/functions/070_feed_position.sql)
+          feed_pos = passthrough._feed_pos_after(m.feed_pos, v_xid),
+          feed_level = passthrough._feed_level_after(m.feed_pos, m.feed_level,
+                                                     CASE WHEN NOT v_distributed THEN m.xmin END, v_xid)
+      WHERE EXCLUDED.event_ts > m.event_ts
+         OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+    RETURNING identifier_type_id, identifier, audience_key, qualified, previous_event_ts, event_ts, feed_pos,
+              feed_level
+  ), moved AS (
+    SELECT u.*, x.ttl
+    FROM upserted u LEFT JOIN passthrough.audiences x ON x.audience_key = u.audience_key AND x.ttl IS NOT NULL
+  ), queued AS (
+    -- qualify events of audiences with a ttl: the sweeper's work list (sql/functions/100_expiry.sql)
+    INSERT INTO passthrough.membership_expiries (audience_key, event_ts, identifier_type_id, identifier)
+    SELECT audience_key, event_ts, identifier_type_id, identifier FROM moved WHERE qualified AND ttl IS NOT NULL
+  )
+  SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
+                       m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
+  INTO v_moved
+  FROM moved m;
+  v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
   END IF;

@@ -109,6 +109,33 @@ $$;
 COMMENT ON FUNCTION passthrough._key_staged_identifiers() IS
   'Private: keys each staged row that named several identifiers by its one high-confidence identifier (passthrough._key_identifier).';
 
+-- PT020, the one refusal of a load or a snapshot import with invalid rows (load_staged, import_snapshot):
+-- the first invalid row in the message, up to 100 of them in DETAIL as JSON, each built by _invalid_row.
+CREATE FUNCTION passthrough._invalid_row(p_row_no bigint, p_problems text[]) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('row', p_row_no, 'message', array_to_string(p_problems, '; '),
+                            'problems', to_jsonb(p_problems));
+$$;
+COMMENT ON FUNCTION passthrough._invalid_row(bigint, text[]) IS
+  'Private: one invalid staged row as PT020 lists it in DETAIL: {"row": row_no, "message": ..., "problems": [...]}.';
+
+CREATE FUNCTION passthrough._raise_invalid_rows(
+  p_what text, p_bad bigint, p_total bigint, p_invalid jsonb, p_hint text
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = 'PT020',
+    MESSAGE = format('%s refused: %s of %s rows invalid; row %s: %s',
+                     p_what, p_bad, p_total, p_invalid->0->>'row', p_invalid->0->>'message'),
+    DETAIL = p_invalid::text,
+    HINT = p_hint;
+END;
+$$;
+COMMENT ON FUNCTION passthrough._raise_invalid_rows(text, bigint, bigint, jsonb, text) IS
+  'Private: raises PT020 for p_bad invalid rows of p_total staged for p_what (''load'', ''snapshot''), p_invalid (up to 100 rows as passthrough._invalid_row builds them) in DETAIL.';
+
 CREATE FUNCTION passthrough.load_staged(
   p_source text DEFAULT 'load', p_rejects boolean DEFAULT false, p_skip_other_types boolean DEFAULT false
 ) RETURNS passthrough.load_result
@@ -192,20 +219,16 @@ BEGIN
     WHERE cardinality(c.problems) > 0;
 
     IF NOT coalesce(p_rejects, false) THEN
-      SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
-                                          'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
+      SELECT jsonb_agg(passthrough._invalid_row(x.row_no, x.problems) ORDER BY x.row_no)
       INTO v_invalid
       FROM (SELECT i.row_no, i.problems FROM pg_temp.passthrough_load_invalid i
             ORDER BY i.row_no LIMIT 100) x;
-      RAISE EXCEPTION USING ERRCODE = 'PT020',
-        MESSAGE = format('load refused: %s of %s rows invalid; row %s: %s',
-                         v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
-        DETAIL = v_invalid::text,
-        HINT = format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
-                      '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or '
-                      'call passthrough.load_staged(p_rejects => true) to store the valid rows and keep '
-                      'the invalid ones in passthrough.load_rejects.',
-                      CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END);
+      PERFORM passthrough._raise_invalid_rows('load', v_bad, v_total, v_invalid,
+        format('Nothing from this load was stored. DETAIL lists %s invalid rows as JSON '
+               '[{"row": row_no, "message": ..., "problems": [...]}]. Fix them and load again, or '
+               'call passthrough.load_staged(p_rejects => true) to store the valid rows and keep '
+               'the invalid ones in passthrough.load_rejects.',
+               CASE WHEN v_bad > 100 THEN 'the first 100 of the' ELSE 'all' END));
     END IF;
     INSERT INTO passthrough.load_rejects SELECT * FROM pg_temp.passthrough_load_invalid;
     TRUNCATE pg_temp.passthrough_load_invalid;

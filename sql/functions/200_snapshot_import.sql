@@ -106,17 +106,13 @@ BEGIN
                       '/v3/audiences/{audience_id}/snapshot, or passthrough.import_snapshot(%L).',
                       to_json(v_other), v_other, v_other);
     END IF;
-    SELECT jsonb_agg(jsonb_build_object('row', x.row_no, 'message', array_to_string(x.problems, '; '),
-                                        'problems', to_jsonb(x.problems)) ORDER BY x.row_no)
+    SELECT jsonb_agg(passthrough._invalid_row(x.row_no, x.problems) ORDER BY x.row_no)
     INTO v_invalid
     FROM (SELECT r.row_no, r.problems FROM pg_temp.passthrough_snapshot_rows r
           WHERE cardinality(r.problems) > 0 ORDER BY r.row_no LIMIT 100) x;
-    RAISE EXCEPTION USING ERRCODE = 'PT020',
-      MESSAGE = format('snapshot refused: %s of %s rows invalid; row %s: %s',
-                       v_bad, v_total, v_invalid->0->>'row', v_invalid->0->>'message'),
-      DETAIL = v_invalid::text,
-      HINT = 'Nothing was changed. DETAIL lists (up to 100) invalid rows as JSON '
-             '[{"row": row_no, "message": ..., "problems": [...]}]; a snapshot is applied whole or not at all.';
+    PERFORM passthrough._raise_invalid_rows('snapshot', v_bad, v_total, v_invalid,
+      'Nothing was changed. DETAIL lists (up to 100) invalid rows as JSON '
+      '[{"row": row_no, "message": ..., "problems": [...]}]; a snapshot is applied whole or not at all.');
   END IF;
 
   -- T: as given, else the newest ts in the snapshot (conservative: nothing newer than the data is
