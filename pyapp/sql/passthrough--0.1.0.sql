@@ -1759,6 +1759,7 @@ DECLARE
   v_result       passthrough.apply_result;
   v_xid          xid8;
   v_audience_ids text[];
+  v_new_ids      text[];
   v_keys         integer[];
   v_distributed  boolean := passthrough._memberships_distributed();
   v_moved        passthrough.moved_version[];
@@ -1773,14 +1774,19 @@ BEGIN
   RETURNING id INTO v_result.batch_id;
 
   SELECT array_agg(x.a) INTO v_audience_ids FROM (SELECT DISTINCT u.a FROM pg_temp.passthrough_incoming u) x;
-  -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event.
+  -- Only ids not seen before: ON CONFLICT alone would burn an identity value per event. And no insert at all
+  -- when every id is known: on Citus, an insert into the reference table waits for an open snapshot import,
+  -- which updates it, whatever the batch's audiences.
   -- (an anti-join, not NOT EXISTS: Citus plans no correlated subquery beside a set-returning function)
-  INSERT INTO passthrough.external_audiences (external_id)
-  SELECT x.a FROM unnest(v_audience_ids) AS x(a)
+  SELECT array_agg(x.a ORDER BY x.a) INTO v_new_ids
+  FROM unnest(v_audience_ids) AS x(a)
   LEFT JOIN passthrough.external_audiences e ON e.external_id = x.a
-  WHERE e.id IS NULL
-  ORDER BY 1
-  ON CONFLICT (external_id) DO NOTHING;
+  WHERE e.id IS NULL;
+  IF v_new_ids IS NOT NULL THEN
+    INSERT INTO passthrough.external_audiences (external_id)
+    SELECT x.a FROM unnest(v_new_ids) WITH ORDINALITY AS x(a, n) ORDER BY x.n
+    ON CONFLICT (external_id) DO NOTHING;
+  END IF;
   -- A snapshot import decides every pair of its audience, so it must see every pair a batch writes: the
   -- batch holds its audiences' locks shared until it commits, an import takes its audience's exclusively.
   -- Taken before the writing statement, whose snapshot then shows any import that committed first. A batch

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from interleave import Session
-from reference_model import Event, MembershipModel
+from reference_model import Event, MembershipModel, dumps
 from test_change_feed_order import Script, apply_events, expire, load, members, replay, snapshot, step_st
 
 from pyapp.db import connect
@@ -193,10 +193,9 @@ def test_a_replacing_batch_numbered_before_the_replaced_one_still_comes_after_it
     assert members(replay(feed.read())) == feed.live_members() == set()
 
 
-def test_a_snapshot_import_holds_up_every_writer_until_it_commits(citus_url, feed):
-    """On a cluster, not on one server: an import updates reference tables (the audience's snapshot time, the
-    snapshot's batch), and Citus serialises writes to a reference table, so a batch of another audience waits
-    for the import to end (docs/scale-out.md). The feed then shows the import's changes, then the batch's."""
+def test_a_snapshot_import_holds_up_a_writer_of_its_audience_until_it_commits(citus_url, feed):
+    """As on one server: a batch of the imported audience waits for the import to end (the audience's lock). The
+    feed then shows the import's changes, then the batch's."""
     with CitusSessions(citus_url, 2) as (importer, writer):
         importer.start(snapshot(feed.a, TS + 50, ["u0"]))
         waiting = writer.start(apply_events([feed.ev("u1", True, TS + 100)]))
@@ -206,6 +205,26 @@ def test_a_snapshot_import_holds_up_every_writer_until_it_commits(citus_url, fee
         writer.commit()
     assert [(change, i, a) for _, change, _, i, a in feed.read()] == [("entered", "u0", feed.a),
                                                                      ("entered", "u1", feed.a)]
+
+
+def test_a_snapshot_import_does_not_hold_up_a_writer_of_another_known_audience(citus_url, feed):
+    """The import's updates of reference tables conflict with another batch's inserts into them, so a batch
+    whose audience ids are all known writes none of them (sql/functions/150_writer.sql): a writer of audience t
+    goes on while an import of audience a is open, as on one server."""
+    feed.conn.execute(*apply_sql([feed.ev("u9", True, TS, feed.t)]))  # t's external id is known
+    with CitusSessions(citus_url, 2) as (importer, writer):
+        importer.start(snapshot(feed.a, TS + 50, ["u0"]))
+        done = writer.start(apply_events([feed.ev("u1", True, TS + 100, feed.t)]))
+        assert done.done(), "the writer of the other audience waits for the import"
+        writer.wait()
+        writer.commit()
+        importer.commit()
+    assert sorted((change, i, a) for _, change, _, i, a in feed.read()) == [
+        ("entered", "u0", feed.a), ("entered", "u1", feed.t), ("entered", "u9", feed.t)]
+
+
+def apply_sql(events) -> tuple[str, tuple]:
+    return ("SELECT passthrough.apply_events(%s::jsonb)", (dumps([e.as_json() for e in events]),))
 
 
 def test_a_chain_of_older_transactions_each_replacing_the_last(citus_url, feed):
