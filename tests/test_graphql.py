@@ -15,7 +15,6 @@ import orjson
 import psycopg
 import pytest
 from http_helpers import create_key
-from pgcluster import create_database, drop_database
 from sqlhelpers import reset_data
 
 with warnings.catch_warnings():
@@ -98,11 +97,11 @@ def assert_error_shape(error: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def module_db_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
+def module_db_url(databases, migrated_template: str) -> Iterator[str]:
     name = f"test_graphql_{uuid.uuid4().hex}"
-    url = create_database(pg_server_url, name, template=migrated_template)
+    url = databases.create(name, template=migrated_template)
     yield url
-    drop_database(pg_server_url, name)
+    databases.drop(name)
 
 
 @pytest.fixture(scope="module")
