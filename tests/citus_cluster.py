@@ -218,10 +218,16 @@ class ClusterDatabases:
         return with_database(self.cluster.coordinator.url, name)
 
     def drop(self, name: str) -> None:
-        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        """Closed to connections on every node first: each node's Citus maintenance daemon keeps connections to
+        the other nodes' databases of that name, and would reconnect to one being dropped (and a daemon busy on
+        a remote call can outlast DROP DATABASE's 5 seconds of waiting for it)."""
+        nodes = self._nodes.pop(name, [self.cluster.coordinator])
+        dropping = sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
 
         def drop_on(node: PgServer) -> None:
             with psycopg.connect(node.url, autocommit=True) as conn:
-                conn.execute(statement)
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                    _close_to_connections(node, name)
+                    conn.execute(dropping)
 
-        _on_nodes(drop_on, self._nodes.pop(name, [self.cluster.coordinator]))
+        _on_nodes(drop_on, nodes)
