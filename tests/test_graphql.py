@@ -636,7 +636,7 @@ def test_a_lost_listener_connection_reconnects_and_misses_no_change(conn, own_ap
 
     wait_for(lambda: len(listener_pids()) == 1)
     (old,) = listener_pids()
-    conn.execute("SELECT pg_terminate_backend(%s)", (old,))
+    conn.execute("SELECT pg_terminate_backend(%s::integer)", (old,))  # Citus adds a bigint (global pid) form
     conn.execute("SELECT passthrough.add_identifier_type('member_no')")  # perhaps while nobody listens
     wait_for(lambda: "member_no" in (own_app.facade.identifier_types or ()))
     wait_for(lambda: len(listener_pids()) == 1 and listener_pids() != [old])
