@@ -97,12 +97,15 @@ BROWSER_STAMP := tests/browser/node_modules/.installed
 test: venv sql $(BROWSER_STAMP)
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
-# The Citus tests (tests/citus/) on a local coordinator and 2 workers started from PostgreSQL 15's binaries; they
-# skip, saying why, when the citus extension is not installed (scripts/build-citus.sh SRC builds it).
-# The single-node comparisons run on a throwaway PostgreSQL 15 too.
+# The Citus tests (tests/citus/) and the single-node files below, on one local coordinator and 2 workers started
+# from PostgreSQL 15's binaries: under PASSTHROUGH_TEST_CITUS=1 the suite's databases are distributed copies on
+# that cluster (tests/conftest.py; docs/scale-out.md, Tests on the cluster). Every test skips, saying why, when
+# the citus extension is not installed (scripts/build-citus.sh SRC builds it).
+CITUS_SUITES := tests/test_apply_events_properties.py tests/test_membership_state.py tests/test_change_feed_order.py \
+                tests/test_snapshot_order.py tests/test_bulk_load.py tests/test_http_events.py tests/test_graphql.py \
+                tests/test_concurrency.py
 test-citus: venv sql
-	PASSTHROUGH_TEST_PG_BINDIR=$${PASSTHROUGH_TEST_PG_BINDIR:-/usr/lib/postgresql/15/bin} \
-	  $(VENV_PY) -m pytest tests/citus $(PYTEST_ARGS)
+	PASSTHROUGH_TEST_CITUS=1 $(VENV_PY) -m pytest tests/citus $(CITUS_SUITES) $(PYTEST_ARGS)
 
 $(BROWSER_STAMP): tests/browser/package-lock.json
 	@command -v npm >/dev/null || { echo "make test: no npm; install Node.js 18+ with npm (tests/browser pins the Optimizely browser SDK)" >&2; exit 1; }

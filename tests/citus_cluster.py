@@ -7,17 +7,24 @@ extension; the coordinator registers itself and both workers. ``citus_missing()`
 cluster cannot start (the citus extension not installed for those binaries), for the skip.
 
 PASSTHROUGH_TEST_CITUS_BINDIR overrides the binaries (default /usr/lib/postgresql/15/bin).
+
+``session_cluster(config)`` is the one cluster of a pytest session (tests/citus/ and, under
+``PASSTHROUGH_TEST_CITUS=1``, the single-node suite's databases share it); ``ClusterDatabases`` makes those
+databases: a distributed template on every node, and per-test copies of it on every node.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from pgcluster import PgServer, PgStartError, _start_bindir_cluster, reap_orphans
 
 from pyapp.db import with_database
@@ -33,6 +40,9 @@ NODE_SETTINGS = {
     "shared_preload_libraries": "citus",
     "max_prepared_transactions": "100",
     "max_connections": "200",
+    # each database with the citus extension runs a maintenance daemon, a background worker: the single-node
+    # suite under $PASSTHROUGH_TEST_CITUS has several databases open at once (tests/conftest.py)
+    "max_worker_processes": "32",
     "wal_level": "logical",  # the shard rebalancer moves shards by logical replication
     "citus.shard_count": "8",
     # nodes talk over loopback; and libpq in a server started from root's environment looks for root's certificate
@@ -81,11 +91,20 @@ def _port(server: PgServer) -> int:
     return int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
-def _prepare_node(server: PgServer) -> None:
+def _prepare_node(server: PgServer, database: str = DATABASE) -> None:
     with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    with psycopg.connect(with_database(server.url, DATABASE), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    with psycopg.connect(with_database(server.url, database), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION citus")
+
+
+def _register_nodes(url: str, coordinator: PgServer, workers: list[PgServer]) -> None:
+    """In the coordinator's database ``url``: the coordinator itself (reference tables get a copy there, which
+    the writer's joins with them need), then each worker."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (_port(coordinator),))
+        for worker in workers:
+            conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (_port(worker),))
 
 
 def start_citus_cluster(binaries: Path | None = None) -> CitusCluster:
@@ -109,10 +128,10 @@ def start_citus_cluster(binaries: Path | None = None) -> CitusCluster:
                 raise errors[0]
             list(pool.map(_prepare_node, started))
         cluster = CitusCluster(coordinator=started[0], workers=started[1:])
-        with psycopg.connect(cluster.url, autocommit=True) as conn:
-            conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (_port(cluster.coordinator),))
-            for worker in cluster.workers:
-                conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (_port(worker),))
+        _register_nodes(cluster.url, cluster.coordinator, cluster.workers)
+        with psycopg.connect(cluster.coordinator.url) as conn:
+            cluster.coordinator.version = conn.execute("SHOW server_version").fetchone()[0]
+            cluster.coordinator.version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
         return cluster
     except BaseException:
         for server in started:
@@ -129,3 +148,86 @@ def add_worker(cluster: CitusCluster, binaries: Path | None = None) -> PgServer:
     with psycopg.connect(cluster.url, autocommit=True) as conn:
         conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (_port(server),))
     return server
+
+
+# --------------------------------------------------------------------------- the single-node suite's databases
+
+
+def _on_nodes(action: Callable[[PgServer], None], nodes: list[PgServer]) -> None:
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        list(pool.map(action, nodes))
+
+
+def _close_to_connections(server: PgServer, database: str, timeout: float = 30) -> None:
+    """No connection to ``database`` on this node, and none allowed, so that it can be a template (CREATE
+    DATABASE refuses a template anyone is connected to). Citus keeps a maintenance daemon connected to every
+    database with the extension; terminated, it is started again only by the next connection."""
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+        deadline = time.monotonic() + timeout
+        while conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                           " WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise PgStartError(f"connections to {database} on {server.url} did not end")
+            time.sleep(0.05)
+
+
+class ClusterDatabases:
+    """The single-node suite's databases on the cluster (tests/conftest.py, under $PASSTHROUGH_TEST_CITUS).
+
+    A distributed database is a database of the same name on the coordinator and on each worker (the coordinator
+    reaches a shard in the worker's database of its own database's name). So the template is made on every node
+    (citus, the nodes registered, Passthrough migrated and distributed), and a test's database is a copy of it
+    made on every node at once: the copies hold the shards and Citus's metadata, which names nodes by host and
+    port and objects by oid, both the same in every copy. Any other template gives a plain coordinator database.
+    """
+
+    def __init__(self, cluster: CitusCluster) -> None:
+        self.cluster = cluster
+        self._nodes: dict[str, list[PgServer]] = {}  # database -> the nodes that hold it
+
+    @property
+    def admin_url(self) -> str:
+        return self.cluster.coordinator.url
+
+    def create_template(self, name: str, migrate: Callable[[str], None], shard_count: int) -> None:
+        """Make ``name`` on every node with citus, register the nodes, ``migrate(url)`` it on the coordinator,
+        distribute it into ``shard_count`` shards per table, then close it to connections."""
+        nodes = [self.cluster.coordinator, *self.cluster.workers]
+        self._nodes[name] = nodes
+        _on_nodes(lambda node: _prepare_node(node, name), nodes)
+        url = with_database(self.cluster.coordinator.url, name)
+        _register_nodes(url, self.cluster.coordinator, self.cluster.workers)
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT set_config('citus.shard_count', %s, false)", (str(shard_count),))
+            conn.execute("SELECT * FROM passthrough.distribute()")
+        _on_nodes(lambda node: _close_to_connections(node, name), nodes)
+
+    def create(self, name: str, template: str = "template0") -> str:
+        """A copy of ``template`` on every node that holds it (on the coordinator only for template0)."""
+        nodes = self._nodes.get(template, [self.cluster.coordinator])
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+
+        def create_on(node: PgServer) -> None:
+            with psycopg.connect(node.url, autocommit=True) as conn:
+                conn.execute(statement)
+
+        self._nodes[name] = nodes
+        _on_nodes(create_on, nodes)
+        return with_database(self.cluster.coordinator.url, name)
+
+    def drop(self, name: str) -> None:
+        """Closed to connections on every node first: each node's Citus maintenance daemon keeps connections to
+        the other nodes' databases of that name, and would reconnect to one being dropped (and a daemon busy on
+        a remote call can outlast DROP DATABASE's 5 seconds of waiting for it)."""
+        nodes = self._nodes.pop(name, [self.cluster.coordinator])
+        dropping = sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name))
+
+        def drop_on(node: PgServer) -> None:
+            with psycopg.connect(node.url, autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                    _close_to_connections(node, name)
+                    conn.execute(dropping)
+
+        _on_nodes(drop_on, nodes)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 from http_helpers import TEST_CONFIG, TestClient, create_key, make_client
-from pgcluster import create_database, drop_database
 from sqlhelpers import reset_data
 
 from pyapp.db import connect
@@ -23,12 +22,13 @@ from pyapp.web import ApiConfig
 
 
 @pytest.fixture(scope="module")
-def http_database_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
-    """A migrated database shared by the tests of one module (``db`` empties it before each)."""
+def http_database_url(databases, migrated_template: str) -> Iterator[str]:
+    """A migrated database shared by the tests of one module (``db`` empties it before each); distributed
+    under $PASSTHROUGH_TEST_CITUS (tests/conftest.py)."""
     name = f"test_http_{uuid.uuid4().hex}"
-    url = create_database(pg_server_url, name, template=migrated_template)
+    url = databases.create(name, template=migrated_template)
     yield url
-    drop_database(pg_server_url, name)
+    databases.drop(name)
 
 
 @pytest.fixture

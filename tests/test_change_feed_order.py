@@ -109,12 +109,14 @@ def members(by_pair) -> set[tuple[str, str, str]]:
 
 
 def live_members(conn) -> set[tuple[str, str, str]]:
-    """Who is in which (defined) audience now, through the public read (expiry evaluated at read time)."""
-    return set(rows(conn, """
-        SELECT c.t, c.i, r.external_audience_id
-        FROM (SELECT DISTINCT t.name::text AS t, m.identifier::text AS i
-              FROM passthrough.memberships m JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id) c
-        CROSS JOIN LATERAL passthrough.customer_audiences(c.t, c.i) r"""))
+    """Who is in which (defined) audience now, through the public read (expiry evaluated at read time). One
+    read per customer, as a client makes it (on Citus a read called per row of a distributed table's query
+    would run on the shards, where Citus refuses its own queries)."""
+    customers = rows(conn, "SELECT DISTINCT t.name::text, m.identifier::text FROM passthrough.memberships m"
+                           " JOIN passthrough.identifier_types t ON t.id = m.identifier_type_id")
+    return {(t, i, audience) for t, i in customers
+            for (audience,) in rows(conn, "SELECT external_audience_id FROM passthrough.customer_audiences(%s, %s)",
+                                    (t, i))}
 
 
 def sweep(conn) -> None:
@@ -200,6 +202,8 @@ def test_a_chain_of_older_transactions_each_replacing_the_last(db_url, feed_db):
     assert members(replay(read_feed(feed_db))) == live_members(feed_db) == {("fs_user_id", "u1", "aud-a")}
 
 
+@pytest.mark.single_node("on Citus a version written over one the same transaction wrote in an earlier batch takes"
+                         " level + 1 instead of keeping its level (docs/scale-out.md, The writer on Citus)")
 def test_an_older_transaction_replacing_a_pair_again_in_a_later_batch_keeps_its_place(db_url, feed_db):
     """After taking over a younger transaction's position, the same transaction's next batch on that pair
     sorts after its first by batch: its level does not grow again (levels grow once per transaction)."""
@@ -281,7 +285,11 @@ def test_restart_change_feed_after_a_restore_into_another_cluster(feed_db):
     assert read_feed(feed_db) == []
     feed_db.execute("SELECT passthrough.apply_event('fs_user_id', 'u1', 'aud-a', 'qualify', %s)", (TS + 2,))
     assert [r[1] for r in read_feed(feed_db)] == ["entered"]
-    assert scalar(feed_db, "SELECT count(*) FROM passthrough.memberships WHERE feed_pos > pg_current_xact_id()") == 0
+    # the counter read first: on Citus a function in a query of memberships runs on the workers, whose
+    # transaction ids are their own, while positions are the coordinator's (docs/scale-out.md, The writer on Citus)
+    counter = scalar(feed_db, "SELECT pg_current_xact_id()::text")
+    assert scalar(feed_db, "SELECT count(*) FROM passthrough.memberships WHERE feed_pos > %s::text::xid8",
+                  (counter,)) == 0
 
 
 # --------------------------------------------------------------------------- random scripted interleavings
@@ -394,6 +402,9 @@ def ttl_model(events: list[Event]) -> set[tuple[str, str, str]]:
             if qualified and (a != TTL_AUDIENCE or ts_us > now_us - 3600 * 1_000_000)}
 
 
+@pytest.mark.citus_xfail("a transaction that sweeps (expire_memberships) and then writes (apply_events) fails in"
+                         " _apply_valid_events' INSERT INTO external_audiences: Citus cannot modify a reference table"
+                         " after a parallel operation on a distributed table in the same transaction")
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(step_st, min_size=1, max_size=24))
 def test_any_interleaving_replays_to_the_state(db_url, feed_db, steps):

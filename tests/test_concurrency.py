@@ -250,6 +250,9 @@ def wait_for(query, conn, timeout=10.0):
     raise AssertionError(f"timed out waiting for: {query}")
 
 
+@pytest.mark.single_node("the victim is chosen by a session's deadlock_timeout and the deadlock counted in"
+                         " pg_stat_database; on Citus the cycle spans the nodes and their detectors (docs/scale-out.md,"
+                         " The writer on Citus: Deadlocks)")
 def test_a_real_deadlock_is_retried_inside_the_server(client, enabled, private_key, http_database_url):
     """The request's transaction and another one wait for each other; PostgreSQL picks the request's as the
     victim (its deadlock_timeout expires first); the server runs it again and answers 202."""
@@ -306,6 +309,9 @@ def attempts(conn) -> int:
     return conn.execute("SELECT last_value FROM public.attempts").fetchone()[0]
 
 
+@pytest.mark.single_node("its fixture puts a test trigger on passthrough.batches, a reference table on Citus,"
+                         " and Citus refuses triggers on reference tables (docs/scale-out.md: why distribute"
+                         " drops replace_seed)")
 def test_retries_are_bounded_and_then_503(client, enabled, failing_attempts, private_key):
     failing_attempts(MAX_TRANSACTION_ATTEMPTS - 1)  # fails all but the last attempt
     response = client.post("/v3/events", headers=json_headers(private_key), json=[event()])

@@ -15,7 +15,6 @@ import orjson
 import psycopg
 import pytest
 from http_helpers import create_key
-from pgcluster import create_database, drop_database
 from sqlhelpers import reset_data
 
 with warnings.catch_warnings():
@@ -98,11 +97,11 @@ def assert_error_shape(error: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def module_db_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
+def module_db_url(databases, migrated_template: str) -> Iterator[str]:
     name = f"test_graphql_{uuid.uuid4().hex}"
-    url = create_database(pg_server_url, name, template=migrated_template)
+    url = databases.create(name, template=migrated_template)
     yield url
-    drop_database(pg_server_url, name)
+    databases.drop(name)
 
 
 @pytest.fixture(scope="module")
@@ -637,7 +636,7 @@ def test_a_lost_listener_connection_reconnects_and_misses_no_change(conn, own_ap
 
     wait_for(lambda: len(listener_pids()) == 1)
     (old,) = listener_pids()
-    conn.execute("SELECT pg_terminate_backend(%s)", (old,))
+    conn.execute("SELECT pg_terminate_backend(%s::integer)", (old,))  # Citus adds a bigint (global pid) form
     conn.execute("SELECT passthrough.add_identifier_type('member_no')")  # perhaps while nobody listens
     wait_for(lambda: "member_no" in (own_app.facade.identifier_types or ()))
     wait_for(lambda: len(listener_pids()) == 1 and listener_pids() != [old])

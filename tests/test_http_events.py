@@ -334,6 +334,9 @@ def commit_refused(enabled):
     enabled.execute("DROP TRIGGER refuse_commit ON passthrough.batches; DROP FUNCTION public.refuse_commit()")
 
 
+@pytest.mark.single_node("its fixture puts a test trigger on passthrough.batches, a reference table on Citus,"
+                         " and Citus refuses triggers on reference tables (docs/scale-out.md: why distribute"
+                         " drops replace_seed)")
 def test_a_failure_at_commit_is_503_and_stores_nothing(client, commit_refused, private_key):
     response = client.post("/v3/events", headers=json_headers(private_key), json=[event()])
     assert response.status_code == 503
@@ -352,6 +355,8 @@ def wait_for(query, conn, timeout=10.0):
     raise AssertionError(f"timed out waiting for: {query}")
 
 
+@pytest.mark.single_node("it finds the request's backend in pg_stat_activity waiting on a lock; on Citus the"
+                         " backend waits on a worker's lock, which the coordinator's pg_stat_activity does not show")
 def test_the_database_connection_dying_mid_batch_is_503_and_stores_nothing(
     client, enabled, private_key, http_database_url
 ):
