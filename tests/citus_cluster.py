@@ -30,6 +30,12 @@ from pgcluster import PgServer, PgStartError, _start_bindir_cluster, reap_orphan
 from pyapp.db import with_database
 
 BINDIR_ENV = "PASSTHROUGH_TEST_CITUS_BINDIR"
+CITUS_ENV = "PASSTHROUGH_TEST_CITUS"
+
+
+def on_citus() -> bool:
+    """Whether the suite runs on the Citus cluster ($PASSTHROUGH_TEST_CITUS=1, `make test-citus`)."""
+    return os.environ.get(CITUS_ENV, "") not in ("", "0")
 DEFAULT_BINDIR = "/usr/lib/postgresql/15/bin"
 DATABASE = "passthrough"
 WORKERS = 2

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 import sqlhelpers
-from citus_cluster import CitusCluster, ClusterDatabases, citus_missing, start_citus_cluster
+from citus_cluster import CITUS_ENV, CitusCluster, ClusterDatabases, citus_missing, on_citus, start_citus_cluster
 from hypothesis import Phase, is_hypothesis_test
 from hypothesis import settings as hypothesis_settings
 from pgcluster import PgServer, PgStartError, create_database, drop_database, start_test_server
@@ -48,7 +48,6 @@ from pgcluster import PgServer, PgStartError, create_database, drop_database, st
 from pyapp.db import connect
 
 EXPECTED_MAJOR_ENV = "PASSTHROUGH_TEST_PG_MAJOR"
-CITUS_ENV = "PASSTHROUGH_TEST_CITUS"
 # On the cluster: shards per distributed table (each is a table on a worker, made when a test's database is
 # copied), and the share of each hypothesis test's examples run (a batch costs about 10 times as much there)
 CITUS_SHARD_COUNT = 4
@@ -60,11 +59,6 @@ TEMPLATE_DB = f"passthrough_template_{uuid.uuid4().hex[:12]}"
 
 _server_key = pytest.StashKey["PgServer | BaseException"]()
 _cluster_key = pytest.StashKey["CitusCluster | BaseException"]()
-
-
-def on_citus() -> bool:
-    """Whether the suite runs on the Citus cluster ($PASSTHROUGH_TEST_CITUS=1, `make test-citus`)."""
-    return os.environ.get(CITUS_ENV, "") not in ("", "0")
 
 
 def get_citus_cluster(config: pytest.Config) -> CitusCluster:

@@ -418,9 +418,6 @@ def test_each_row_of_a_snapshot_is_an_event_even_when_an_identifier_is_listed_tw
 # --------------------------------------------------------------------------- 2. random arrivals, every transport
 
 
-@pytest.mark.citus_xfail("audience_size_history on an audience with a snapshot calls the SQL function _listed over"
-                         " the distributed snapshot_members: 'could not create distributed plan' (docs/scale-out.md,"
-                         " What works on a cluster: Fails)")
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(steps=arrivals_st())
@@ -439,9 +436,6 @@ def test_any_arrival_through_any_transport_matches_the_model(enabled, client, pr
 # --------------------------------------------------------------------------- 3. through the CLI
 
 
-@pytest.mark.citus_xfail("audience_size_history on an audience with a snapshot calls the SQL function _listed over"
-                         " the distributed snapshot_members: 'could not create distributed plan' (docs/scale-out.md,"
-                         " What works on a cluster: Fails)")
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(steps=inputs_st().flatmap(lambda inputs: arrival_st(inputs, ("cli",), ("cli",))))
@@ -474,9 +468,6 @@ def outcome(conn, ns: Namespace, cursor: str, at_us: list[int]) -> tuple[set, di
         unlabel(key): unlabel(value) for key, value in observe(conn, ns, at_us).items()}
 
 
-@pytest.mark.citus_xfail("audience_size_history on an audience with a snapshot calls the SQL function _listed over"
-                         " the distributed snapshot_members: 'could not create distributed plan' (docs/scale-out.md,"
-                         " What works on a cluster: Fails)")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(data=st.data())
