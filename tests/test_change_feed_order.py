@@ -305,14 +305,15 @@ AUDIENCES = ["aud-a", TTL_AUDIENCE]
 KINDS = ["apply_events"] * 3 + ["load"] * 2 + ["snapshot", "expire", "commit", "commit", "rollback"]
 
 
-def refused(error: BaseException) -> bool:
-    """An error that rolls a session's transaction back whole, as the script expects: a deadlock, and on Citus a
-    write of a reference table after a multi-shard statement in the same transaction (e.g. a sweep, then an
-    import), which Citus refuses (docs/scale-out.md, The change feed on Citus)."""
+def refused(error: BaseException, cluster: bool | None = None) -> bool:
+    """An error that rolls a session's transaction back whole, as the script expects: a deadlock, and on a Citus
+    cluster (``cluster``; by default when the suite runs on one) a write of a reference table after a multi-shard
+    statement in the same transaction (e.g. a sweep, then an import), which Citus refuses (docs/scale-out.md, The
+    change feed on Citus)."""
     if isinstance(error, psycopg.errors.DeadlockDetected):
         return True
-    return on_citus() and isinstance(error, psycopg.errors.InternalError_) and "because there was a parallel " \
-        "operation on a distributed table" in str(error)
+    return (on_citus() if cluster is None else cluster) and isinstance(error, psycopg.errors.InternalError_) \
+        and "because there was a parallel operation on a distributed table" in str(error)
 
 
 def step_ts(now: Decimal, step_no: int, jitter: int) -> Decimal:
@@ -361,11 +362,15 @@ class Script:
         else:
             session.start(expire)
 
+    def refused(self, error: BaseException) -> bool:
+        """Whether the error rolls its transaction back as the script expects (it then counts as rolled back)."""
+        return refused(error)
+
     def _collect(self, n: int) -> None:
         pending = self.sessions[n].pending
         if pending is not None and pending.done() and pending.exception() is not None:
             error = pending.exception()
-            assert refused(error), error
+            assert self.refused(error), error
             self.failed[n] = True
         if pending is not None and pending.done():
             self.sessions[n].pending = None
@@ -376,7 +381,7 @@ class Script:
             try:
                 session.wait()
             except psycopg.Error as error:
-                assert refused(error), error
+                assert self.refused(error), error
                 self.failed[n] = True
             session.pending = None
         if how == "commit" and not self.failed[n]:

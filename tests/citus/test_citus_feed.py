@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from interleave import Session
 from reference_model import Event, MembershipModel, dumps
-from test_change_feed_order import Script, apply_events, expire, load, members, replay, snapshot, step_st
+from test_change_feed_order import (Script, apply_events, expire, load, members, refused, replay, snapshot,
+                                    step_st)
 
 from pyapp.db import connect
 
@@ -350,36 +351,8 @@ class MappedScript(Script):
     # A transaction fails as a deadlock victim, as on one server, or (on a cluster only) when it writes a
     # reference table after a statement that ran on several shards in parallel (docs/scale-out.md): both roll
     # back whole, and count as rolled back.
-    def _collect(self, n: int) -> None:
-        pending = self.sessions[n].pending
-        if pending is not None and pending.done() and pending.exception() is not None:
-            assert refused_on_a_cluster(pending.exception()), pending.exception()
-            self.failed[n] = True
-        if pending is not None and pending.done():
-            self.sessions[n].pending = None
-
-    def end(self, n: int, how: str) -> None:
-        session = self.sessions[n]
-        if session.pending is not None:
-            try:
-                session.wait()
-            except psycopg.Error as error:
-                assert refused_on_a_cluster(error), error
-                self.failed[n] = True
-            session.pending = None
-        if how == "commit" and not self.failed[n]:
-            session.commit()
-            self.committed += self.open_events[n]
-        else:
-            session.rollback()
-        self.open_events[n] = []
-        self.failed[n] = False
-
-
-def refused_on_a_cluster(error: BaseException) -> bool:
-    return isinstance(error, psycopg.errors.DeadlockDetected) or (
-        isinstance(error, psycopg.errors.InternalError_)
-        and "because there was a parallel operation on a distributed table" in str(error))
+    def refused(self, error: BaseException) -> bool:
+        return refused(error, cluster=True)
 
 
 def ttl_model(events: list[Event], ttl_audience: str) -> set[tuple[str, str, str]]:
