@@ -908,24 +908,24 @@ BEGIN
     SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
            u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
              AS lapsed
-    FROM unnest(p_moved) u
+    FROM unnest(p_moved) WITH ORDINALITY u
   ), moved AS (
     -- was_in: the state just before this version's ts
     SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
     -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed
     -- position, cursor (pos, level, batch, ord), ord in the order of p_moved;
-    -- expiries come first, so a pair's expiry precedes its re-entry
+    -- expiries come first, so a pair's expiry precedes its re-entry. ord is the version's place in p_moved
+    -- (after every expiry for a transition): increasing and unique, not dense, and no window to number rows.
     INSERT INTO passthrough.membership_changes
       (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT c.feed_pos, c.feed_level, p_batch_id, row_number() OVER (),
-           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE lapsed
-          UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE qualified <> was_in) AS c
+    SELECT feed_pos, feed_level, p_batch_id, ordinality,
+           identifier_type_id, audience_key, false, true, previous_event_ts + ttl, identifier
+    FROM moved WHERE lapsed
+    UNION ALL
+    SELECT feed_pos, feed_level, p_batch_id, cardinality(p_moved) + ordinality,
+           identifier_type_id, audience_key, qualified, false, event_ts, identifier
+    FROM moved WHERE qualified <> was_in
   ), net AS (
     SELECT audience_key,
            sum(qualified::integer - previous_qualified::integer) AS delta,
@@ -1805,7 +1805,9 @@ BEGIN
   -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
   -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
   WITH incoming AS MATERIALIZED (
-    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+    -- the identifier first: the sorts below compare it on nearly every pair of rows, and as a row's first
+    -- column it is found at a fixed offset (after it, columns are found by walking the row)
+    SELECT u.i COLLATE "C" AS i, u.t, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
            -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
            -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before
            -- T, or a qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
@@ -1851,7 +1853,10 @@ BEGIN
   SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
                        m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
   INTO v_moved
-  FROM moved m;
+  FROM moved m
+  -- only the versions _record_moves turns into a feed row or a size change: the state changed, or a ttl
+  -- may have let the previous qualify lapse (previous_event_ts is set when the previous version was qualified)
+  WHERE m.qualified <> (m.previous_event_ts IS NOT NULL) OR (m.previous_event_ts IS NOT NULL AND m.ttl IS NOT NULL);
   v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
@@ -2168,6 +2173,7 @@ DECLARE
   v_now      timestamptz := now();
   v_max_ts   numeric;
   v_total    bigint;
+  v_several  boolean;
   v_invalid  jsonb;
   v_bad      bigint;
   v_valid    bigint;
@@ -2175,8 +2181,15 @@ DECLARE
   v_result   passthrough.load_result;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
-  PERFORM passthrough._key_staged_identifiers();
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
+  -- one scan counts the rows and tells whether any named several identifiers (only those need keying)
+  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough'),
+         coalesce(bool_or(s.identifiers IS NOT NULL), false)
+  INTO v_total, v_result.ignored, v_several
+  FROM pg_temp.passthrough_load s;
+  IF v_several THEN
+    PERFORM passthrough._key_staged_identifiers();
+  END IF;
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();
 
@@ -2201,9 +2214,6 @@ BEGIN
                                    s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0
         END;
   GET DIAGNOSTICS v_valid = ROW_COUNT;
-  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
-  INTO v_total, v_result.ignored
-  FROM pg_temp.passthrough_load s;
   v_bad := v_total - v_result.ignored - v_valid;
 
   IF v_total > v_result.ignored THEN

@@ -23,24 +23,24 @@ BEGIN
     SELECT u.*, u.previous_event_ts IS NOT NULL AS previous_qualified,
            u.previous_event_ts IS NOT NULL AND NOT passthrough._within_ttl(u.previous_event_ts, u.ttl, u.event_ts)
              AS lapsed
-    FROM unnest(p_moved) u
+    FROM unnest(p_moved) WITH ORDINALITY u
   ), moved AS (
     -- was_in: the state just before this version's ts
     SELECT l.*, l.previous_qualified AND NOT l.lapsed AS was_in FROM lapsing l
   ), feed AS (
     -- the change feed (sql/functions/070_feed_position.sql): one row per transition at its version's feed
     -- position, cursor (pos, level, batch, ord), ord in the order of p_moved;
-    -- expiries come first, so a pair's expiry precedes its re-entry
+    -- expiries come first, so a pair's expiry precedes its re-entry. ord is the version's place in p_moved
+    -- (after every expiry for a transition): increasing and unique, not dense, and no window to number rows.
     INSERT INTO passthrough.membership_changes
       (pos, level, batch_id, ord, identifier_type_id, audience_key, qualified, expired, event_ts, identifier)
-    SELECT c.feed_pos, c.feed_level, p_batch_id, row_number() OVER (),
-           c.identifier_type_id, c.audience_key, c.qualified, c.expired, c.event_ts, c.identifier
-    FROM (SELECT identifier_type_id, audience_key, false AS qualified, true AS expired,
-                 previous_event_ts + ttl AS event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE lapsed
-          UNION ALL
-          SELECT identifier_type_id, audience_key, qualified, false, event_ts, identifier, feed_pos, feed_level
-          FROM moved WHERE qualified <> was_in) AS c
+    SELECT feed_pos, feed_level, p_batch_id, ordinality,
+           identifier_type_id, audience_key, false, true, previous_event_ts + ttl, identifier
+    FROM moved WHERE lapsed
+    UNION ALL
+    SELECT feed_pos, feed_level, p_batch_id, cardinality(p_moved) + ordinality,
+           identifier_type_id, audience_key, qualified, false, event_ts, identifier
+    FROM moved WHERE qualified <> was_in
   ), net AS (
     SELECT audience_key,
            sum(qualified::integer - previous_qualified::integer) AS delta,

@@ -93,7 +93,9 @@ BEGIN
   -- folds the size deltas. The same statements on a Citus cluster (passthrough.distribute();
   -- docs/scale-out.md, Citus), where Citus runs each data-modifying step on its own.
   WITH incoming AS MATERIALIZED (
-    SELECT u.t, u.i COLLATE "C" AS i, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
+    -- the identifier first: the sorts below compare it on nearly every pair of rows, and as a row's first
+    -- column it is found at a fixed offset (after it, columns are found by walking the row)
+    SELECT u.i COLLATE "C" AS i, u.t, e.id AS k, u.q, u.ts, u.idem, u.verdict_only,
            -- Whether the input can move its pair. The import of the audience's newest snapshot (at T) gave
            -- every pair the snapshot's verdict at T (sql/functions/200_snapshot_import.sql), so an event before
            -- T, or a qualify at T, changes nothing: it is only logged. A disqualify at T wins the tie as usual.
@@ -139,7 +141,10 @@ BEGIN
   SELECT array_agg(ROW(m.identifier_type_id, m.identifier, m.audience_key, m.qualified, m.previous_event_ts,
                        m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
   INTO v_moved
-  FROM moved m;
+  FROM moved m
+  -- only the versions _record_moves turns into a feed row or a size change: the state changed, or a ttl
+  -- may have let the previous qualify lapse (previous_event_ts is set when the previous version was qualified)
+  WHERE m.qualified <> (m.previous_event_ts IS NOT NULL) OR (m.previous_event_ts IS NOT NULL AND m.ttl IS NOT NULL);
   v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch

@@ -147,6 +147,7 @@ DECLARE
   v_now      timestamptz := now();
   v_max_ts   numeric;
   v_total    bigint;
+  v_several  boolean;
   v_invalid  jsonb;
   v_bad      bigint;
   v_valid    bigint;
@@ -154,8 +155,15 @@ DECLARE
   v_result   passthrough.load_result;
 BEGIN
   PERFORM passthrough._check_staging('Call SELECT passthrough.begin_load(); then COPY rows into pg_temp.passthrough_load.');
-  PERFORM passthrough._key_staged_identifiers();
   v_result := ROW(nextval('passthrough.load_ids'), NULL, 0, 0, 0, 0);
+  -- one scan counts the rows and tells whether any named several identifiers (only those need keying)
+  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough'),
+         coalesce(bool_or(s.identifiers IS NOT NULL), false)
+  INTO v_total, v_result.ignored, v_several
+  FROM pg_temp.passthrough_load s;
+  IF v_several THEN
+    PERFORM passthrough._key_staged_identifiers();
+  END IF;
   SELECT extract(epoch FROM v_now + s.max_future_skew) INTO v_max_ts FROM passthrough.settings s;
   PERFORM passthrough._incoming_table();
 
@@ -180,9 +188,6 @@ BEGIN
                                    s.identifier, s.audience_id, s.ts, v_max_ts, s.idempotence_id)) = 0
         END;
   GET DIAGNOSTICS v_valid = ROW_COUNT;
-  SELECT count(*), count(*) FILTER (WHERE p_skip_other_types AND s.type IS NOT NULL AND s.type <> 'passthrough')
-  INTO v_total, v_result.ignored
-  FROM pg_temp.passthrough_load s;
   v_bad := v_total - v_result.ignored - v_valid;
 
   IF v_total > v_result.ignored THEN
