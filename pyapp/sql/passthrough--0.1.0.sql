@@ -561,7 +561,9 @@ COMMENT ON FUNCTION passthrough._session_table(text) IS
 CREATE FUNCTION passthrough._normalize_identifier_type(p_name text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-  SELECT lower(replace(p_name, '-', '_'));
+  -- byte-wise ASCII lower case ("C"): a name is ASCII (add_identifier_type's rule), so no other letter can match
+  -- one, and the database's collation would convert every character through the C library, about 2% of a bulk load
+  SELECT lower(replace(p_name, '-', '_') COLLATE "C");
 $$;
 COMMENT ON FUNCTION passthrough._normalize_identifier_type(text) IS
   'Private: the canonical spelling of an identifier type name (lower case, - becomes _).';
