@@ -1182,10 +1182,10 @@ def main(argv=None) -> int:
         bare2.note = check_state(db, expected, bare2.path, BARE_STATE_SQL) + "; not a Passthrough path"
         rows.append(bare2)
         info("passthrough load (NDJSON file, 2 writers) ...")
-        r = Row("`passthrough load` end to end, NDJSON file, 2 writers", n,
-                cli_load(db, ndjson, 2, args.batch_size))
-        r.note = check_state(db, expected, r.path) + "; includes process start and parsing"
-        rows.append(r)
+        cli_row = Row("`passthrough load` end to end, NDJSON file, 2 writers", n,
+                      cli_load(db, ndjson, 2, args.batch_size))
+        cli_row.note = check_state(db, expected, cli_row.path) + "; includes process start and parsing"
+        rows.append(cli_row)
         # The database now holds the whole run's state (= model): the point reads ask about it.
         info("point reads, 10-audience subset ...")
         read_started = time.perf_counter()
@@ -1233,12 +1233,13 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
     result = table(rows, raw2.rate, naive_row.rate)
     targets = (
-        f"Targets: 2 writers >= 15% of raw 2-stream COPY: **{bulk2.rate / raw2.rate:.1%}** "
-        f"({'met' if bulk2.rate / raw2.rate >= 0.15 else 'NOT met'}); "
-        f">= 60x naive: **{bulk2.rate / naive_row.rate:,.0f}x** "
-        f"({'met' if bulk2.rate / naive_row.rate >= 60 else 'NOT met'}). For scale, the bare pipeline in this "
-        f"run: {bare2.rate / raw2.rate:.1%} of raw 2-stream COPY, {bare2.rate / naive_row.rate:,.0f}x naive; "
-        f"the 2-writer bulk path runs at {bulk2.rate / bare2.rate:.0%} of its speed. "
+        # issue 20: the bare pipeline of the same run is the yardstick; raw COPY moves with the disk (information)
+        f"Targets: the 2-writer SQL bulk path >= 70% of the bare pipeline's events/s: "
+        f"**{bulk2.rate / bare2.rate:.1%}** ({'met' if bulk2.rate / bare2.rate >= 0.70 else 'NOT met'}); "
+        f"`passthrough load` end to end >= 85% of the 2-writer SQL bulk path: **{cli_row.rate / bulk2.rate:.1%}** "
+        f"({'met' if cli_row.rate / bulk2.rate >= 0.85 else 'NOT met'}). For information: the 2-writer bulk path "
+        f"at {bulk2.rate / raw2.rate:.1%} of raw 2-stream COPY and {bulk2.rate / naive_row.rate:,.0f}x naive, the "
+        f"bare pipeline at {bare2.rate / raw2.rate:.1%} and {bare2.rate / naive_row.rate:,.0f}x. "
         f"SQL `apply_events` with 5,000-event batches on 1 connection >= 67% of the 1-writer bulk path's "
         f"events/s: **{json1.rate / bulk1.rate:.0%}** ({'met' if json1.rate / bulk1.rate >= 0.67 else 'NOT met'}). "
         + (f"HTTP `POST /v3/events` (wrk) >= 50% of the 2-writer SQL bulk path's events/s: "
