@@ -8,6 +8,18 @@
 -- table ON COMMIT DELETE ROWS is truncated at every commit of a transaction that touched any temporary table,
 -- about 0.3 ms each, 2-3% of a 500-event apply_events call (docs/benchmarks.md).
 
+-- Whether _record_moves can make anything of a version: a feed row or a size change needs the state to have
+-- changed (previous_event_ts is set when the previous version was qualified), or a ttl that may have let the
+-- previous qualify lapse. A writer passes only these (the others are most of a batch of late or repeated events).
+CREATE FUNCTION passthrough._move_recorded(p_qualified boolean, p_previous_event_ts timestamptz, p_ttl interval)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT p_qualified <> (p_previous_event_ts IS NOT NULL) OR (p_previous_event_ts IS NOT NULL AND p_ttl IS NOT NULL);
+$$;
+COMMENT ON FUNCTION passthrough._move_recorded(boolean, timestamptz, interval) IS
+  'Private: whether passthrough._record_moves records anything for a moved version (its state changed, or a ttl may have lapsed the previous qualify). Inlined by the planner.';
+
 -- The coordinator's tables only: on a Citus cluster Citus runs no statement that modifies them and distributed
 -- ones, and the fold's ctid self-join works on a plain table only.
 CREATE FUNCTION passthrough._record_moves(p_batch_id bigint, p_moved passthrough.moved_version[]) RETURNS integer

@@ -142,9 +142,7 @@ BEGIN
                        m.event_ts, m.feed_pos, m.feed_level, m.ttl)::passthrough.moved_version)
   INTO v_moved
   FROM moved m
-  -- only the versions _record_moves turns into a feed row or a size change: the state changed, or a ttl
-  -- may have let the previous qualify lapse (previous_event_ts is set when the previous version was qualified)
-  WHERE m.qualified <> (m.previous_event_ts IS NOT NULL) OR (m.previous_event_ts IS NOT NULL AND m.ttl IS NOT NULL);
+  WHERE passthrough._move_recorded(m.qualified, m.previous_event_ts, m.ttl);
   v_result.changed := passthrough._record_moves(v_result.batch_id, v_moved);
   IF v_result.changed > 0 THEN
     PERFORM pg_notify('passthrough_changes', '');  -- wakes change feed followers, once per batch
