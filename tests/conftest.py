@@ -61,41 +61,42 @@ _server_key = pytest.StashKey["PgServer | BaseException"]()
 _cluster_key = pytest.StashKey["CitusCluster | BaseException"]()
 
 
-def get_citus_cluster(config: pytest.Config) -> CitusCluster:
-    """The session's Citus cluster, started on first use (PgStartError, saying why, without citus)."""
-    found = config.stash.get(_cluster_key, None)
+def _started_once(config: pytest.Config, key: pytest.StashKey, start, what: str):
+    """What ``start()`` returned the first time, or the exception it raised then, re-raised as PgStartError
+    (saying ``what``) by every later call: each server is started, or fails, once per session."""
+    found = config.stash.get(key, None)
     if found is None:
         try:
-            found = start_citus_cluster()
-        except Exception as exc:  # remembered, re-raised by every fixture that needs the cluster
+            found = start()
+        except Exception as exc:  # remembered, re-raised by every fixture that needs it
             found = exc
-        config.stash[_cluster_key] = found
+        config.stash[key] = found
     if isinstance(found, BaseException):
-        raise PgStartError(f"no Citus cluster: {found}") from found
+        raise PgStartError(f"{what}: {found}") from found
     return found
+
+
+def get_citus_cluster(config: pytest.Config) -> CitusCluster:
+    """The session's Citus cluster, started on first use (PgStartError, saying why, without citus)."""
+    return _started_once(config, _cluster_key, start_citus_cluster, "no Citus cluster")
 
 
 def _get_server(config: pytest.Config) -> PgServer:
     """Start the session's server on first use (normally from pytest_report_header)."""
-    found = config.stash.get(_server_key, None)
-    if found is None and on_citus():
-        found = get_citus_cluster(config).coordinator
-        _check_expected_major(found)
-        config.stash[_server_key] = found
-    if found is None:
+    def start() -> PgServer:
+        if on_citus():  # the cluster's coordinator: the cluster, not this, stops it
+            server = get_citus_cluster(config).coordinator
+            _check_expected_major(server)
+            return server
+        server = start_test_server()
         try:
-            found = start_test_server()
-            try:
-                _check_expected_major(found)
-            except BaseException:
-                found.stop()
-                raise
-        except Exception as exc:  # remembered, re-raised by every fixture that needs the server
-            found = exc
-        config.stash[_server_key] = found
-    if isinstance(found, BaseException):
-        raise PgStartError(f"no test PostgreSQL: {found}") from found
-    return found
+            _check_expected_major(server)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    return _started_once(config, _server_key, start, "no test PostgreSQL")
 
 
 def _check_expected_major(server: PgServer) -> None:
