@@ -131,6 +131,42 @@ ON CONFLICT (identifier, audience_id) DO UPDATE SET qualified = EXCLUDED.qualifi
   WHERE EXCLUDED.event_ts > m.event_ts OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
 """
 
+# The guarantees' floor (issue 20): the bare pipeline with the bulk path's three row-level guarantees added, each
+# in its cheapest form, in the bare pipeline's own tables: the history index (a btree on the log's identifier),
+# validation (the plainly-valid rule with the identifier type's lookup; an invalid row is dropped, not reported)
+# and a change-feed row per transition (the upsert's RETURNING into a feed table with its key). Still without
+# exact sizes, the feed's order across transactions, snapshots, expiry, batches or integer keys: what these three
+# guarantees cost by themselves, in the same run.
+GUARDED_DDL = BARE_DDL + """;
+CREATE INDEX ON bench_bare_log (identifier);
+ALTER TABLE bench_bare_state ADD COLUMN previous_qualified boolean;
+CREATE TABLE bench_bare_feed (
+  pos xid8 NOT NULL, ord integer NOT NULL, audience_id text COLLATE "C" NOT NULL, qualified boolean NOT NULL,
+  event_ts timestamptz NOT NULL, identifier text COLLATE "C" NOT NULL, PRIMARY KEY (pos, ord))
+"""
+GUARDED_SQL = """
+WITH staged AS MATERIALIZED (
+  SELECT s.identifier COLLATE "C" AS i, s.audience_id COLLATE "C" AS a, s.action = 'qualify' AS q,
+         passthrough._ts_from_seconds(s.ts) AS ts
+  FROM pg_temp.bench_bare_stage s
+  LEFT JOIN passthrough.identifier_types t ON t.name = passthrough._normalize_identifier_type(s.identifier_type)
+  WHERE passthrough._event_plainly_valid(s.transport_problems, s.type, s.action, s.identifier_count, t.high_confidence,
+          s.identifier, s.audience_id, s.ts, extract(epoch FROM now() + interval '1 day'), s.idempotence_id)
+), logged AS (
+  INSERT INTO bench_bare_log SELECT i, a, q, ts FROM staged
+), upserted AS (
+  INSERT INTO bench_bare_state AS m (identifier, audience_id, qualified, event_ts)
+  SELECT DISTINCT ON (i, a) i, a, q, ts FROM staged ORDER BY i, a, ts DESC, q
+  ON CONFLICT (identifier, audience_id) DO UPDATE SET qualified = EXCLUDED.qualified, event_ts = EXCLUDED.event_ts,
+    previous_qualified = m.qualified
+    WHERE EXCLUDED.event_ts > m.event_ts OR (EXCLUDED.event_ts = m.event_ts AND m.qualified AND NOT EXCLUDED.qualified)
+  RETURNING identifier, audience_id, qualified, event_ts, coalesce(previous_qualified, false) AS was_in
+)
+INSERT INTO bench_bare_feed
+SELECT pg_current_xact_id(), row_number() OVER (), audience_id, qualified, event_ts, identifier
+FROM upserted WHERE qualified <> was_in
+"""
+
 
 # --------------------------------------------------------------------------- database
 
@@ -310,10 +346,11 @@ def cpu_seconds(samples: list) -> float | None:
     return None if not samples or None in samples else sum(samples)
 
 
-def bare(db: Database, streams: list[list[bytes]]) -> float:
+def bare(db: Database, streams: list[list[bytes]], ddl: str = BARE_DDL, statement: str = BARE_SQL) -> float:
+    """The bare pipeline (or, with GUARDED_DDL and GUARDED_SQL, the guarantees' floor) from empty tables."""
     with connect(db.url, autocommit=True) as c:
-        c.execute("DROP TABLE IF EXISTS bench_bare_log, bench_bare_state")
-        c.execute(BARE_DDL)
+        c.execute("DROP TABLE IF EXISTS bench_bare_log, bench_bare_state, bench_bare_feed")
+        c.execute(ddl)
         c.execute("CHECKPOINT")
 
     def worker(batches):
@@ -325,7 +362,7 @@ def bare(db: Database, streams: list[list[bytes]]) -> float:
             for payload in batches:
                 with cur.copy("COPY pg_temp.bench_bare_stage FROM STDIN") as cp:
                     cp.write(payload)
-                cur.execute(BARE_SQL)
+                cur.execute(statement)
                 conn.commit()
 
     return parallel(worker, streams)
@@ -1181,6 +1218,12 @@ def main(argv=None) -> int:
                     "sizes, 2 writers", n, bare(db, two))
         bare2.note = check_state(db, expected, bare2.path, BARE_STATE_SQL) + "; not a Passthrough path"
         rows.append(bare2)
+        info("the guarantees' floor: the bare pipeline with a history index, validation and a feed, 2 writers ...")
+        floor2 = Row("the guarantees' floor for scale: the bare pipeline + a btree on the log's identifier, the "
+                     "validation rule, a feed row per transition; no sizes, feed order, snapshots or integer keys, "
+                     "2 writers", n, bare(db, two, GUARDED_DDL, GUARDED_SQL))
+        floor2.note = check_state(db, expected, floor2.path, BARE_STATE_SQL) + "; not a Passthrough path"
+        rows.append(floor2)
         info("passthrough load (NDJSON file, 2 writers) ...")
         cli_row = Row("`passthrough load` end to end, NDJSON file, 2 writers", n,
                       cli_load(db, ndjson, 2, args.batch_size))
@@ -1240,6 +1283,9 @@ def main(argv=None) -> int:
         f"({'met' if cli_row.rate / bulk2.rate >= 0.85 else 'NOT met'}). For information: the 2-writer bulk path "
         f"at {bulk2.rate / raw2.rate:.1%} of raw 2-stream COPY and {bulk2.rate / naive_row.rate:,.0f}x naive, the "
         f"bare pipeline at {bare2.rate / raw2.rate:.1%} and {bare2.rate / naive_row.rate:,.0f}x. "
+        f"The guarantees' floor (the bare pipeline with only a history index, validation and a feed, each at its "
+        f"cheapest) runs at {floor2.rate / bare2.rate:.1%} of the bare pipeline, and the 2-writer bulk path at "
+        f"{bulk2.rate / floor2.rate:.1%} of that floor. "
         f"SQL `apply_events` with 5,000-event batches on 1 connection >= 67% of the 1-writer bulk path's "
         f"events/s: **{json1.rate / bulk1.rate:.0%}** ({'met' if json1.rate / bulk1.rate >= 0.67 else 'NOT met'}). "
         + (f"HTTP `POST /v3/events` (wrk) >= 50% of the 2-writer SQL bulk path's events/s: "
