@@ -107,7 +107,7 @@ BAD_INPUT_SQLSTATES: dict[str, str] = {
     "22P02": "invalid_text_representation",
     "22P05": "untranslatable_character",
     "22021": "character_not_in_repertoire",
-    "22003": "numeric_value_out_of_range",  # e.g. a ts of 1e999999999 in a JSON body or an uploaded file
+    "22003": "numeric_value_out_of_range",  # a number numeric cannot hold that no transport check caught
 }
 
 # Errors whose DETAIL is JSON [{"event" | "row", "message", "problems"}]: the invalid events (PT001) or rows

@@ -139,6 +139,11 @@ INVALID_CASES = [
         event(data_ts=4_000_000_000),
         "data.ts: 4000000000 is later than the server clock allows (now + max_future_skew)",
     ),
+    (
+        "ts in microseconds",
+        event(data_ts=1_700_000_000_123_456),
+        "data.ts: 1700000000123456 is later than the server clock allows (now + max_future_skew)",
+    ),
     ("idempotence_id not a string", event(data_idempotence_id=1), "data.idempotence_id: must be a string, got number"),
     (
         "idempotence_id too long",
@@ -158,6 +163,22 @@ def test_each_rule_names_the_event_and_field(enabled, bad, message):
     assert error.detail_json[0]["problems"] == message.split("; ")
     assert "Nothing from this batch was stored" in error.hint
     assert stored_counts(enabled) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("ts, message", [
+    ("1e131071", "data.ts: 1.000000e+131071 is later than the server clock allows (now + max_future_skew)"),
+    ("-9.5e131071", "data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got "
+                    "-9.500000e+131071"),
+    ("1e-16383", "data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got "
+                 "1.000000e-16383"),
+])
+def test_a_ts_of_many_digits_is_named_briefly(enabled, ts, message):
+    """numeric holds 131,072 digits before the point and 16,383 after: a message shows such a ts in scientific
+    notation, not digit by digit."""
+    batch = ('[{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u"}, '
+             f'"data": {{"audience_id": "a", "ts": {ts}}}}}]')
+    error = expect_error(enabled, "SELECT passthrough.apply_events(%s::jsonb)", (batch,), "PT001")
+    assert error.detail_json == [{"event": 0, "message": message, "problems": [message]}]
 
 
 def test_every_invalid_event_is_listed_and_nothing_is_stored(enabled):

@@ -112,6 +112,9 @@ def test_more_than_a_page_of_one_type(db_url, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["nope"], "audience 'nope' does not exist"),
     (["vip", "--at", "soon"], "--at: not a number of seconds since the Unix epoch: 'soon'"),
+    (["vip", "--at", "1e999999999"],  # numeric would overflow: the database's bare 22003, before
+     "--at: not a number of seconds since the Unix epoch that PostgreSQL's numeric holds: '1e999999999'"),
+    (["vip", "--at=-1e131071"], "at must be seconds since the Unix epoch, got -1.000000e+131071"),
 ])
 def test_errors_are_one_line(db_url, capsys, args, message, tmp_path, monkeypatch):
     setup(db_url)

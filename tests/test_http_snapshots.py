@@ -498,13 +498,22 @@ def test_parameters_out_of_range_are_refused_by_the_database(client, members, pr
     assert unchanged(members, before)
 
 
-def test_a_row_ts_no_number_can_hold_is_400_naming_the_line(client, members, private_key):
+def test_values_no_column_can_hold_are_400_naming_their_rows(client, members, private_key):
+    """A ts numeric cannot hold, or a NUL, would fail the COPY with no row named (22003, 22021): each is its row's
+    problem, as any other invalid value is."""
     before = snapshot_of(members)
-    body = f"type,action,audience_id,ts,fs_user_id\npassthrough,qualify,{AUD},1e999999999,m1\n".encode()
+    body = (f"type,action,audience_id,ts,fs_user_id\npassthrough,qualify,{AUD},1e999999999,m1\n"
+            f"passthrough,qualify,{AUD},1700000000,m\x002\n").encode()
     response = post(client, private_key, gz(body))
     assert response.status_code == 400
     d = detail(response)
-    assert (d["code"], d["sqlstate"]) == ("invalid_input", "22003") and "ts" in d["message"], d
+    assert (d["code"], d["sqlstate"]) == ("invalid_rows", "PT020"), d
+    assert [(item["row"], item["message"]) for item in d["invalids"]] == [
+        (2, "data.ts: must be seconds since the Unix epoch, got 1e999999999, more digits than PostgreSQL's numeric "
+            "holds"),
+        (3, 'identifiers.fs_user_id: must not contain "\\u0000" (NUL), which PostgreSQL text cannot hold, '
+            'got "m\\u00002"'),
+    ]
     assert unchanged(members, before)
 
 

@@ -216,6 +216,80 @@ def test_rejects_option(enabled, db_url, tmp_path, capsys):
     assert capsys.readouterr().out == f"no rejected rows for load {load_id + 1000}\n"
 
 
+NUL = 'must not contain "\\u0000" (NUL), which PostgreSQL text cannot hold'
+HEAD = '{"type":"passthrough","action":"qualify","identifiers":'
+
+
+def test_values_postgresql_cannot_hold_set_only_their_row_aside(enabled, db_url, tmp_path, capsys):
+    """A NUL in a string, or a number numeric cannot hold, would make COPY refuse the whole batch with no row
+    named: each is its row's problem instead, naming the field, and the other rows apply."""
+    lines = [  # (raw NDJSON line, its first problem; None: valid)
+        (HEAD + '{"fs_user_id":"u1"},"data":{"audience_id":"a","ts":1.7e9}}', None),
+        (HEAD + '{"fs_user_id":"u2"},"data":{"audience_id":"a","ts":1e999999999}}',
+         "data.ts: must be seconds since the Unix epoch, got 1e999999999, more digits than PostgreSQL's numeric holds"),
+        (HEAD + '{"fs_user_id":"u3"},"data":{"audience_id":"a","ts":1.5e-16383}}',
+         "data.ts: must be seconds since the Unix epoch, got 1.5e-16383, more digits than PostgreSQL's numeric holds"),
+        (HEAD + '{"fs_user_id":"a\\u0000b"},"data":{"audience_id":"a","ts":1700000000}}',
+         f'identifiers.fs_user_id: {NUL}, got "a\\u0000b"'),
+        ('{"type":"passthrough\\u0000","action":"qualify","identifiers":{"fs_user_id":"u5"},'
+         '"data":{"audience_id":"a"}}', f'type: {NUL}, got "passthrough\\u0000"'),
+        ('{"type":"passthrough","action":"\\u0000qualify","identifiers":{"fs_user_id":"u6"},'
+         '"data":{"audience_id":"a"}}', f'action: {NUL}, got "\\u0000qualify"'),
+        (HEAD + '{"fs_user_id":"u7"},"data":{"audience_id":"a\\u0000"}}', f'data.audience_id: {NUL}, got "a\\u0000"'),
+        (HEAD + '{"fs_user_id":"u8"},"data":{"audience_id":"a","idempotence_id":"\\u0000"}}',
+         f'data.idempotence_id: {NUL}, got "\\u0000"'),
+        (HEAD + '{"fs_\\u0000id":"u9"},"data":{"audience_id":"a"}}', f'identifiers: a key {NUL}, got "fs_\\u0000id"'),
+        (HEAD + '{"fs_user_id":"u10","email":"x\\u0000"},"data":{"audience_id":"a"}}',
+         f'identifiers: a string {NUL}, got "x\\u0000"'),
+        (HEAD + '{"fs_user_id":"u11","email":1e999999999},"data":{"audience_id":"a"}}',
+         "identifiers: the number 1e999999999 has more digits than jsonb holds"),
+        (HEAD + '{"fs_user_id":"u12"},"data":{"audience_id":"a","ts":1700000000.5}}', None),
+    ]
+    path = tmp_path / "e.ndjson"
+    path.write_text("".join(line + "\n" for line, _ in lines))
+    for writers in ("1", "2"):
+        assert run(db_url, "--validate-only", "--writers", writers, str(path)) == 1
+        listed = capsys.readouterr().out.splitlines()[2:]
+        expected = [(n, problem) for n, (_, problem) in enumerate(lines, 1) if problem is not None]
+        assert [line.split(": ", 1)[0] for line in listed] == [f"  {path}:{n}" for n, _ in expected]
+        for line, (_, problem) in zip(listed, expected):
+            assert line.split(": ", 1)[1].startswith(problem), line
+    assert run(db_url, "--rejects", "--writers", "2", str(path)) == 0
+    assert "2 events applied" in capsys.readouterr().out
+    assert rows(enabled, "SELECT identifier, qualified FROM passthrough.memberships ORDER BY 1") == [
+        ("u1", True), ("u12", True)]
+    kept = rows(enabled, "SELECT row_no, problems[1], identifier FROM passthrough.load_rejects ORDER BY row_no")
+    assert [(row_no, problem) for row_no, problem, _ in kept] == [
+        (n, problem) for n, (_, problem) in enumerate(lines, 1) if problem is not None]
+    assert kept[2][2] == "a\\u0000b"  # the value as it was sent, its NUL written as the JSON escape
+
+
+def test_csv_values_postgresql_cannot_hold_set_only_their_row_aside(enabled, db_url, tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("type,action,audience_id,ts,fs_user_id\npassthrough,qualify,a,1e999999999,u1\n"
+                    "passthrough,qualify,a,1700000000,u\x002\npassthrough,qualify,a,1700000000,u3\n")
+    assert run(db_url, "--rejects", str(path)) == 0
+    assert rows(enabled, "SELECT identifier FROM passthrough.memberships") == [("u3",)]
+    assert rows(enabled, "SELECT row_no, problems FROM passthrough.load_rejects ORDER BY row_no") == [
+        (2, ["data.ts: must be seconds since the Unix epoch, got 1e999999999, more digits than PostgreSQL's numeric "
+             "holds"]),
+        (3, [f'identifiers.fs_user_id: {NUL}, got "u\\u00002"']),
+    ]
+
+
+def test_a_huge_ts_is_named_briefly(enabled, db_url, tmp_path, capsys):
+    """numeric holds 131,072 digits; SQL's message shows such a ts in scientific notation, not digit by digit."""
+    path = tmp_path / "e.ndjson"
+    path.write_text(HEAD + '{"fs_user_id":"u1"},"data":{"audience_id":"a","ts":1e131071}}\n'
+                    + HEAD + '{"fs_user_id":"u2"},"data":{"audience_id":"a","ts":-9.5e131071}}\n')
+    assert run(db_url, "--validate-only", str(path)) == 1
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        f"  {path}:1: data.ts: 1.000000e+131071 is later than the server clock allows (now + max_future_skew)",
+        f"  {path}:2: data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got "
+        "-9.500000e+131071",
+    ]
+
+
 def test_validate_only_changes_nothing_and_lists_every_invalid_row(enabled, db_url, tmp_path, capsys):
     path = tmp_path / "e.ndjson"
     good = {"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u1"},

@@ -437,6 +437,21 @@ def test_cli_leaves_the_share_range_to_the_database(enabled, db_url, tmp_path, c
     assert "max_disqualify_share must be between 0 and 1, got 1.5" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--at", "1e999999999",
+     "--at: not a number of seconds since the Unix epoch that PostgreSQL's numeric holds: '1e999999999'"),
+    ("--max-disqualify-share", "1e-99999", "--max-disqualify-share: not a number that PostgreSQL's numeric holds: "
+     "'1e-99999'"),
+    ("--at", "1e131071", "invalid snapshot time 1.000000e+131071"),  # held: the database's rule names it, briefly
+    ("--max-disqualify-share", "1e131071", "max_disqualify_share must be between 0 and 1, got 1.000000e+131071"),
+])
+def test_cli_names_an_option_beyond_numeric(enabled, db_url, tmp_path, capsys, option, value, message):
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    assert run(db_url, option, value, str(path)) == 1
+    err = capsys.readouterr().err
+    assert f"error: {message}\n" in err and "overflows" not in err
+
+
 def test_snapshot_diff_checks_its_limit(enabled):
     apply(enabled, [ev("a", True, 10), ev("b", True, 10)])
     import_rows(enabled, snapshot_payload([("a", BASE + 20)]), AUD, dry_run=True)

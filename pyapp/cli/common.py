@@ -20,9 +20,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pyapp.db import connect
+from pyapp.pgvalues import numeric_holds
 
 DATABASE_URL_ENV = "PASSTHROUGH_DATABASE_URL"
 
@@ -231,6 +233,21 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def exact_decimal(option: str, text: str | None, what: str) -> Decimal | None:
+    """An option's value as the exact decimal it was written as (None when not given). Its range is SQL's to check
+    (PT010); a value that is no number, or none PostgreSQL's numeric holds (pyapp/pgvalues.py), is a CommandError
+    naming the option, not the database's bare overflow."""
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise CommandError(f"{option}: not {what}: {text!r}") from None
+    if not numeric_holds(value):
+        raise CommandError(f"{option}: not {what} that PostgreSQL's numeric holds: {text[:64]!r}")
     return value
 
 

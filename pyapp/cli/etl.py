@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn
 from rich.progress import TimeRemainingColumn
 
 from pyapp.ingest import writers
-from pyapp.cli.common import CommandError, open_database, plural, positive_int
+from pyapp.cli.common import CommandError, exact_decimal, open_database, plural, positive_int
 from pyapp.ingest.formats import InputError
 
 
@@ -169,7 +169,6 @@ def _print_summary(summary: writers.LoadSummary, *, failed: bool = False) -> Non
 
 def cmd_import(args: argparse.Namespace) -> int:
     import os
-    from decimal import Decimal, InvalidOperation
 
     from pyapp.ingest import snapshot
     from pyapp.db import connect
@@ -179,14 +178,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise CommandError(f"{name}: no such file")
     if args.audience and len(args.files) != 1:
         raise CommandError("--audience names the audience of one file; give one file")
-    try:
-        at = Decimal(args.at) if args.at is not None else None
-    except InvalidOperation:
-        raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
-    try:  # its range is SQL's to check (PT010); not a float, which would not be the number given
-        share = Decimal(args.max_disqualify_share) if args.max_disqualify_share is not None else None
-    except InvalidOperation:
-        raise CommandError(f"--max-disqualify-share: not a number: {args.max_disqualify_share!r}") from None
+    # exact, not a float, which would not be the number given; their ranges are SQL's to check (PT010)
+    at = exact_decimal("--at", args.at, "a number of seconds since the Unix epoch")
+    share = exact_decimal("--max-disqualify-share", args.max_disqualify_share, "a number")
     console = _stderr_console()
     failures = 0
     # files naming the same audience are one snapshot (an export writes one file per identifier type)
@@ -243,20 +237,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from decimal import Decimal, InvalidOperation
-
     import psycopg
 
     from pyapp.ingest import export
     from pyapp.db import connect
     from pyapp.errors import report
 
-    at = None
-    if args.at is not None:
-        try:
-            at = Decimal(args.at)  # exact; SQL turns it into an instant (its rounding, its range: PT010)
-        except InvalidOperation:
-            raise CommandError(f"--at: not a number of seconds since the Unix epoch: {args.at!r}") from None
+    # exact; SQL turns it into an instant (its rounding, its range: PT010)
+    at = exact_decimal("--at", args.at, "a number of seconds since the Unix epoch")
     console = _stderr_console()
     with open_database(args) as db:
         print(f"database: {db.source}", file=sys.stderr, flush=True)

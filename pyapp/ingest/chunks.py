@@ -53,9 +53,10 @@ _usual_event = msgspec.json.Decoder(_UsualEvent, float_hook=JsonNumber)
 def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[CopyChunk]:
     """NDJSON lines to CopyChunks; exactly what ndjson_records + route + format_row give, only faster.
 
-    The usual event (strings where strings belong, a number ts, one identifier, no backslash anywhere in
-    its line, so no string in it needs COPY escaping) is formatted straight from its decoded shape; any
-    other line takes the general path (event_to_row, format_row), which also names its problems."""
+    The usual event (strings where strings belong, a number ts of at most 32 characters and no exponent, so
+    that numeric holds it, one identifier, no backslash anywhere in its line, so no string in it needs COPY
+    escaping or holds a NUL) is formatted straight from its decoded shape; any other line takes the general
+    path (event_to_row, format_row), which also names its problems."""
     decode, decode_error, crc32 = _usual_event.decode, DECODE_ERRORS, zlib.crc32
     null = "\\N"  # COPY's NULL
     line_no = 0
@@ -75,7 +76,9 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
                     data = event.data
                     ts = data.ts
                     if type(ts) is JsonNumber:
-                        pass  # as written: SQL rounds it (pyapp/jsontypes.py)
+                        if len(ts) > 32 or "e" in ts or "E" in ts:
+                            ts = None  # the general path checks that numeric holds it (pyapp/pgvalues.py)
+                        # else as written: SQL rounds it (pyapp/jsontypes.py)
                     elif type(ts) is int:
                         ts = str(ts)
                     elif ts is None:
@@ -91,8 +94,8 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
                 row = ndjson_row(line)
                 if row is None:
                     continue
+                target = route(row.identifier, writers)  # (before format_row, which may set a value aside)
                 text = format_row(base + line_no, row)
-                target = route(row.identifier, writers)
             out[target].append(text)
             records += 1
             last = line_no

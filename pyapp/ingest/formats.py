@@ -17,7 +17,8 @@ from typing import IO, Any
 
 
 from pyapp.ingest.staging import StagedRow
-from pyapp.jsontypes import DECODE_ERRORS, dumps_exact, json_type, loads_exact
+from pyapp.jsontypes import DECODE_ERRORS, JsonNumber, dumps_exact, json_type, loads_exact
+from pyapp.pgvalues import NUL_MESSAGE, numeric_holds, text_holds
 
 
 def _json_text(value: Any) -> str | None:
@@ -49,7 +50,11 @@ def event_to_row(event: Any) -> StagedRow:
                 problems.append(f"identifiers.{key[:64]}: must be a string, got {json_type(value)}")
             row.identifier = _json_text(value)
         elif ids:  # SQL picks the one that keys the event (passthrough._key_identifier)
-            row.identifiers = dumps_exact(ids)  # numbers as written
+            unheld = _unheld_in_json(ids)
+            if unheld is None:
+                row.identifiers = dumps_exact(ids)  # numbers as written
+            else:  # jsonb cannot hold it: the row is set aside with the reason, not the whole COPY refused
+                problems.append(f"identifiers: {unheld}")
     else:
         row.identifier_count = None
     if isinstance(data, dict):
@@ -60,7 +65,10 @@ def event_to_row(event: Any) -> StagedRow:
         ts = data.get("ts")
         if ts is not None:
             if json_type(ts) == "number":
-                row.ts = str(ts)  # exact: a JsonNumber's text, an int, or a Decimal; SQL rounds it
+                if isinstance(ts, JsonNumber) and not numeric_holds(Decimal(ts)):
+                    problems.append(_unheld_ts(ts))
+                else:
+                    row.ts = str(ts)  # exact: a JsonNumber's text, an int, or a Decimal; SQL rounds it
             else:
                 problems.append(f"data.ts: must be a number of seconds since the Unix epoch, got {json_type(ts)}")
         idem = data.get("idempotence_id")
@@ -70,6 +78,30 @@ def event_to_row(event: Any) -> StagedRow:
             else:
                 problems.append(f"data.idempotence_id: must be a string, got {json_type(idem)}")
     return row
+
+
+def _unheld_ts(text: str) -> str:
+    return f"data.ts: must be seconds since the Unix epoch, got {text[:64]}, more digits than PostgreSQL's numeric holds"
+
+
+def _unheld_in_json(value: Any) -> str | None:
+    """What in a JSON value jsonb cannot hold (a NUL in a string or key, a number beyond numeric), else None."""
+    if isinstance(value, JsonNumber):  # (a str too)
+        return None if numeric_holds(Decimal(value)) else f"the number {value[:64]} has more digits than jsonb holds"
+    if isinstance(value, str):
+        return None if text_holds(value) else f"a string {NUL_MESSAGE}, got {json.dumps(value[:64])}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = (None if text_holds(key) else f"a key {NUL_MESSAGE}, got {json.dumps(key[:64])}") \
+                or _unheld_in_json(item)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _unheld_in_json(item)
+            if found is not None:
+                return found
+    return None
 
 
 CSV_REQUIRED = ("type", "action", "audience_id", "ts")
@@ -108,6 +140,9 @@ def csv_ts(text: str | None, row: StagedRow) -> None:
     if value is None or not value.is_finite():
         row.problems.append(
             f"data.ts: must be a number of seconds since the Unix epoch, got {json.dumps(text[:64])}")
+        return
+    if not numeric_holds(value):
+        row.problems.append(_unheld_ts(text.strip()))
         return
     row.ts = str(value)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyapp.errors import sql_error_fields
+from pyapp.pgvalues import NUL_MESSAGE, text_holds
 
 COPY_COLUMNS = (
     "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
@@ -154,7 +155,38 @@ _NULL = "\\N"
 
 
 def format_row(row_no: int, row: StagedRow) -> str:
-    """The COPY text line (with its newline) for one staging row."""
+    """The COPY text line (with its newline) for one staging row. A value text cannot hold (a NUL) becomes a
+    problem of the row instead, naming its field: else COPY would refuse the whole batch, naming no row."""
+    line = _copy_line(row_no, row)
+    if not text_holds(line):
+        _set_nul_values_aside(row)
+        line = _copy_line(row_no, row)
+    return line
+
+
+# The staging row's text fields and the event fields they came from, for the messages.
+_TEXT_FIELDS = (("type", "type"), ("action", "action"), ("identifier_type", "identifiers"),
+                ("identifier", "identifiers.{key}"), ("audience_id", "data.audience_id"),
+                ("idempotence_id", "data.idempotence_id"))
+
+
+def _set_nul_values_aside(row: StagedRow) -> None:
+    """Names each NUL, and writes it as the six characters of its JSON escape: the row is refused (or set aside)
+    with the value as it was sent, and SQL's other rules see that text rather than a missing value."""
+    key = (row.identifier_type or "")[:64].replace("\x00", _NUL_TEXT)
+    for attribute, name in _TEXT_FIELDS:
+        value = getattr(row, attribute)
+        if value is not None and not text_holds(value):
+            what = f"a key {NUL_MESSAGE}" if attribute == "identifier_type" else NUL_MESSAGE
+            row.problems.append(f"{name.format(key=key)}: {what}, got {json.dumps(value[:64])}")
+            setattr(row, attribute, value.replace("\x00", _NUL_TEXT))
+    row.problems = [p.replace("\x00", _NUL_TEXT) for p in row.problems]  # e.g. a key named in a message
+
+
+_NUL_TEXT = "\\u0000"
+
+
+def _copy_line(row_no: int, row: StagedRow) -> str:
     count = _NULL if row.identifier_count is None else row.identifier_count
     problems = _esc(_array_literal(row.problems)) if row.problems else _NULL
     return (

@@ -643,6 +643,18 @@ COMMENT ON FUNCTION passthrough.list_identifier_types() IS
 -- source: sql/functions/040_timestamps.sql
 -- Time arguments: seconds since the Unix epoch, and instants a read is asked about.
 
+-- A number as a message shows it: as written when short, else in scientific notation. numeric holds up to
+-- 131,072 digits before the point and 16,383 after it; a hostile ts (or snapshot time, or share) must not put them
+-- all into a message.
+CREATE FUNCTION passthrough._number_in_message(p_value numeric) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE  -- to_char is stable; inlined into the event rules' messages
+AS $$
+  SELECT CASE WHEN length(p_value::text) <= 40 THEN p_value::text
+              ELSE ltrim(to_char(p_value, '9.999999EEEE')) END;
+$$;
+COMMENT ON FUNCTION passthrough._number_in_message(numeric) IS
+  'Private: a number as an error message shows it: its text when at most 40 characters, else scientific notation (1.000000e+131071).';
+
 -- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
 CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz
 -- STABLE because timestamptz + interval is: a function is only inlined into the calling query when its
@@ -675,7 +687,8 @@ BEGIN
     RETURN passthrough._ts_from_seconds(p_seconds);
   EXCEPTION WHEN numeric_value_out_of_range OR datetime_field_overflow THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, left(p_seconds::text, 64)),
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field,
+                       passthrough._number_in_message(p_seconds)),
       DETAIL = format('field: %s', p_field),
       HINT = 'No timestamp holds it: PostgreSQL''s timestamps run from 4713 BC to 294276 AD.';
   END;
@@ -1608,13 +1621,15 @@ AS $$
            THEN format('data.audience_id: must be at most 255 characters, got %s', length(p_audience_id))
     END,
     CASE WHEN p_ts IS NULL THEN NULL
-         WHEN p_ts >= 100000000000
+         WHEN p_ts >= 100000000000 AND p_ts < 100000000000000  -- milliseconds up to the year 5138
            THEN format('data.ts: %s looks like milliseconds, send seconds since the Unix epoch (%s)',
-                       p_ts, round(p_ts / 1000, 3))
+                       passthrough._number_in_message(p_ts), round(p_ts / 1000, 3))
          WHEN p_ts < 946684800
-           THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s', p_ts)
+           THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s',
+                       passthrough._number_in_message(p_ts))
          WHEN p_ts > p_max_ts
-           THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)', p_ts)
+           THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)',
+                       passthrough._number_in_message(p_ts))
     END,
     CASE WHEN length(p_idempotence_id) > 255
       THEN format('data.idempotence_id: must be at most 255 characters, got %s', length(p_idempotence_id))
@@ -2606,7 +2621,7 @@ BEGIN
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('invalid snapshot time %s', p_at),
+      MESSAGE = format('invalid snapshot time %s', passthrough._number_in_message(p_at)),
       DETAIL = array_to_string(passthrough._event_problems(
         'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL), '; '),
       HINT = 'The snapshot time is seconds since the Unix epoch, like an event''s ts.';
@@ -2772,7 +2787,7 @@ DECLARE
 BEGIN
   IF v_max_share < 0 OR v_max_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', v_max_share),
+      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', passthrough._number_in_message(v_max_share)),
       DETAIL = 'field: max_disqualify_share';
   END IF;
   IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN

@@ -1,5 +1,17 @@
 -- Time arguments: seconds since the Unix epoch, and instants a read is asked about.
 
+-- A number as a message shows it: as written when short, else in scientific notation. numeric holds up to
+-- 131,072 digits before the point and 16,383 after it; a hostile ts (or snapshot time, or share) must not put them
+-- all into a message.
+CREATE FUNCTION passthrough._number_in_message(p_value numeric) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE  -- to_char is stable; inlined into the event rules' messages
+AS $$
+  SELECT CASE WHEN length(p_value::text) <= 40 THEN p_value::text
+              ELSE ltrim(to_char(p_value, '9.999999EEEE')) END;
+$$;
+COMMENT ON FUNCTION passthrough._number_in_message(numeric) IS
+  'Private: a number as an error message shows it: its text when at most 40 characters, else scientific notation (1.000000e+131071).';
+
 -- Exact conversion of decimal seconds to a timestamp, to the microsecond (float8 would round).
 CREATE FUNCTION passthrough._ts_from_seconds(p_seconds numeric) RETURNS timestamptz
 -- STABLE because timestamptz + interval is: a function is only inlined into the calling query when its
@@ -32,7 +44,8 @@ BEGIN
     RETURN passthrough._ts_from_seconds(p_seconds);
   EXCEPTION WHEN numeric_value_out_of_range OR datetime_field_overflow THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field, left(p_seconds::text, 64)),
+      MESSAGE = format('%s must be seconds since the Unix epoch, got %s', p_field,
+                       passthrough._number_in_message(p_seconds)),
       DETAIL = format('field: %s', p_field),
       HINT = 'No timestamp holds it: PostgreSQL''s timestamps run from 4713 BC to 294276 AD.';
   END;

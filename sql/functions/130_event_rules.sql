@@ -69,13 +69,15 @@ AS $$
            THEN format('data.audience_id: must be at most 255 characters, got %s', length(p_audience_id))
     END,
     CASE WHEN p_ts IS NULL THEN NULL
-         WHEN p_ts >= 100000000000
+         WHEN p_ts >= 100000000000 AND p_ts < 100000000000000  -- milliseconds up to the year 5138
            THEN format('data.ts: %s looks like milliseconds, send seconds since the Unix epoch (%s)',
-                       p_ts, round(p_ts / 1000, 3))
+                       passthrough._number_in_message(p_ts), round(p_ts / 1000, 3))
          WHEN p_ts < 946684800
-           THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s', p_ts)
+           THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s',
+                       passthrough._number_in_message(p_ts))
          WHEN p_ts > p_max_ts
-           THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)', p_ts)
+           THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)',
+                       passthrough._number_in_message(p_ts))
     END,
     CASE WHEN length(p_idempotence_id) > 255
       THEN format('data.idempotence_id: must be at most 255 characters, got %s', length(p_idempotence_id))

@@ -56,7 +56,7 @@ BEGIN
   IF p_at IS NOT NULL AND cardinality(passthrough._event_problems(
        'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL)) > 0 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('invalid snapshot time %s', p_at),
+      MESSAGE = format('invalid snapshot time %s', passthrough._number_in_message(p_at)),
       DETAIL = array_to_string(passthrough._event_problems(
         'passthrough', 'qualify', 1, 'fs_user_id', true, 'x', p_audience_id, p_at, v_max_ts, NULL), '; '),
       HINT = 'The snapshot time is seconds since the Unix epoch, like an event''s ts.';
@@ -222,7 +222,7 @@ DECLARE
 BEGIN
   IF v_max_share < 0 OR v_max_share > 1 THEN
     RAISE EXCEPTION USING ERRCODE = 'PT010',
-      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', v_max_share),
+      MESSAGE = format('max_disqualify_share must be between 0 and 1, got %s', passthrough._number_in_message(v_max_share)),
       DETAIL = 'field: max_disqualify_share';
   END IF;
   IF NOT coalesce(passthrough._valid_audience_id(p_audience_id), false) THEN
