@@ -9,6 +9,7 @@ its line), a query parameter or a command-line option gets its own message. The 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 # PostgreSQL's numeric: up to 131072 digits before the decimal point and up to 16383 after it (its documented
@@ -28,9 +29,28 @@ def numeric_holds(value: Decimal) -> bool:
     return value.is_zero() or value.adjusted() < NUMERIC_INTEGER_DIGITS
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def text_holds(value: str) -> bool:
-    """Whether PostgreSQL's text holds ``value``: anything but U+0000 (NUL)."""
-    return "\x00" not in value
+    """Whether PostgreSQL's (UTF-8) text holds ``value``: neither U+0000 (NUL) nor a lone surrogate, which is
+    what a byte that is not UTF-8 becomes when a file is read with ``surrogateescape``."""
+    return "\x00" not in value and (value.isascii() or _SURROGATE.search(value) is None)
+
+
+def undecoded_bytes(value: str) -> bytes:
+    """The bytes that were not UTF-8 in ``value`` (read with ``surrogateescape``), in order."""
+    return bytes(ord(c) - 0xDC00 for c in _SURROGATE.findall(value) if 0xDC80 <= ord(c) <= 0xDCFF)
+
+
+def held_text(value: str) -> str:
+    """``value`` as text PostgreSQL holds: a NUL written as its JSON escape ``\\u0000``, a byte that was not
+    UTF-8 as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
+    value = value.replace("\x00", "\\u0000")
+    if value.isascii():
+        return value
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}" if 0xDC80 <= ord(m[0]) <= 0xDCFF
+                          else f"\\u{ord(m[0]):04x}", value)
 
 
 NUL_MESSAGE = 'must not contain "\\u0000" (NUL), which PostgreSQL text cannot hold'

@@ -155,9 +155,11 @@ CSV = snapshot_csv([("m0", TS + 10), ("m1", TS + 10), ("x", TS + 10)])
         ("text/csv", "gzip", gz(CSV)),  # gzip as the transfer encoding
         ("application/gzip", "gzip", gz(gz(CSV))),  # a gzip file, gzipped again for the transfer
         ("text/csv", None, CSV.replace(b"\n", b"\r\n")),
+        ("text/csv", None, b"\xef\xbb\xbf" + CSV),  # Excel's "CSV UTF-8" starts with a byte order mark
+        ("application/gzip", None, gz(b"\xef\xbb\xbf" + CSV)),
     ],
     ids=["gzip", "x-gzip", "csv", "csv charset", "csv that is gzip", "octet-stream gzip", "octet-stream csv",
-         "content-encoding gzip", "gzip twice", "crlf"],
+         "content-encoding gzip", "gzip twice", "crlf", "byte order mark", "gzip with a byte order mark"],
 )
 def test_gzip_or_plain_csv_as_the_headers_or_the_magic_bytes_say(
     client, members, private_key, content_type, content_encoding, body

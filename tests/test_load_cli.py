@@ -277,6 +277,48 @@ def test_csv_values_postgresql_cannot_hold_set_only_their_row_aside(enabled, db_
     ]
 
 
+def test_bytes_that_are_not_utf8_set_only_their_row_aside(enabled, db_url, tmp_path, capsys):
+    """A file read as UTF-8 stopped at its first byte that was not (UnicodeDecodeError, no line named, nothing
+    after it loaded): now that line or value is invalid, naming the bytes, and the rest loads."""
+    ndjson = tmp_path / "e.ndjson"
+    ndjson.write_bytes(HEAD.encode() + b'{"fs_user_id":"u1"},"data":{"audience_id":"a","ts":1700000000}}\n'
+                       + HEAD.encode() + b'{"fs_user_id":"u\xff2"},"data":{"audience_id":"a","ts":1700000000}}\n'
+                       + HEAD.encode() + b'{"fs_user_id":"u3"},"data":{"audience_id":"a","ts":1700000000}}\n')
+    csv_file = tmp_path / "x.csv"
+    csv_file.write_bytes(b"type,action,audience_id,ts,fs_user_id\npassthrough,qualify,a,1700000000,c\xfe\xfd1\n"
+                         b"passthrough,qualify,a\xc3,1700000000,c2\npassthrough,qualify,a,1700000000,c3\n")
+    assert run(db_url, "--rejects", str(ndjson), str(csv_file)) == 0
+    assert "3 events applied" in capsys.readouterr().out
+    assert rows(enabled, "SELECT identifier FROM passthrough.memberships ORDER BY 1") == [("c3",), ("u1",), ("u3",)]
+    assert rows(enabled, "SELECT row_no, problems[1], identifier, audience_id FROM passthrough.load_rejects "
+                         "ORDER BY row_no") == [
+        (2, "event: must be UTF-8 text, holds the bytes ff", None, None),
+        (5, "identifiers.fs_user_id: must be UTF-8 text, holds the bytes fe fd", "c\\xfe\\xfd1", "a"),  # file 2, line 2
+        (6, "data.audience_id: must be UTF-8 text, holds the bytes c3", "c2", "a\\xc3"),
+    ]
+    array = tmp_path / "a.json"
+    array.write_bytes(b'[\n{"type": "passthrough"},\n{"type": "pass\xffthrough"}]')
+    assert run(db_url, str(array)) == 1
+    assert f"{array}: not UTF-8 text: line 3 holds the bytes ff" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".ndjson", ".csv", ".json", ".ndjson.gz"])
+def test_a_byte_order_mark_is_not_part_of_the_first_line(enabled, db_url, tmp_path, suffix):
+    """Excel's "CSV UTF-8" and PowerShell write one: the first line's JSON, or the header's first name, held it."""
+    events = make_events(30)
+    plain = tmp_path / f"e{suffix.removesuffix('.gz')}"
+    if plain.suffix == ".csv":
+        events = [e for e in events if e.identifier_type == "fs_user_id"]
+        write_csv(plain, events, "fs_user_id")
+    else:
+        {".ndjson": write_ndjson, ".json": write_json}[plain.suffix](plain, events)
+    data = b"\xef\xbb\xbf" + plain.read_bytes()
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    assert run(db_url, str(path)) == 0
+    assert_model_state(enabled, events)
+
+
 def test_a_huge_ts_is_named_briefly(enabled, db_url, tmp_path, capsys):
     """numeric holds 131,072 digits; SQL's message shows such a ts in scientific notation, not digit by digit."""
     path = tmp_path / "e.ndjson"

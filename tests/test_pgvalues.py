@@ -7,7 +7,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from pyapp.pgvalues import numeric_holds, text_holds
+from pyapp.pgvalues import held_text, numeric_holds, text_holds, undecoded_bytes
 
 # Around both of numeric's limits (131072 digits before the point, 16383 after), zero, signs and exponents.
 NUMBERS = [
@@ -37,10 +37,29 @@ def test_no_infinity_or_nan():
         assert not numeric_holds(Decimal(text))
 
 
-def test_text_holds_anything_but_nul(conn):
-    for value in ("", "x", "é\u2028", "\ud7ff", "a\x01b"):
-        assert text_holds(value)
-        assert conn.execute("SELECT %s::text", (value,)).fetchone()[0] == value
-    assert not text_holds("a\x00b")
-    with pytest.raises(psycopg.DataError):  # what a transport refuses first
-        conn.execute("SELECT %s::text", ("a\x00b",))
+def server_holds_text(conn: psycopg.Connection, value: str) -> bool:
+    """Whether the server takes the value's bytes as COPY would send them (surrogatepass) as UTF-8 text."""
+    try:
+        with conn.transaction():
+            got = conn.execute("SELECT convert_from(%s::bytea, 'UTF8')",
+                               (value.encode("utf-8", "surrogatepass"),)).fetchone()[0]
+        assert got == value
+        return True
+    except psycopg.errors.CharacterNotInRepertoire:  # 22021: a NUL, or bytes that are not UTF-8
+        return False
+
+
+@pytest.mark.parametrize("value", ["", "x", "é\u2028", "\ud7ff\ue000", "a\x01b", "\U0001f600", "a\x00b", "\x00",
+                                   "u\udcfe2", "\udcff", "\ud800", "ok\udfff"])
+def test_text_holds_what_the_server_accepts(conn, value):
+    assert text_holds(value) == server_holds_text(conn, value)
+
+
+def test_held_text_says_what_was_there():
+    """A NUL as its JSON escape, a byte read with surrogateescape as \\xNN, another lone surrogate as \\uNNNN."""
+    assert held_text("a\x00b") == "a\\u0000b"
+    assert held_text("u\udcfe2\udcff") == "u\\xfe2\\xff"
+    assert held_text("é\ud800") == "é\\ud800"
+    assert held_text("plain é") == "plain é"
+    assert b"u\xfe2\xff".decode("utf-8", "surrogateescape") == "u\udcfe2\udcff"  # the reading this undoes
+    assert undecoded_bytes("u\udcfe2\udcff\ud800") == b"\xfe\xff"

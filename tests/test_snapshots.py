@@ -425,6 +425,22 @@ def test_cli_import_dry_run_and_guards(enabled, db_url, tmp_path, capsys):
     assert {i for i, (q, _) in members(enabled).items() if q} == {"m0", "x"}
 
 
+def test_cli_import_of_excels_csv_utf8_and_of_bytes_that_are_not_utf8(enabled, db_url, tmp_path, capsys):
+    """A byte order mark at the start is not part of the header; a byte that is not UTF-8 names its row and
+    field (it stopped the import with a UnicodeDecodeError naming neither)."""
+    header = b"type,action,audience_id,ts,fs_user_id\n"
+    path = tmp_path / f"{AUD}.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + header + f"passthrough,qualify,{AUD},{BASE + 20},m0\n".encode())
+    assert run(db_url, str(path)) == 0
+    assert {i for i, (q, _) in members(enabled).items() if q} == {"m0"}
+    capsys.readouterr()
+    path.write_bytes(header + f"passthrough,qualify,{AUD},{BASE + 30},m0\n".encode()
+                     + f"passthrough,qualify,{AUD},{BASE + 30},m\xe9\n".encode("latin-1"))
+    assert run(db_url, str(path)) == 1
+    assert f"{path}:3: identifiers.fs_user_id: must be UTF-8 text, holds the bytes e9" in capsys.readouterr().err
+    assert members(enabled) == {"m0": (True, BASE + 20)}  # nothing of the refused snapshot applied
+
+
 def test_cli_refuses_a_diff_limit_out_of_range(enabled, db_url, tmp_path, capsys):
     path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
     assert run(db_url, "--dry-run", "--diff-limit", "-1", str(path)) == 1

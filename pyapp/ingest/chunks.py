@@ -71,6 +71,8 @@ def _ndjson_chunks(lines: Iterable[str], base: int, writers: int) -> Iterator[Co
                     event = decode(line)
                 except decode_error:
                     event = None
+                except UnicodeEncodeError:  # bytes that were not UTF-8: the general path names them
+                    event = None
                 if event is not None and len(event.identifiers) == 1:
                     ((id_type, identifier),) = event.identifiers.items()
                     data = event.data

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from pyapp.ingest.staging import StagedRow
 from pyapp.jsontypes import DECODE_ERRORS, JsonNumber, dumps_exact, json_type, loads_exact
-from pyapp.pgvalues import NUL_MESSAGE, numeric_holds, text_holds
+from pyapp.pgvalues import NUL_MESSAGE, held_text, numeric_holds, text_holds, undecoded_bytes
 
 
 def _json_text(value: Any) -> str | None:
@@ -119,13 +119,13 @@ def csv_identifier_column(header: list[str], name: str) -> str:
     if missing:
         raise InputError(
             f"{name}: the CSV header must name {', '.join(CSV_REQUIRED)} and one identifier column; "
-            f"missing {', '.join(missing)} (header: {', '.join(columns)})"
+            f"missing {', '.join(missing)} (header: {held_text(', '.join(columns))})"
         )
     others = [c for c in columns if c not in CSV_REQUIRED + CSV_OPTIONAL]
     if len(others) != 1:
         raise InputError(
             f"{name}: the CSV header must have exactly one identifier column (e.g. fs_user_id) besides "
-            f"{', '.join(CSV_REQUIRED)}; found {len(others)}: {', '.join(others) or 'none'}"
+            f"{', '.join(CSV_REQUIRED)}; found {len(others)}: {held_text(', '.join(others)) or 'none'}"
         )
     return others[0]
 
@@ -186,6 +186,9 @@ def ndjson_row(line: str) -> StagedRow | None:
         event = loads_exact(line)
     except DECODE_ERRORS as exc:
         return StagedRow(identifier_count=None, problems=[f"event: not valid JSON ({exc})"])
+    except UnicodeEncodeError:  # bytes of the file that were not UTF-8 (read with surrogateescape)
+        found = undecoded_bytes(line)[:16].hex(" ")
+        return StagedRow(identifier_count=None, problems=[f"event: must be UTF-8 text, holds the bytes {found}"])
     return event_to_row(event)
 
 
@@ -201,6 +204,9 @@ def json_array_records(text: str, name: str) -> Iterator[tuple[int, StagedRow]]:
         events = loads_exact(text)
     except DECODE_ERRORS as exc:
         raise InputError(f"{name}: not valid JSON: {exc}") from None
+    except UnicodeEncodeError as exc:  # bytes that were not UTF-8 (read with surrogateescape)
+        raise InputError(f"{name}: not UTF-8 text: line {text.count(chr(10), 0, exc.start) + 1} holds the bytes "
+                         f"{undecoded_bytes(text[exc.start:exc.end]).hex(' ')}") from None
     if not isinstance(events, list):
         raise InputError(f"{name}: a JSON file must hold an array of events, got {json_type(events)}")
     for index, event in enumerate(events, 1):
@@ -230,7 +236,10 @@ def open_text(name: str, on_read: Callable[[int], None]) -> IO[str]:
     counted = io.BufferedReader(_CountingReader(raw, on_read), buffer_size=1 << 20)
     head = counted.peek(2)[:2]
     stream: IO[bytes] = gzip.GzipFile(fileobj=counted) if head == b"\x1f\x8b" else counted  # type: ignore[assignment]
-    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    # utf-8-sig: a byte order mark at the start (Excel's "CSV UTF-8", PowerShell) is not part of the first line;
+    # surrogateescape: a byte that is not UTF-8 makes its row invalid, naming it (staging.format_row), and the
+    # rest of the file still loads
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def detect_format(name: str, first: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyapp.errors import sql_error_fields
-from pyapp.pgvalues import NUL_MESSAGE, text_holds
+from pyapp.pgvalues import NUL_MESSAGE, held_text, text_holds, undecoded_bytes
 
 COPY_COLUMNS = (
     "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
@@ -155,11 +155,12 @@ _NULL = "\\N"
 
 
 def format_row(row_no: int, row: StagedRow) -> str:
-    """The COPY text line (with its newline) for one staging row. A value text cannot hold (a NUL) becomes a
-    problem of the row instead, naming its field: else COPY would refuse the whole batch, naming no row."""
+    """The COPY text line (with its newline) for one staging row. A value text cannot hold (a NUL, or bytes of
+    the file that were not UTF-8) becomes a problem of the row instead, naming its field: else COPY would
+    refuse the whole batch, naming no row."""
     line = _copy_line(row_no, row)
     if not text_holds(line):
-        _set_nul_values_aside(row)
+        _set_unheld_values_aside(row)
         line = _copy_line(row_no, row)
     return line
 
@@ -170,20 +171,24 @@ _TEXT_FIELDS = (("type", "type"), ("action", "action"), ("identifier_type", "ide
                 ("idempotence_id", "data.idempotence_id"))
 
 
-def _set_nul_values_aside(row: StagedRow) -> None:
-    """Names each NUL, and writes it as the six characters of its JSON escape: the row is refused (or set aside)
-    with the value as it was sent, and SQL's other rules see that text rather than a missing value."""
-    key = (row.identifier_type or "")[:64].replace("\x00", _NUL_TEXT)
+def _set_unheld_values_aside(row: StagedRow) -> None:
+    """Names each value text cannot hold, and stages it as text that says what it was (pyapp/pgvalues.py,
+    held_text): the row is refused (or set aside) with its values as sent, and SQL's other rules see them
+    rather than a missing value."""
+    key = held_text((row.identifier_type or "")[:64])
     for attribute, name in _TEXT_FIELDS:
         value = getattr(row, attribute)
         if value is not None and not text_holds(value):
-            what = f"a key {NUL_MESSAGE}" if attribute == "identifier_type" else NUL_MESSAGE
-            row.problems.append(f"{name.format(key=key)}: {what}, got {json.dumps(value[:64])}")
-            setattr(row, attribute, value.replace("\x00", _NUL_TEXT))
-    row.problems = [p.replace("\x00", _NUL_TEXT) for p in row.problems]  # e.g. a key named in a message
-
-
-_NUL_TEXT = "\\u0000"
+            field = name.format(key=key)
+            what = "a key " if attribute == "identifier_type" else ""
+            if "\x00" in value:
+                row.problems.append(f"{field}: {what}{NUL_MESSAGE}, got {json.dumps(value[:64])}")
+            if not text_holds(value.replace("\x00", "")):  # surrogates: bytes of the file that were not UTF-8
+                undecoded = undecoded_bytes(value)
+                found = f"the bytes {undecoded[:16].hex(' ')}" if undecoded else "a lone surrogate"
+                row.problems.append(f"{field}: {what}must be UTF-8 text, holds {found}")
+            setattr(row, attribute, held_text(value))
+    row.problems = [held_text(p) for p in row.problems]  # e.g. a key named in a message
 
 
 def _copy_line(row_no: int, row: StagedRow) -> str:

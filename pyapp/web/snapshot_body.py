@@ -107,7 +107,8 @@ def _csv_text(spool: IO[bytes], encoding: BodyEncoding, max_bytes: int) -> IO[st
     content = _content(spool, encoding)
     if gzipped:
         content = gzip.GzipFile(fileobj=content, mode="rb")
-    return TextIOWrapper(BufferedReader(_CsvBytes(content, max_bytes), 1 << 16), encoding="utf-8", newline="")
+    # utf-8-sig: a byte order mark at the start (Excel's "CSV UTF-8") is not part of the header
+    return TextIOWrapper(BufferedReader(_CsvBytes(content, max_bytes), 1 << 16), encoding="utf-8-sig", newline="")
 
 
 def _records(text: IO[str], max_bytes: int) -> Iterator[tuple[int, StagedRow]]:
