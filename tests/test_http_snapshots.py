@@ -465,6 +465,8 @@ def test_a_body_broken_after_the_first_megabytes_aborts_the_copy_and_changes_not
         ({"max_disqualify_share": "1e-999999999"}, "max_disqualify_share", "must be a number"),
         ({"max_disqualify_share": "half"}, "max_disqualify_share", "must be a number"),
         ({"diff_limit": "ten"}, "diff_limit", "must be an integer"),
+        ({"diff_limit": "10"}, "diff_limit", "only a dry run lists a diff; add dry_run=true"),  # was ignored
+        ({"diff_limit": "-1", "dry_run": "false"}, "diff_limit", "only a dry run lists a diff"),
     ],
 )
 def test_an_unknown_or_malformed_query_parameter_is_400_before_the_body_is_read(

@@ -447,6 +447,15 @@ def test_cli_refuses_a_diff_limit_out_of_range(enabled, db_url, tmp_path, capsys
     assert "diff_limit must be between 0 and 100000, got -1" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_diff_limit_without_a_dry_run(enabled, db_url, tmp_path, capsys):
+    """It was ignored, its range never checked: the import ran as if it had not been given."""
+    path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
+    for limit in ("5", "-1"):
+        assert run(db_url, "--diff-limit", limit, str(path)) == 1
+        assert "error: --diff-limit: only a dry run lists a diff; add --dry-run\n" in capsys.readouterr().err
+    assert members(enabled) == {}
+
+
 def test_cli_leaves_the_share_range_to_the_database(enabled, db_url, tmp_path, capsys):
     path = write_snapshot(tmp_path / f"{AUD}.csv.gz", [("m0", BASE + 20)])
     assert run(db_url, "--max-disqualify-share", "1.5", str(path)) == 1

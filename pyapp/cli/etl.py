@@ -178,6 +178,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise CommandError(f"{name}: no such file")
     if args.audience and len(args.files) != 1:
         raise CommandError("--audience names the audience of one file; give one file")
+    if args.diff_limit is not None and not args.dry_run:  # else it would be ignored, its range never checked
+        raise CommandError("--diff-limit: only a dry run lists a diff; add --dry-run")
     # exact, not a float, which would not be the number given; their ranges are SQL's to check (PT010)
     at = exact_decimal("--at", args.at, "a number of seconds since the Unix epoch")
     share = exact_decimal("--max-disqualify-share", args.max_disqualify_share, "a number")

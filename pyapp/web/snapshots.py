@@ -148,6 +148,8 @@ def read_options(query: QueryParams) -> ImportOptions:
             options["diff_limit"] = int(values["diff_limit"])
         except ValueError:
             raise _invalid("diff_limit", f"must be an integer, got {values['diff_limit'][:64]!r}") from None
+        if not options.get("dry_run"):  # else it would be ignored, its range never checked
+            raise _invalid("diff_limit", "only a dry run lists a diff; add dry_run=true")
     return ImportOptions(**options)
 
 

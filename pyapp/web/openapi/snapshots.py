@@ -51,7 +51,7 @@ SNAPSHOT_PARAMETERS = [
            {"type": "boolean", "default": False}),
     # the ranges and defaults are passthrough.snapshot_diff's and import_snapshot's (PT010, 400 naming the field)
     query("diff_limit", "At most this many changes in a dry run's `diff` (`--diff-limit`), 0 to 100000, as "
-           "`passthrough.snapshot_diff` allows; checked for a dry run only.",
+           "`passthrough.snapshot_diff` allows; 400 without `dry_run=true`, since only a dry run lists a diff.",
            {"type": "integer", "minimum": 0, "maximum": 100000, "default": 50}),
     query("max_disqualify_share", "Refuse (422) a snapshot that would disqualify more than this share of the "
            "current members (`--max-disqualify-share`), 0 to 1.",
