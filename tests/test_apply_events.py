@@ -290,6 +290,20 @@ def test_future_skew_setting_bounds_ts(enabled):
     expect_error(enabled, "SELECT passthrough.set_max_future_skew(interval '-1 second')", sqlstate="PT010")
 
 
+def test_no_skew_lets_a_ts_past_every_timestamp_through(enabled, pg_version):
+    """A ts no timestamp holds is refused by name however large the skew (an infinite interval on 17+)."""
+    skew = "infinity" if pg_version >= 170000 else "200000 years"
+    enabled.execute(f"SELECT passthrough.set_max_future_skew(interval '{skew}')")
+    apply(enabled, [event(data_ts=9_999_999_999)])  # the year 2286: allowed by that skew
+    for ts, shown in ((10**14, "100000000000000"), (10**20, "100000000000000000000"),
+                      (Decimal("1e131071"), "1.000000e+131071")):
+        error = expect_error(enabled, "SELECT passthrough.apply_events(%s::jsonb)", (
+            '[{"type": "passthrough", "action": "qualify", "identifiers": {"fs_user_id": "u"}, '
+            f'"data": {{"audience_id": "a", "ts": {ts}}}}}]',), "PT001")
+        assert error.detail_json[0]["problems"] == [
+            f"data.ts: {shown} is later than the server clock allows (now + max_future_skew)"]
+
+
 def test_apply_event_convenience_uses_the_same_rules(enabled):
     assert enabled.execute(
         "SELECT accepted, changed FROM passthrough.apply_event('fs_user_id', 'u1', 'aud-1', 'qualify', %s, 'idem')",

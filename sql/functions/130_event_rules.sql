@@ -75,7 +75,7 @@ AS $$
          WHEN p_ts < 946684800
            THEN format('data.ts: must be seconds since the Unix epoch, on or after 2000-01-01 (946684800), got %s',
                        passthrough._number_in_message(p_ts))
-         WHEN p_ts > p_max_ts
+         WHEN p_ts > p_max_ts OR p_ts >= 100000000000  -- the second: whatever the skew (an infinite one on 17+)
            THEN format('data.ts: %s is later than the server clock allows (now + max_future_skew)',
                        passthrough._number_in_message(p_ts))
     END,
