@@ -9,6 +9,7 @@ its line), a query parameter or a command-line option gets its own message. The 
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
@@ -54,3 +55,18 @@ def held_text(value: str) -> str:
 
 
 NUL_MESSAGE = 'must not contain "\\u0000" (NUL), which PostgreSQL text cannot hold'
+
+
+def text_problems(value: str) -> list[str]:
+    """Why PostgreSQL's text cannot hold ``value``, each reason as a message ends (``field: <reason>``); empty
+    when it can: a NUL (the value shown, as JSON), bytes that were not UTF-8 (shown in hex)."""
+    if text_holds(value):
+        return []
+    reasons = []
+    if "\x00" in value:
+        reasons.append(f"{NUL_MESSAGE}, got {json.dumps(value[:64])}")
+    if not text_holds(value.replace("\x00", "")):
+        undecoded = undecoded_bytes(value)
+        reasons.append(f"must be UTF-8 text, holds the bytes {undecoded[:16].hex(' ')}" if undecoded
+                       else "must be UTF-8 text, holds a lone surrogate")
+    return reasons

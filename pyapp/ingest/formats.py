@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from pyapp.ingest.staging import StagedRow
 from pyapp.jsontypes import DECODE_ERRORS, JsonNumber, dumps_exact, json_type, loads_exact
-from pyapp.pgvalues import NUL_MESSAGE, held_text, numeric_holds, text_holds, undecoded_bytes
+from pyapp.pgvalues import held_text, numeric_holds, text_problems, undecoded_bytes
 
 
 def _json_text(value: Any) -> str | None:
@@ -89,11 +89,10 @@ def _unheld_in_json(value: Any) -> str | None:
     if isinstance(value, JsonNumber):  # (a str too)
         return None if numeric_holds(Decimal(value)) else f"the number {value[:64]} has more digits than jsonb holds"
     if isinstance(value, str):
-        return None if text_holds(value) else f"a string {NUL_MESSAGE}, got {json.dumps(value[:64])}"
+        return next((f"a string {reason}" for reason in text_problems(value)), None)
     if isinstance(value, dict):
         for key, item in value.items():
-            found = (None if text_holds(key) else f"a key {NUL_MESSAGE}, got {json.dumps(key[:64])}") \
-                or _unheld_in_json(item)
+            found = next((f"a key {reason}" for reason in text_problems(key)), None) or _unheld_in_json(item)
             if found is not None:
                 return found
     if isinstance(value, list):
@@ -187,8 +186,7 @@ def ndjson_row(line: str) -> StagedRow | None:
     except DECODE_ERRORS as exc:
         return StagedRow(identifier_count=None, problems=[f"event: not valid JSON ({exc})"])
     except UnicodeEncodeError:  # bytes of the file that were not UTF-8 (read with surrogateescape)
-        found = undecoded_bytes(line)[:16].hex(" ")
-        return StagedRow(identifier_count=None, problems=[f"event: must be UTF-8 text, holds the bytes {found}"])
+        return StagedRow(identifier_count=None, problems=[f"event: {reason}" for reason in text_problems(line)])
     return event_to_row(event)
 
 

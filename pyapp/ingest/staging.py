@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyapp.errors import sql_error_fields
-from pyapp.pgvalues import NUL_MESSAGE, held_text, text_holds, undecoded_bytes
+from pyapp.pgvalues import held_text, text_holds, text_problems
 
 COPY_COLUMNS = (
     "row_no", "type", "action", "identifier_type", "identifier", "audience_id", "ts", "idempotence_id",
@@ -179,14 +179,8 @@ def _set_unheld_values_aside(row: StagedRow) -> None:
     for attribute, name in _TEXT_FIELDS:
         value = getattr(row, attribute)
         if value is not None and not text_holds(value):
-            field = name.format(key=key)
             what = "a key " if attribute == "identifier_type" else ""
-            if "\x00" in value:
-                row.problems.append(f"{field}: {what}{NUL_MESSAGE}, got {json.dumps(value[:64])}")
-            if not text_holds(value.replace("\x00", "")):  # surrogates: bytes of the file that were not UTF-8
-                undecoded = undecoded_bytes(value)
-                found = f"the bytes {undecoded[:16].hex(' ')}" if undecoded else "a lone surrogate"
-                row.problems.append(f"{field}: {what}must be UTF-8 text, holds {found}")
+            row.problems += [f"{name.format(key=key)}: {what}{reason}" for reason in text_problems(value)]
             setattr(row, attribute, held_text(value))
     row.problems = [held_text(p) for p in row.problems]  # e.g. a key named in a message
 
